@@ -1,0 +1,226 @@
+//! procagent: starts the processes a config declares, N instances of each, keeps them
+//! alive, and serves procctl on a Unix socket.
+//!
+//! `main` parses flags and maps the result of `run` to an exit code. `run` loads the
+//! config, takes the state directory, binds the socket, stops an earlier agent's
+//! leftovers (`reclaim`), then runs the tasks: the `supervisor` (sole owner of every
+//! instance), the `reaper` (the only waitpid), the `server` (a task per connection,
+//! requests routed by `handlers`), plus the `spawn` thread (the only fork) and the
+//! `table` writer thread.
+
+mod config;
+mod handlers;
+mod instance;
+mod procfs;
+mod reaper;
+mod reclaim;
+mod server;
+mod spawn;
+mod supervisor;
+mod table;
+
+use std::fs::{self, File};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixListener as StdListener;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::supervisor::{AgentSignal, Event, Handle, Parts, Supervisor};
+
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (protocol 1)");
+
+/// How long the agent waits, once everything is stopped, for replies still being written.
+const DRAIN_REPLIES: Duration = Duration::from_secs(2);
+
+/// Supervises the processes of a procctl.toml and serves procctl on a Unix socket.
+#[derive(Parser)]
+#[command(name = "procagent", version = VERSION)]
+struct Args {
+    /// The config file [default: ./procctl.toml]
+    #[arg(long, short, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The socket [default: $PROCCTL_SOCKET, $XDG_RUNTIME_DIR/procctl/agent.sock, /tmp/procctl-UID/agent.sock]
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Where the pid table and the logs live [default: $XDG_STATE_HOME/procctl, ~/.local/state/procctl]
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(error) => {
+            let _ = error.print();
+            return if error.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        }
+    };
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("procagent: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    ensure_standard_fds();
+    let config_path = match args.config {
+        Some(path) => path,
+        None if Path::new("procctl.toml").exists() => PathBuf::from("procctl.toml"),
+        None => bail!("no config: pass --config FILE or create ./procctl.toml"),
+    };
+    let config_path = std::path::absolute(&config_path).context("cannot resolve the config path")?;
+    let config = Config::load(&config_path)?;
+
+    let state_dir = match args.state_dir {
+        Some(dir) => dir,
+        None => default_state_dir()?,
+    };
+    let state_dir = std::path::absolute(&state_dir).context("cannot resolve the state directory")?;
+    fs::create_dir_all(state_dir.join("logs"))
+        .with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
+    let _lock = lock_state_dir(&state_dir)?;
+
+    let socket = std::path::absolute(procctl_proto::socket::socket_path(args.socket))
+        .context("cannot resolve the socket path")?;
+    let listener = server::bind(&socket)?;
+
+    // Orphaned descendants of our instances are re-parented to us instead of init, so the
+    // reaper sees them and nothing of ours becomes a zombie elsewhere.
+    nix::sys::prctl::set_child_subreaper(true).context("cannot become a child subreaper")?;
+
+    let previous = table::load(&state_dir).unwrap_or_else(|problem| {
+        eprintln!("procagent: {problem}");
+        None
+    });
+    if let Some(previous) = &previous {
+        reclaim::reclaim(previous, &config);
+    }
+
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the runtime")?;
+    let result = runtime.block_on(serve(listener, config, socket.clone(), state_dir, previous));
+    let _ = fs::remove_file(&socket);
+    result
+}
+
+async fn serve(
+    listener: StdListener,
+    config: Config,
+    socket: PathBuf,
+    state_dir: PathBuf,
+    previous: Option<table::TableFile>,
+) -> anyhow::Result<()> {
+    // Handlers first: no signal may take the default action once children exist.
+    let sigchld = signal(SignalKind::child()).context("cannot watch SIGCHLD")?;
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+
+    let (events, events_rx) = tokio::sync::mpsc::unbounded_channel();
+    let fork_lock = Arc::new(Mutex::new(()));
+    let spawner = {
+        let events = events.clone();
+        spawn::start(fork_lock.clone(), move |report| {
+            let _ = events.send(Event::Spawn(report));
+        })
+        .context("cannot start the spawner thread")?
+    };
+    tokio::spawn({
+        let events = events.clone();
+        reaper::run(sigchld, fork_lock, move |pid, exit| {
+            let _ = events.send(Event::Reaped { pid, exit });
+        })
+    });
+    tokio::spawn({
+        let events = events.clone();
+        async move {
+            loop {
+                let signal = tokio::select! {
+                    _ = term.recv() => AgentSignal::Terminate,
+                    _ = int.recv() => AgentSignal::Terminate,
+                    _ = hup.recv() => AgentSignal::Reload,
+                };
+                if events.send(Event::Signal(signal)).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+
+    let writer = table::Writer::start(state_dir.clone()).context("cannot start the table writer")?;
+    listener.set_nonblocking(true).context("cannot set up the socket")?;
+    let listener = tokio::net::UnixListener::from_std(listener).context("cannot set up the socket")?;
+    let handle = Handle::new(events.clone());
+    eprintln!(
+        "procagent {VERSION}: {} process(es) from {}, serving on {}",
+        config.processes.len(),
+        config.path.display(),
+        socket.display()
+    );
+    let sup = Supervisor::new(Parts { config, socket, state_dir, previous, spawner, writer, events });
+
+    let (alive, mut all_closed) = mpsc::channel::<()>(1);
+    tokio::select! {
+        () = sup.run(events_rx) => {}
+        () = server::serve(listener, handle, alive) => {}
+    }
+    // Let the connections that asked for the shutdown get their answer.
+    let _ = tokio::time::timeout(DRAIN_REPLIES, all_closed.recv()).await;
+    eprintln!("procagent: every instance stopped; exiting");
+    Ok(())
+}
+
+/// A child must never get one of the agent's sockets as its stdin, stdout or stderr.
+fn ensure_standard_fds() {
+    for fd in 0..3 {
+        // SAFETY: F_GETFD only inspects the descriptor table.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+            // open returns the lowest free number, which is this one.
+            if let Ok(null) = File::options().read(true).write(true).open("/dev/null") {
+                std::mem::forget(null);
+            }
+        }
+    }
+}
+
+fn default_state_dir() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir).join("procctl"));
+    }
+    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        Some(home) => Ok(PathBuf::from(home).join(".local/state/procctl")),
+        None => bail!("no state directory: pass --state-dir DIR or set XDG_STATE_HOME or HOME"),
+    }
+}
+
+/// One agent per state directory: two would fight over the pid table.
+fn lock_state_dir(dir: &Path) -> anyhow::Result<File> {
+    let path = dir.join("agent.lock");
+    let file = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        bail!("another procagent is already using the state directory {}", dir.display());
+    }
+    Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_version_names_the_protocol() {
+        assert!(VERSION.ends_with(&format!("(protocol {})", procctl_proto::PROTOCOL_VERSION)));
+    }
+}

@@ -1,0 +1,207 @@
+//! The socket: a safe bind (0700 directory, 0600 socket, stale file replaced, live agent
+//! refused), then a task per connection: peer check, hello, and request after request.
+
+use std::fs::{self, DirBuilder, Permissions};
+use std::io::ErrorKind as IoErrorKind;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixListener as StdListener, UnixStream as StdStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use procctl_proto::frame::{self, FrameError, HEADER_LEN};
+use procctl_proto::{ErrorKind, PROTOCOL_VERSION, Request, Response, WireError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::mpsc;
+
+use crate::handlers;
+use crate::supervisor::Handle;
+
+/// Connections served at once; past it a client is told so and closed.
+pub const MAX_CONNECTIONS: usize = 256;
+/// How long a client may take to send its hello.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a connection may sit idle between requests.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error("another procagent is already running on {0}")]
+    Live(String),
+    #[error("{0} exists and is not a socket; remove it or choose another --socket")]
+    NotASocket(String),
+    #[error("cannot create the socket directory {0}: {1}")]
+    Dir(String, std::io::Error),
+    #[error("cannot bind {0}: {1}")]
+    Bind(String, std::io::Error),
+}
+
+/// Binds the socket as SPEC.md says. Call before any thread is started (it sets the umask).
+pub fn bind(path: &Path) -> Result<StdListener, BindError> {
+    let shown = path.display().to_string();
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .and_then(|()| fs::set_permissions(dir, Permissions::from_mode(0o700)))
+            .map_err(|e| BindError::Dir(dir.display().to_string(), e))?;
+    }
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => match StdStream::connect(path) {
+            Ok(_) => return Err(BindError::Live(shown)),
+            // Nobody answers: a dead agent's socket.
+            Err(_) => fs::remove_file(path).map_err(|e| BindError::Bind(shown.clone(), e))?,
+        },
+        Ok(_) => return Err(BindError::NotASocket(shown)),
+        Err(e) if e.kind() == IoErrorKind::NotFound => {}
+        Err(e) => return Err(BindError::Bind(shown, e)),
+    }
+    // The socket is created 0600 from the start, not chmod-ed after a window.
+    // SAFETY: umask is process-wide; no other thread exists yet.
+    let old = unsafe { libc::umask(0o177) };
+    let listener = StdListener::bind(path);
+    // SAFETY: as above.
+    unsafe { libc::umask(old) };
+    let listener = listener.map_err(|e| BindError::Bind(shown.clone(), e))?;
+    fs::set_permissions(path, Permissions::from_mode(0o600)).map_err(|e| BindError::Bind(shown, e))?;
+    Ok(listener)
+}
+
+/// Accepts connections until dropped. Each connection task holds a clone of `alive`, so
+/// the caller can wait for in-flight replies before exiting.
+pub async fn serve(listener: UnixListener, sup: Handle, alive: mpsc::Sender<()>) {
+    let own_uid = nix::unistd::getuid().as_raw();
+    let open = Arc::new(AtomicUsize::new(0));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // EMFILE and friends: back off a little instead of spinning.
+                eprintln!("procagent: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let sup = sup.clone();
+        let alive = alive.clone();
+        let open = open.clone();
+        tokio::spawn(async move {
+            let count = open.fetch_add(1, Ordering::Relaxed) + 1;
+            connection(stream, sup, own_uid, count).await;
+            open.fetch_sub(1, Ordering::Relaxed);
+            drop(alive);
+        });
+    }
+}
+
+async fn connection(mut stream: UnixStream, sup: Handle, own_uid: u32, open: usize) {
+    let peer_uid = stream.peer_cred().map(|cred| cred.uid()).ok();
+    if !peer_uid.is_some_and(|uid| uid == own_uid || uid == 0) {
+        let who = peer_uid.map_or("an unknown uid".to_string(), |uid| format!("uid {uid}"));
+        eprintln!("procagent: refused a connection from {who}: only uid {own_uid} and root are served");
+        let message = format!("refused: this agent serves only uid {own_uid} and root");
+        let _ = write(&mut stream, &Response::Error(WireError::new(ErrorKind::Refused, message))).await;
+        return;
+    }
+    if open > MAX_CONNECTIONS {
+        let message = format!("refused: the agent already serves {MAX_CONNECTIONS} connections");
+        let _ = write(&mut stream, &Response::Error(WireError::new(ErrorKind::Refused, message))).await;
+        return;
+    }
+    match tokio::time::timeout(HELLO_TIMEOUT, read(&mut stream)).await {
+        Ok(Ok(Some(Request::Hello { version }))) if version == PROTOCOL_VERSION => {
+            let hello = Response::Hello { version: PROTOCOL_VERSION, agent_version: env!("CARGO_PKG_VERSION").into() };
+            if write(&mut stream, &hello).await.is_err() {
+                return;
+            }
+        }
+        Ok(Ok(Some(Request::Hello { version }))) => {
+            let message = format!(
+                "protocol version mismatch: procctl speaks version {version}, procagent speaks version {PROTOCOL_VERSION}"
+            );
+            let _ = write(&mut stream, &Response::Error(WireError::new(ErrorKind::VersionMismatch, message))).await;
+            return;
+        }
+        Ok(Ok(Some(other))) => {
+            let message = format!("expected hello first, got {}", other.verb());
+            let _ = write(&mut stream, &Response::Error(WireError::new(ErrorKind::BadRequest, message))).await;
+            return;
+        }
+        Ok(Err(error)) => return refuse_frame(&mut stream, error).await,
+        Ok(Ok(None)) | Err(_) => return,
+    }
+    loop {
+        let request = match tokio::time::timeout(IDLE_TIMEOUT, read(&mut stream)).await {
+            Ok(Ok(Some(request))) => request,
+            Ok(Err(error)) => return refuse_frame(&mut stream, error).await,
+            Ok(Ok(None)) | Err(_) => return,
+        };
+        // Its own task: an accepted operation runs to the end even if this client goes away.
+        let response = tokio::spawn(handlers::handle(request, sup.clone()))
+            .await
+            .unwrap_or_else(|e| Response::Error(WireError::new(ErrorKind::Failed, format!("internal error: {e}"))));
+        if write(&mut stream, &response).await.is_err() {
+            return;
+        }
+    }
+}
+
+enum ReadError {
+    Frame(FrameError),
+    Io,
+}
+
+async fn refuse_frame(stream: &mut UnixStream, error: ReadError) {
+    if let ReadError::Frame(error) = error {
+        let _ = write(stream, &Response::Error(WireError::new(ErrorKind::BadRequest, error.to_string()))).await;
+    }
+}
+
+/// The next request, or `None` at a clean end of stream.
+async fn read(stream: &mut UnixStream) -> Result<Option<Request>, ReadError> {
+    let mut header = [0u8; HEADER_LEN];
+    match stream.read_exact(&mut header).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == IoErrorKind::UnexpectedEof => return Ok(None),
+        Err(_) => return Err(ReadError::Io),
+    }
+    let len = frame::body_len(header).map_err(ReadError::Frame)?;
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).await.map_err(|_| ReadError::Io)?;
+    frame::decode_body(&body).map(Some).map_err(ReadError::Frame)
+}
+
+async fn write(stream: &mut UnixStream, response: &Response) -> std::io::Result<()> {
+    let bytes = frame::encode(response).map_err(std::io::Error::other)?;
+    stream.write_all(&bytes).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn bind_sets_modes_replaces_a_stale_socket_and_refuses_a_live_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run/agent.sock");
+        let first = bind(&path).unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+        assert_eq!(fs::metadata(path.parent().unwrap()).unwrap().mode() & 0o777, 0o700);
+        assert!(matches!(bind(&path), Err(BindError::Live(_))));
+        drop(first); // the file stays behind, as after a crash
+        assert!(path.exists());
+        bind(&path).expect("a stale socket is replaced");
+    }
+
+    #[test]
+    fn bind_refuses_a_file_that_is_not_a_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.sock");
+        fs::write(&path, "x").unwrap();
+        assert!(matches!(bind(&path), Err(BindError::NotASocket(_))));
+    }
+}

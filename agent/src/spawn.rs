@@ -1,0 +1,287 @@
+//! The spawner thread: the agent's only `fork`. It prepares everything, forks, and reports.
+//!
+//! Fork happens on one thread that lives as long as the agent, because the kernel fires
+//! `PR_SET_PDEATHSIG` when the *thread* that forked the child exits, not the process.
+
+use std::ffi::{CString, OsStr};
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use procctl_proto::InstanceId;
+
+use crate::config::Pipe;
+use crate::procfs;
+
+pub struct SpawnRequest {
+    /// Ties the report to the spawn the supervisor asked for.
+    pub seq: u64,
+    pub id: InstanceId,
+    pub argv: Vec<String>,
+    /// The whole environment of the child.
+    pub env: Vec<(String, String)>,
+    pub cwd: PathBuf,
+    pub pipe: Pipe,
+    /// Where the child's stdout and stderr go.
+    pub output: PathBuf,
+}
+
+pub enum SpawnReport {
+    Spawned {
+        seq: u64,
+        pid: i32,
+        start_time: Option<u64>,
+        /// The agent's end of the message pipe.
+        pipe: Option<OwnedFd>,
+    },
+    Failed {
+        seq: u64,
+        error: String,
+    },
+}
+
+/// The number the message pipe gets in the child.
+pub const PIPE_FD: RawFd = 3;
+
+/// Starts the spawner thread. `report` is called with the fork lock held, so that a
+/// `Spawned` report always reaches the supervisor before the reaper's report of that pid.
+pub fn start(
+    fork_lock: Arc<Mutex<()>>,
+    report: impl Fn(SpawnReport) + Send + 'static,
+) -> std::io::Result<mpsc::Sender<SpawnRequest>> {
+    let (tx, rx) = mpsc::channel::<SpawnRequest>();
+    std::thread::Builder::new().name("spawner".into()).spawn(move || {
+        for request in rx {
+            spawn_one(request, &fork_lock, &report);
+        }
+        // The agent is exiting; children must not lose their parent thread before it does.
+        std::thread::park();
+    })?;
+    Ok(tx)
+}
+
+/// Everything the child needs, allocated before fork.
+struct Prepared {
+    program: CString,
+    /// Owns the strings `argv_ptrs` points into.
+    _argv: Vec<CString>,
+    argv_ptrs: Vec<*const libc::c_char>,
+    /// Owns the strings `envp_ptrs` points into.
+    _envp: Vec<CString>,
+    envp_ptrs: Vec<*const libc::c_char>,
+    cwd: CString,
+    stdin: OwnedFd,
+    output: File,
+    pipe_child: Option<OwnedFd>,
+    pipe_parent: Option<OwnedFd>,
+}
+
+fn spawn_one(request: SpawnRequest, fork_lock: &Mutex<()>, report: &impl Fn(SpawnReport)) {
+    let seq = request.seq;
+    let id = request.id.clone();
+    let mut prepared = match prepare(request) {
+        Ok(prepared) => prepared,
+        Err(error) => return report(SpawnReport::Failed { seq, error: format!("{id}: {error}") }),
+    };
+    let (err_read, err_write) = match exec_error_pipe() {
+        Ok(pair) => pair,
+        Err(e) => return report(SpawnReport::Failed { seq, error: format!("{id}: cannot make a pipe: {e}") }),
+    };
+    let parent = std::process::id() as libc::pid_t;
+    let guard = fork_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    // SAFETY: the child runs only async-signal-safe calls (see `child`) and then execs or exits.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: we are the child of fork; `prepared` and the fds stay valid until exec.
+        unsafe { child(&prepared, parent, err_write.as_raw_fd()) }
+    }
+    if pid < 0 {
+        let error = std::io::Error::last_os_error();
+        drop(guard);
+        return report(SpawnReport::Failed { seq, error: format!("{id}: fork failed: {error}") });
+    }
+    // Also set from this side, so the group exists whichever of the two runs first.
+    // SAFETY: plain syscall on our own child; failure (it already exec'd) is harmless.
+    unsafe { libc::setpgid(pid, pid) };
+    drop(err_write);
+    prepared.pipe_child = None;
+    let start_time = procfs::stat(pid).map(|s| s.start_time);
+    report(SpawnReport::Spawned { seq, pid, start_time, pipe: prepared.pipe_parent.take() });
+    drop(guard);
+
+    // The child writes errno here only if exec failed; it then exits 127 and is reaped as usual.
+    let mut errno = [0u8; 4];
+    if File::from(err_read).read_exact(&mut errno).is_ok() {
+        let error = std::io::Error::from_raw_os_error(i32::from_ne_bytes(errno));
+        eprintln!("procagent: {id}: cannot run `{}`: {error}", prepared.program.to_string_lossy());
+    }
+}
+
+fn prepare(request: SpawnRequest) -> Result<Prepared, String> {
+    let path_var = request.env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str());
+    let program = find_program(&request.argv[0], path_var, &request.cwd)?;
+    let cstring = |s: &[u8]| CString::new(s).map_err(|_| "an argument contains a NUL byte".to_string());
+    let argv = request.argv.iter().map(|a| cstring(a.as_bytes())).collect::<Result<Vec<_>, _>>()?;
+    let envp =
+        request.env.iter().map(|(k, v)| cstring(format!("{k}={v}").as_bytes())).collect::<Result<Vec<_>, _>>()?;
+    let cwd = cstring(request.cwd.as_os_str().as_bytes())?;
+    if !request.cwd.is_dir() {
+        return Err(format!("working directory {} does not exist", request.cwd.display()));
+    }
+    let null_ptrs = |v: &[CString]| v.iter().map(|c| c.as_ptr()).chain([std::ptr::null()]).collect();
+    let argv_ptrs = null_ptrs(&argv);
+    let envp_ptrs = null_ptrs(&envp);
+    let output = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&request.output)
+        .map_err(|e| format!("cannot open {}: {e}", request.output.display()))?;
+    let (pipe_parent, pipe_child) = match request.pipe {
+        Pipe::None => (None, None),
+        Pipe::Fd | Pipe::Stdin => {
+            let (parent, child) = UnixStream::pair().map_err(|e| format!("cannot make the message pipe: {e}"))?;
+            (Some(OwnedFd::from(parent)), Some(OwnedFd::from(child)))
+        }
+    };
+    let stdin = match (request.pipe, &pipe_child) {
+        (Pipe::Stdin, Some(child)) => child.try_clone().map_err(|e| e.to_string())?,
+        _ => OwnedFd::from(File::open("/dev/null").map_err(|e| format!("cannot open /dev/null: {e}"))?),
+    };
+    let pipe_child = if request.pipe == Pipe::Fd { pipe_child } else { None };
+    Ok(Prepared {
+        program: cstring(program.as_os_str().as_bytes())?,
+        _argv: argv,
+        argv_ptrs,
+        _envp: envp,
+        envp_ptrs,
+        cwd,
+        stdin,
+        output,
+        pipe_child,
+        pipe_parent,
+    })
+}
+
+/// Resolves the program as execvp would, but before fork: a name with a `/` is a path
+/// (relative to the child's working directory), anything else is looked up in PATH.
+fn find_program(program: &str, path_var: Option<&str>, cwd: &Path) -> Result<PathBuf, String> {
+    if program.contains('/') {
+        let path = cwd.join(program);
+        return if path.is_file() { Ok(path) } else { Err(format!("program {} not found", path.display())) };
+    }
+    let dirs = path_var.unwrap_or("/usr/local/bin:/usr/bin:/bin");
+    std::env::split_paths(OsStr::new(dirs))
+        .map(|dir| cwd.join(dir).join(program))
+        .find(|candidate| is_executable(candidate))
+        .ok_or_else(|| format!("program `{program}` not found in PATH"))
+}
+
+fn is_executable(path: &Path) -> bool {
+    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `c` is a valid NUL-terminated string.
+    path.is_file() && unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0
+}
+
+/// A close-on-exec pipe whose write end is above the fds the child sets up (0 to 3).
+fn exec_error_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 just returned these two fds to us.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    if write.as_raw_fd() > PIPE_FD {
+        return Ok((read, write));
+    }
+    // SAFETY: F_DUPFD_CLOEXEC returns a new fd or -1.
+    let high = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
+    if high < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `high` is a new fd that we own.
+    Ok((read, unsafe { OwnedFd::from_raw_fd(high) }))
+}
+
+/// The child side of fork: only async-signal-safe calls, then exec.
+unsafe fn child(p: &Prepared, parent: libc::pid_t, err_fd: RawFd) -> ! {
+    // SAFETY: each call below is async-signal-safe and uses memory prepared before fork.
+    unsafe {
+        // Its own process group, so a stop or a signal reaches everything the instance starts.
+        libc::setpgid(0, 0);
+        // Die with the agent. The kernel sends this when the forking thread exits, and the
+        // spawner thread lives as long as the agent; the getppid check closes the window
+        // in which the agent died before the prctl.
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+        if libc::getppid() != parent {
+            libc::_exit(1);
+        }
+        // Handlers reset at exec, but ignored signals and the mask would be inherited:
+        // the Rust runtime ignores SIGPIPE.
+        for sig in 1..32 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+
+        // Every fd the agent holds is close-on-exec; dup2 clears that flag on the targets.
+        let out = p.output.as_raw_fd();
+        if libc::dup2(p.stdin.as_raw_fd(), 0) < 0 || libc::dup2(out, 1) < 0 || libc::dup2(out, 2) < 0 {
+            fail(err_fd);
+        }
+        if let Some(pipe) = &p.pipe_child {
+            let fd = pipe.as_raw_fd();
+            let ok =
+                if fd == PIPE_FD { libc::fcntl(fd, libc::F_SETFD, 0) == 0 } else { libc::dup2(fd, PIPE_FD) == PIPE_FD };
+            if !ok {
+                fail(err_fd);
+            }
+        }
+        if libc::chdir(p.cwd.as_ptr()) != 0 {
+            fail(err_fd);
+        }
+        libc::execve(p.program.as_ptr(), p.argv_ptrs.as_ptr(), p.envp_ptrs.as_ptr());
+        fail(err_fd)
+    }
+}
+
+/// Reports errno to the spawner thread and exits the child with 127, as a shell does.
+unsafe fn fail(err_fd: RawFd) -> ! {
+    // SAFETY: async-signal-safe calls on a valid fd and a stack buffer.
+    unsafe {
+        let errno = *libc::__errno_location();
+        let bytes = errno.to_ne_bytes();
+        libc::write(err_fd, bytes.as_ptr().cast(), bytes.len());
+        libc::_exit(127)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_programs_in_path_or_by_path() {
+        let here = Path::new("/");
+        assert_eq!(find_program("sh", Some("/nonexistent:/bin"), here), Ok(PathBuf::from("/bin/sh")));
+        assert!(find_program("no-such-program-here", Some("/bin"), here).unwrap_err().contains("not found in PATH"));
+        assert_eq!(find_program("/bin/sh", None, here), Ok(PathBuf::from("/bin/sh")));
+        assert!(find_program("./nope.sh", None, here).is_err());
+    }
+
+    #[test]
+    fn the_exec_error_pipe_stays_above_the_child_fds() {
+        let (_read, write) = exec_error_pipe().unwrap();
+        assert!(write.as_raw_fd() > PIPE_FD);
+    }
+}

@@ -1,0 +1,720 @@
+//! The event loop and sole owner of every instance, the pid map and the runtime scale counts.
+//!
+//! Everything else sends it an `Event`: a command from a handler (with a reply channel), a
+//! spawn report, a reaped exit, a timer, or a signal to the agent. It steps the instance's
+//! state machine and carries out the actions. Handlers that must wait for an outcome get
+//! a receiver that is resolved when the instance is up or down.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime};
+
+use nix::errno::Errno;
+use nix::sys::signal::{Signal as NixSignal, kill};
+use nix::unistd::Pid;
+use procctl_proto::{
+    ErrorKind, Exit, InstanceId, InstanceInfo, Outcome, OutcomeKind, Signal, State, Target, WireError,
+};
+use tokio::sync::{mpsc as tokio_mpsc, oneshot};
+
+use crate::config::{Config, MAX_INSTANCES};
+use crate::instance::{Action, Input, Instance, Timer};
+use crate::spawn::{PIPE_FD, SpawnReport, SpawnRequest};
+use crate::table::{self, Row, ScaleOverride, TableFile};
+
+/// The first wait after a SIGKILL before checking that the group is gone; it doubles up to a second.
+const RECHECK_FIRST: Duration = Duration::from_millis(20);
+const RECHECK_MAX: Duration = Duration::from_secs(1);
+
+pub enum Event {
+    Command(Command),
+    Spawn(SpawnReport),
+    Reaped {
+        pid: i32,
+        exit: Exit,
+    },
+    Timer {
+        id: InstanceId,
+        timer: Timer,
+        generation: u64,
+    },
+    /// Is the group of a SIGKILLed instance gone yet?
+    Recheck {
+        id: InstanceId,
+        attempt: u32,
+    },
+    Signal(AgentSignal),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentSignal {
+    /// SIGTERM or SIGINT: shut down; a second one kills what is left.
+    Terminate,
+    /// SIGHUP.
+    Reload,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, WireError>>;
+
+pub enum Command {
+    List { target: Target, reply: Reply<Vec<InstanceInfo>> },
+    Resolve { target: Target, reply: Reply<Vec<InstanceId>> },
+    Start { target: Target, reply: Reply<Vec<Pending>> },
+    Stop { target: Target, reply: Reply<Vec<Pending>> },
+    Signal { target: Target, signal: Signal, reply: Reply<Vec<Outcome>> },
+    Scale { name: String, count: u32, reply: Reply<ScalePlan> },
+    Shutdown { reply: oneshot::Sender<()> },
+}
+
+/// An instance a start or stop touched, and how to learn the result.
+pub struct Pending {
+    pub id: InstanceId,
+    pub pid_before: Option<u32>,
+    pub settle: Settle,
+}
+
+pub enum Settle {
+    /// Nothing to do: already in the state asked for.
+    Already,
+    /// Cannot act now (e.g. start while stopping).
+    Busy(State),
+    Wait(oneshot::Receiver<Settled>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settled {
+    Up {
+        pid: u32,
+    },
+    Down,
+    /// A start that ended at rest instead of running.
+    NotUp {
+        state: State,
+        last_exit: Option<Exit>,
+    },
+}
+
+pub struct ScalePlan {
+    pub from: u32,
+    pub to: u32,
+    pub starting: Vec<Pending>,
+    pub stopping: Vec<Pending>,
+}
+
+/// What handlers hold to talk to the supervisor.
+#[derive(Clone)]
+pub struct Handle {
+    events: tokio_mpsc::UnboundedSender<Event>,
+}
+
+fn gone() -> WireError {
+    WireError::new(ErrorKind::ShuttingDown, "the agent is shutting down")
+}
+
+impl Handle {
+    pub fn new(events: tokio_mpsc::UnboundedSender<Event>) -> Self {
+        Handle { events }
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, WireError> {
+        let (reply, answer) = oneshot::channel();
+        self.events.send(Event::Command(make(reply))).map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+
+    pub async fn list(&self, target: Target) -> Result<Vec<InstanceInfo>, WireError> {
+        self.call(|reply| Command::List { target, reply }).await
+    }
+
+    pub async fn resolve(&self, target: Target) -> Result<Vec<InstanceId>, WireError> {
+        self.call(|reply| Command::Resolve { target, reply }).await
+    }
+
+    pub async fn start(&self, target: Target) -> Result<Vec<Pending>, WireError> {
+        self.call(|reply| Command::Start { target, reply }).await
+    }
+
+    pub async fn stop(&self, target: Target) -> Result<Vec<Pending>, WireError> {
+        self.call(|reply| Command::Stop { target, reply }).await
+    }
+
+    pub async fn signal(&self, target: Target, signal: Signal) -> Result<Vec<Outcome>, WireError> {
+        self.call(|reply| Command::Signal { target, signal, reply }).await
+    }
+
+    pub async fn scale(&self, name: String, count: u32) -> Result<ScalePlan, WireError> {
+        self.call(|reply| Command::Scale { name, count, reply }).await
+    }
+
+    pub async fn shutdown(&self) -> Result<(), WireError> {
+        let (reply, done) = oneshot::channel();
+        self.events.send(Event::Command(Command::Shutdown { reply })).map_err(|_| gone())?;
+        done.await.map_err(|_| gone())
+    }
+}
+
+struct Slot {
+    inst: Instance,
+    spawn_seq: Option<u64>,
+    start_time: Option<u64>,
+    /// The agent's end of the message pipe of the current run.
+    pipe: Option<OwnedFd>,
+    /// Scaled away: leaves the table once down.
+    removing: bool,
+    up_waiters: Vec<oneshot::Sender<Settled>>,
+    down_waiters: Vec<oneshot::Sender<Settled>>,
+}
+
+impl Slot {
+    fn new() -> Slot {
+        Slot {
+            inst: Instance::new(),
+            spawn_seq: None,
+            start_time: None,
+            pipe: None,
+            removing: false,
+            up_waiters: vec![],
+            down_waiters: vec![],
+        }
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.inst.pid.map(|pid| pid as u32)
+    }
+}
+
+pub struct Supervisor {
+    config: Config,
+    socket: PathBuf,
+    state_dir: PathBuf,
+    slots: BTreeMap<InstanceId, Slot>,
+    by_pid: HashMap<i32, InstanceId>,
+    spawning: HashMap<u64, InstanceId>,
+    next_seq: u64,
+    scaled: BTreeMap<String, ScaleOverride>,
+    base_env: Vec<(String, String)>,
+    spawner: mpsc::Sender<SpawnRequest>,
+    writer: table::Writer,
+    events: tokio_mpsc::UnboundedSender<Event>,
+    dirty: bool,
+    shutting_down: bool,
+    shutdown_waiters: Vec<oneshot::Sender<()>>,
+    rng: u64,
+}
+
+pub struct Parts {
+    pub config: Config,
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+    pub previous: Option<TableFile>,
+    pub spawner: mpsc::Sender<SpawnRequest>,
+    pub writer: table::Writer,
+    pub events: tokio_mpsc::UnboundedSender<Event>,
+}
+
+impl Supervisor {
+    /// Builds the table from the config (and the scale counts of `previous`) and starts
+    /// every autostart instance.
+    pub fn new(parts: Parts) -> Supervisor {
+        let scaled = parts
+            .previous
+            .map(|table| table.scaled)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(name, over)| {
+                parts.config.processes.get(name).is_some_and(|spec| spec.instances == over.config_instances)
+            })
+            .collect();
+        let base_env = std::env::vars().filter(|(k, _)| !k.starts_with("PROCCTL_")).collect();
+        let seed = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
+        let mut sup = Supervisor {
+            config: parts.config,
+            socket: parts.socket,
+            state_dir: parts.state_dir,
+            slots: BTreeMap::new(),
+            by_pid: HashMap::new(),
+            spawning: HashMap::new(),
+            next_seq: 0,
+            scaled,
+            base_env,
+            spawner: parts.spawner,
+            writer: parts.writer,
+            events: parts.events,
+            dirty: true,
+            shutting_down: false,
+            shutdown_waiters: vec![],
+            rng: seed | 1,
+        };
+        let names: Vec<String> = sup.config.processes.keys().cloned().collect();
+        for name in names {
+            let autostart = sup.config.processes[&name].autostart;
+            for index in 0..sup.desired(&name) {
+                let id = InstanceId::new(name.clone(), index);
+                sup.slots.insert(id.clone(), Slot::new());
+                if autostart {
+                    sup.step(&id, Input::Start);
+                }
+            }
+        }
+        sup
+    }
+
+    /// Runs until a shutdown has stopped every instance.
+    pub async fn run(mut self, mut events: tokio_mpsc::UnboundedReceiver<Event>) {
+        while let Some(event) = events.recv().await {
+            self.handle(event);
+            // Take the whole burst before writing the table once.
+            while let Ok(event) = events.try_recv() {
+                self.handle(event);
+            }
+            if self.dirty {
+                self.dirty = false;
+                self.writer.save(self.snapshot());
+            }
+            if self.shutting_down && self.slots.values().all(|slot| slot.inst.is_down()) {
+                break;
+            }
+        }
+        self.writer.flush();
+        for waiter in self.shutdown_waiters.drain(..) {
+            let _ = waiter.send(());
+        }
+    }
+
+    fn desired(&self, name: &str) -> u32 {
+        match (self.scaled.get(name), self.config.processes.get(name)) {
+            (Some(over), Some(spec)) if over.config_instances == spec.instances => over.count,
+            (_, Some(spec)) => spec.instances,
+            (_, None) => 0,
+        }
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Command(command) => self.on_command(command),
+            Event::Spawn(SpawnReport::Spawned { seq, pid, start_time, pipe }) => {
+                let Some(id) = self.spawning.remove(&seq) else {
+                    // Nobody wants this child any more; it is reaped as a stray.
+                    let _ = kill(Pid::from_raw(-pid), NixSignal::SIGKILL);
+                    return;
+                };
+                if let Some(slot) = self.slots.get_mut(&id) {
+                    slot.spawn_seq = None;
+                    slot.start_time = start_time;
+                    slot.pipe = pipe;
+                    self.by_pid.insert(pid, id.clone());
+                    eprintln!("procagent: {id} spawned (pid {pid})");
+                    self.step(&id, Input::Spawned { pid, at: SystemTime::now() });
+                }
+            }
+            Event::Spawn(SpawnReport::Failed { seq, error }) => {
+                eprintln!("procagent: {error}");
+                if let Some(id) = self.spawning.remove(&seq) {
+                    if let Some(slot) = self.slots.get_mut(&id) {
+                        slot.spawn_seq = None;
+                    }
+                    self.step(&id, Input::SpawnFailed);
+                }
+            }
+            Event::Reaped { pid, exit } => self.on_reaped(pid, exit),
+            Event::Timer { id, timer, generation } => self.step(&id, Input::Timer { timer, generation }),
+            Event::Recheck { id, attempt } => self.on_recheck(id, attempt),
+            Event::Signal(AgentSignal::Terminate) if self.shutting_down => {
+                eprintln!("procagent: second stop signal: killing what is left");
+                for slot in self.slots.values() {
+                    if let Some(pgid) = slot.inst.pgid {
+                        let _ = kill(Pid::from_raw(-pgid), NixSignal::SIGKILL);
+                    }
+                }
+            }
+            Event::Signal(AgentSignal::Terminate) => {
+                eprintln!("procagent: stop signal: shutting down");
+                self.begin_shutdown();
+            }
+            Event::Signal(AgentSignal::Reload) => {
+                eprintln!("procagent: SIGHUP ignored: reload is not supported by this version");
+            }
+        }
+    }
+
+    fn on_reaped(&mut self, pid: i32, exit: Exit) {
+        let Some(id) = self.by_pid.remove(&pid) else {
+            // A grandchild handed to us as subreaper: its group may now be empty.
+            self.check_draining_groups();
+            return;
+        };
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return;
+        };
+        slot.pipe = None;
+        let group_left = slot.inst.pgid.is_some_and(group_alive);
+        if slot.inst.state != State::Stopping {
+            eprintln!("procagent: {id} exited ({exit})");
+        }
+        self.step(&id, Input::Exited { exit, group_left });
+    }
+
+    fn check_draining_groups(&mut self) {
+        let gone: Vec<InstanceId> = self
+            .slots
+            .iter()
+            .filter(|(_, slot)| slot.inst.pid.is_none() && slot.inst.pgid.is_some_and(|pgid| !group_alive(pgid)))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in gone {
+            self.step(&id, Input::GroupGone);
+        }
+    }
+
+    fn on_recheck(&mut self, id: InstanceId, attempt: u32) {
+        let Some(slot) = self.slots.get(&id) else {
+            return;
+        };
+        let Some(pgid) = slot.inst.pgid else {
+            return;
+        };
+        if slot.inst.pid.is_none() && !group_alive(pgid) {
+            self.step(&id, Input::GroupGone);
+            return;
+        }
+        let _ = kill(Pid::from_raw(-pgid), NixSignal::SIGKILL);
+        let delay = (RECHECK_FIRST * 2u32.pow(attempt.min(10))).min(RECHECK_MAX);
+        self.after(delay, Event::Recheck { id, attempt: attempt + 1 });
+    }
+
+    /// Feeds one input to one instance and carries out what it returns.
+    fn step(&mut self, id: &InstanceId, input: Input) {
+        let (Some(slot), Some(spec)) = (self.slots.get_mut(id), self.config.processes.get(&id.name)) else {
+            return;
+        };
+        let before = slot.inst.state;
+        let actions = slot.inst.step(input, spec);
+        if slot.inst.state != before {
+            self.dirty = true;
+            if matches!(slot.inst.state, State::Fatal) {
+                eprintln!("procagent: {id} is fatal: it failed {} starts in a row", spec.start_retries);
+            }
+        }
+        for action in actions {
+            self.act(id, action);
+        }
+        self.settle(id);
+    }
+
+    fn act(&mut self, id: &InstanceId, action: Action) {
+        let Some(slot) = self.slots.get_mut(id) else {
+            return;
+        };
+        match action {
+            Action::Spawn => {
+                self.next_seq += 1;
+                let seq = self.next_seq;
+                slot.spawn_seq = Some(seq);
+                self.spawning.insert(seq, id.clone());
+                let request = self.spawn_request(seq, id);
+                if self.spawner.send(request).is_err() {
+                    self.spawning.remove(&seq);
+                    self.step(id, Input::SpawnFailed);
+                }
+            }
+            Action::SignalGroup(signal) => {
+                if let Some(pgid) = slot.inst.pgid {
+                    let _ = signal_group(pgid, signal);
+                }
+            }
+            Action::KillGroup => {
+                if let Some(pgid) = slot.inst.pgid {
+                    eprintln!("procagent: {id} did not stop in time: SIGKILL to its group");
+                    let _ = signal_group(pgid, Signal::KILL);
+                    self.after(RECHECK_FIRST, Event::Recheck { id: id.clone(), attempt: 1 });
+                }
+            }
+            Action::Arm { timer, after, generation } => {
+                let after = if timer == Timer::Backoff { self.jitter(after) } else { after };
+                self.after(after, Event::Timer { id: id.clone(), timer, generation });
+            }
+        }
+    }
+
+    fn after(&self, delay: Duration, event: Event) {
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = events.send(event);
+        });
+    }
+
+    /// Up to 10% either way, so instances that failed together do not restart in lockstep.
+    fn jitter(&mut self, delay: Duration) -> Duration {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let permille = (self.rng % 201) as u32 + 900;
+        delay * permille / 1000
+    }
+
+    fn spawn_request(&self, seq: u64, id: &InstanceId) -> SpawnRequest {
+        let spec = &self.config.processes[&id.name];
+        let mut env = self.base_env.clone();
+        env.retain(|(k, _)| !spec.env.contains_key(k));
+        env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env.push(("PROCCTL_NAME".into(), id.name.clone()));
+        env.push(("PROCCTL_INSTANCE".into(), id.index.to_string()));
+        env.push(("PROCCTL_SOCKET".into(), self.socket.display().to_string()));
+        if spec.pipe == crate::config::Pipe::Fd {
+            env.push(("PROCCTL_PIPE_FD".into(), PIPE_FD.to_string()));
+        }
+        SpawnRequest {
+            seq,
+            id: id.clone(),
+            argv: spec.command.clone(),
+            env,
+            cwd: spec.cwd.clone(),
+            pipe: spec.pipe,
+            output: self.state_dir.join("logs").join(format!("{}.{}.log", id.name, id.index)),
+        }
+    }
+
+    /// Resolves waiters whose condition now holds, and drops a scaled-away instance once down.
+    fn settle(&mut self, id: &InstanceId) {
+        let Some(slot) = self.slots.get_mut(id) else {
+            return;
+        };
+        let inst = &slot.inst;
+        if inst.is_up() {
+            let pid = slot.pid().unwrap_or_default();
+            for waiter in slot.up_waiters.drain(..) {
+                let _ = waiter.send(Settled::Up { pid });
+            }
+        } else if matches!(inst.state, State::Stopped | State::Exited | State::Fatal) {
+            for waiter in slot.up_waiters.drain(..) {
+                let _ = waiter.send(Settled::NotUp { state: inst.state, last_exit: inst.last_exit });
+            }
+        }
+        if inst.is_down() {
+            for waiter in slot.down_waiters.drain(..) {
+                let _ = waiter.send(Settled::Down);
+            }
+            if slot.removing {
+                self.slots.remove(id);
+                self.dirty = true;
+            }
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::List { target, reply } => {
+                let result = self.resolve(&target).map(|ids| ids.iter().map(|id| self.info(id)).collect());
+                let _ = reply.send(result);
+            }
+            Command::Resolve { target, reply } => {
+                let _ = reply.send(self.resolve(&target));
+            }
+            Command::Start { target, reply } => {
+                let result = self.refuse_when_shutting_down().and_then(|()| self.resolve(&target));
+                let _ = reply.send(result.map(|ids| ids.into_iter().map(|id| self.start(id)).collect()));
+            }
+            Command::Stop { target, reply } => {
+                let result = self.resolve(&target);
+                let _ = reply.send(result.map(|ids| ids.into_iter().map(|id| self.stop(id)).collect()));
+            }
+            Command::Signal { target, signal, reply } => {
+                let result =
+                    self.resolve(&target).map(|ids| ids.into_iter().map(|id| self.signal(id, signal)).collect());
+                let _ = reply.send(result);
+            }
+            Command::Scale { name, count, reply } => {
+                let _ = reply.send(self.scale(&name, count));
+            }
+            Command::Shutdown { reply } => {
+                self.shutdown_waiters.push(reply);
+                self.begin_shutdown();
+            }
+        }
+    }
+
+    fn refuse_when_shutting_down(&self) -> Result<(), WireError> {
+        if self.shutting_down { Err(gone()) } else { Ok(()) }
+    }
+
+    fn begin_shutdown(&mut self) {
+        self.shutting_down = true;
+        let ids: Vec<InstanceId> = self.slots.keys().cloned().collect();
+        for id in ids {
+            self.step(&id, Input::Stop);
+        }
+    }
+
+    fn resolve(&self, target: &Target) -> Result<Vec<InstanceId>, WireError> {
+        let ids: Vec<InstanceId> = self.slots.keys().filter(|id| target.matches(id)).cloned().collect();
+        match target {
+            Target::All => Ok(ids),
+            Target::Name(name) | Target::Instance(InstanceId { name, .. })
+                if !self.config.processes.contains_key(name) =>
+            {
+                Err(WireError::new(ErrorKind::NotFound, format!("no process named `{name}`")))
+            }
+            Target::Instance(id) if ids.is_empty() => {
+                let count = self.slots.keys().filter(|other| other.name == id.name).count();
+                Err(WireError::new(
+                    ErrorKind::NotFound,
+                    format!("no instance `{id}`: `{}` has {count} instance{}", id.name, plural(count)),
+                ))
+            }
+            _ => Ok(ids),
+        }
+    }
+
+    fn info(&self, id: &InstanceId) -> InstanceInfo {
+        let slot = &self.slots[id];
+        let uptime_secs = slot
+            .inst
+            .pid
+            .and(slot.inst.started_at)
+            .map(|at| SystemTime::now().duration_since(at).map_or(0, |d| d.as_secs()));
+        InstanceInfo {
+            id: id.clone(),
+            pid: slot.pid(),
+            state: slot.inst.state,
+            uptime_secs,
+            restarts: slot.inst.restarts,
+            last_exit: slot.inst.last_exit,
+        }
+    }
+
+    fn start(&mut self, id: InstanceId) -> Pending {
+        let slot = self.slots.get_mut(&id).expect("resolved ids exist");
+        let pid_before = slot.pid();
+        let settle = match slot.inst.state {
+            State::Running => Settle::Already,
+            State::Stopping => Settle::Busy(State::Stopping),
+            State::Starting | State::Backoff => {
+                let (waiter, settled) = oneshot::channel();
+                slot.up_waiters.push(waiter);
+                Settle::Wait(settled)
+            }
+            State::Stopped | State::Exited | State::Fatal => {
+                let (waiter, settled) = oneshot::channel();
+                slot.up_waiters.push(waiter);
+                self.step(&id, Input::Start);
+                Settle::Wait(settled)
+            }
+        };
+        Pending { id, pid_before, settle }
+    }
+
+    fn stop(&mut self, id: InstanceId) -> Pending {
+        let slot = self.slots.get_mut(&id).expect("resolved ids exist");
+        let pid_before = slot.pid();
+        if slot.inst.is_down() {
+            return Pending { id, pid_before, settle: Settle::Already };
+        }
+        let (waiter, settled) = oneshot::channel();
+        slot.down_waiters.push(waiter);
+        self.step(&id, Input::Stop);
+        Pending { id, pid_before, settle: Settle::Wait(settled) }
+    }
+
+    fn signal(&mut self, id: InstanceId, signal: Signal) -> Outcome {
+        let slot = &self.slots[&id];
+        let kind = match (slot.inst.pid, slot.inst.pgid) {
+            (Some(pid), Some(pgid)) => match signal_group(pgid, signal) {
+                Ok(()) => OutcomeKind::Signalled { pid: pid as u32, signal },
+                Err(e) => OutcomeKind::Failed(WireError::new(ErrorKind::Failed, format!("{id}: {e}"))),
+            },
+            _ => OutcomeKind::Failed(WireError::new(
+                ErrorKind::NotRunning,
+                format!("{id} is not running (state {})", slot.inst.state),
+            )),
+        };
+        Outcome { id, kind }
+    }
+
+    fn scale(&mut self, name: &str, count: u32) -> Result<ScalePlan, WireError> {
+        self.refuse_when_shutting_down()?;
+        let Some(spec) = self.config.processes.get(name) else {
+            return Err(WireError::new(ErrorKind::NotFound, format!("no process named `{name}`")));
+        };
+        if count > MAX_INSTANCES {
+            return Err(WireError::new(
+                ErrorKind::BadRequest,
+                format!("cannot scale `{name}` to {count}: the limit is {MAX_INSTANCES}"),
+            ));
+        }
+        let config_instances = spec.instances;
+        let from = self.slots.iter().filter(|(id, slot)| id.name == name && !slot.removing).count() as u32;
+        self.scaled.insert(name.to_string(), ScaleOverride { count, config_instances });
+        self.dirty = true;
+        let mut starting = vec![];
+        for index in 0..count {
+            let id = InstanceId::new(name, index);
+            match self.slots.get_mut(&id) {
+                // An instance that stays keeps whatever state it is in.
+                Some(slot) if !slot.removing => continue,
+                // Being scaled away by an earlier request: keep it after all.
+                Some(slot) => slot.removing = false,
+                None => {
+                    self.slots.insert(id.clone(), Slot::new());
+                }
+            }
+            starting.push(self.start(id));
+        }
+        let doomed: Vec<InstanceId> = self
+            .slots
+            .iter()
+            .filter(|(id, slot)| id.name == name && id.index >= count && !slot.removing)
+            .map(|(id, _)| id.clone())
+            .rev()
+            .collect();
+        let mut stopping = vec![];
+        for id in doomed {
+            if let Some(slot) = self.slots.get_mut(&id) {
+                slot.removing = true;
+            }
+            stopping.push(self.stop(id.clone()));
+            self.settle(&id);
+        }
+        Ok(ScalePlan { from, to: count, starting, stopping })
+    }
+
+    fn snapshot(&self) -> TableFile {
+        let instances = self
+            .slots
+            .iter()
+            .map(|(id, slot)| Row {
+                name: id.name.clone(),
+                index: id.index,
+                pid: slot.inst.pid,
+                pgid: slot.inst.pgid,
+                start_time: slot.start_time.filter(|_| slot.inst.pgid.is_some()),
+                state: slot.inst.state.to_string(),
+                restarts: slot.inst.restarts,
+                last_exit: slot.inst.last_exit.map(Into::into),
+            })
+            .collect();
+        TableFile {
+            version: table::TABLE_VERSION,
+            agent_pid: std::process::id(),
+            instances,
+            scaled: self.scaled.clone(),
+        }
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// Sends `signal` to every process in group `pgid` (realtime signals included).
+fn signal_group(pgid: i32, signal: Signal) -> Result<(), Errno> {
+    // SAFETY: kill takes plain integers and touches no memory.
+    Errno::result(unsafe { libc::kill(-pgid, signal.number()) }).map(drop)
+}
+
+/// Whether any process (a zombie included) is left in group `pgid`.
+pub fn group_alive(pgid: i32) -> bool {
+    !matches!(kill(Pid::from_raw(-pgid), None), Err(Errno::ESRCH))
+}

@@ -1,0 +1,205 @@
+//! The pid table on disk: every instance and the runtime scale counts, written atomically
+//! (temp file, fsync, rename) by a writer thread so the supervisor never waits on the disk.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use procctl_proto::Exit;
+use serde::{Deserialize, Serialize};
+
+/// The file's own format version, separate from the wire protocol.
+pub const TABLE_VERSION: u32 = 1;
+pub const TABLE_FILE: &str = "table.json";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableFile {
+    pub version: u32,
+    pub agent_pid: u32,
+    pub instances: Vec<Row>,
+    /// Counts set by `procctl scale`, by process name.
+    #[serde(default)]
+    pub scaled: BTreeMap<String, ScaleOverride>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Row {
+    pub name: String,
+    pub index: u32,
+    pub pid: Option<i32>,
+    /// The process group while any of it may be alive.
+    pub pgid: Option<i32>,
+    /// /proc start time of the group leader, so a reused pid is never taken for ours.
+    pub start_time: Option<u64>,
+    pub state: String,
+    pub restarts: u32,
+    pub last_exit: Option<ExitRecord>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExitRecord {
+    Code(i32),
+    Signal(i32),
+}
+
+impl From<Exit> for ExitRecord {
+    fn from(exit: Exit) -> Self {
+        match exit {
+            Exit::Code(code) => ExitRecord::Code(code),
+            Exit::Signal(sig) => ExitRecord::Signal(sig.number()),
+        }
+    }
+}
+
+/// A `scale` count, and the config's `instances` when it was set: it holds until that value changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScaleOverride {
+    pub count: u32,
+    pub config_instances: u32,
+}
+
+pub fn path(state_dir: &Path) -> PathBuf {
+    state_dir.join(TABLE_FILE)
+}
+
+/// Reads the table left by an earlier agent. A missing file is `Ok(None)`; a corrupt one
+/// is moved aside (its new name is in the error) so it is reported once and never crashes.
+pub fn load(state_dir: &Path) -> Result<Option<TableFile>, String> {
+    let file = path(state_dir);
+    let text = match fs::read_to_string(&file) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read {}: {e}", file.display())),
+    };
+    let problem = match serde_json::from_str::<TableFile>(&text) {
+        Ok(table) if table.version == TABLE_VERSION => return Ok(Some(table)),
+        Ok(table) => format!("unknown table version {} (this agent writes {TABLE_VERSION})", table.version),
+        Err(e) => e.to_string(),
+    };
+    let aside = file.with_extension("json.corrupt");
+    let _ = fs::rename(&file, &aside);
+    Err(format!("{} is unreadable ({problem}); moved to {}", file.display(), aside.display()))
+}
+
+fn save(state_dir: &Path, table: &TableFile) -> std::io::Result<()> {
+    let file = path(state_dir);
+    let temp = file.with_extension("json.tmp");
+    let mut out = File::create(&temp)?;
+    out.write_all(&serde_json::to_vec_pretty(table).map_err(std::io::Error::other)?)?;
+    out.sync_all()?;
+    fs::rename(&temp, &file)?;
+    // The rename is durable once the directory is synced.
+    File::open(state_dir)?.sync_all()
+}
+
+/// Hands tables to the writer thread; only the newest of a burst is written.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Command>,
+}
+
+enum Command {
+    Save(Box<TableFile>),
+    Flush(mpsc::Sender<()>),
+}
+
+impl Writer {
+    pub fn start(state_dir: PathBuf) -> std::io::Result<Writer> {
+        let (tx, rx) = mpsc::channel::<Command>();
+        std::thread::Builder::new().name("table-writer".into()).spawn(move || {
+            let mut failing = false;
+            while let Ok(mut command) = rx.recv() {
+                let mut flushes = vec![];
+                let mut newest = None;
+                loop {
+                    match command {
+                        Command::Save(table) => newest = Some(table),
+                        Command::Flush(done) => flushes.push(done),
+                    }
+                    match rx.try_recv() {
+                        Ok(next) => command = next,
+                        Err(_) => break,
+                    }
+                }
+                if let Some(table) = newest {
+                    match save(&state_dir, &table) {
+                        Ok(()) => failing = false,
+                        Err(e) if !failing => {
+                            failing = true;
+                            eprintln!("procagent: cannot write the pid table in {}: {e}", state_dir.display());
+                        }
+                        Err(_) => {}
+                    }
+                }
+                for done in flushes {
+                    let _ = done.send(());
+                }
+            }
+        })?;
+        Ok(Writer { tx })
+    }
+
+    pub fn save(&self, table: TableFile) {
+        let _ = self.tx.send(Command::Save(Box::new(table)));
+    }
+
+    /// Waits until everything handed over so far is on disk.
+    pub fn flush(&self) {
+        let (done, wait) = mpsc::channel();
+        if self.tx.send(Command::Flush(done)).is_ok() {
+            let _ = wait.recv();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> TableFile {
+        TableFile {
+            version: TABLE_VERSION,
+            agent_pid: 1,
+            instances: vec![Row {
+                name: "w".into(),
+                index: 0,
+                pid: Some(10),
+                pgid: Some(10),
+                start_time: Some(99),
+                state: "running".into(),
+                restarts: 2,
+                last_exit: Some(ExitRecord::Signal(9)),
+            }],
+            scaled: BTreeMap::from([("w".into(), ScaleOverride { count: 3, config_instances: 1 })]),
+        }
+    }
+
+    #[test]
+    fn saves_and_loads_through_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = Writer::start(dir.path().to_path_buf()).unwrap();
+        writer.save(sample());
+        writer.flush();
+        assert_eq!(load(dir.path()).unwrap(), Some(sample()));
+        assert!(!dir.path().join("table.json.tmp").exists());
+    }
+
+    #[test]
+    fn a_missing_table_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(load(dir.path()), Ok(None));
+    }
+
+    #[test]
+    fn a_corrupt_table_is_reported_and_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(path(dir.path()), "{\"version\": 1, \"agent_pid\": ").unwrap();
+        let error = load(dir.path()).unwrap_err();
+        assert!(error.contains("unreadable"), "{error}");
+        assert!(dir.path().join("table.json.corrupt").exists());
+        assert_eq!(load(dir.path()), Ok(None), "reported once, then a fresh start");
+    }
+}

@@ -1,0 +1,78 @@
+//! The clap tree. Its doc comments are the `--help` text users read: keep them true.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use procctl_proto::{Signal, Target};
+
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (protocol 1)");
+
+/// Control procagent: list, start, stop, restart, signal and scale supervised processes.
+///
+/// TARGET is `all`, a process NAME (all its instances) or NAME:INDEX (one instance).
+/// Exit status: 0 success, 1 refused or failed, 2 usage error, 3 agent unreachable.
+#[derive(Debug, Parser)]
+#[command(name = "procctl", version = VERSION)]
+pub struct Cli {
+    /// The agent's socket [default: $PROCCTL_SOCKET, $XDG_RUNTIME_DIR/procctl/agent.sock, /tmp/procctl-UID/agent.sock]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// One row per instance: NAME, INSTANCE, PID, STATE, UPTIME, RESTARTS, LAST EXIT
+    List {
+        /// What to list [default: all]
+        target: Option<Target>,
+        /// Print one JSON array with stable keys instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the pids of running instances, one per line (exit 1 when none runs)
+    Pid { target: Target },
+    /// Start stopped, exited or fatal instances; returns when each is running
+    Start { target: Target },
+    /// Stop gracefully (stop_signal, stop_timeout, then SIGKILL); returns when they are gone
+    Stop { target: Target },
+    /// Warm restart, one instance at a time, each replacement running before the next; prints old and new pids
+    Restart { target: Target },
+    /// Send a signal (a name like HUP or a number) to each instance's process group
+    Signal {
+        target: Target,
+        #[arg(value_name = "SIGNAL")]
+        signal: Signal,
+    },
+    /// Start or stop instances until COUNT exist; the count survives agent restarts
+    Scale {
+        #[arg(value_parser = parse_name)]
+        name: String,
+        count: u32,
+    },
+    /// Stop every instance, then the agent exits
+    Shutdown,
+    /// Print a completion script for a shell
+    Completions { shell: clap_complete::Shell },
+}
+
+fn parse_name(text: &str) -> Result<String, String> {
+    procctl_proto::target::check_name(text).map(|()| text.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_version_names_the_protocol() {
+        assert!(VERSION.ends_with(&format!("(protocol {})", procctl_proto::PROTOCOL_VERSION)));
+    }
+}

@@ -1,0 +1,75 @@
+//! A blocking connection to the agent: connect, hello, then one request and its response.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use procctl_proto::frame::{self, HEADER_LEN};
+use procctl_proto::{PROTOCOL_VERSION, Request, Response, WireError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CtlError {
+    #[error("cannot reach procagent at {}: {source}; start it with `procagent --config procctl.toml`", path.display())]
+    Unreachable { path: PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    Agent(WireError),
+    #[error("{0}")]
+    Protocol(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl CtlError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CtlError::Unreachable { .. } => 3,
+            CtlError::Agent(_) | CtlError::Protocol(_) | CtlError::Failed(_) => 1,
+        }
+    }
+}
+
+pub struct Client {
+    stream: UnixStream,
+}
+
+impl Client {
+    /// Connects and says hello; a version mismatch comes back as the agent's error.
+    pub fn connect(path: &Path) -> Result<Client, CtlError> {
+        let stream =
+            UnixStream::connect(path).map_err(|source| CtlError::Unreachable { path: path.to_path_buf(), source })?;
+        let mut client = Client { stream };
+        match client.call(&Request::Hello { version: PROTOCOL_VERSION })? {
+            Response::Hello { version, .. } if version == PROTOCOL_VERSION => Ok(client),
+            Response::Hello { version, .. } => Err(CtlError::Protocol(format!(
+                "protocol version mismatch: procctl speaks version {PROTOCOL_VERSION}, procagent speaks version {version}"
+            ))),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Sends one request and reads its response; an error response becomes `CtlError::Agent`.
+    pub fn call(&mut self, request: &Request) -> Result<Response, CtlError> {
+        let bytes = frame::encode(request).map_err(|e| CtlError::Failed(format!("cannot send: {e}")))?;
+        // A write can fail because the agent already answered and closed: read that answer.
+        let written = self.stream.write_all(&bytes);
+        match self.read() {
+            Ok(Response::Error(error)) => Err(CtlError::Agent(error)),
+            Ok(response) => Ok(response),
+            Err(e) => Err(written.err().map_or(e, |w| CtlError::Protocol(format!("lost the agent: {w}")))),
+        }
+    }
+
+    fn read(&mut self) -> Result<Response, CtlError> {
+        let lost = |e: std::io::Error| CtlError::Protocol(format!("lost the agent: {e}"));
+        let mut header = [0u8; HEADER_LEN];
+        self.stream.read_exact(&mut header).map_err(lost)?;
+        let len = frame::body_len(header).map_err(|e| CtlError::Protocol(e.to_string()))?;
+        let mut body = vec![0u8; len];
+        self.stream.read_exact(&mut body).map_err(lost)?;
+        frame::decode_body(&body).map_err(|e| CtlError::Protocol(e.to_string()))
+    }
+}
+
+pub fn unexpected(response: &Response) -> CtlError {
+    CtlError::Protocol(format!("unexpected answer from the agent: {response:?}"))
+}

@@ -1,0 +1,41 @@
+//! procctl: the command-line client of procagent.
+//!
+//! `cli` is the clap tree, `client` the blocking socket connection, `commands` one file
+//! per subcommand, and `output` the only place that prints replies. `main` parses, calls
+//! `commands::run`, and maps the result to an exit code: 0 success, 1 refused or failed,
+//! 2 usage error, 3 agent unreachable.
+
+mod cli;
+mod client;
+mod commands;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// How a command that reached the agent ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Success,
+    /// Failures were printed already.
+    Failure,
+}
+
+fn main() -> ExitCode {
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return if error.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        }
+    };
+    match commands::run(cli) {
+        Ok(Status::Success) => ExitCode::SUCCESS,
+        Ok(Status::Failure) => ExitCode::from(1),
+        Err(error) => {
+            eprintln!("procctl: {error}");
+            ExitCode::from(error.exit_code())
+        }
+    }
+}

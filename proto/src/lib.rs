@@ -1,0 +1,22 @@
+//! What crosses procctl's Unix socket, shared by `procagent` and `procctl`.
+//!
+//! `request` and `response` are the two message enums, `frame` turns them into
+//! length-prefixed bytes and back (the only place that knows bincode), `target`
+//! parses `all | NAME | NAME:INDEX`, `signal` names signals and exits, and
+//! `socket` is the one rule for where the socket lives.
+
+pub mod frame;
+pub mod request;
+pub mod response;
+pub mod signal;
+pub mod socket;
+pub mod target;
+
+pub use frame::{FrameError, MAX_FRAME};
+pub use request::Request;
+pub use response::{ErrorKind, InstanceInfo, Outcome, OutcomeKind, Response, State, WireError};
+pub use signal::{Exit, Signal};
+pub use target::{InstanceId, Target};
+
+/// Bumped on any change to the messages or their encoding; the hello compares it.
+pub const PROTOCOL_VERSION: u32 = 1;

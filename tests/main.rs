@@ -1,0 +1,15 @@
+//! Black-box tests: each starts a real procagent in a temp dir and drives the real procctl.
+//! One binary, so the suite links once. Build the binaries first (`cargo build --workspace`).
+
+mod support;
+
+mod completions;
+mod config;
+mod control;
+mod exit_codes;
+mod persistence;
+mod protocol;
+mod restart;
+mod scale;
+mod socket;
+mod supervision;

@@ -1,0 +1,90 @@
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+
+use crate::support::{Agent, WAIT, alive, lines, sh, sleepers, start_time, wait_until};
+
+#[test]
+fn the_pid_table_is_on_disk_and_follows_every_change() {
+    let mut agent = Agent::start(&sleepers(2));
+    let pids = agent.wait_running("worker", 2);
+    let table = agent.state.join("table.json");
+    let read = || -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(&table).unwrap()).unwrap() };
+    wait_until(WAIT, "the table lists both pids", || {
+        let rows = read()["instances"].as_array().cloned().unwrap_or_default();
+        rows.iter().filter_map(|r| r["pid"].as_i64()).map(|p| p as i32).collect::<Vec<_>>() == pids
+    });
+    agent.ctl(&["stop", "worker:1"]).ok();
+    wait_until(WAIT, "the table shows the stop", || read()["instances"][1]["state"] == "stopped");
+}
+
+#[test]
+fn after_kill_9_of_the_agent_children_die_and_the_next_agent_stops_the_leftovers() {
+    let mut agent = Agent::new("");
+    let grandchild = agent.path("grandchild");
+    agent.write_config(&format!(
+        "[process.tree]\ncommand = {}\nstart_secs = \"0s\"\nstop_timeout = \"2s\"\n",
+        sh(&format!("sleep 100000 & echo $! > {}; wait", grandchild.display()))
+    ));
+    agent.launch();
+    let main = agent.wait_running("tree", 1)[0];
+    wait_until(WAIT, "the grandchild is up", || !lines(&grandchild).is_empty());
+    let escaped: i32 = lines(&grandchild)[0].parse().unwrap();
+    agent.remember(escaped);
+
+    agent.kill9();
+    wait_until(WAIT, "the direct child dies with the agent", || !alive(main));
+    assert!(alive(escaped), "the grandchild escaped (this is what the next agent must handle)");
+
+    std::fs::remove_file(&grandchild).unwrap();
+    agent.launch();
+    assert!(!alive(escaped), "the next agent stopped the leftover before serving");
+    assert!(agent.log().contains("left 1 process(es) behind"), "{}", agent.log());
+    agent.wait_running("tree", 1);
+}
+
+#[test]
+fn a_reused_pid_is_never_touched() {
+    let mut agent = Agent::start(&sleepers(1));
+    agent.shutdown();
+    // A process of someone else, in its own group, whose pid the table claims with another start time.
+    let mut stranger = Command::new("sleep").arg("100000").process_group(0).stdin(Stdio::null()).spawn().unwrap();
+    let pid = stranger.id() as i32;
+    let table = agent.state.join("table.json");
+    let mut value: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&table).unwrap()).unwrap();
+    value["instances"][0]["pid"] = pid.into();
+    value["instances"][0]["pgid"] = pid.into();
+    value["instances"][0]["start_time"] = (start_time(pid).unwrap() - 1).into();
+    std::fs::write(&table, value.to_string()).unwrap();
+    agent.launch();
+    let survived = alive(pid);
+    let _ = stranger.kill();
+    let _ = stranger.wait();
+    assert!(survived, "a pid with another start time is not ours");
+}
+
+#[test]
+fn a_corrupt_table_is_reported_and_set_aside() {
+    let mut agent = Agent::new(&sleepers(1));
+    std::fs::create_dir_all(&agent.state).unwrap();
+    std::fs::write(agent.state.join("table.json"), "{\"version\": 1, \"instan").unwrap();
+    agent.launch();
+    agent.wait_running("worker", 1);
+    assert!(agent.log().contains("unreadable"), "{}", agent.log());
+    assert!(agent.state.join("table.json.corrupt").exists());
+}
+
+#[test]
+fn a_second_agent_on_the_same_state_directory_is_refused() {
+    let agent = Agent::start(&sleepers(1));
+    let mut second = Command::new(crate::support::bin("procagent"));
+    second
+        .arg("--config")
+        .arg(&agent.config)
+        .arg("--state-dir")
+        .arg(&agent.state)
+        .arg("--socket")
+        .arg(agent.path("other.sock"));
+    let out = crate::support::run(&mut second, None, WAIT);
+    assert_eq!(out.code, Some(1));
+    assert!(out.stderr.contains("state directory"), "{out:?}");
+}

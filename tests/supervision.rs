@@ -1,0 +1,171 @@
+use std::time::Duration;
+
+use crate::support::{Agent, WAIT, alive, children_of, kill, lines, sh, sleepers, wait_until, zombies_of};
+
+#[test]
+fn kill_9_of_an_instance_brings_a_new_pid() {
+    let mut agent = Agent::start(&sleepers(2));
+    let old = agent.wait_running("worker", 2)[1];
+    kill(old, libc::SIGKILL);
+    wait_until(WAIT, "worker:1 has a new pid", || agent.pid_of("worker", 1).is_some_and(|pid| pid != old));
+    agent.wait_state("worker", 1, "running");
+    let row = agent.row("worker", 1);
+    assert_eq!(row["restarts"], 1);
+    assert_eq!(row["last_exit"]["signal"], "KILL");
+    assert!(zombies_of(agent.pid()).is_empty(), "no zombie is left");
+}
+
+#[test]
+fn restart_policies_decide_what_an_exit_means() {
+    let toml = |policy: &str, code: i32| {
+        format!(
+            "[process.p]\ncommand = {}\nrestart = \"{policy}\"\nstart_secs = \"0s\"\nstart_retries = 1000\n",
+            sh(&format!("sleep 0.2; exit {code}"))
+        )
+    };
+    for (policy, code, restarted) in
+        [("never", 1, false), ("on-failure", 0, false), ("on-failure", 2, true), ("always", 0, true)]
+    {
+        let mut agent = Agent::start(&toml(policy, code));
+        if restarted {
+            wait_until(WAIT, &format!("{policy} restarts after code {code}"), || agent.row("p", 0)["restarts"] == 2);
+        } else {
+            agent.wait_state("p", 0, "exited");
+            assert_eq!(agent.row("p", 0)["last_exit"]["code"], code);
+            assert_eq!(agent.row("p", 0)["restarts"], 0);
+        }
+    }
+}
+
+#[test]
+fn quick_failures_back_off_then_go_fatal_and_start_tries_again() {
+    let mut agent = Agent::new("");
+    let runs = agent.path("runs");
+    agent.write_config(&format!(
+        "[process.crashy]\ncommand = {}\nstart_secs = \"1s\"\nstart_retries = 4\n",
+        sh(&format!("date +%s.%N >> {}; exit 3", runs.display()))
+    ));
+    agent.launch();
+    agent.wait_state("crashy", 0, "fatal");
+    let row = agent.row("crashy", 0);
+    assert_eq!(row["restarts"], 3, "{row}");
+    assert_eq!(row["last_exit"]["code"], 3);
+    let times: Vec<f64> = lines(&runs).iter().map(|l| l.parse().unwrap()).collect();
+    assert_eq!(times.len(), 4, "start_retries starts in all");
+    let gaps: Vec<f64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    // Immediate, then about 100 ms, then about 200 ms (with 10% jitter).
+    assert!(gaps[1] >= 0.08 && gaps[2] >= 0.16, "the delays grow: {gaps:?}");
+    assert!(gaps[2] > gaps[0], "the delays grow: {gaps:?}");
+
+    let out = agent.ctl(&["start", "crashy"]);
+    assert_eq!(out.code, Some(1), "a start that fails again is exit 1: {out:?}");
+    assert!(out.stderr.contains("crashy:0"), "{out:?}");
+    assert_eq!(lines(&runs).len(), 8, "start gave it start_retries more tries");
+}
+
+#[test]
+fn stop_kills_a_child_that_ignores_the_stop_signal_after_stop_timeout() {
+    let mut agent = Agent::new("");
+    let ready = agent.path("ready");
+    agent.write_config(&format!(
+        "[process.stubborn]\ncommand = {}\nstart_secs = \"0s\"\nstop_timeout = \"300ms\"\n",
+        sh(&format!("trap '' TERM; touch {}; while :; do sleep 0.05; done", ready.display()))
+    ));
+    agent.launch();
+    let pid = agent.wait_running("stubborn", 1)[0];
+    wait_until(WAIT, "the trap is set", || ready.exists());
+    let started = std::time::Instant::now();
+    let out = agent.ctl(&["stop", "stubborn"]);
+    out.ok();
+    assert!(started.elapsed() >= Duration::from_millis(300), "it waited stop_timeout first");
+    assert!(!alive(pid));
+    let row = agent.row("stubborn", 0);
+    assert_eq!(row["state"], "stopped");
+    assert!(agent.leftovers().is_empty(), "the whole group is gone");
+}
+
+#[test]
+fn stop_takes_down_the_whole_process_tree() {
+    let mut agent = Agent::new("");
+    let grandchild = agent.path("grandchild");
+    agent.write_config(&format!(
+        "[process.tree]\ncommand = {}\nstart_secs = \"0s\"\n",
+        sh(&format!("sleep 100000 & echo $! > {}; wait", grandchild.display()))
+    ));
+    agent.launch();
+    agent.wait_running("tree", 1);
+    wait_until(WAIT, "the grandchild is up", || !lines(&grandchild).is_empty());
+    let pid: i32 = lines(&grandchild)[0].parse().unwrap();
+    agent.remember(pid);
+    agent.ctl(&["stop", "tree"]).ok();
+    assert!(!alive(pid), "stop returns once the grandchild is gone too");
+}
+
+#[test]
+fn what_a_dead_main_process_left_in_its_group_is_stopped_before_the_next_start() {
+    let mut agent = Agent::new("");
+    let log = agent.path("log");
+    // The main process leaves a child that keeps running, then dies.
+    agent.write_config(&format!(
+        "[process.leaky]\ncommand = {}\nstart_secs = \"0s\"\nstop_timeout = \"2s\"\n",
+        sh(&format!(
+            "(trap 'echo left-stopped >> {0}; exit 0' TERM; echo left-started >> {0}; while :; do sleep 0.05; done) & \
+             sleep 0.3; echo main-exits >> {0}; exit 1",
+            log.display()
+        ))
+    ));
+    agent.launch();
+    wait_until(WAIT, "the second run starts", || lines(&log).iter().filter(|l| *l == "left-started").count() >= 2);
+    agent.ctl(&["stop", "leaky"]).ok();
+    let seen = lines(&log);
+    let first_stop = seen.iter().position(|l| l == "left-stopped").expect("the leftover was stopped");
+    let second_start = seen.iter().enumerate().filter(|(_, l)| *l == "left-started").nth(1).unwrap().0;
+    assert!(first_stop < second_start, "leftover stopped before the next run: {seen:?}");
+}
+
+#[test]
+fn the_agent_reaps_orphaned_grandchildren() {
+    let mut agent = Agent::new("");
+    let pids = agent.path("pids");
+    // The main process starts short-lived children in sessions of their own (so the group
+    // cleanup leaves them alone) and exits before them: they are re-parented to the agent
+    // (the subreaper), which must reap them.
+    agent.write_config(&format!(
+        "[process.orphans]\ncommand = {}\nstart_secs = \"0s\"\nrestart = \"never\"\n",
+        sh(&format!(
+            "touch {0}.ready; for i in 1 2 3; do setsid sh -c 'echo >> {0}.ready; sleep 0.2; echo $$ >> {0}' & done; \
+             while [ $(wc -l < {0}.ready) -lt 3 ]; do sleep 0.01; done; exit 0",
+            pids.display()
+        ))
+    ));
+    agent.launch();
+    wait_until(WAIT, "the orphans finish", || lines(&pids).len() == 3);
+    agent.wait_state("orphans", 0, "exited");
+    wait_until(WAIT, "no zombie is left", || zombies_of(agent.pid()).is_empty());
+    assert!(children_of(agent.pid()).is_empty(), "{:?}", children_of(agent.pid()));
+}
+
+#[test]
+fn an_idle_agent_does_not_wake_up() {
+    let mut agent = Agent::start(&sleepers(20));
+    agent.wait_running("worker", 20);
+    let switches = |pid: i32| -> u64 {
+        let mut total = 0;
+        for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+            let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+            for line in status.lines().filter(|l| l.contains("ctxt_switches")) {
+                total += line.split_whitespace().last().unwrap().parse::<u64>().unwrap();
+            }
+        }
+        total
+    };
+    let pid = agent.pid();
+    wait_until(WAIT, "the agent settles after start-up", || {
+        let before = switches(pid);
+        std::thread::sleep(Duration::from_millis(200));
+        switches(pid) == before
+    });
+    let before = switches(pid);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(switches(pid), before, "an idle agent runs no timer and no poll");
+}
