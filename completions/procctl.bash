@@ -19,11 +19,17 @@ _procctl() {
             procctl,completions)
                 cmd="procctl__subcmd__completions"
                 ;;
+            procctl,events)
+                cmd="procctl__subcmd__events"
+                ;;
             procctl,help)
                 cmd="procctl__subcmd__help"
                 ;;
             procctl,list)
                 cmd="procctl__subcmd__list"
+                ;;
+            procctl,logs)
+                cmd="procctl__subcmd__logs"
                 ;;
             procctl,pid)
                 cmd="procctl__subcmd__pid"
@@ -33,6 +39,9 @@ _procctl() {
                 ;;
             procctl,scale)
                 cmd="procctl__subcmd__scale"
+                ;;
+            procctl,send)
+                cmd="procctl__subcmd__send"
                 ;;
             procctl,shutdown)
                 cmd="procctl__subcmd__shutdown"
@@ -49,11 +58,17 @@ _procctl() {
             procctl__subcmd__help,completions)
                 cmd="procctl__subcmd__help__subcmd__completions"
                 ;;
+            procctl__subcmd__help,events)
+                cmd="procctl__subcmd__help__subcmd__events"
+                ;;
             procctl__subcmd__help,help)
                 cmd="procctl__subcmd__help__subcmd__help"
                 ;;
             procctl__subcmd__help,list)
                 cmd="procctl__subcmd__help__subcmd__list"
+                ;;
+            procctl__subcmd__help,logs)
+                cmd="procctl__subcmd__help__subcmd__logs"
                 ;;
             procctl__subcmd__help,pid)
                 cmd="procctl__subcmd__help__subcmd__pid"
@@ -63,6 +78,9 @@ _procctl() {
                 ;;
             procctl__subcmd__help,scale)
                 cmd="procctl__subcmd__help__subcmd__scale"
+                ;;
+            procctl__subcmd__help,send)
+                cmd="procctl__subcmd__help__subcmd__send"
                 ;;
             procctl__subcmd__help,shutdown)
                 cmd="procctl__subcmd__help__subcmd__shutdown"
@@ -83,7 +101,7 @@ _procctl() {
 
     case "${cmd}" in
         procctl)
-            opts="-h -V --socket --help --version list pid start stop restart signal scale shutdown completions help"
+            opts="-h -V --socket --help --version list pid start stop restart signal scale send logs events shutdown completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -118,8 +136,26 @@ _procctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        procctl__subcmd__events)
+            opts="-h --json --socket --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         procctl__subcmd__help)
-            opts="list pid start stop restart signal scale shutdown completions help"
+            opts="list pid start stop restart signal scale send logs events shutdown completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -133,6 +169,20 @@ _procctl() {
             return 0
             ;;
         procctl__subcmd__help__subcmd__completions)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        procctl__subcmd__help__subcmd__events)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -161,6 +211,20 @@ _procctl() {
             return 0
             ;;
         procctl__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        procctl__subcmd__help__subcmd__logs)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -203,6 +267,20 @@ _procctl() {
             return 0
             ;;
         procctl__subcmd__help__subcmd__scale)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        procctl__subcmd__help__subcmd__send)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -290,6 +368,32 @@ _procctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        procctl__subcmd__logs)
+            opts="-n -f -h --lines --follow --socket --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --lines)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -n)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         procctl__subcmd__pid)
             opts="-h --socket --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -333,6 +437,28 @@ _procctl() {
                 return 0
             fi
             case "${prev}" in
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        procctl__subcmd__send)
+            opts="-h --any --reply --timeout --socket --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --socket)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

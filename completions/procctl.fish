@@ -34,6 +34,9 @@ complete -c procctl -n "__fish_procctl_needs_command" -f -a "stop" -d 'Stop grac
 complete -c procctl -n "__fish_procctl_needs_command" -f -a "restart" -d 'Warm restart, one instance at a time, each replacement running before the next; prints old and new pids'
 complete -c procctl -n "__fish_procctl_needs_command" -f -a "signal" -d 'Send a signal (a name like HUP or a number) to each instance\'s process group'
 complete -c procctl -n "__fish_procctl_needs_command" -f -a "scale" -d 'Start or stop instances until COUNT exist; the count survives agent restarts'
+complete -c procctl -n "__fish_procctl_needs_command" -f -a "send" -d 'Write a message (the words joined by spaces) to each target instance\'s pipe; `-` reads one message per line from stdin'
+complete -c procctl -n "__fish_procctl_needs_command" -f -a "logs" -d 'Show the last lines of captured stdout and stderr, interleaved by time'
+complete -c procctl -n "__fish_procctl_needs_command" -f -a "events" -d 'Stream lifecycle events until interrupted'
 complete -c procctl -n "__fish_procctl_needs_command" -f -a "shutdown" -d 'Stop every instance, then the agent exits'
 complete -c procctl -n "__fish_procctl_needs_command" -f -a "completions" -d 'Print a completion script for a shell'
 complete -c procctl -n "__fish_procctl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -52,17 +55,32 @@ complete -c procctl -n "__fish_procctl_using_subcommand signal" -l socket -d 'Th
 complete -c procctl -n "__fish_procctl_using_subcommand signal" -s h -l help -d 'Print help'
 complete -c procctl -n "__fish_procctl_using_subcommand scale" -l socket -d 'The agent\'s socket [default: $PROCCTL_SOCKET, $XDG_RUNTIME_DIR/procctl/agent.sock, /tmp/procctl-UID/agent.sock]' -r -F
 complete -c procctl -n "__fish_procctl_using_subcommand scale" -s h -l help -d 'Print help'
+complete -c procctl -n "__fish_procctl_using_subcommand send" -l timeout -d 'How long an instance may read nothing (or, with --reply, take to answer)' -r
+complete -c procctl -n "__fish_procctl_using_subcommand send" -l socket -d 'The agent\'s socket [default: $PROCCTL_SOCKET, $XDG_RUNTIME_DIR/procctl/agent.sock, /tmp/procctl-UID/agent.sock]' -r -F
+complete -c procctl -n "__fish_procctl_using_subcommand send" -l any -d 'Deliver each message to one running instance of NAME, round-robin'
+complete -c procctl -n "__fish_procctl_using_subcommand send" -l reply -d 'Wait for one reply line from each instance and print it (prefixed NAME:INDEX when several)'
+complete -c procctl -n "__fish_procctl_using_subcommand send" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c procctl -n "__fish_procctl_using_subcommand logs" -s n -l lines -d 'How many lines' -r
+complete -c procctl -n "__fish_procctl_using_subcommand logs" -l socket -d 'The agent\'s socket [default: $PROCCTL_SOCKET, $XDG_RUNTIME_DIR/procctl/agent.sock, /tmp/procctl-UID/agent.sock]' -r -F
+complete -c procctl -n "__fish_procctl_using_subcommand logs" -s f -l follow -d 'Then keep printing new lines until interrupted'
+complete -c procctl -n "__fish_procctl_using_subcommand logs" -s h -l help -d 'Print help'
+complete -c procctl -n "__fish_procctl_using_subcommand events" -l socket -d 'The agent\'s socket [default: $PROCCTL_SOCKET, $XDG_RUNTIME_DIR/procctl/agent.sock, /tmp/procctl-UID/agent.sock]' -r -F
+complete -c procctl -n "__fish_procctl_using_subcommand events" -l json -d 'One JSON object per line instead of text'
+complete -c procctl -n "__fish_procctl_using_subcommand events" -s h -l help -d 'Print help'
 complete -c procctl -n "__fish_procctl_using_subcommand shutdown" -l socket -d 'The agent\'s socket [default: $PROCCTL_SOCKET, $XDG_RUNTIME_DIR/procctl/agent.sock, /tmp/procctl-UID/agent.sock]' -r -F
 complete -c procctl -n "__fish_procctl_using_subcommand shutdown" -s h -l help -d 'Print help'
 complete -c procctl -n "__fish_procctl_using_subcommand completions" -l socket -d 'The agent\'s socket [default: $PROCCTL_SOCKET, $XDG_RUNTIME_DIR/procctl/agent.sock, /tmp/procctl-UID/agent.sock]' -r -F
 complete -c procctl -n "__fish_procctl_using_subcommand completions" -s h -l help -d 'Print help'
-complete -c procctl -n "__fish_procctl_using_subcommand help; and not __fish_seen_subcommand_from list pid start stop restart signal scale shutdown completions help" -f -a "list" -d 'One row per instance: NAME, INSTANCE, PID, STATE, UPTIME, RESTARTS, LAST EXIT'
-complete -c procctl -n "__fish_procctl_using_subcommand help; and not __fish_seen_subcommand_from list pid start stop restart signal scale shutdown completions help" -f -a "pid" -d 'Print the pids of running instances, one per line (exit 1 when none runs)'
-complete -c procctl -n "__fish_procctl_using_subcommand help; and not __fish_seen_subcommand_from list pid start stop restart signal scale shutdown completions help" -f -a "start" -d 'Start stopped, exited or fatal instances; returns when each is running'
-complete -c procctl -n "__fish_procctl_using_subcommand help; and not __fish_seen_subcommand_from list pid start stop restart signal scale shutdown completions help" -f -a "stop" -d 'Stop gracefully (stop_signal, stop_timeout, then SIGKILL); returns when they are gone'
-complete -c procctl -n "__fish_procctl_using_subcommand help; and not __fish_seen_subcommand_from list pid start stop restart signal scale shutdown completions help" -f -a "restart" -d 'Warm restart, one instance at a time, each replacement running before the next; prints old and new pids'
-complete -c procctl -n "__fish_procctl_using_subcommand help; and not __fish_seen_subcommand_from list pid start stop restart signal scale shutdown completions help" -f -a "signal" -d 'Send a signal (a name like HUP or a number) to each instance\'s process group'
-complete -c procctl -n "__fish_procctl_using_subcommand help; and not __fish_seen_subcommand_from list pid start stop restart signal scale shutdown completions help" -f -a "scale" -d 'Start or stop instances until COUNT exist; the count survives agent restarts'
-complete -c procctl -n "__fish_procctl_using_subcommand help; and not __fish_seen_subcommand_from list pid start stop restart signal scale shutdown completions help" -f -a "shutdown" -d 'Stop every instance, then the agent exits'
-complete -c procctl -n "__fish_procctl_using_subcommand help; and not __fish_seen_subcommand_from list pid start stop restart signal scale shutdown completions help" -f -a "completions" -d 'Print a completion script for a shell'
-complete -c procctl -n "__fish_procctl_using_subcommand help; and not __fish_seen_subcommand_from list pid start stop restart signal scale shutdown completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c procctl -n "__fish_procctl_using_subcommand help; and not __fish_seen_subcommand_from list pid start stop restart signal scale send logs events shutdown completions help" -f -a "list" -d 'One row per instance: NAME, INSTANCE, PID, STATE, UPTIME, RESTARTS, LAST EXIT'
+complete -c procctl -n "__fish_procctl_using_subcommand help; and not __fish_seen_subcommand_from list pid start stop restart signal scale send logs events shutdown completions help" -f -a "pid" -d 'Print the pids of running instances, one per line (exit 1 when none runs)'
+complete -c procctl -n "__fish_procctl_using_subcommand help; and not __fish_seen_subcommand_from list pid start stop restart signal scale send logs events shutdown completions help" -f -a "start" -d 'Start stopped, exited or fatal instances; returns when each is running'
+complete -c procctl -n "__fish_procctl_using_subcommand help; and not __fish_seen_subcommand_from list pid start stop restart signal scale send logs events shutdown completions help" -f -a "stop" -d 'Stop gracefully (stop_signal, stop_timeout, then SIGKILL); returns when they are gone'
+complete -c procctl -n "__fish_procctl_using_subcommand help; and not __fish_seen_subcommand_from list pid start stop restart signal scale send logs events shutdown completions help" -f -a "restart" -d 'Warm restart, one instance at a time, each replacement running before the next; prints old and new pids'
+complete -c procctl -n "__fish_procctl_using_subcommand help; and not __fish_seen_subcommand_from list pid start stop restart signal scale send logs events shutdown completions help" -f -a "signal" -d 'Send a signal (a name like HUP or a number) to each instance\'s process group'
+complete -c procctl -n "__fish_procctl_using_subcommand help; and not __fish_seen_subcommand_from list pid start stop restart signal scale send logs events shutdown completions help" -f -a "scale" -d 'Start or stop instances until COUNT exist; the count survives agent restarts'
+complete -c procctl -n "__fish_procctl_using_subcommand help; and not __fish_seen_subcommand_from list pid start stop restart signal scale send logs events shutdown completions help" -f -a "send" -d 'Write a message (the words joined by spaces) to each target instance\'s pipe; `-` reads one message per line from stdin'
+complete -c procctl -n "__fish_procctl_using_subcommand help; and not __fish_seen_subcommand_from list pid start stop restart signal scale send logs events shutdown completions help" -f -a "logs" -d 'Show the last lines of captured stdout and stderr, interleaved by time'
+complete -c procctl -n "__fish_procctl_using_subcommand help; and not __fish_seen_subcommand_from list pid start stop restart signal scale send logs events shutdown completions help" -f -a "events" -d 'Stream lifecycle events until interrupted'
+complete -c procctl -n "__fish_procctl_using_subcommand help; and not __fish_seen_subcommand_from list pid start stop restart signal scale send logs events shutdown completions help" -f -a "shutdown" -d 'Stop every instance, then the agent exits'
+complete -c procctl -n "__fish_procctl_using_subcommand help; and not __fish_seen_subcommand_from list pid start stop restart signal scale send logs events shutdown completions help" -f -a "completions" -d 'Print a completion script for a shell'
+complete -c procctl -n "__fish_procctl_using_subcommand help; and not __fish_seen_subcommand_from list pid start stop restart signal scale send logs events shutdown completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

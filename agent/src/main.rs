@@ -9,8 +9,11 @@
 //! `table` writer thread.
 
 mod config;
+mod events;
 mod handlers;
 mod instance;
+mod logs;
+mod pipe;
 mod procfs;
 mod reaper;
 mod reclaim;
@@ -162,18 +165,21 @@ async fn serve(
     listener.set_nonblocking(true).context("cannot set up the socket")?;
     let listener = tokio::net::UnixListener::from_std(listener).context("cannot set up the socket")?;
     let handle = Handle::new(events.clone());
+    let bus = crate::events::Bus::new();
+    let follow = logs::Follow::new();
+    let context = handlers::Context { sup: handle, bus: bus.clone(), follow: follow.clone() };
     eprintln!(
         "procagent {VERSION}: {} process(es) from {}, serving on {}",
         config.processes.len(),
         config.path.display(),
         socket.display()
     );
-    let sup = Supervisor::new(Parts { config, socket, state_dir, previous, spawner, writer, events });
+    let sup = Supervisor::new(Parts { config, socket, state_dir, previous, spawner, writer, events, bus, follow });
 
     let (alive, mut all_closed) = mpsc::channel::<()>(1);
     tokio::select! {
         () = sup.run(events_rx) => {}
-        () = server::serve(listener, handle, alive) => {}
+        () = server::serve(listener, context, alive) => {}
     }
     // Let the connections that asked for the shutdown get their answer.
     let _ = tokio::time::timeout(DRAIN_REPLIES, all_closed.recv()).await;

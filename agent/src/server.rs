@@ -14,10 +14,9 @@ use procctl_proto::frame::{self, FrameError, HEADER_LEN};
 use procctl_proto::{ErrorKind, PROTOCOL_VERSION, Request, Response, WireError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 
-use crate::handlers;
-use crate::supervisor::Handle;
+use crate::handlers::{self, Context, Reply};
 
 /// Connections served at once; past it a client is told so and closed.
 pub const MAX_CONNECTIONS: usize = 256;
@@ -72,7 +71,7 @@ pub fn bind(path: &Path) -> Result<StdListener, BindError> {
 
 /// Accepts connections until dropped. Each connection task holds a clone of `alive`, so
 /// the caller can wait for in-flight replies before exiting.
-pub async fn serve(listener: UnixListener, sup: Handle, alive: mpsc::Sender<()>) {
+pub async fn serve(listener: UnixListener, context: Context, alive: mpsc::Sender<()>) {
     let own_uid = nix::unistd::getuid().as_raw();
     let open = Arc::new(AtomicUsize::new(0));
     loop {
@@ -85,19 +84,19 @@ pub async fn serve(listener: UnixListener, sup: Handle, alive: mpsc::Sender<()>)
                 continue;
             }
         };
-        let sup = sup.clone();
+        let context = context.clone();
         let alive = alive.clone();
         let open = open.clone();
         tokio::spawn(async move {
             let count = open.fetch_add(1, Ordering::Relaxed) + 1;
-            connection(stream, sup, own_uid, count).await;
+            connection(stream, context, own_uid, count).await;
             open.fetch_sub(1, Ordering::Relaxed);
             drop(alive);
         });
     }
 }
 
-async fn connection(mut stream: UnixStream, sup: Handle, own_uid: u32, open: usize) {
+async fn connection(mut stream: UnixStream, context: Context, own_uid: u32, open: usize) {
     let peer_uid = stream.peer_cred().map(|cred| cred.uid()).ok();
     if !peer_uid.is_some_and(|uid| uid == own_uid || uid == 0) {
         let who = peer_uid.map_or("an unknown uid".to_string(), |uid| format!("uid {uid}"));
@@ -140,10 +139,58 @@ async fn connection(mut stream: UnixStream, sup: Handle, own_uid: u32, open: usi
             Ok(Ok(None)) | Err(_) => return,
         };
         // Its own task: an accepted operation runs to the end even if this client goes away.
-        let response = tokio::spawn(handlers::handle(request, sup.clone()))
-            .await
-            .unwrap_or_else(|e| Response::Error(WireError::new(ErrorKind::Failed, format!("internal error: {e}"))));
-        if write(&mut stream, &response).await.is_err() {
+        let reply = tokio::spawn(handlers::handle(request, context.clone())).await.unwrap_or_else(|e| {
+            Reply::One(Response::Error(WireError::new(ErrorKind::Failed, format!("internal error: {e}"))))
+        });
+        match reply {
+            Reply::One(response) => {
+                if write(&mut stream, &response).await.is_err() {
+                    return;
+                }
+            }
+            Reply::Events(events) => return forward(&mut stream, events, |event| Some(Response::Event(event))).await,
+            Reply::Logs { first, lines, target, after } => {
+                if write(&mut stream, &first).await.is_err() {
+                    return;
+                }
+                let keep = move |line: crate::logs::Numbered| {
+                    let new =
+                        target.matches(&line.line.id) && line.seq > after.get(&line.line.id).copied().unwrap_or(0);
+                    new.then_some(Response::LogLine(line.line))
+                };
+                return forward(&mut stream, lines, keep).await;
+            }
+        }
+    }
+}
+
+/// Writes each item the mapping keeps until the client goes away. A client that reads
+/// slowly falls behind the channel and is told how many items it missed.
+async fn forward<T: Clone>(
+    stream: &mut UnixStream,
+    mut items: broadcast::Receiver<T>,
+    mut keep: impl FnMut(T) -> Option<Response>,
+) {
+    let (mut read, mut write_half) = stream.split();
+    let mut probe = [0u8; 64];
+    loop {
+        let response = tokio::select! {
+            item = items.recv() => match item {
+                Ok(item) => match keep(item) {
+                    Some(response) => response,
+                    None => continue,
+                },
+                Err(broadcast::error::RecvError::Lagged(missed)) => Response::Missed(missed),
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            // The client sends nothing during a stream: a read that ends means it left.
+            read = read.read(&mut probe) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            },
+        };
+        let Ok(bytes) = frame::encode(&response) else { continue };
+        if write_half.write_all(&bytes).await.is_err() {
             return;
         }
     }

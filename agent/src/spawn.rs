@@ -4,7 +4,7 @@
 //! `PR_SET_PDEATHSIG` when the *thread* that forked the child exits, not the process.
 
 use std::ffi::{CString, OsStr};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
@@ -27,8 +27,6 @@ pub struct SpawnRequest {
     pub env: Vec<(String, String)>,
     pub cwd: PathBuf,
     pub pipe: Pipe,
-    /// Where the child's stdout and stderr go.
-    pub output: PathBuf,
 }
 
 pub enum SpawnReport {
@@ -38,6 +36,8 @@ pub enum SpawnReport {
         start_time: Option<u64>,
         /// The agent's end of the message pipe.
         pipe: Option<OwnedFd>,
+        /// The read end of the child's stdout and stderr.
+        output: OwnedFd,
     },
     Failed {
         seq: u64,
@@ -76,7 +76,8 @@ struct Prepared {
     envp_ptrs: Vec<*const libc::c_char>,
     cwd: CString,
     stdin: OwnedFd,
-    output: File,
+    output_write: Option<OwnedFd>,
+    output_read: Option<OwnedFd>,
     pipe_child: Option<OwnedFd>,
     pipe_parent: Option<OwnedFd>,
 }
@@ -110,8 +111,10 @@ fn spawn_one(request: SpawnRequest, fork_lock: &Mutex<()>, report: &impl Fn(Spaw
     unsafe { libc::setpgid(pid, pid) };
     drop(err_write);
     prepared.pipe_child = None;
+    prepared.output_write = None;
     let start_time = procfs::stat(pid).map(|s| s.start_time);
-    report(SpawnReport::Spawned { seq, pid, start_time, pipe: prepared.pipe_parent.take() });
+    let output = prepared.output_read.take().expect("prepared with an output pipe");
+    report(SpawnReport::Spawned { seq, pid, start_time, pipe: prepared.pipe_parent.take(), output });
     drop(guard);
 
     // The child writes errno here only if exec failed; it then exits 127 and is reaped as usual.
@@ -136,11 +139,7 @@ fn prepare(request: SpawnRequest) -> Result<Prepared, String> {
     let null_ptrs = |v: &[CString]| v.iter().map(|c| c.as_ptr()).chain([std::ptr::null()]).collect();
     let argv_ptrs = null_ptrs(&argv);
     let envp_ptrs = null_ptrs(&envp);
-    let output = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&request.output)
-        .map_err(|e| format!("cannot open {}: {e}", request.output.display()))?;
+    let (output_read, output_write) = cloexec_pipe().map_err(|e| format!("cannot make the output pipe: {e}"))?;
     let (pipe_parent, pipe_child) = match request.pipe {
         Pipe::None => (None, None),
         Pipe::Fd | Pipe::Stdin => {
@@ -161,7 +160,8 @@ fn prepare(request: SpawnRequest) -> Result<Prepared, String> {
         envp_ptrs,
         cwd,
         stdin,
-        output,
+        output_write: Some(output_write),
+        output_read: Some(output_read),
         pipe_child,
         pipe_parent,
     })
@@ -189,15 +189,20 @@ fn is_executable(path: &Path) -> bool {
     path.is_file() && unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0
 }
 
-/// A close-on-exec pipe whose write end is above the fds the child sets up (0 to 3).
-fn exec_error_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+/// A pipe, both ends close-on-exec: (read, write).
+fn cloexec_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     // SAFETY: `fds` has room for the two descriptors pipe2 writes.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: pipe2 just returned these two fds to us.
-    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// A close-on-exec pipe whose write end is above the fds the child sets up (0 to 3).
+fn exec_error_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let (read, write) = cloexec_pipe()?;
     if write.as_raw_fd() > PIPE_FD {
         return Ok((read, write));
     }
@@ -235,7 +240,7 @@ unsafe fn child(p: &Prepared, parent: libc::pid_t, err_fd: RawFd) -> ! {
         libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
 
         // Every fd the agent holds is close-on-exec; dup2 clears that flag on the targets.
-        let out = p.output.as_raw_fd();
+        let out = p.output_write.as_ref().map_or(-1, |fd| fd.as_raw_fd());
         if libc::dup2(p.stdin.as_raw_fd(), 0) < 0 || libc::dup2(out, 1) < 0 || libc::dup2(out, 2) < 0 {
             fail(err_fd);
         }

@@ -6,7 +6,6 @@
 //! a receiver that is resolved when the instance is up or down.
 
 use std::collections::{BTreeMap, HashMap};
-use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime};
@@ -15,12 +14,15 @@ use nix::errno::Errno;
 use nix::sys::signal::{Signal as NixSignal, kill};
 use nix::unistd::Pid;
 use procctl_proto::{
-    ErrorKind, Exit, InstanceId, InstanceInfo, Outcome, OutcomeKind, Signal, State, Target, WireError,
+    ErrorKind, EventKind, Exit, InstanceId, InstanceInfo, Outcome, OutcomeKind, Signal, State, Target, WireError,
 };
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 
-use crate::config::{Config, MAX_INSTANCES};
+use crate::config::{Config, MAX_INSTANCES, Pipe};
+use crate::events::Bus;
 use crate::instance::{Action, Input, Instance, Timer};
+use crate::logs::{self, Follow, SharedSink, Sink};
+use crate::pipe::{self, PipeRef};
 use crate::spawn::{PIPE_FD, SpawnReport, SpawnRequest};
 use crate::table::{self, Row, ScaleOverride, TableFile};
 
@@ -58,14 +60,52 @@ pub enum AgentSignal {
 
 type Reply<T> = oneshot::Sender<Result<T, WireError>>;
 
+/// Where each message of a send goes: an instance and its pipe, or why it has none.
+pub type Routes = Vec<(InstanceId, Result<PipeRef, WireError>)>;
+
 pub enum Command {
-    List { target: Target, reply: Reply<Vec<InstanceInfo>> },
-    Resolve { target: Target, reply: Reply<Vec<InstanceId>> },
-    Start { target: Target, reply: Reply<Vec<Pending>> },
-    Stop { target: Target, reply: Reply<Vec<Pending>> },
-    Signal { target: Target, signal: Signal, reply: Reply<Vec<Outcome>> },
-    Scale { name: String, count: u32, reply: Reply<ScalePlan> },
-    Shutdown { reply: oneshot::Sender<()> },
+    List {
+        target: Target,
+        reply: Reply<Vec<InstanceInfo>>,
+    },
+    Resolve {
+        target: Target,
+        reply: Reply<Vec<InstanceId>>,
+    },
+    Start {
+        target: Target,
+        reply: Reply<Vec<Pending>>,
+    },
+    Stop {
+        target: Target,
+        reply: Reply<Vec<Pending>>,
+    },
+    Signal {
+        target: Target,
+        signal: Signal,
+        reply: Reply<Vec<Outcome>>,
+    },
+    Scale {
+        name: String,
+        count: u32,
+        reply: Reply<ScalePlan>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+    /// The pipes to send to: every target instance, or with `any`, the running instances
+    /// of the process in round-robin order for `count` messages.
+    Pipes {
+        target: Target,
+        any: bool,
+        count: usize,
+        reply: Reply<Routes>,
+    },
+    /// The output sinks of the target instances, for `logs`.
+    Sinks {
+        target: Target,
+        reply: Reply<Vec<SharedSink>>,
+    },
 }
 
 /// An instance a start or stop touched, and how to learn the result.
@@ -148,6 +188,14 @@ impl Handle {
         self.call(|reply| Command::Scale { name, count, reply }).await
     }
 
+    pub async fn pipes(&self, target: Target, any: bool, count: usize) -> Result<Routes, WireError> {
+        self.call(|reply| Command::Pipes { target, any, count, reply }).await
+    }
+
+    pub async fn sinks(&self, target: Target) -> Result<Vec<SharedSink>, WireError> {
+        self.call(|reply| Command::Sinks { target, reply }).await
+    }
+
     pub async fn shutdown(&self) -> Result<(), WireError> {
         let (reply, done) = oneshot::channel();
         self.events.send(Event::Command(Command::Shutdown { reply })).map_err(|_| gone())?;
@@ -159,8 +207,10 @@ struct Slot {
     inst: Instance,
     spawn_seq: Option<u64>,
     start_time: Option<u64>,
-    /// The agent's end of the message pipe of the current run.
-    pipe: Option<OwnedFd>,
+    /// The message pipe of the current run.
+    pipe: Option<PipeRef>,
+    /// Where its output goes; outlives runs.
+    sink: SharedSink,
     /// Scaled away: leaves the table once down.
     removing: bool,
     up_waiters: Vec<oneshot::Sender<Settled>>,
@@ -168,12 +218,13 @@ struct Slot {
 }
 
 impl Slot {
-    fn new() -> Slot {
+    fn new(sink: SharedSink) -> Slot {
         Slot {
             inst: Instance::new(),
             spawn_seq: None,
             start_time: None,
             pipe: None,
+            sink,
             removing: false,
             up_waiters: vec![],
             down_waiters: vec![],
@@ -198,6 +249,10 @@ pub struct Supervisor {
     spawner: mpsc::Sender<SpawnRequest>,
     writer: table::Writer,
     events: tokio_mpsc::UnboundedSender<Event>,
+    bus: Bus,
+    follow: Follow,
+    /// The next instance `send --any` picks, by process name.
+    round_robin: HashMap<String, usize>,
     dirty: bool,
     shutting_down: bool,
     shutdown_waiters: Vec<oneshot::Sender<()>>,
@@ -212,6 +267,8 @@ pub struct Parts {
     pub spawner: mpsc::Sender<SpawnRequest>,
     pub writer: table::Writer,
     pub events: tokio_mpsc::UnboundedSender<Event>,
+    pub bus: Bus,
+    pub follow: Follow,
 }
 
 impl Supervisor {
@@ -242,6 +299,9 @@ impl Supervisor {
             spawner: parts.spawner,
             writer: parts.writer,
             events: parts.events,
+            bus: parts.bus,
+            follow: parts.follow,
+            round_robin: HashMap::new(),
             dirty: true,
             shutting_down: false,
             shutdown_waiters: vec![],
@@ -252,7 +312,8 @@ impl Supervisor {
             let autostart = sup.config.processes[&name].autostart;
             for index in 0..sup.desired(&name) {
                 let id = InstanceId::new(name.clone(), index);
-                sup.slots.insert(id.clone(), Slot::new());
+                let slot = sup.new_slot(&id);
+                sup.slots.insert(id.clone(), slot);
                 if autostart {
                     sup.step(&id, Input::Start);
                 }
@@ -283,6 +344,11 @@ impl Supervisor {
         }
     }
 
+    fn new_slot(&self, id: &InstanceId) -> Slot {
+        let spec = &self.config.processes[&id.name];
+        Slot::new(Sink::new(id.clone(), &self.state_dir.join("logs"), spec.log_max_size, spec.log_files))
+    }
+
     fn desired(&self, name: &str) -> u32 {
         match (self.scaled.get(name), self.config.processes.get(name)) {
             (Some(over), Some(spec)) if over.config_instances == spec.instances => over.count,
@@ -294,7 +360,7 @@ impl Supervisor {
     fn handle(&mut self, event: Event) {
         match event {
             Event::Command(command) => self.on_command(command),
-            Event::Spawn(SpawnReport::Spawned { seq, pid, start_time, pipe }) => {
+            Event::Spawn(SpawnReport::Spawned { seq, pid, start_time, pipe, output }) => {
                 let Some(id) = self.spawning.remove(&seq) else {
                     // Nobody wants this child any more; it is reaped as a stray.
                     let _ = kill(Pid::from_raw(-pid), NixSignal::SIGKILL);
@@ -303,9 +369,19 @@ impl Supervisor {
                 if let Some(slot) = self.slots.get_mut(&id) {
                     slot.spawn_seq = None;
                     slot.start_time = start_time;
-                    slot.pipe = pipe;
+                    if let Err(e) = logs::capture(output, slot.sink.clone(), self.follow.clone()) {
+                        eprintln!("procagent: {id}: cannot capture output: {e}");
+                    }
+                    let replies = self.config.processes.get(&id.name).is_some_and(|spec| spec.pipe == Pipe::Fd);
+                    slot.pipe = pipe.and_then(|fd| match pipe::start(fd, id.clone(), replies, self.bus.clone()) {
+                        Ok(pipe) => Some(pipe),
+                        Err(e) => {
+                            eprintln!("procagent: {id}: cannot set up the message pipe: {e}");
+                            None
+                        }
+                    });
                     self.by_pid.insert(pid, id.clone());
-                    eprintln!("procagent: {id} spawned (pid {pid})");
+                    self.bus.emit(EventKind::Spawned { id: id.clone(), pid: pid as u32 });
                     self.step(&id, Input::Spawned { pid, at: SystemTime::now() });
                 }
             }
@@ -353,6 +429,7 @@ impl Supervisor {
         if slot.inst.state != State::Stopping {
             eprintln!("procagent: {id} exited ({exit})");
         }
+        self.bus.emit(EventKind::Exited { id: id.clone(), pid: pid as u32, exit });
         self.step(&id, Input::Exited { exit, group_left });
     }
 
@@ -393,8 +470,17 @@ impl Supervisor {
         let actions = slot.inst.step(input, spec);
         if slot.inst.state != before {
             self.dirty = true;
-            if matches!(slot.inst.state, State::Fatal) {
-                eprintln!("procagent: {id} is fatal: it failed {} starts in a row", spec.start_retries);
+            match slot.inst.state {
+                State::Running => {
+                    let pid = slot.pid().unwrap_or_default();
+                    self.bus.emit(EventKind::Started { id: id.clone(), pid });
+                }
+                State::Fatal => {
+                    eprintln!("procagent: {id} is fatal: it failed {} starts in a row", spec.start_retries);
+                    self.bus.emit(EventKind::Fatal { id: id.clone() });
+                }
+                State::Stopped => self.bus.emit(EventKind::Stopped { id: id.clone() }),
+                _ => {}
             }
         }
         for action in actions {
@@ -433,6 +519,9 @@ impl Supervisor {
             }
             Action::Arm { timer, after, generation } => {
                 let after = if timer == Timer::Backoff { self.jitter(after) } else { after };
+                if timer == Timer::Backoff {
+                    self.bus.emit(EventKind::Backoff { id: id.clone(), delay_ms: after.as_millis() as u64 });
+                }
                 self.after(after, Event::Timer { id: id.clone(), timer, generation });
             }
         }
@@ -463,18 +552,10 @@ impl Supervisor {
         env.push(("PROCCTL_NAME".into(), id.name.clone()));
         env.push(("PROCCTL_INSTANCE".into(), id.index.to_string()));
         env.push(("PROCCTL_SOCKET".into(), self.socket.display().to_string()));
-        if spec.pipe == crate::config::Pipe::Fd {
+        if spec.pipe == Pipe::Fd {
             env.push(("PROCCTL_PIPE_FD".into(), PIPE_FD.to_string()));
         }
-        SpawnRequest {
-            seq,
-            id: id.clone(),
-            argv: spec.command.clone(),
-            env,
-            cwd: spec.cwd.clone(),
-            pipe: spec.pipe,
-            output: self.state_dir.join("logs").join(format!("{}.{}.log", id.name, id.index)),
-        }
+        SpawnRequest { seq, id: id.clone(), argv: spec.command.clone(), env, cwd: spec.cwd.clone(), pipe: spec.pipe }
     }
 
     /// Resolves waiters whose condition now holds, and drops a scaled-away instance once down.
@@ -532,6 +613,13 @@ impl Supervisor {
             Command::Shutdown { reply } => {
                 self.shutdown_waiters.push(reply);
                 self.begin_shutdown();
+            }
+            Command::Pipes { target, any, count, reply } => {
+                let _ = reply.send(self.pipes(&target, any, count));
+            }
+            Command::Sinks { target, reply } => {
+                let sinks = self.resolve(&target).map(|ids| ids.iter().map(|id| self.slots[id].sink.clone()).collect());
+                let _ = reply.send(sinks);
             }
         }
     }
@@ -657,7 +745,8 @@ impl Supervisor {
                 // Being scaled away by an earlier request: keep it after all.
                 Some(slot) => slot.removing = false,
                 None => {
-                    self.slots.insert(id.clone(), Slot::new());
+                    let slot = self.new_slot(&id);
+                    self.slots.insert(id.clone(), slot);
                 }
             }
             starting.push(self.start(id));
@@ -677,7 +766,41 @@ impl Supervisor {
             stopping.push(self.stop(id.clone()));
             self.settle(&id);
         }
+        if from != count {
+            self.bus.emit(EventKind::Scaled { name: name.to_string(), from, to: count });
+        }
         Ok(ScalePlan { from, to: count, starting, stopping })
+    }
+
+    fn pipes(&mut self, target: &Target, any: bool, count: usize) -> Result<Routes, WireError> {
+        let ids = self.resolve(target)?;
+        let pipe_of = |id: &InstanceId| -> Result<PipeRef, WireError> {
+            let slot = &self.slots[id];
+            let deliverable = matches!(slot.inst.state, State::Starting | State::Running) && slot.inst.pid.is_some();
+            match (&slot.pipe, deliverable) {
+                (Some(pipe), true) => Ok(pipe.clone()),
+                (_, false) => Err(WireError::new(
+                    ErrorKind::NotRunning,
+                    format!("{id} is not running (state {})", slot.inst.state),
+                )),
+                (None, true) if self.config.processes[&id.name].pipe == Pipe::None => {
+                    Err(WireError::new(ErrorKind::Refused, format!("{id} has no message pipe (pipe = \"none\")")))
+                }
+                (None, true) => Err(WireError::new(ErrorKind::Failed, format!("{id}: its message pipe is closed"))),
+            }
+        };
+        if !any {
+            return Ok(ids.iter().map(|id| (id.clone(), pipe_of(id))).collect());
+        }
+        let running: Vec<(InstanceId, PipeRef)> =
+            ids.iter().filter_map(|id| pipe_of(id).ok().map(|pipe| (id.clone(), pipe))).collect();
+        if running.is_empty() {
+            return Err(WireError::new(ErrorKind::NotRunning, format!("no running instance of {target} to send to")));
+        }
+        let next = self.round_robin.entry(target.name().unwrap_or("all").to_string()).or_default();
+        let start = *next % running.len();
+        *next = (start + count) % running.len();
+        Ok(running.into_iter().cycle().skip(start).take(count).map(|(id, pipe)| (id, Ok(pipe))).collect())
     }
 
     fn snapshot(&self) -> TableFile {

@@ -1,6 +1,7 @@
 //! The clap tree. Its doc comments are the `--help` text users read: keep them true.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use procctl_proto::{Signal, Target};
@@ -51,10 +52,57 @@ pub enum Command {
         name: String,
         count: u32,
     },
+    /// Write a message (the words joined by spaces) to each target instance's pipe; `-` reads one message per line from stdin
+    ///
+    /// Without --reply, returns once every message is written to each instance's pipe. A full
+    /// queue waits for room while the instance keeps reading; an instance that reads nothing
+    /// for --timeout fails the send, which says how many of its messages were accepted.
+    Send {
+        /// Deliver each message to one running instance of NAME, round-robin
+        #[arg(long)]
+        any: bool,
+        /// Wait for one reply line from each instance and print it (prefixed NAME:INDEX when several)
+        #[arg(long)]
+        reply: bool,
+        /// How long an instance may read nothing (or, with --reply, take to answer)
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        timeout: Duration,
+        target: Target,
+        /// The message, or `-` to read messages from stdin
+        #[arg(required = true, value_name = "MSG", value_parser = parse_message)]
+        message: Vec<String>,
+    },
+    /// Show the last lines of captured stdout and stderr, interleaved by time
+    Logs {
+        target: Target,
+        /// How many lines
+        #[arg(short = 'n', long, default_value_t = 10)]
+        lines: u32,
+        /// Then keep printing new lines until interrupted
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Stream lifecycle events until interrupted
+    Events {
+        /// One JSON object per line instead of text
+        #[arg(long)]
+        json: bool,
+    },
     /// Stop every instance, then the agent exits
     Shutdown,
     /// Print a completion script for a shell
     Completions { shell: clap_complete::Shell },
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    procctl_proto::duration::parse(text)
+}
+
+fn parse_message(text: &str) -> Result<String, String> {
+    if text.contains(['\n', '\r']) {
+        return Err("a message is one line: it cannot contain a newline".into());
+    }
+    Ok(text.to_string())
 }
 
 fn parse_name(text: &str) -> Result<String, String> {

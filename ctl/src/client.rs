@@ -17,12 +17,15 @@ pub enum CtlError {
     Protocol(String),
     #[error("{0}")]
     Failed(String),
+    #[error("{0}")]
+    Usage(String),
 }
 
 impl CtlError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CtlError::Unreachable { .. } => 3,
+            CtlError::Usage(_) => 2,
             CtlError::Agent(_) | CtlError::Protocol(_) | CtlError::Failed(_) => 1,
         }
     }
@@ -56,6 +59,20 @@ impl Client {
             Ok(Response::Error(error)) => Err(CtlError::Agent(error)),
             Ok(response) => Ok(response),
             Err(e) => Err(written.err().map_or(e, |w| CtlError::Protocol(format!("lost the agent: {w}")))),
+        }
+    }
+
+    /// Sends a request without waiting, for a stream of responses read with `next`.
+    pub fn start(&mut self, request: &Request) -> Result<(), CtlError> {
+        let bytes = frame::encode(request).map_err(|e| CtlError::Failed(format!("cannot send: {e}")))?;
+        self.stream.write_all(&bytes).map_err(|e| CtlError::Protocol(format!("lost the agent: {e}")))
+    }
+
+    /// The next response of a stream; an error response becomes `CtlError::Agent`.
+    pub fn next(&mut self) -> Result<Response, CtlError> {
+        match self.read()? {
+            Response::Error(error) => Err(CtlError::Agent(error)),
+            response => Ok(response),
         }
     }
 

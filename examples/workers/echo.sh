@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Reads one message per line from the agent's pipe and answers each on the same fd.
 # Try: procctl send echo "hello"   or   procctl send --reply echo:0 ping
-echo "echo:$PROCCTL_INSTANCE ready (pid $$)"
+name="$PROCCTL_NAME:$PROCCTL_INSTANCE"
+echo "$name ready (pid $$)"
 while IFS= read -r message <&"$PROCCTL_PIPE_FD"; do
-    echo "echo:$PROCCTL_INSTANCE got: $message"
-    echo "echo:$PROCCTL_INSTANCE got $message" >&"$PROCCTL_PIPE_FD"
+    echo "$name got: $message"
+    echo "$name got $message" >&"$PROCCTL_PIPE_FD"
 done

@@ -5,6 +5,7 @@
 //! parses `all | NAME | NAME:INDEX`, `signal` names signals and exits, and
 //! `socket` is the one rule for where the socket lives.
 
+pub mod duration;
 pub mod frame;
 pub mod request;
 pub mod response;
@@ -13,8 +14,10 @@ pub mod socket;
 pub mod target;
 
 pub use frame::{FrameError, MAX_FRAME};
-pub use request::Request;
-pub use response::{ErrorKind, InstanceInfo, Outcome, OutcomeKind, Response, State, WireError};
+pub use request::{Request, SendRequest};
+pub use response::{
+    Delivery, ErrorKind, Event, EventKind, InstanceInfo, LogLine, Outcome, OutcomeKind, Response, State, WireError,
+};
 pub use signal::{Exit, Signal};
 pub use target::{InstanceId, Target};
 

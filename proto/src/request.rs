@@ -36,6 +36,30 @@ pub enum Request {
         count: u32,
     },
     Shutdown,
+    /// One batch of messages; `procctl send -` sends many over one connection.
+    Send(SendRequest),
+    /// The last lines of captured output; with `follow`, then a stream of `LogLine`s.
+    Logs {
+        target: Target,
+        lines: u32,
+        follow: bool,
+    },
+    /// A stream of `Event`s until the client goes away.
+    Events,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendRequest {
+    pub target: Target,
+    /// One line each, without the newline.
+    pub messages: Vec<String>,
+    /// Each message to one running instance of the process, round-robin.
+    pub any: bool,
+    /// Wait for one reply line from each instance the message went to.
+    pub reply: bool,
+    /// How long an instance may read nothing while messages wait (and, with `reply`, how
+    /// long to wait for the reply).
+    pub timeout_ms: u64,
 }
 
 impl Request {
@@ -51,6 +75,9 @@ impl Request {
             Request::Signal { .. } => "signal",
             Request::Scale { .. } => "scale",
             Request::Shutdown => "shutdown",
+            Request::Send(_) => "send",
+            Request::Logs { .. } => "logs",
+            Request::Events => "events",
         }
     }
 }

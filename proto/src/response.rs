@@ -23,7 +23,114 @@ pub enum Response {
         to: u32,
     },
     ShutDown,
+    /// What each instance a `Send` reached did with it.
+    Sent(Vec<Delivery>),
+    /// The tail of captured output, oldest first; `several` when the target has more than one instance.
+    Logs {
+        lines: Vec<LogLine>,
+        several: bool,
+    },
+    /// One more line of a followed log.
+    LogLine(LogLine),
+    /// One lifecycle event of a stream.
+    Event(Event),
+    /// A slow reader of a stream missed this many items.
+    Missed(u64),
     Error(WireError),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub id: InstanceId,
+    /// Messages of this request handed to the instance's pipe.
+    pub accepted: u32,
+    /// The reply line, when one was asked for and came.
+    pub reply: Option<String>,
+    /// Why not everything was delivered (or no reply came).
+    pub error: Option<WireError>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub id: InstanceId,
+    /// Milliseconds since the Unix epoch when the agent read it; 0 when read back from a file.
+    pub time_ms: u64,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    Spawned {
+        id: InstanceId,
+        pid: u32,
+    },
+    /// Up for start_secs.
+    Started {
+        id: InstanceId,
+        pid: u32,
+    },
+    Exited {
+        id: InstanceId,
+        pid: u32,
+        exit: Exit,
+    },
+    Backoff {
+        id: InstanceId,
+        delay_ms: u64,
+    },
+    Fatal {
+        id: InstanceId,
+    },
+    Stopped {
+        id: InstanceId,
+    },
+    Scaled {
+        name: String,
+        from: u32,
+        to: u32,
+    },
+    /// A line an instance wrote on its pipe that no `send --reply` was waiting for.
+    Reply {
+        id: InstanceId,
+        line: String,
+    },
+    Reloaded,
+}
+
+impl EventKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::Spawned { .. } => "spawned",
+            EventKind::Started { .. } => "started",
+            EventKind::Exited { .. } => "exited",
+            EventKind::Backoff { .. } => "backoff",
+            EventKind::Fatal { .. } => "fatal",
+            EventKind::Stopped { .. } => "stopped",
+            EventKind::Scaled { .. } => "scaled",
+            EventKind::Reply { .. } => "reply",
+            EventKind::Reloaded => "reloaded",
+        }
+    }
+
+    pub fn id(&self) -> Option<&InstanceId> {
+        match self {
+            EventKind::Spawned { id, .. }
+            | EventKind::Started { id, .. }
+            | EventKind::Exited { id, .. }
+            | EventKind::Backoff { id, .. }
+            | EventKind::Fatal { id }
+            | EventKind::Stopped { id }
+            | EventKind::Reply { id, .. } => Some(id),
+            EventKind::Scaled { .. } | EventKind::Reloaded => None,
+        }
+    }
 }
 
 /// The states of SPEC.md.

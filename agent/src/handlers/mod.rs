@@ -1,35 +1,69 @@
 //! Routes each request to its handler; one file per verb. Handlers run in their own task,
-//! talk to the supervisor through `Handle`, and wait for the outcomes they report.
+//! talk to the supervisor through `Handle`, and wait for the outcomes they report. Most
+//! answer with one response; `events` and `logs -f` hand the server a stream to forward.
 
+mod events;
 mod list;
+mod logs;
 mod pid;
 mod restart;
 mod scale;
+mod send;
 mod shutdown;
 mod signal;
 mod start;
 mod stop;
 
-use procctl_proto::{ErrorKind, Outcome, OutcomeKind, Request, Response, WireError};
+use std::collections::HashMap;
 
+use procctl_proto::{ErrorKind, Event, InstanceId, Outcome, OutcomeKind, Request, Response, Target, WireError};
+use tokio::sync::broadcast;
+
+use crate::events::Bus;
+use crate::logs::{Follow, Numbered};
 use crate::supervisor::{Handle, Pending, Settle, Settled};
 
-pub async fn handle(request: Request, sup: Handle) -> Response {
-    let result = match request {
-        Request::Hello { .. } => Err(WireError::new(ErrorKind::BadRequest, "hello was already received")),
-        Request::List { target } => list::run(&sup, target).await,
-        Request::Pid { target } => pid::run(&sup, target).await,
-        Request::Start { target } => start::run(&sup, target).await,
-        Request::Stop { target } => stop::run(&sup, target).await,
-        Request::Restart { target } => restart::run(&sup, target).await,
-        Request::Signal { target, signal } => signal::run(&sup, target, signal).await,
-        Request::Scale { name, count } => scale::run(&sup, name, count).await,
-        Request::Shutdown => shutdown::run(&sup).await,
-    };
-    result.unwrap_or_else(Response::Error)
+/// What a handler may use besides the supervisor: the event bus and the log followers.
+#[derive(Clone)]
+pub struct Context {
+    pub sup: Handle,
+    pub bus: Bus,
+    pub follow: Follow,
 }
 
-fn failed(id: &procctl_proto::InstanceId, kind: ErrorKind, message: String) -> Outcome {
+pub enum Reply {
+    One(Response),
+    /// Forward every event until the client goes away.
+    Events(broadcast::Receiver<Event>),
+    /// Send `first`, then every new line of `target` numbered above what `first` had.
+    Logs {
+        first: Response,
+        lines: broadcast::Receiver<Numbered>,
+        target: Target,
+        after: HashMap<InstanceId, u64>,
+    },
+}
+
+pub async fn handle(request: Request, context: Context) -> Reply {
+    let sup = &context.sup;
+    let result = match request {
+        Request::Hello { .. } => Err(WireError::new(ErrorKind::BadRequest, "hello was already received")),
+        Request::List { target } => list::run(sup, target).await,
+        Request::Pid { target } => pid::run(sup, target).await,
+        Request::Start { target } => start::run(sup, target).await,
+        Request::Stop { target } => stop::run(sup, target).await,
+        Request::Restart { target } => restart::run(sup, target).await,
+        Request::Signal { target, signal } => signal::run(sup, target, signal).await,
+        Request::Scale { name, count } => scale::run(sup, name, count).await,
+        Request::Shutdown => shutdown::run(sup).await,
+        Request::Send(request) => send::run(sup, request).await,
+        Request::Logs { target, lines, follow } => return logs::run(&context, target, lines, follow).await,
+        Request::Events => return events::run(&context),
+    };
+    Reply::One(result.unwrap_or_else(Response::Error))
+}
+
+fn failed(id: &InstanceId, kind: ErrorKind, message: String) -> Outcome {
     Outcome { id: id.clone(), kind: OutcomeKind::Failed(WireError::new(kind, message)) }
 }
 

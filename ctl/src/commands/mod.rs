@@ -1,10 +1,13 @@
 //! One file per subcommand: build the request, send it, hand the reply to `output`.
 
 mod completions;
+mod events;
 mod list;
+mod logs;
 mod pid;
 mod restart;
 mod scale;
+mod send;
 mod shutdown;
 mod signal;
 mod start;
@@ -29,6 +32,12 @@ pub fn run(cli: Cli) -> Result<Status, CtlError> {
         Command::Signal { target, signal } => signal::run(&mut Client::connect(&socket)?, target, signal),
         Command::Scale { name, count } => scale::run(&mut Client::connect(&socket)?, name, count),
         Command::Shutdown => shutdown::run(&mut Client::connect(&socket)?),
+        Command::Send { any, reply, timeout, target, message } => {
+            let options = send::Options { any, reply, timeout };
+            send::run(&socket, target, message, options)
+        }
+        Command::Logs { target, lines, follow } => logs::run(&mut Client::connect(&socket)?, target, lines, follow),
+        Command::Events { json } => events::run(&mut Client::connect(&socket)?, json),
     }
 }
 

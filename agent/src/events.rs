@@ -1,0 +1,40 @@
+//! The event bus: lifecycle events to every watcher. Sending never waits; a watcher that
+//! falls behind misses events and is told how many.
+
+use std::time::SystemTime;
+
+use procctl_proto::{Event, EventKind};
+use tokio::sync::broadcast;
+
+/// Events a watcher may fall behind by before it misses some.
+pub const CAPACITY: usize = 4096;
+
+#[derive(Clone)]
+pub struct Bus {
+    tx: broadcast::Sender<Event>,
+}
+
+impl Default for Bus {
+    fn default() -> Self {
+        Bus::new()
+    }
+}
+
+impl Bus {
+    pub fn new() -> Bus {
+        Bus { tx: broadcast::channel(CAPACITY).0 }
+    }
+
+    pub fn emit(&self, kind: EventKind) {
+        // No watcher is not an error.
+        let _ = self.tx.send(Event { time_ms: now_ms(), kind });
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.tx.subscribe()
+    }
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,284 @@
+//! Captured output: each instance's stdout and stderr, byte for byte as written, go to
+//! `logs/NAME.INDEX.log` (rotated by size into `.1` … `.N`) and, split into lines, to a small
+//! in-memory ring that `procctl logs` reads first and to the followers of `logs -f`.
+//! The pipe is always drained, so a child never blocks on its output.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use procctl_proto::{InstanceId, LogLine};
+use tokio::io::AsyncReadExt;
+use tokio::sync::broadcast;
+
+use crate::events::now_ms;
+
+/// Lines and bytes the ring of one instance keeps.
+pub const RING_LINES: usize = 1000;
+pub const RING_BYTES: usize = 128 * 1024;
+/// A line longer than this is split in the ring (the file keeps it whole).
+pub const MAX_LINE: usize = 16 * 1024;
+/// How much of the end of a log file is read back when the ring has too few lines.
+const FILE_TAIL: u64 = 256 * 1024;
+/// Lines a follower may fall behind by before it misses some.
+pub const FOLLOW_CAPACITY: usize = 4096;
+
+/// A line with its place in the order of everything captured.
+#[derive(Clone)]
+pub struct Numbered {
+    pub seq: u64,
+    pub line: LogLine,
+}
+
+pub struct Sink {
+    id: InstanceId,
+    path: PathBuf,
+    max_size: u64,
+    keep: u32,
+    file: Option<File>,
+    size: u64,
+    ring: VecDeque<Numbered>,
+    ring_bytes: usize,
+    /// The file holds lines the ring does not (evicted, or written before this agent).
+    file_has_more: bool,
+}
+
+pub type SharedSink = Arc<Mutex<Sink>>;
+
+impl Sink {
+    pub fn new(id: InstanceId, dir: &Path, max_size: u64, keep: u32) -> SharedSink {
+        let path = dir.join(format!("{}.{}.log", id.name, id.index));
+        let size = fs::metadata(&path).map_or(0, |m| m.len());
+        Arc::new(Mutex::new(Sink {
+            id,
+            path,
+            max_size,
+            keep,
+            file: None,
+            size,
+            ring: VecDeque::new(),
+            ring_bytes: 0,
+            file_has_more: size > 0,
+        }))
+    }
+
+    /// Appends to the file, rotating whenever it would pass `max_size`.
+    fn write(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.size >= self.max_size {
+                self.rotate();
+            }
+            let room = (self.max_size - self.size).max(1) as usize;
+            let (now, later) = bytes.split_at(room.min(bytes.len()));
+            if self.file.is_none() {
+                self.file = OpenOptions::new().create(true).append(true).open(&self.path).ok();
+            }
+            if let Some(file) = self.file.as_mut() {
+                if file.write_all(now).is_err() {
+                    self.file = None;
+                }
+            }
+            self.size += now.len() as u64;
+            bytes = later;
+        }
+    }
+
+    fn rotate(&mut self) {
+        self.file = None;
+        let numbered = |n: u32| PathBuf::from(format!("{}.{n}", self.path.display()));
+        if self.keep == 0 {
+            let _ = fs::remove_file(&self.path);
+        } else {
+            let _ = fs::remove_file(numbered(self.keep));
+            for n in (1..self.keep).rev() {
+                let _ = fs::rename(numbered(n), numbered(n + 1));
+            }
+            let _ = fs::rename(&self.path, numbered(1));
+        }
+        self.size = 0;
+    }
+
+    fn push(&mut self, line: Numbered) {
+        self.ring_bytes += line.line.text.len();
+        self.ring.push_back(line);
+        while self.ring.len() > RING_LINES || self.ring_bytes > RING_BYTES {
+            if let Some(old) = self.ring.pop_front() {
+                self.ring_bytes -= old.line.text.len();
+                self.file_has_more = true;
+            }
+        }
+    }
+
+    /// The last `n` lines: from the ring, topped up from the file when the ring has fewer
+    /// and the file has older ones. Lines read back from the file have no time (0).
+    pub fn tail(&self, n: usize) -> Vec<Numbered> {
+        let from_ring: Vec<Numbered> = self.ring.iter().skip(self.ring.len().saturating_sub(n)).cloned().collect();
+        if from_ring.len() >= n || !self.file_has_more {
+            return from_ring;
+        }
+        let text = read_tail(&self.path, FILE_TAIL).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        // The ring's lines are the file's last lines; take what comes before them.
+        let older = &lines[..lines.len().saturating_sub(self.ring.len())];
+        let wanted = n - from_ring.len();
+        older[older.len().saturating_sub(wanted)..]
+            .iter()
+            .map(|text| Numbered { seq: 0, line: LogLine { id: self.id.clone(), time_ms: 0, text: text.to_string() } })
+            .chain(from_ring)
+            .collect()
+    }
+}
+
+fn read_tail(path: &Path, bytes: u64) -> std::io::Result<String> {
+    let mut file = File::open(path)?;
+    let len = file.metadata()?.len();
+    let start = len.saturating_sub(bytes);
+    file.seek(SeekFrom::Start(start))?;
+    let mut buf = Vec::new();
+    file.read_to_end(&mut buf)?;
+    let mut text = String::from_utf8_lossy(&buf).into_owned();
+    if start > 0 {
+        // Drop the partial first line.
+        let cut = text.find('\n').map_or(text.len(), |i| i + 1);
+        text.drain(..cut);
+    }
+    Ok(text)
+}
+
+/// Numbers every captured line and hands it to the followers.
+#[derive(Clone)]
+pub struct Follow {
+    tx: broadcast::Sender<Numbered>,
+    seq: Arc<AtomicU64>,
+}
+
+impl Default for Follow {
+    fn default() -> Self {
+        Follow::new()
+    }
+}
+
+impl Follow {
+    pub fn new() -> Follow {
+        Follow { tx: broadcast::channel(FOLLOW_CAPACITY).0, seq: Arc::new(AtomicU64::new(0)) }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Numbered> {
+        self.tx.subscribe()
+    }
+}
+
+/// Drains one run's output pipe into its sink until every writer has closed it.
+pub fn capture(fd: OwnedFd, sink: SharedSink, follow: Follow) -> std::io::Result<()> {
+    // SAFETY: F_SETFL on a descriptor we own.
+    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+    let mut pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(fd)?;
+    let id = sink.lock().unwrap_or_else(|p| p.into_inner()).id.clone();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut partial: Vec<u8> = Vec::new();
+        loop {
+            let n = match pipe.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let mut sink = sink.lock().unwrap_or_else(|p| p.into_inner());
+            sink.write(&buf[..n]);
+            let time_ms = now_ms();
+            let mut rest = &buf[..n];
+            while let Some(pos) = rest.iter().position(|&b| b == b'\n') {
+                partial.extend_from_slice(&rest[..pos]);
+                emit(&mut sink, &follow, &id, time_ms, &mut partial);
+                rest = &rest[pos + 1..];
+            }
+            partial.extend_from_slice(rest);
+            while partial.len() >= MAX_LINE {
+                let mut head: Vec<u8> = partial.drain(..MAX_LINE).collect();
+                emit(&mut sink, &follow, &id, time_ms, &mut head);
+            }
+        }
+        if !partial.is_empty() {
+            let mut sink = sink.lock().unwrap_or_else(|p| p.into_inner());
+            emit(&mut sink, &follow, &id, now_ms(), &mut partial);
+        }
+    });
+    Ok(())
+}
+
+fn emit(sink: &mut Sink, follow: &Follow, id: &InstanceId, time_ms: u64, bytes: &mut Vec<u8>) {
+    let text = String::from_utf8_lossy(bytes).trim_end_matches('\r').to_string();
+    bytes.clear();
+    let seq = follow.seq.fetch_add(1, Ordering::Relaxed) + 1;
+    let line = Numbered { seq, line: LogLine { id: id.clone(), time_ms, text } };
+    sink.push(line.clone());
+    let _ = follow.tx.send(line);
+}
+
+/// Merges the tails of several instances by the time each line was read.
+pub fn merge(mut tails: Vec<Vec<Numbered>>, n: usize) -> (Vec<LogLine>, HashMap<InstanceId, u64>) {
+    let mut last = HashMap::new();
+    for tail in &tails {
+        if let Some(line) = tail.last() {
+            last.insert(line.line.id.clone(), line.seq);
+        }
+    }
+    let mut all: Vec<Numbered> = tails.drain(..).flatten().collect();
+    all.sort_by_key(|l| (l.line.time_ms, l.seq));
+    let skip = all.len().saturating_sub(n);
+    (all.into_iter().skip(skip).map(|l| l.line).collect(), last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sink(dir: &Path, max: u64, keep: u32) -> SharedSink {
+        Sink::new(InstanceId::new("w", 0), dir, max, keep)
+    }
+
+    #[test]
+    fn rotation_keeps_each_file_under_the_limit_and_n_old_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = sink(dir.path(), 100, 2);
+        let mut sink = shared.lock().unwrap();
+        for _ in 0..10 {
+            sink.write(&[b'x'; 45]);
+        }
+        let size = |name: &str| fs::metadata(dir.path().join(name)).map(|m| m.len()).ok();
+        assert_eq!(size("w.0.log"), Some(50));
+        assert_eq!(size("w.0.log.1"), Some(100));
+        assert_eq!(size("w.0.log.2"), Some(100));
+        assert_eq!(size("w.0.log.3"), None);
+    }
+
+    #[test]
+    fn zero_files_kept_means_start_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = sink(dir.path(), 10, 0);
+        shared.lock().unwrap().write(b"0123456789abc");
+        assert_eq!(fs::read(dir.path().join("w.0.log")).unwrap(), b"abc");
+        assert!(!dir.path().join("w.0.log.1").exists());
+    }
+
+    #[test]
+    fn the_ring_is_bounded_and_tail_reads_the_file_when_it_is_short() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = sink(dir.path(), 1 << 20, 1);
+        let mut sink = shared.lock().unwrap();
+        for seq in 0..(RING_LINES as u64 + 10) {
+            let line = LogLine { id: InstanceId::new("w", 0), time_ms: seq, text: format!("line {seq}") };
+            sink.push(Numbered { seq, line });
+        }
+        assert_eq!(sink.ring.len(), RING_LINES);
+        assert_eq!(sink.tail(2).iter().map(|l| l.line.text.as_str()).collect::<Vec<_>>(), ["line 1008", "line 1009"]);
+
+        fs::write(dir.path().join("w.1.log"), "a\nb\nc\n").unwrap();
+        let fresh = Sink::new(InstanceId::new("w", 1), dir.path(), 1 << 20, 1);
+        let tail = fresh.lock().unwrap().tail(2);
+        assert_eq!(tail.iter().map(|l| l.line.text.as_str()).collect::<Vec<_>>(), ["b", "c"]);
+    }
+}

@@ -1,0 +1,114 @@
+//! The message pipe of one run of an instance: a bounded outgoing queue drained by a
+//! writer task, and a reader task that hands each reply line to the oldest waiting
+//! `send --reply`, or to the event stream when nobody waits.
+
+use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex};
+
+use procctl_proto::{EventKind, InstanceId};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::events::Bus;
+
+/// Chunks the queue holds; with `CHUNK_BYTES` this bounds the memory one instance can hold.
+pub const QUEUE_CHUNKS: usize = 32;
+/// The most bytes of messages in one queued chunk.
+pub const CHUNK_BYTES: usize = 64 * 1024;
+/// A reply line longer than this is cut there.
+pub const MAX_REPLY_LINE: usize = 64 * 1024;
+
+pub enum Chunk {
+    /// Whole lines, each ending in `\n`.
+    Data(Vec<u8>),
+    /// Answered once everything queued before it is written to the pipe.
+    Flush(oneshot::Sender<()>),
+}
+
+type Waiters = Arc<Mutex<VecDeque<oneshot::Sender<String>>>>;
+
+/// What a sender needs: the queue, and where to wait for replies (`None` when the
+/// instance cannot reply, as with `pipe = "stdin"`).
+#[derive(Clone)]
+pub struct PipeRef {
+    pub queue: mpsc::Sender<Chunk>,
+    waiters: Option<Waiters>,
+}
+
+impl PipeRef {
+    /// Registers for the next reply line; `None` when this pipe carries no replies.
+    pub fn expect_reply(&self) -> Option<oneshot::Receiver<String>> {
+        let waiters = self.waiters.as_ref()?;
+        let (tx, rx) = oneshot::channel();
+        waiters.lock().unwrap_or_else(|p| p.into_inner()).push_back(tx);
+        Some(rx)
+    }
+}
+
+/// Starts the tasks of one run's pipe; they end when the instance closes its end or the
+/// last `PipeRef` is dropped.
+pub fn start(fd: OwnedFd, id: InstanceId, replies: bool, bus: Bus) -> std::io::Result<PipeRef> {
+    let stream = std::os::unix::net::UnixStream::from(fd);
+    stream.set_nonblocking(true)?;
+    let (mut read, mut write) = UnixStream::from_std(stream)?.into_split();
+    let (queue, mut chunks) = mpsc::channel::<Chunk>(QUEUE_CHUNKS);
+    tokio::spawn(async move {
+        while let Some(chunk) = chunks.recv().await {
+            match chunk {
+                Chunk::Data(bytes) => {
+                    if write.write_all(&bytes).await.is_err() {
+                        // The instance closed its end: dropping the queue tells every sender.
+                        return;
+                    }
+                }
+                Chunk::Flush(done) => {
+                    let _ = done.send(());
+                }
+            }
+        }
+    });
+    let waiters: Option<Waiters> = replies.then(Waiters::default);
+    if let Some(waiters) = waiters.clone() {
+        tokio::spawn(async move {
+            let mut line = Vec::new();
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                let n = match read.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                for &byte in &buf[..n] {
+                    if byte == b'\n' || line.len() == MAX_REPLY_LINE {
+                        deliver(&waiters, &id, &bus, std::mem::take(&mut line));
+                        if byte == b'\n' {
+                            continue;
+                        }
+                    }
+                    line.push(byte);
+                }
+            }
+            if !line.is_empty() {
+                deliver(&waiters, &id, &bus, line);
+            }
+        });
+    }
+    Ok(PipeRef { queue, waiters })
+}
+
+fn deliver(waiters: &Waiters, id: &InstanceId, bus: &Bus, line: Vec<u8>) {
+    let mut line = String::from_utf8_lossy(&line).into_owned();
+    if line.ends_with('\r') {
+        line.pop();
+    }
+    let waiter = waiters.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+    // A waiter that gave up (timed out) lets its late reply go to the event stream.
+    let unclaimed = match waiter {
+        Some(waiter) => waiter.send(line).err(),
+        None => Some(line),
+    };
+    if let Some(line) = unclaimed {
+        bus.emit(EventKind::Reply { id: id.clone(), line });
+    }
+}

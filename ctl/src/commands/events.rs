@@ -1,0 +1,22 @@
+//! `procctl events [--json]`: streams until interrupted.
+
+use procctl_proto::{Request, Response};
+
+use crate::Status;
+use crate::client::{Client, CtlError, unexpected};
+use crate::output;
+
+pub fn run(client: &mut Client, json: bool) -> Result<Status, CtlError> {
+    client.start(&Request::Events)?;
+    loop {
+        let printed = match client.next()? {
+            Response::Event(event) => output::event(&event, json),
+            Response::Missed(count) => output::missed(count, json),
+            other => return Err(unexpected(&other)),
+        };
+        if printed.is_err() {
+            // Whoever read our output has gone (a closed pipe): stop quietly.
+            return Ok(Status::Success);
+        }
+    }
+}

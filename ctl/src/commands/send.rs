@@ -1,0 +1,98 @@
+//! `procctl send [--any] [--reply] [--timeout 5s] TARGET MSG...|-`
+//!
+//! With `-`, messages are read from stdin one per line and sent in batches over one
+//! connection, in order; the first batch an instance fails stops the stream.
+
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::path::Path;
+use std::time::Duration;
+
+use procctl_proto::frame::{self, MAX_FRAME};
+use procctl_proto::{InstanceId, Request, Response, SendRequest, Target};
+
+use crate::Status;
+use crate::client::{Client, CtlError, unexpected};
+use crate::output;
+
+pub struct Options {
+    pub any: bool,
+    pub reply: bool,
+    pub timeout: Duration,
+}
+
+/// A batch is sent once it holds this many bytes of messages (well under one frame).
+const BATCH_BYTES: usize = 256 * 1024;
+
+pub fn run(socket: &Path, target: Target, words: Vec<String>, options: Options) -> Result<Status, CtlError> {
+    if options.any && matches!(target, Target::Instance(_)) {
+        return Err(CtlError::Usage(format!("--any takes a process NAME, not the instance {target}")));
+    }
+    let request = |messages: Vec<String>| {
+        Request::Send(SendRequest {
+            target: target.clone(),
+            messages,
+            any: options.any,
+            reply: options.reply,
+            timeout_ms: options.timeout.as_millis() as u64,
+        })
+    };
+    if words != ["-"] {
+        let send = request(vec![words.join(" ")]);
+        // Refused before anything is sent when it cannot fit in one frame.
+        frame::encode(&send).map_err(|e| CtlError::Failed(format!("message too large: {e}")))?;
+        let mut client = Client::connect(socket)?;
+        return match client.call(&send)? {
+            Response::Sent(deliveries) => Ok(output::deliveries(&deliveries, options.reply)),
+            other => Err(unexpected(&other)),
+        };
+    }
+    if options.reply {
+        return Err(CtlError::Usage("--reply takes one message, not a stream from stdin".into()));
+    }
+    let mut client = Client::connect(socket)?;
+    let mut accepted: BTreeMap<InstanceId, u32> = BTreeMap::new();
+    let mut batch: Vec<String> = vec![];
+    let mut bytes = 0;
+    let mut sent = 0usize;
+    let stdin = std::io::stdin().lock();
+    let mut lines = stdin.lines();
+    loop {
+        let line = lines.next().transpose().map_err(|e| CtlError::Failed(format!("cannot read stdin: {e}")))?;
+        let end = line.is_none();
+        if let Some(line) = line {
+            if line.len() > MAX_FRAME - 1024 {
+                let message =
+                    format!("message {} is too large for one frame; {sent} sent before it", sent + batch.len() + 1);
+                return Err(CtlError::Failed(message));
+            }
+            bytes += line.len() + 8;
+            batch.push(line);
+        }
+        if (end && !batch.is_empty()) || bytes >= BATCH_BYTES {
+            let count = batch.len();
+            match client.call(&request(std::mem::take(&mut batch)))? {
+                Response::Sent(deliveries) => {
+                    for delivery in &deliveries {
+                        *accepted.entry(delivery.id.clone()).or_default() += delivery.accepted;
+                    }
+                    if deliveries.iter().any(|d| d.error.is_some()) {
+                        output::deliveries(&deliveries, false);
+                        eprintln!("procctl: stopped after {} messages", sent + count);
+                        return Ok(Status::Failure);
+                    }
+                }
+                other => return Err(unexpected(&other)),
+            }
+            sent += count;
+            bytes = 0;
+        }
+        if end {
+            break;
+        }
+    }
+    for (id, count) in accepted {
+        println!("{id} accepted {count} message(s)");
+    }
+    Ok(Status::Success)
+}

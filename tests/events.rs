@@ -1,0 +1,155 @@
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use procctl_proto::{PROTOCOL_VERSION, Request, Response, frame};
+use serde_json::Value;
+
+use crate::support::{Agent, WAIT, kill, sh, sleepers, wait_until};
+
+/// A running `procctl events`, its lines arriving on a channel.
+struct Watcher {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Watcher {
+    fn start(agent: &Agent, json: bool) -> Watcher {
+        let args: &[&str] = if json { &["events", "--json"] } else { &["events"] };
+        let mut child = agent.ctl_command(args).stdout(Stdio::piped()).spawn().unwrap();
+        let (tx, lines) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Watcher { child, lines }
+    }
+
+    /// Lines until one satisfies `done`; panics after the deadline.
+    fn until(&self, what: &str, mut done: impl FnMut(&str) -> bool) -> Vec<String> {
+        let mut seen = vec![];
+        wait_until(WAIT, what, || {
+            while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(20)) {
+                let stop = done(&line);
+                seen.push(line);
+                if stop {
+                    return true;
+                }
+            }
+            false
+        });
+        seen
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Makes sure a watcher is subscribed: scale a spare process until its `scaled` event shows.
+fn subscribed(agent: &Agent, watcher: &Watcher) {
+    let mut count = 0;
+    wait_until(WAIT, "the watcher is subscribed", || {
+        count = 1 - count;
+        agent.ctl(&["scale", "spare", &count.to_string()]).ok();
+        watcher.lines.recv_timeout(Duration::from_millis(100)).is_ok_and(|l| l.contains("scaled"))
+    });
+}
+
+fn with_spare(toml: &str) -> String {
+    format!("{toml}\n[process.spare]\ncommand = [\"sleep\", \"100000\"]\ninstances = 0\nstart_secs = \"0s\"\n")
+}
+
+#[test]
+fn events_show_a_kill_9_and_its_restart() {
+    let mut agent = Agent::start(&with_spare(&sleepers(1)));
+    let old = agent.wait_running("worker", 1)[0];
+    let watcher = Watcher::start(&agent, false);
+    subscribed(&agent, &watcher);
+    kill(old, libc::SIGKILL);
+    let seen = watcher.until("the replacement starts", |l| l.contains(" started worker:0 "));
+    let text = seen.join("\n");
+    assert!(text.contains(&format!("exited worker:0 pid {old} signal KILL")), "{text}");
+    let new = agent.pid_of("worker", 0).unwrap();
+    assert!(text.contains(&format!("spawned worker:0 pid {new}")), "{text}");
+    let first = seen.iter().find(|l| l.contains("worker:0")).unwrap();
+    assert!(first.len() > 24 && first.as_bytes()[10] == b'T' && first[..24].ends_with('Z'), "RFC 3339 time: {first}");
+}
+
+#[test]
+fn events_json_has_stable_keys_for_each_kind() {
+    let mut agent = Agent::new("");
+    agent.write_config(&with_spare(&format!(
+        "[process.crashy]\ncommand = {}\nstart_secs = \"1s\"\nstart_retries = 3\nautostart = false\n\
+         [process.echo]\ncommand = {}\nstart_secs = \"0s\"\n",
+        sh("exit 4"),
+        sh("while IFS= read -r m <&3; do echo \"re $m\" >&3; done")
+    )));
+    agent.launch();
+    agent.wait_running("echo", 1);
+    let watcher = Watcher::start(&agent, true);
+    subscribed(&agent, &watcher);
+    agent.ctl(&["send", "echo", "unclaimed"]).ok();
+    assert_eq!(agent.ctl(&["start", "crashy"]).code, Some(1));
+    let seen: Vec<Value> = watcher
+        .until("crashy goes fatal", |l| l.contains("\"fatal\""))
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let find =
+        |event: &str| seen.iter().find(|v| v["event"] == event).unwrap_or_else(|| panic!("no {event}: {seen:?}"));
+    let reply = find("reply");
+    assert_eq!(
+        (reply["name"].as_str(), reply["instance"].as_u64(), reply["line"].as_str()),
+        (Some("echo"), Some(0), Some("re unclaimed"))
+    );
+    let exited = find("exited");
+    assert_eq!(exited["code"], 4);
+    assert!(exited["pid"].is_u64());
+    assert!(find("backoff")["delay_ms"].is_u64());
+    assert!(find("spawned")["pid"].is_u64());
+    assert_eq!(find("fatal")["name"], "crashy");
+    for value in &seen {
+        assert!(value["time"].as_str().is_some_and(|t| t.ends_with('Z')), "{value}");
+    }
+}
+
+#[test]
+fn a_watcher_that_does_not_read_misses_events_without_slowing_the_agent() {
+    let mut agent = Agent::start(&format!(
+        "[process.echo]\ncommand = {}\nstart_secs = \"0s\"\n",
+        sh("while IFS= read -r m <&3; do echo \"$m\" >&3; done")
+    ));
+    agent.wait_running("echo", 1);
+    let mut slow = UnixStream::connect(&agent.socket).unwrap();
+    for request in [Request::Hello { version: PROTOCOL_VERSION }, Request::Events] {
+        slow.write_all(&frame::encode(&request).unwrap()).unwrap();
+    }
+    // 30,000 unclaimed replies: far more events than the bus and the socket buffer hold.
+    let input: String = (0..30_000).map(|i| format!("event {i}\n")).collect();
+    agent.ctl_stdin(&["send", "echo", "-"], &input).ok();
+    agent.ctl(&["list"]).ok();
+
+    slow.set_read_timeout(Some(WAIT)).unwrap();
+    let mut missed = None;
+    let mut seen = 0;
+    while missed.is_none() {
+        let mut header = [0u8; 4];
+        slow.read_exact(&mut header).expect("the stream goes on");
+        let mut body = vec![0u8; frame::body_len(header).unwrap()];
+        slow.read_exact(&mut body).unwrap();
+        match frame::decode_body::<Response>(&body).unwrap() {
+            Response::Missed(count) => missed = Some(count),
+            _ => seen += 1,
+        }
+        assert!(seen <= 30_001, "every event arrived: the marker never came");
+    }
+    assert!(missed.unwrap() > 0);
+}

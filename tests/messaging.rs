@@ -1,0 +1,184 @@
+use crate::support::{Agent, WAIT, lines, sh, wait_until};
+
+/// A worker that appends every line it reads on its pipe to `rec.<instance>`.
+fn recorder(agent: &Agent, instances: u32, extra: &str) -> String {
+    let out = agent.path("rec");
+    format!(
+        "[process.rec]\ncommand = {}\ninstances = {instances}\nstart_secs = \"0s\"\n{extra}\n",
+        sh(&format!(
+            "while IFS= read -r m <&\"$PROCCTL_PIPE_FD\"; do printf '%s\\n' \"$m\" >> {}.$PROCCTL_INSTANCE; done",
+            out.display()
+        ))
+    )
+}
+
+/// A worker that answers each message with `pong-<instance> <message>`.
+fn echo(instances: u32) -> String {
+    format!(
+        "[process.echo]\ncommand = {}\ninstances = {instances}\nstart_secs = \"0s\"\n",
+        sh(
+            "while IFS= read -r m <&\"$PROCCTL_PIPE_FD\"; do echo \"pong-$PROCCTL_INSTANCE $m\" >&\"$PROCCTL_PIPE_FD\"; done"
+        )
+    )
+}
+
+fn recorded(agent: &Agent, index: u32) -> Vec<String> {
+    lines(&agent.path(&format!("rec.{index}")))
+}
+
+#[test]
+fn send_reaches_one_instance_every_instance_or_one_at_a_time_with_any() {
+    let mut agent = Agent::new("");
+    agent.write_config(&recorder(&agent, 3, ""));
+    agent.launch();
+    agent.wait_running("rec", 3);
+
+    agent.ctl(&["send", "rec:1", "hello", "world"]).ok();
+    wait_until(WAIT, "rec:1 got it", || recorded(&agent, 1) == ["hello world"]);
+
+    agent.ctl(&["send", "rec", "to-all"]).ok();
+    wait_until(WAIT, "every instance got it", || (0..3).all(|i| recorded(&agent, i).contains(&"to-all".to_string())));
+    assert_eq!(recorded(&agent, 0), ["to-all"], "send returned after writing; nothing else arrived");
+
+    for n in 0..6 {
+        agent.ctl(&["send", "--any", "rec", &format!("any-{n}")]).ok();
+    }
+    wait_until(WAIT, "six --any messages arrived", || {
+        (0..3).map(|i| recorded(&agent, i).iter().filter(|l| l.starts_with("any-")).count()).sum::<usize>() == 6
+    });
+    for i in 0..3 {
+        let got = recorded(&agent, i).iter().filter(|l| l.starts_with("any-")).count();
+        assert_eq!(got, 2, "round-robin gives each instance two: rec:{i} got {:?}", recorded(&agent, i));
+    }
+}
+
+#[test]
+fn reply_from_one_or_several_instances() {
+    let mut agent = Agent::start(&echo(3));
+    agent.wait_running("echo", 3);
+    let out = agent.ctl(&["send", "--reply", "echo:2", "ping"]);
+    assert_eq!(out.ok().stdout, "pong-2 ping\n");
+    let out = agent.ctl(&["send", "--reply", "echo", "ping"]);
+    let mut got: Vec<&str> = out.ok().stdout.lines().collect();
+    got.sort();
+    assert_eq!(got, ["echo:0 pong-0 ping", "echo:1 pong-1 ping", "echo:2 pong-2 ping"]);
+}
+
+#[test]
+fn a_missing_reply_is_exit_1_naming_the_silent_instance() {
+    let mut agent = Agent::new("");
+    agent.write_config(&recorder(&agent, 1, ""));
+    agent.launch();
+    agent.wait_running("rec", 1);
+    let out = agent.ctl(&["send", "--reply", "--timeout", "300ms", "rec", "anyone?"]);
+    assert_eq!(out.code, Some(1));
+    assert!(out.stderr.contains("rec:0 did not reply within 300ms"), "{out:?}");
+}
+
+#[test]
+fn a_10000_line_stream_arrives_complete_and_in_order() {
+    let mut agent = Agent::new("");
+    agent.write_config(&recorder(&agent, 1, ""));
+    agent.launch();
+    agent.wait_running("rec", 1);
+    let input: String = (0..10_000).map(|i| format!("message number {i}\n")).collect();
+    let out = agent.ctl_stdin(&["send", "rec", "-"], &input);
+    assert_eq!(out.ok().stdout.trim(), "rec:0 accepted 10000 message(s)");
+    wait_until(WAIT, "all 10,000 lines are recorded", || recorded(&agent, 0).len() == 10_000);
+    let want: Vec<String> = input.lines().map(str::to_string).collect();
+    assert_eq!(recorded(&agent, 0), want);
+}
+
+#[test]
+fn a_worker_that_never_reads_fills_its_queue_and_send_fails_naming_it() {
+    let mut agent = Agent::start("[process.deaf]\ncommand = [\"sleep\", \"100000\"]\nstart_secs = \"0s\"\n");
+    agent.wait_running("deaf", 1);
+    let input: String = (0..200_000).map(|i| format!("filler line {i} that nobody will ever read\n")).collect();
+    let out = agent.ctl_stdin(&["send", "--timeout", "300ms", "deaf", "-"], &input);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("deaf:0: queue full: it read nothing for 300ms"), "{out:?}");
+    assert!(out.stderr.contains("messages accepted"), "{out:?}");
+    agent.ctl(&["list"]).ok();
+}
+
+#[test]
+fn pipe_stdin_delivers_on_standard_input() {
+    let mut agent = Agent::new("");
+    let out = agent.path("got");
+    agent.write_config(&format!(
+        "[process.reader]\ncommand = {}\npipe = \"stdin\"\nstart_secs = \"0s\"\n",
+        sh(&format!("while IFS= read -r m; do echo \"$m\" >> {}; done", out.display()))
+    ));
+    agent.launch();
+    agent.wait_running("reader", 1);
+    agent.ctl(&["send", "reader", "via", "stdin"]).ok();
+    wait_until(WAIT, "the line arrived on stdin", || lines(&out) == ["via stdin"]);
+    let reply = agent.ctl(&["send", "--reply", "reader", "x"]);
+    assert_eq!(reply.code, Some(1));
+    assert!(reply.stderr.contains("cannot reply"), "{reply:?}");
+}
+
+#[test]
+fn sending_to_a_stopped_instance_fails_naming_it() {
+    let mut agent = Agent::new("");
+    agent.write_config(&recorder(&agent, 2, ""));
+    agent.launch();
+    agent.wait_running("rec", 2);
+    agent.ctl(&["stop", "rec:1"]).ok();
+    let out = agent.ctl(&["send", "rec", "hi"]);
+    assert_eq!(out.code, Some(1));
+    assert!(out.stderr.contains("rec:1 is not running"), "{out:?}");
+    assert!(out.stdout.contains("rec:0 accepted 1"), "the running one still got it: {out:?}");
+    let none = agent.ctl(&["send", "--any", "rec:0", "x"]);
+    assert_eq!(none.code, Some(2), "--any takes a NAME: {none:?}");
+}
+
+#[test]
+fn messages_must_be_one_line_and_fit_in_a_frame() {
+    let mut agent = Agent::new("");
+    agent.write_config(&recorder(&agent, 1, ""));
+    agent.launch();
+    agent.wait_running("rec", 1);
+    assert_eq!(agent.ctl(&["send", "rec", "two\nlines"]).code, Some(2));
+    let huge = format!("{}\n", "x".repeat(procctl_proto::MAX_FRAME + 1));
+    let out = agent.ctl_stdin(&["send", "rec", "-"], &format!("small\n{huge}"));
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("too large"), "{out:?}");
+    // Anything sent before the marker arrives before it on the same pipe.
+    agent.ctl(&["send", "rec", "marker"]).ok();
+    wait_until(WAIT, "the marker arrived", || recorded(&agent, 0).contains(&"marker".to_string()));
+    assert!(recorded(&agent, 0).iter().all(|l| l.len() < 100), "the huge line was never sent");
+}
+
+#[test]
+fn pipe_none_has_no_fd_and_refuses_messages() {
+    let mut agent = Agent::new("");
+    let out = agent.path("fd");
+    agent.write_config(&format!(
+        "[process.quiet]\ncommand = {}\npipe = \"none\"\nstart_secs = \"0s\"\n",
+        sh(&format!("echo \"${{PROCCTL_PIPE_FD:-unset}}\" > {}; exec sleep 100000", out.display()))
+    ));
+    agent.launch();
+    agent.wait_running("quiet", 1);
+    wait_until(WAIT, "the worker wrote", || !lines(&out).is_empty());
+    assert_eq!(lines(&out), ["unset"]);
+    let sent = agent.ctl(&["send", "quiet", "x"]);
+    assert_eq!(sent.code, Some(1));
+    assert!(sent.stderr.contains("no message pipe"), "{sent:?}");
+}
+
+#[test]
+fn the_example_workers_answer_on_their_pipe() {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/workers");
+    let mut agent = Agent::start(&format!(
+        "[process.py]\ncommand = [\"python3\", \"{0}/echo.py\"]\nstart_secs = \"0s\"\n\
+         [process.sh]\ncommand = [\"bash\", \"{0}/echo.sh\"]\nstart_secs = \"0s\"\n",
+        examples.display()
+    ));
+    agent.wait_running("py", 1);
+    agent.wait_running("sh", 1);
+    for name in ["py", "sh"] {
+        let out = agent.ctl(&["send", "--reply", name, "ping"]);
+        assert_eq!(out.ok().stdout, format!("{name}:0 got ping\n"));
+    }
+}
