@@ -12,10 +12,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use procctl_proto::{InstanceId, LogLine};
-use tokio::io::AsyncReadExt;
 use tokio::sync::broadcast;
 
 use crate::events::now_ms;
+use crate::scratch;
 
 /// Lines and bytes the ring of one instance keeps.
 pub const RING_LINES: usize = 1000;
@@ -176,29 +176,35 @@ impl Follow {
 pub fn capture(fd: OwnedFd, sink: SharedSink, follow: Follow) -> std::io::Result<()> {
     // SAFETY: F_SETFL on a descriptor we own.
     unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
-    let mut pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(fd)?;
+    let pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(fd)?;
     let id = sink.lock().unwrap_or_else(|p| p.into_inner()).id.clone();
     tokio::spawn(async move {
-        let mut buf = vec![0u8; 64 * 1024];
         let mut partial: Vec<u8> = Vec::new();
         loop {
-            let n = match pipe.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
-            let mut sink = sink.lock().unwrap_or_else(|p| p.into_inner());
-            sink.write(&buf[..n]);
-            let time_ms = now_ms();
-            let mut rest = &buf[..n];
-            while let Some(pos) = rest.iter().position(|&b| b == b'\n') {
-                partial.extend_from_slice(&rest[..pos]);
-                emit(&mut sink, &follow, &id, time_ms, &mut partial);
-                rest = &rest[pos + 1..];
+            if pipe.readable().await.is_err() {
+                break;
             }
-            partial.extend_from_slice(rest);
-            while partial.len() >= MAX_LINE {
-                let mut head: Vec<u8> = partial.drain(..MAX_LINE).collect();
-                emit(&mut sink, &follow, &id, time_ms, &mut head);
+            let take = |bytes: &[u8]| {
+                let mut sink = sink.lock().unwrap_or_else(|p| p.into_inner());
+                sink.write(bytes);
+                let time_ms = now_ms();
+                let mut rest = bytes;
+                while let Some(pos) = rest.iter().position(|&b| b == b'\n') {
+                    partial.extend_from_slice(&rest[..pos]);
+                    emit(&mut sink, &follow, &id, time_ms, &mut partial);
+                    rest = &rest[pos + 1..];
+                }
+                partial.extend_from_slice(rest);
+                while partial.len() >= MAX_LINE {
+                    let mut head: Vec<u8> = partial.drain(..MAX_LINE).collect();
+                    emit(&mut sink, &follow, &id, time_ms, &mut head);
+                }
+                if partial.capacity() > 4 * MAX_LINE {
+                    partial.shrink_to(MAX_LINE);
+                }
+            };
+            if let scratch::Read::End = scratch::read(|buf| pipe.try_read(buf), take) {
+                break;
             }
         }
         if !partial.is_empty() {

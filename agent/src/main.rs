@@ -17,6 +17,7 @@ mod pipe;
 mod procfs;
 mod reaper;
 mod reclaim;
+mod scratch;
 mod server;
 mod spawn;
 mod supervisor;

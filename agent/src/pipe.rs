@@ -7,11 +7,12 @@ use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 
 use procctl_proto::{EventKind, InstanceId};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::events::Bus;
+use crate::scratch;
 
 /// Chunks the queue holds; with `CHUNK_BYTES` this bounds the memory one instance can hold.
 pub const QUEUE_CHUNKS: usize = 32;
@@ -52,7 +53,7 @@ impl PipeRef {
 pub fn start(fd: OwnedFd, id: InstanceId, replies: bool, bus: Bus) -> std::io::Result<PipeRef> {
     let stream = std::os::unix::net::UnixStream::from(fd);
     stream.set_nonblocking(true)?;
-    let (mut read, mut write) = UnixStream::from_std(stream)?.into_split();
+    let (read, mut write) = UnixStream::from_std(stream)?.into_split();
     let (queue, mut chunks) = mpsc::channel::<Chunk>(QUEUE_CHUNKS);
     tokio::spawn(async move {
         while let Some(chunk) = chunks.recv().await {
@@ -73,20 +74,23 @@ pub fn start(fd: OwnedFd, id: InstanceId, replies: bool, bus: Bus) -> std::io::R
     if let Some(waiters) = waiters.clone() {
         tokio::spawn(async move {
             let mut line = Vec::new();
-            let mut buf = vec![0u8; 16 * 1024];
             loop {
-                let n = match read.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
-                };
-                for &byte in &buf[..n] {
-                    if byte == b'\n' || line.len() == MAX_REPLY_LINE {
-                        deliver(&waiters, &id, &bus, std::mem::take(&mut line));
-                        if byte == b'\n' {
-                            continue;
+                if read.readable().await.is_err() {
+                    break;
+                }
+                let take = |bytes: &[u8]| {
+                    for &byte in bytes {
+                        if byte == b'\n' || line.len() == MAX_REPLY_LINE {
+                            deliver(&waiters, &id, &bus, std::mem::take(&mut line));
+                            if byte == b'\n' {
+                                continue;
+                            }
                         }
+                        line.push(byte);
                     }
-                    line.push(byte);
+                };
+                if let scratch::Read::End = scratch::read(|buf| read.try_read(buf), take) {
+                    break;
                 }
             }
             if !line.is_empty() {

@@ -5,7 +5,6 @@
 
 use std::ffi::{CString, OsStr};
 use std::fs::File;
-use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
@@ -38,6 +37,8 @@ pub enum SpawnReport {
         pipe: Option<OwnedFd>,
         /// The read end of the child's stdout and stderr.
         output: OwnedFd,
+        /// Carries errno if exec fails; see `watch_exec`.
+        exec_check: ExecCheck,
     },
     Failed {
         seq: u64,
@@ -114,15 +115,35 @@ fn spawn_one(request: SpawnRequest, fork_lock: &Mutex<()>, report: &impl Fn(Spaw
     prepared.output_write = None;
     let start_time = procfs::stat(pid).map(|s| s.start_time);
     let output = prepared.output_read.take().expect("prepared with an output pipe");
-    report(SpawnReport::Spawned { seq, pid, start_time, pipe: prepared.pipe_parent.take(), output });
+    let exec_check = ExecCheck { fd: err_read, program: prepared.program.to_string_lossy().into_owned() };
+    report(SpawnReport::Spawned { seq, pid, start_time, pipe: prepared.pipe_parent.take(), output, exec_check });
     drop(guard);
+    // `prepared` is dropped here, closing the agent's copies of the child's ends; the child
+    // execs while this thread forks the next one.
+}
 
-    // The child writes errno here only if exec failed; it then exits 127 and is reaped as usual.
-    let mut errno = [0u8; 4];
-    if File::from(err_read).read_exact(&mut errno).is_ok() {
-        let error = std::io::Error::from_raw_os_error(i32::from_ne_bytes(errno));
-        eprintln!("procagent: {id}: cannot run `{}`: {error}", prepared.program.to_string_lossy());
-    }
+/// The read end of a child's exec-error pipe and the program it runs.
+pub struct ExecCheck {
+    fd: OwnedFd,
+    program: String,
+}
+
+/// Logs why a child could not exec, if it could not: it writes errno to the pipe, then
+/// exits 127 and is reaped as usual. End of file means exec succeeded.
+pub fn watch_exec(check: ExecCheck, id: InstanceId) {
+    // SAFETY: F_SETFL on a descriptor we own.
+    unsafe { libc::fcntl(check.fd.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+    let Ok(mut pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(check.fd) else {
+        return;
+    };
+    tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let mut errno = [0u8; 4];
+        if pipe.read_exact(&mut errno).await.is_ok() {
+            let error = std::io::Error::from_raw_os_error(i32::from_ne_bytes(errno));
+            eprintln!("procagent: {id}: cannot run `{}`: {error}", check.program);
+        }
+    });
 }
 
 fn prepare(request: SpawnRequest) -> Result<Prepared, String> {

@@ -23,12 +23,14 @@ use crate::events::Bus;
 use crate::instance::{Action, Input, Instance, Timer};
 use crate::logs::{self, Follow, SharedSink, Sink};
 use crate::pipe::{self, PipeRef};
-use crate::spawn::{PIPE_FD, SpawnReport, SpawnRequest};
+use crate::spawn::{self, PIPE_FD, SpawnReport, SpawnRequest};
 use crate::table::{self, Row, ScaleOverride, TableFile};
 
 /// The first wait after a SIGKILL before checking that the group is gone; it doubles up to a second.
 const RECHECK_FIRST: Duration = Duration::from_millis(20);
 const RECHECK_MAX: Duration = Duration::from_secs(1);
+/// Changes within this window reach the table file in one write.
+const SAVE_WINDOW: Duration = Duration::from_millis(10);
 
 pub enum Event {
     Command(Command),
@@ -48,6 +50,8 @@ pub enum Event {
         attempt: u32,
     },
     Signal(AgentSignal),
+    /// Time to write the table: `SAVE_WINDOW` after the first unsaved change.
+    Save,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -254,6 +258,7 @@ pub struct Supervisor {
     /// The next instance `send --any` picks, by process name.
     round_robin: HashMap<String, usize>,
     dirty: bool,
+    save_armed: bool,
     shutting_down: bool,
     shutdown_waiters: Vec<oneshot::Sender<()>>,
     rng: u64,
@@ -303,6 +308,7 @@ impl Supervisor {
             follow: parts.follow,
             round_robin: HashMap::new(),
             dirty: true,
+            save_armed: false,
             shutting_down: false,
             shutdown_waiters: vec![],
             rng: seed | 1,
@@ -330,14 +336,15 @@ impl Supervisor {
             while let Ok(event) = events.try_recv() {
                 self.handle(event);
             }
-            if self.dirty {
-                self.dirty = false;
-                self.writer.save(self.snapshot());
+            if self.dirty && !self.save_armed {
+                self.save_armed = true;
+                self.after(SAVE_WINDOW, Event::Save);
             }
             if self.shutting_down && self.slots.values().all(|slot| slot.inst.is_down()) {
                 break;
             }
         }
+        self.writer.save(self.snapshot());
         self.writer.flush();
         for waiter in self.shutdown_waiters.drain(..) {
             let _ = waiter.send(());
@@ -360,12 +367,13 @@ impl Supervisor {
     fn handle(&mut self, event: Event) {
         match event {
             Event::Command(command) => self.on_command(command),
-            Event::Spawn(SpawnReport::Spawned { seq, pid, start_time, pipe, output }) => {
+            Event::Spawn(SpawnReport::Spawned { seq, pid, start_time, pipe, output, exec_check }) => {
                 let Some(id) = self.spawning.remove(&seq) else {
                     // Nobody wants this child any more; it is reaped as a stray.
                     let _ = kill(Pid::from_raw(-pid), NixSignal::SIGKILL);
                     return;
                 };
+                spawn::watch_exec(exec_check, id.clone());
                 if let Some(slot) = self.slots.get_mut(&id) {
                     slot.spawn_seq = None;
                     slot.start_time = start_time;
@@ -397,6 +405,11 @@ impl Supervisor {
             Event::Reaped { pid, exit } => self.on_reaped(pid, exit),
             Event::Timer { id, timer, generation } => self.step(&id, Input::Timer { timer, generation }),
             Event::Recheck { id, attempt } => self.on_recheck(id, attempt),
+            Event::Save => {
+                self.save_armed = false;
+                self.dirty = false;
+                self.writer.save(self.snapshot());
+            }
             Event::Signal(AgentSignal::Terminate) if self.shutting_down => {
                 eprintln!("procagent: second stop signal: killing what is left");
                 for slot in self.slots.values() {
