@@ -34,6 +34,9 @@ _procctl() {
             procctl,pid)
                 cmd="procctl__subcmd__pid"
                 ;;
+            procctl,reload)
+                cmd="procctl__subcmd__reload"
+                ;;
             procctl,restart)
                 cmd="procctl__subcmd__restart"
                 ;;
@@ -73,6 +76,9 @@ _procctl() {
             procctl__subcmd__help,pid)
                 cmd="procctl__subcmd__help__subcmd__pid"
                 ;;
+            procctl__subcmd__help,reload)
+                cmd="procctl__subcmd__help__subcmd__reload"
+                ;;
             procctl__subcmd__help,restart)
                 cmd="procctl__subcmd__help__subcmd__restart"
                 ;;
@@ -101,7 +107,7 @@ _procctl() {
 
     case "${cmd}" in
         procctl)
-            opts="-h -V --socket --help --version list pid start stop restart signal scale send logs events shutdown completions help"
+            opts="-h -V --socket --help --version list pid start stop restart signal scale send logs events reload shutdown completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -155,7 +161,7 @@ _procctl() {
             return 0
             ;;
         procctl__subcmd__help)
-            opts="list pid start stop restart signal scale send logs events shutdown completions help"
+            opts="list pid start stop restart signal scale send logs events reload shutdown completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -239,6 +245,20 @@ _procctl() {
             return 0
             ;;
         procctl__subcmd__help__subcmd__pid)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        procctl__subcmd__help__subcmd__reload)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -395,6 +415,24 @@ _procctl() {
             return 0
             ;;
         procctl__subcmd__pid)
+            opts="-h --socket --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        procctl__subcmd__reload)
             opts="-h --socket --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

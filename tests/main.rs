@@ -3,15 +3,18 @@
 
 mod support;
 
+mod chaos;
 mod completions;
 mod config;
 mod control;
 mod events;
 mod exit_codes;
+mod hostile;
 mod logs;
 mod messaging;
 mod persistence;
 mod protocol;
+mod reload;
 mod restart;
 mod scale;
 mod socket;

@@ -30,6 +30,10 @@ fn after_kill_9_of_the_agent_children_die_and_the_next_agent_stops_the_leftovers
     wait_until(WAIT, "the grandchild is up", || !lines(&grandchild).is_empty());
     let escaped: i32 = lines(&grandchild)[0].parse().unwrap();
     agent.remember(escaped);
+    let table = agent.state.join("table.json");
+    wait_until(WAIT, "the table on disk has the instance", || {
+        std::fs::read_to_string(&table).is_ok_and(|t| t.contains(&format!("\"pgid\": {main}")))
+    });
 
     agent.kill9();
     wait_until(WAIT, "the direct child dies with the agent", || !alive(main));

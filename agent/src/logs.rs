@@ -66,6 +66,12 @@ impl Sink {
         }))
     }
 
+    /// New rotation settings, after a reload.
+    pub fn configure(&mut self, max_size: u64, keep: u32) {
+        self.max_size = max_size;
+        self.keep = keep;
+    }
+
     /// Appends to the file, rotating whenever it would pass `max_size`.
     fn write(&mut self, mut bytes: &[u8]) {
         while !bytes.is_empty() {

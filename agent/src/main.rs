@@ -57,6 +57,9 @@ struct Args {
     /// Where the pid table and the logs live [default: $XDG_STATE_HOME/procctl, ~/.local/state/procctl]
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
+    /// Clients served at once; past it a client is refused with a message
+    #[arg(long, value_name = "N", default_value_t = server::MAX_CONNECTIONS)]
+    max_connections: usize,
 }
 
 fn main() -> ExitCode {
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> anyhow::Result<()> {
     ensure_standard_fds();
+    let child_fd_limit = raise_fd_limit();
     let config_path = match args.config {
         Some(path) => path,
         None if Path::new("procctl.toml").exists() => PathBuf::from("procctl.toml"),
@@ -113,7 +117,8 @@ fn run(args: Args) -> anyhow::Result<()> {
 
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the runtime")?;
-    let result = runtime.block_on(serve(listener, config, socket.clone(), state_dir, previous));
+    let limits = Limits { max_connections: args.max_connections, child_fd_limit };
+    let result = runtime.block_on(serve(listener, config, socket.clone(), state_dir, previous, limits));
     let _ = fs::remove_file(&socket);
     result
 }
@@ -124,6 +129,7 @@ async fn serve(
     socket: PathBuf,
     state_dir: PathBuf,
     previous: Option<table::TableFile>,
+    limits: Limits,
 ) -> anyhow::Result<()> {
     // Handlers first: no signal may take the default action once children exist.
     let sigchld = signal(SignalKind::child()).context("cannot watch SIGCHLD")?;
@@ -135,7 +141,7 @@ async fn serve(
     let fork_lock = Arc::new(Mutex::new(()));
     let spawner = {
         let events = events.clone();
-        spawn::start(fork_lock.clone(), move |report| {
+        spawn::start(fork_lock.clone(), limits.child_fd_limit, move |report| {
             let _ = events.send(Event::Spawn(report));
         })
         .context("cannot start the spawner thread")?
@@ -146,16 +152,25 @@ async fn serve(
             let _ = events.send(Event::Reaped { pid, exit });
         })
     });
+    let handle = Handle::new(events.clone());
+    let bus = crate::events::Bus::new();
+    let follow = logs::Follow::new();
+    let context = handlers::Context { sup: handle, bus: bus.clone(), follow: follow.clone() };
     tokio::spawn({
         let events = events.clone();
+        let context = context.clone();
         async move {
             loop {
-                let signal = tokio::select! {
-                    _ = term.recv() => AgentSignal::Terminate,
-                    _ = int.recv() => AgentSignal::Terminate,
-                    _ = hup.recv() => AgentSignal::Reload,
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = int.recv() => {},
+                    _ = hup.recv() => {
+                        // The same path as `procctl reload`, with the outcome in the log.
+                        tokio::spawn(reload_on_hangup(context.clone()));
+                        continue;
+                    }
                 };
-                if events.send(Event::Signal(signal)).is_err() {
+                if events.send(Event::Signal(AgentSignal::Terminate)).is_err() {
                     return;
                 }
             }
@@ -165,10 +180,6 @@ async fn serve(
     let writer = table::Writer::start(state_dir.clone()).context("cannot start the table writer")?;
     listener.set_nonblocking(true).context("cannot set up the socket")?;
     let listener = tokio::net::UnixListener::from_std(listener).context("cannot set up the socket")?;
-    let handle = Handle::new(events.clone());
-    let bus = crate::events::Bus::new();
-    let follow = logs::Follow::new();
-    let context = handlers::Context { sup: handle, bus: bus.clone(), follow: follow.clone() };
     eprintln!(
         "procagent {VERSION}: {} process(es) from {}, serving on {}",
         config.processes.len(),
@@ -180,12 +191,34 @@ async fn serve(
     let (alive, mut all_closed) = mpsc::channel::<()>(1);
     tokio::select! {
         () = sup.run(events_rx) => {}
-        () = server::serve(listener, context, alive) => {}
+        () = server::serve(listener, context, alive, limits.max_connections) => {}
     }
     // Let the connections that asked for the shutdown get their answer.
     let _ = tokio::time::timeout(DRAIN_REPLIES, all_closed.recv()).await;
     eprintln!("procagent: every instance stopped; exiting");
     Ok(())
+}
+
+struct Limits {
+    max_connections: usize,
+    child_fd_limit: libc::rlimit,
+}
+
+async fn reload_on_hangup(context: handlers::Context) {
+    match handlers::handle(procctl_proto::Request::Reload, context).await {
+        handlers::Reply::One(procctl_proto::Response::Reloaded(report)) => {
+            eprintln!(
+                "procagent: SIGHUP: reloaded (added {:?}, removed {:?}, restarted {:?}, rescaled {:?}, {} failure(s))",
+                report.added,
+                report.removed,
+                report.changed,
+                report.rescaled,
+                report.failures.len()
+            );
+        }
+        handlers::Reply::One(procctl_proto::Response::Error(error)) => eprintln!("procagent: SIGHUP: {error}"),
+        _ => eprintln!("procagent: SIGHUP: unexpected reload answer"),
+    }
 }
 
 /// A child must never get one of the agent's sockets as its stdin, stdout or stderr.
@@ -199,6 +232,21 @@ fn ensure_standard_fds() {
             }
         }
     }
+}
+
+/// Each instance holds up to three fds in the agent (message pipe, output pipe, exec check)
+/// and each client one: take the hard limit, not the usual soft 1024. Returns the limit the
+/// agent was given, which children get back (programs built on select() need it).
+fn raise_fd_limit() -> libc::rlimit {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit read and write structs we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &raised);
+        }
+    }
+    limit
 }
 
 fn default_state_dir() -> anyhow::Result<PathBuf> {

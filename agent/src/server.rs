@@ -18,12 +18,17 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::handlers::{self, Context, Reply};
 
-/// Connections served at once; past it a client is told so and closed.
-pub const MAX_CONNECTIONS: usize = 256;
+/// Connections served at once unless `--max-connections` says otherwise; past it a client
+/// is told so and closed.
+pub const MAX_CONNECTIONS: usize = 1024;
 /// How long a client may take to send its hello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a connection may sit idle between requests.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long the rest of a frame may take once its header has come.
+pub const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may leave a reply unread before it is dropped.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
@@ -71,7 +76,7 @@ pub fn bind(path: &Path) -> Result<StdListener, BindError> {
 
 /// Accepts connections until dropped. Each connection task holds a clone of `alive`, so
 /// the caller can wait for in-flight replies before exiting.
-pub async fn serve(listener: UnixListener, context: Context, alive: mpsc::Sender<()>) {
+pub async fn serve(listener: UnixListener, context: Context, alive: mpsc::Sender<()>, max_connections: usize) {
     let own_uid = nix::unistd::getuid().as_raw();
     let open = Arc::new(AtomicUsize::new(0));
     loop {
@@ -89,14 +94,14 @@ pub async fn serve(listener: UnixListener, context: Context, alive: mpsc::Sender
         let open = open.clone();
         tokio::spawn(async move {
             let count = open.fetch_add(1, Ordering::Relaxed) + 1;
-            connection(stream, context, own_uid, count).await;
+            connection(stream, context, own_uid, count, max_connections).await;
             open.fetch_sub(1, Ordering::Relaxed);
             drop(alive);
         });
     }
 }
 
-async fn connection(mut stream: UnixStream, context: Context, own_uid: u32, open: usize) {
+async fn connection(mut stream: UnixStream, context: Context, own_uid: u32, open: usize, max_connections: usize) {
     let peer_uid = stream.peer_cred().map(|cred| cred.uid()).ok();
     if !peer_uid.is_some_and(|uid| uid == own_uid || uid == 0) {
         let who = peer_uid.map_or("an unknown uid".to_string(), |uid| format!("uid {uid}"));
@@ -105,8 +110,9 @@ async fn connection(mut stream: UnixStream, context: Context, own_uid: u32, open
         let _ = write(&mut stream, &Response::Error(WireError::new(ErrorKind::Refused, message))).await;
         return;
     }
-    if open > MAX_CONNECTIONS {
-        let message = format!("refused: the agent already serves {MAX_CONNECTIONS} connections");
+    if open > max_connections {
+        eprintln!("procagent: refused a connection: {max_connections} are open already");
+        let message = format!("refused: the agent already serves {max_connections} connections (its limit)");
         let _ = write(&mut stream, &Response::Error(WireError::new(ErrorKind::Refused, message))).await;
         return;
     }
@@ -216,14 +222,22 @@ async fn read(stream: &mut UnixStream) -> Result<Option<Request>, ReadError> {
         Err(_) => return Err(ReadError::Io),
     }
     let len = frame::body_len(header).map_err(ReadError::Frame)?;
-    let mut body = vec![0u8; len];
-    stream.read_exact(&mut body).await.map_err(|_| ReadError::Io)?;
+    // Grown as bytes arrive, so a client announcing a large frame and sending nothing costs nothing.
+    let mut body = Vec::new();
+    let mut limited = (&mut *stream).take(len as u64);
+    match tokio::time::timeout(FRAME_TIMEOUT, limited.read_to_end(&mut body)).await {
+        Ok(Ok(n)) if n == len => {}
+        _ => return Err(ReadError::Io),
+    }
     frame::decode_body(&body).map(Some).map_err(ReadError::Frame)
 }
 
 async fn write(stream: &mut UnixStream, response: &Response) -> std::io::Result<()> {
     let bytes = frame::encode(response).map_err(std::io::Error::other)?;
-    stream.write_all(&bytes).await
+    match tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&bytes)).await {
+        Ok(result) => result,
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    }
 }
 
 #[cfg(test)]

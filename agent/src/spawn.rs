@@ -53,12 +53,13 @@ pub const PIPE_FD: RawFd = 3;
 /// `Spawned` report always reaches the supervisor before the reaper's report of that pid.
 pub fn start(
     fork_lock: Arc<Mutex<()>>,
+    fd_limit: libc::rlimit,
     report: impl Fn(SpawnReport) + Send + 'static,
 ) -> std::io::Result<mpsc::Sender<SpawnRequest>> {
     let (tx, rx) = mpsc::channel::<SpawnRequest>();
     std::thread::Builder::new().name("spawner".into()).spawn(move || {
         for request in rx {
-            spawn_one(request, &fork_lock, &report);
+            spawn_one(request, &fork_lock, fd_limit, &report);
         }
         // The agent is exiting; children must not lose their parent thread before it does.
         std::thread::park();
@@ -83,7 +84,7 @@ struct Prepared {
     pipe_parent: Option<OwnedFd>,
 }
 
-fn spawn_one(request: SpawnRequest, fork_lock: &Mutex<()>, report: &impl Fn(SpawnReport)) {
+fn spawn_one(request: SpawnRequest, fork_lock: &Mutex<()>, fd_limit: libc::rlimit, report: &impl Fn(SpawnReport)) {
     let seq = request.seq;
     let id = request.id.clone();
     let mut prepared = match prepare(request) {
@@ -100,7 +101,7 @@ fn spawn_one(request: SpawnRequest, fork_lock: &Mutex<()>, report: &impl Fn(Spaw
     let pid = unsafe { libc::fork() };
     if pid == 0 {
         // SAFETY: we are the child of fork; `prepared` and the fds stay valid until exec.
-        unsafe { child(&prepared, parent, err_write.as_raw_fd()) }
+        unsafe { child(&prepared, parent, fd_limit, err_write.as_raw_fd()) }
     }
     if pid < 0 {
         let error = std::io::Error::last_os_error();
@@ -237,7 +238,7 @@ fn exec_error_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
 }
 
 /// The child side of fork: only async-signal-safe calls, then exec.
-unsafe fn child(p: &Prepared, parent: libc::pid_t, err_fd: RawFd) -> ! {
+unsafe fn child(p: &Prepared, parent: libc::pid_t, fd_limit: libc::rlimit, err_fd: RawFd) -> ! {
     // SAFETY: each call below is async-signal-safe and uses memory prepared before fork.
     unsafe {
         // Its own process group, so a stop or a signal reaches everything the instance starts.
@@ -259,6 +260,8 @@ unsafe fn child(p: &Prepared, parent: libc::pid_t, err_fd: RawFd) -> ! {
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
         libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        // The fd limit the agent itself was given, not the one it raised for itself.
+        libc::setrlimit(libc::RLIMIT_NOFILE, &fd_limit);
 
         // Every fd the agent holds is close-on-exec; dup2 clears that flag on the targets.
         let out = p.output_write.as_ref().map_or(-1, |fd| fd.as_raw_fd());

@@ -5,20 +5,21 @@
 //! state machine and carries out the actions. Handlers that must wait for an outcome get
 //! a receiver that is resolved when the instance is up or down.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::mpsc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use nix::errno::Errno;
 use nix::sys::signal::{Signal as NixSignal, kill};
 use nix::unistd::Pid;
 use procctl_proto::{
-    ErrorKind, EventKind, Exit, InstanceId, InstanceInfo, Outcome, OutcomeKind, Signal, State, Target, WireError,
+    ErrorKind, EventKind, Exit, InstanceId, InstanceInfo, Outcome, OutcomeKind, ReloadReport, Signal, State, Target,
+    WireError,
 };
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 
-use crate::config::{Config, MAX_INSTANCES, Pipe};
+use crate::config::{Config, MAX_INSTANCES, Pipe, ProcessSpec};
 use crate::events::Bus;
 use crate::instance::{Action, Input, Instance, Timer};
 use crate::logs::{self, Follow, SharedSink, Sink};
@@ -29,7 +30,8 @@ use crate::table::{self, Row, ScaleOverride, TableFile};
 /// The first wait after a SIGKILL before checking that the group is gone; it doubles up to a second.
 const RECHECK_FIRST: Duration = Duration::from_millis(20);
 const RECHECK_MAX: Duration = Duration::from_secs(1);
-/// Changes within this window reach the table file in one write.
+/// A change after a quiet spell is written at once; further changes within this window are
+/// written together at its end.
 const SAVE_WINDOW: Duration = Duration::from_millis(10);
 
 pub enum Event {
@@ -58,8 +60,6 @@ pub enum Event {
 pub enum AgentSignal {
     /// SIGTERM or SIGINT: shut down; a second one kills what is left.
     Terminate,
-    /// SIGHUP.
-    Reload,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, WireError>>;
@@ -110,6 +110,10 @@ pub enum Command {
         target: Target,
         reply: Reply<Vec<SharedSink>>,
     },
+    /// Re-read the config and apply all but the rolling restarts, which the handler does.
+    Reload {
+        reply: Reply<ReloadPlan>,
+    },
 }
 
 /// An instance a start or stop touched, and how to learn the result.
@@ -138,6 +142,15 @@ pub enum Settled {
         state: State,
         last_exit: Option<Exit>,
     },
+}
+
+#[derive(Default)]
+pub struct ReloadPlan {
+    pub report: ReloadReport,
+    pub starting: Vec<Pending>,
+    pub stopping: Vec<Pending>,
+    /// Instances of changed processes, to restart one at a time.
+    pub restart: Vec<InstanceId>,
 }
 
 pub struct ScalePlan {
@@ -200,6 +213,10 @@ impl Handle {
         self.call(|reply| Command::Sinks { target, reply }).await
     }
 
+    pub async fn reload(&self) -> Result<ReloadPlan, WireError> {
+        self.call(|reply| Command::Reload { reply }).await
+    }
+
     pub async fn shutdown(&self) -> Result<(), WireError> {
         let (reply, done) = oneshot::channel();
         self.events.send(Event::Command(Command::Shutdown { reply })).map_err(|_| gone())?;
@@ -257,8 +274,11 @@ pub struct Supervisor {
     follow: Follow,
     /// The next instance `send --any` picks, by process name.
     round_robin: HashMap<String, usize>,
+    /// Processes a reload removed: their spec stays in `config` until their instances are gone.
+    retired: HashSet<String>,
     dirty: bool,
     save_armed: bool,
+    last_save: Instant,
     shutting_down: bool,
     shutdown_waiters: Vec<oneshot::Sender<()>>,
     rng: u64,
@@ -307,8 +327,10 @@ impl Supervisor {
             bus: parts.bus,
             follow: parts.follow,
             round_robin: HashMap::new(),
+            retired: HashSet::new(),
             dirty: true,
             save_armed: false,
+            last_save: Instant::now() - SAVE_WINDOW,
             shutting_down: false,
             shutdown_waiters: vec![],
             rng: seed | 1,
@@ -337,8 +359,13 @@ impl Supervisor {
                 self.handle(event);
             }
             if self.dirty && !self.save_armed {
-                self.save_armed = true;
-                self.after(SAVE_WINDOW, Event::Save);
+                let since = self.last_save.elapsed();
+                if since >= SAVE_WINDOW {
+                    self.save();
+                } else {
+                    self.save_armed = true;
+                    self.after(SAVE_WINDOW - since, Event::Save);
+                }
             }
             if self.shutting_down && self.slots.values().all(|slot| slot.inst.is_down()) {
                 break;
@@ -354,6 +381,12 @@ impl Supervisor {
     fn new_slot(&self, id: &InstanceId) -> Slot {
         let spec = &self.config.processes[&id.name];
         Slot::new(Sink::new(id.clone(), &self.state_dir.join("logs"), spec.log_max_size, spec.log_files))
+    }
+
+    fn save(&mut self) {
+        self.dirty = false;
+        self.last_save = Instant::now();
+        self.writer.save(self.snapshot());
     }
 
     fn desired(&self, name: &str) -> u32 {
@@ -407,8 +440,7 @@ impl Supervisor {
             Event::Recheck { id, attempt } => self.on_recheck(id, attempt),
             Event::Save => {
                 self.save_armed = false;
-                self.dirty = false;
-                self.writer.save(self.snapshot());
+                self.save();
             }
             Event::Signal(AgentSignal::Terminate) if self.shutting_down => {
                 eprintln!("procagent: second stop signal: killing what is left");
@@ -421,9 +453,6 @@ impl Supervisor {
             Event::Signal(AgentSignal::Terminate) => {
                 eprintln!("procagent: stop signal: shutting down");
                 self.begin_shutdown();
-            }
-            Event::Signal(AgentSignal::Reload) => {
-                eprintln!("procagent: SIGHUP ignored: reload is not supported by this version");
             }
         }
     }
@@ -594,6 +623,11 @@ impl Supervisor {
             if slot.removing {
                 self.slots.remove(id);
                 self.dirty = true;
+                if self.retired.contains(&id.name) && !self.slots.keys().any(|other| other.name == id.name) {
+                    self.retired.remove(&id.name);
+                    self.config.processes.remove(&id.name);
+                    self.scaled.remove(&id.name);
+                }
             }
         }
     }
@@ -629,6 +663,9 @@ impl Supervisor {
             }
             Command::Pipes { target, any, count, reply } => {
                 let _ = reply.send(self.pipes(&target, any, count));
+            }
+            Command::Reload { reply } => {
+                let _ = reply.send(self.reload());
             }
             Command::Sinks { target, reply } => {
                 let sinks = self.resolve(&target).map(|ids| ids.iter().map(|id| self.slots[id].sink.clone()).collect());
@@ -746,7 +783,7 @@ impl Supervisor {
             ));
         }
         let config_instances = spec.instances;
-        let from = self.slots.iter().filter(|(id, slot)| id.name == name && !slot.removing).count() as u32;
+        let from = self.count(name);
         self.scaled.insert(name.to_string(), ScaleOverride { count, config_instances });
         self.dirty = true;
         let mut starting = vec![];
@@ -783,6 +820,93 @@ impl Supervisor {
             self.bus.emit(EventKind::Scaled { name: name.to_string(), from, to: count });
         }
         Ok(ScalePlan { from, to: count, starting, stopping })
+    }
+
+    fn reload(&mut self) -> Result<ReloadPlan, WireError> {
+        self.refuse_when_shutting_down()?;
+        let mut fresh = Config::load(&self.config.path)
+            .map_err(|e| WireError::new(ErrorKind::Refused, format!("reload refused, nothing changed: {e}")))?;
+        let mut plan = ReloadPlan::default();
+        let report = &mut plan.report;
+        for (name, spec) in &fresh.processes {
+            match self.config.processes.get(name).filter(|_| !self.retired.contains(name)) {
+                None => report.added.push(name.clone()),
+                Some(old) => {
+                    let counts_aside = |s: &ProcessSpec| ProcessSpec { instances: 0, autostart: false, ..s.clone() };
+                    if counts_aside(old) != counts_aside(spec) {
+                        report.changed.push(name.clone());
+                    }
+                    if old.instances != spec.instances {
+                        report.rescaled.push((name.clone(), self.count(name), spec.instances));
+                    }
+                }
+            }
+        }
+        for name in self.config.processes.keys() {
+            if !fresh.processes.contains_key(name) && !self.retired.contains(name) {
+                report.removed.push(name.clone());
+            }
+        }
+        // A removed process keeps its spec until its instances are gone.
+        for name in report.removed.iter().chain(&self.retired) {
+            fresh.processes.insert(name.clone(), self.config.processes[name].clone());
+        }
+        let report = plan.report.clone();
+        plan.restart = self
+            .slots
+            .iter()
+            .filter(|(id, slot)| report.changed.contains(&id.name) && !slot.removing)
+            .filter(|(id, _)| {
+                id.index < fresh.processes[&id.name].instances || !report.rescaled.iter().any(|r| r.0 == id.name)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        self.config.processes = fresh.processes;
+
+        for name in &report.removed {
+            self.retired.insert(name.clone());
+            let ids: Vec<InstanceId> = self.slots.keys().filter(|id| id.name == *name).cloned().collect();
+            for id in ids {
+                if let Some(slot) = self.slots.get_mut(&id) {
+                    slot.removing = true;
+                }
+                plan.stopping.push(self.stop(id.clone()));
+                self.settle(&id);
+            }
+        }
+        for name in &report.added {
+            self.scaled.remove(name);
+            let spec = &self.config.processes[name];
+            let autostart = spec.autostart;
+            for index in 0..spec.instances {
+                let id = InstanceId::new(name.clone(), index);
+                let slot = self.new_slot(&id);
+                self.slots.insert(id.clone(), slot);
+                if autostart {
+                    plan.starting.push(self.start(id));
+                }
+            }
+        }
+        for (name, _, to) in &report.rescaled {
+            let scale = self.scale(name, *to)?;
+            // The config's count rules again: no runtime count is kept.
+            self.scaled.remove(name);
+            plan.starting.extend(scale.starting);
+            plan.stopping.extend(scale.stopping);
+        }
+        for name in &report.changed {
+            let spec = &self.config.processes[name];
+            for slot in self.slots.iter().filter(|(id, _)| id.name == *name).map(|(_, slot)| slot) {
+                slot.sink.lock().unwrap_or_else(|p| p.into_inner()).configure(spec.log_max_size, spec.log_files);
+            }
+        }
+        self.dirty = true;
+        Ok(plan)
+    }
+
+    /// Instances of `name` that are not on their way out.
+    fn count(&self, name: &str) -> u32 {
+        self.slots.iter().filter(|(id, slot)| id.name == name && !slot.removing).count() as u32
     }
 
     fn pipes(&mut self, target: &Target, any: bool, count: usize) -> Result<Routes, WireError> {

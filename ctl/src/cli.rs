@@ -88,6 +88,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Re-read the config: add, remove, restart changed (rolling), rescale; leave the rest alone
+    ///
+    /// Prints what changed. An invalid file is refused with its file and line, and nothing
+    /// running changes. The agent does the same on SIGHUP.
+    Reload,
     /// Stop every instance, then the agent exits
     Shutdown,
     /// Print a completion script for a shell

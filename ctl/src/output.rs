@@ -4,7 +4,7 @@
 use comfy_table::{CellAlignment, ContentArrangement, Table, presets};
 use std::io::Write;
 
-use procctl_proto::{Delivery, Event, EventKind, Exit, InstanceInfo, LogLine, Outcome, OutcomeKind};
+use procctl_proto::{Delivery, Event, EventKind, Exit, InstanceInfo, LogLine, Outcome, OutcomeKind, ReloadReport};
 use serde_json::{Value, json};
 
 use crate::Status;
@@ -121,6 +121,26 @@ pub fn deliveries(deliveries: &[Delivery], reply: bool) -> Status {
         status = Status::Failure;
     }
     status
+}
+
+/// What a reload changed, one line per kind of change; failures to stderr.
+pub fn reloaded(report: &ReloadReport) -> Status {
+    let names = |list: &[String]| list.join(" ");
+    let mut changed = false;
+    for (what, list) in [("added", &report.added), ("removed", &report.removed), ("restarted", &report.changed)] {
+        if !list.is_empty() {
+            println!("{what}: {}", names(list));
+            changed = true;
+        }
+    }
+    for (name, from, to) in &report.rescaled {
+        println!("rescaled: {name} from {from} to {to}");
+        changed = true;
+    }
+    if !changed {
+        println!("nothing changed");
+    }
+    if report.failures.is_empty() { Status::Success } else { outcomes(&report.failures) }
 }
 
 /// One captured line, prefixed `NAME:INDEX ` when the target has several instances.

@@ -133,4 +133,43 @@ mod tests {
         bytes[..HEADER_LEN].copy_from_slice(&len.to_be_bytes());
         assert!(matches!(decode::<Request>(&bytes), Err(FrameError::Malformed(_))));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            /// Whatever arrives, the decoder answers: a message, "need more", or an error.
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+                if let Ok(Some((_, used))) = decode::<Request>(&bytes) {
+                    prop_assert!(used <= bytes.len());
+                }
+                let _ = decode::<Response>(&bytes);
+            }
+
+            /// A valid header in front of arbitrary bytes: same, and never more than the header says.
+            #[test]
+            fn arbitrary_bodies_never_panic(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+                let mut bytes = (body.len() as u32).to_be_bytes().to_vec();
+                bytes.extend(&body);
+                if let Ok(Some((_, used))) = decode::<Request>(&bytes) {
+                    prop_assert_eq!(used, bytes.len());
+                }
+            }
+
+            #[test]
+            fn requests_round_trip(name in "[A-Za-z0-9_-]{1,40}", index in any::<u32>(), n in 0u32..10_000) {
+                for request in [
+                    Request::Stop { target: Target::Instance(crate::InstanceId::new(name.clone(), index)) },
+                    Request::Scale { name: name.clone(), count: n },
+                ] {
+                    let bytes = encode(&request).unwrap();
+                    prop_assert_eq!(decode::<Request>(&bytes).unwrap(), Some((request, bytes.len())));
+                }
+            }
+        }
+    }
 }

@@ -16,7 +16,8 @@ pub mod target;
 pub use frame::{FrameError, MAX_FRAME};
 pub use request::{Request, SendRequest};
 pub use response::{
-    Delivery, ErrorKind, Event, EventKind, InstanceInfo, LogLine, Outcome, OutcomeKind, Response, State, WireError,
+    Delivery, ErrorKind, Event, EventKind, InstanceInfo, LogLine, Outcome, OutcomeKind, ReloadReport, Response, State,
+    WireError,
 };
 pub use signal::{Exit, Signal};
 pub use target::{InstanceId, Target};

@@ -46,6 +46,8 @@ pub enum Request {
     },
     /// A stream of `Event`s until the client goes away.
     Events,
+    /// Re-read the config file and apply the difference.
+    Reload,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,6 +80,7 @@ impl Request {
             Request::Send(_) => "send",
             Request::Logs { .. } => "logs",
             Request::Events => "events",
+            Request::Reload => "reload",
         }
     }
 }

@@ -36,7 +36,21 @@ pub enum Response {
     Event(Event),
     /// A slow reader of a stream missed this many items.
     Missed(u64),
+    Reloaded(ReloadReport),
     Error(WireError),
+}
+
+/// What a reload changed, by process name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadReport {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// Restarted, rolling, because a key other than `instances` or `autostart` changed.
+    pub changed: Vec<String>,
+    /// (name, from, to) where `instances` changed.
+    pub rescaled: Vec<(String, u32, u32)>,
+    /// Instances that did not come up (a failed start halts a rolling restart).
+    pub failures: Vec<Outcome>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -153,9 +153,15 @@ impl Agent {
 
     /// Starts the agent process (in its own process group) and waits until it answers.
     pub fn launch(&mut self) {
-        let log = fs::File::create(self.path("agent.log")).unwrap();
+        self.launch_with(&[]);
+    }
+
+    /// `launch` with more procagent flags.
+    pub fn launch_with(&mut self, flags: &[&str]) {
+        let log = fs::File::options().create(true).append(true).open(self.path("agent.log")).unwrap();
         let child = self
             .command()
+            .args(flags)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

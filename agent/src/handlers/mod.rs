@@ -6,6 +6,7 @@ mod events;
 mod list;
 mod logs;
 mod pid;
+mod reload;
 mod restart;
 mod scale;
 mod send;
@@ -59,6 +60,7 @@ pub async fn handle(request: Request, context: Context) -> Reply {
         Request::Send(request) => send::run(sup, request).await,
         Request::Logs { target, lines, follow } => return logs::run(&context, target, lines, follow).await,
         Request::Events => return events::run(&context),
+        Request::Reload => reload::run(&context).await,
     };
     Reply::One(result.unwrap_or_else(Response::Error))
 }

@@ -25,7 +25,7 @@ pub async fn run(sup: &Handle, target: Target) -> Result<Response, WireError> {
     Ok(Response::Outcomes(outcomes))
 }
 
-async fn restart_one(sup: &Handle, id: &InstanceId) -> Result<Outcome, WireError> {
+pub(super) async fn restart_one(sup: &Handle, id: &InstanceId) -> Result<Outcome, WireError> {
     let target = Target::Instance(id.clone());
     let mut old = None;
     for pending in sup.stop(target.clone()).await? {

@@ -5,6 +5,7 @@ mod events;
 mod list;
 mod logs;
 mod pid;
+mod reload;
 mod restart;
 mod scale;
 mod send;
@@ -32,6 +33,7 @@ pub fn run(cli: Cli) -> Result<Status, CtlError> {
         Command::Signal { target, signal } => signal::run(&mut Client::connect(&socket)?, target, signal),
         Command::Scale { name, count } => scale::run(&mut Client::connect(&socket)?, name, count),
         Command::Shutdown => shutdown::run(&mut Client::connect(&socket)?),
+        Command::Reload => reload::run(&mut Client::connect(&socket)?),
         Command::Send { any, reply, timeout, target, message } => {
             let options = send::Options { any, reply, timeout };
             send::run(&socket, target, message, options)

@@ -1,0 +1,143 @@
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::support::{Agent, WAIT, alive, kill, sh, sleepers, wait_until, zombies_of};
+
+/// Zombies of the agent that are still there a moment later: reaping is prompt, so a zombie
+/// seen twice is one the agent forgot.
+fn lasting_zombies(agent: i32, seen_before: &mut HashSet<i32>) -> Vec<i32> {
+    let now: HashSet<i32> = zombies_of(agent).into_iter().collect();
+    let lasting = now.intersection(seen_before).copied().collect();
+    *seen_before = now;
+    lasting
+}
+
+#[test]
+fn a_crash_storm_of_100_instances_ends_in_fatal_with_the_agent_answering_throughout() {
+    let mut agent = Agent::start(&format!(
+        "[process.storm]\ncommand = {}\ninstances = 100\nstart_secs = \"1s\"\nstart_retries = 9\n",
+        sh("exit 1")
+    ));
+    let pid = agent.pid();
+    let mut zombies = HashSet::new();
+    let began = Instant::now();
+    let mut answers = 0;
+    wait_until(Duration::from_secs(90), "every instance is fatal", || {
+        let rows = agent.list("storm");
+        answers += 1;
+        assert!(lasting_zombies(pid, &mut zombies).is_empty(), "a zombie stayed");
+        std::thread::sleep(Duration::from_millis(100));
+        rows.iter().all(|r| r["state"] == "fatal")
+    });
+    assert!(began.elapsed() > Duration::from_secs(5), "backoff spread the retries out");
+    assert!(answers > 10, "list kept answering during the storm");
+    for row in agent.list("storm") {
+        assert_eq!(row["restarts"], 8, "start_retries starts, so one fewer restarts: {row}");
+        assert_eq!(row["last_exit"]["code"], 1);
+    }
+}
+
+#[test]
+fn sigkill_in_a_loop_while_list_and_send_run() {
+    let mut agent = Agent::start(&format!(
+        "[process.w]\ncommand = {}\ninstances = 8\nstart_secs = \"0s\"\n",
+        sh("while IFS= read -r m <&3; do :; done")
+    ));
+    agent.wait_running("w", 8);
+    let stop = Arc::new(AtomicBool::new(false));
+    let socket = agent.socket.clone();
+    let killer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut kills = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let out = crate::support::run(
+                    std::process::Command::new(crate::support::bin("procctl"))
+                        .args(["pid", "w"])
+                        .env("PROCCTL_SOCKET", &socket),
+                    None,
+                    WAIT,
+                );
+                if let Some(victim) = out.stdout.lines().next().and_then(|l| l.parse().ok()) {
+                    kill(victim, libc::SIGKILL);
+                    kills += 1;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            kills
+        })
+    };
+    let end = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < end {
+        agent.list("all");
+        let out = agent.ctl(&["send", "w", "hello"]);
+        match out.code {
+            Some(0) => {}
+            Some(1) => assert!(out.stderr.contains("w:"), "a failed send names the instance: {out:?}"),
+            other => panic!("send ended with {other:?}: {out:?}"),
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    assert!(killer.join().unwrap() > 10);
+    agent.wait_running("w", 8);
+    wait_until(WAIT, "no zombie is left", || zombies_of(agent.pid()).is_empty());
+}
+
+#[test]
+fn a_second_sigterm_during_shutdown_leaves_nothing_behind() {
+    let mut agent = Agent::start(&format!(
+        "[process.stubborn]\ncommand = {}\ninstances = 3\nstart_secs = \"0s\"\nstop_timeout = \"60s\"\n",
+        sh("trap '' TERM; while :; do sleep 0.05; done")
+    ));
+    let pids = agent.wait_running("stubborn", 3);
+    kill(agent.pid(), libc::SIGTERM);
+    wait_until(WAIT, "the instances are stopping", || agent.list("stubborn").iter().all(|r| r["state"] == "stopping"));
+    kill(agent.pid(), libc::SIGTERM);
+    assert_eq!(agent.wait_exit(WAIT), Some(0));
+    for pid in pids {
+        assert!(!alive(pid));
+    }
+    assert!(agent.leftovers().is_empty());
+}
+
+#[test]
+fn sigint_acts_as_shutdown() {
+    let mut agent = Agent::start(&sleepers(2));
+    let pids = agent.wait_running("worker", 2);
+    kill(agent.pid(), libc::SIGINT);
+    assert_eq!(agent.wait_exit(WAIT), Some(0));
+    assert!(pids.iter().all(|&pid| !alive(pid)));
+}
+
+#[test]
+fn shutdown_of_200_instances_that_ignore_sigterm_takes_one_stop_timeout() {
+    let mut agent = Agent::start(&format!(
+        "[process.stubborn]\ncommand = {}\ninstances = 200\nstart_secs = \"0s\"\nstop_timeout = \"1s\"\n",
+        sh("trap '' TERM; while :; do sleep 1; done")
+    ));
+    agent.wait_running("stubborn", 200);
+    let began = Instant::now();
+    agent.shutdown();
+    let took = began.elapsed();
+    assert!(took >= Duration::from_secs(1), "each waited its stop_timeout");
+    // In parallel: one stop_timeout plus a margin, where one after the other would take 200 s.
+    assert!(took < Duration::from_secs(20), "shutdown took {took:?}");
+    assert!(agent.leftovers().is_empty());
+}
+
+#[test]
+fn a_scale_survives_kill_9_of_the_agent() {
+    let mut agent = Agent::start(&sleepers(1));
+    agent.ctl(&["scale", "worker", "3"]).ok();
+    let old = agent.wait_running("worker", 3);
+    let table = agent.state.join("table.json");
+    wait_until(WAIT, "the table on disk has the count", || {
+        std::fs::read_to_string(&table).is_ok_and(|t| t.contains("\"count\": 3"))
+    });
+    agent.kill9();
+    wait_until(WAIT, "the instances die with the agent", || old.iter().all(|&pid| !alive(pid)));
+    agent.launch();
+    agent.wait_running("worker", 3);
+}

@@ -1,0 +1,140 @@
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use procctl_proto::{PROTOCOL_VERSION, Request, Response, frame};
+
+use crate::support::{Agent, WAIT, run, sleepers, wait_until};
+
+fn connect(agent: &Agent) -> UnixStream {
+    let stream = UnixStream::connect(&agent.socket).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    stream
+}
+
+/// Reads one response, or `None` when the agent closed the connection.
+fn response(stream: &mut UnixStream) -> Option<Response> {
+    let mut header = [0u8; 4];
+    stream.read_exact(&mut header).ok()?;
+    let mut body = vec![0u8; frame::body_len(header).ok()?];
+    stream.read_exact(&mut body).ok()?;
+    frame::decode_body(&body).ok()
+}
+
+fn hello(stream: &mut UnixStream) {
+    stream.write_all(&frame::encode(&Request::Hello { version: PROTOCOL_VERSION }).unwrap()).unwrap();
+    assert!(matches!(response(stream), Some(Response::Hello { .. })));
+}
+
+fn rss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn only_the_owner_and_root_get_in() {
+    // SAFETY: getuid has no preconditions.
+    if unsafe { libc::getuid() } != 0 {
+        eprintln!("skipped: switching to another user needs root (CI runs as root)");
+        return;
+    }
+    let mut agent = Agent::start(&sleepers(1));
+    agent.wait_running("worker", 1);
+    // Open the modes, so that only the credential check stands between `nobody` and the agent.
+    for dir in [agent.dir.path(), agent.socket.parent().unwrap()] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::set_permissions(&agent.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let mut command = std::process::Command::new("setpriv");
+    command.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(crate::support::bin("procctl"));
+    command.arg("--socket").arg(&agent.socket).arg("list");
+    let out = run(&mut command, None, WAIT);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("refused: this agent serves only uid 0 and root"), "{out:?}");
+    wait_until(WAIT, "the refusal is logged", || agent.log().contains("refused a connection from uid 65534"));
+    agent.ctl(&["list"]).ok();
+}
+
+#[test]
+fn hostile_bytes_change_nothing_and_everyone_else_keeps_getting_answers() {
+    let mut agent = Agent::start(&sleepers(2));
+    let pids = agent.wait_running("worker", 2);
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut random = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect()
+    };
+    let mut hostile: Vec<Vec<u8>> = (0..50).map(|i| random(1 + i * 37)).collect();
+    hostile.push(u32::MAX.to_be_bytes().to_vec()); // a 4 GiB length
+    hostile.push(vec![0, 0, 0, 10, 1, 2]); // a truncated frame, then the client leaves
+    hostile.push(vec![0, 0, 0, 3, 0xff, 0xfe, 0xfd]); // a garbage body
+    hostile.push(vec![0, 0, 0, 1, 200]); // a request kind that does not exist
+    let mut unknown_after_hello = frame::encode(&Request::Hello { version: PROTOCOL_VERSION }).unwrap();
+    unknown_after_hello.extend([0, 0, 0, 1, 201]);
+    hostile.push(unknown_after_hello);
+    for bytes in &hostile {
+        let mut stream = connect(&agent);
+        let _ = stream.write_all(bytes);
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        // Whatever the agent answers, it ends with a closed connection.
+        while response(&mut stream).is_some() {}
+        agent.ctl(&["list"]).ok();
+    }
+    assert_eq!(agent.wait_running("worker", 2), pids, "nothing changed");
+}
+
+#[test]
+fn stalled_silent_and_idle_clients_do_not_hold_up_the_others() {
+    let mut agent = Agent::start(&sleepers(1));
+    agent.wait_running("worker", 1);
+    // One byte, then nothing: closed after the hello timeout.
+    let mut stalled = connect(&agent);
+    stalled.write_all(&[0]).unwrap();
+    // Sends requests and never reads the replies.
+    let mut deaf = connect(&agent);
+    hello(&mut deaf);
+    let list = frame::encode(&Request::List { target: procctl_proto::Target::All }).unwrap();
+    deaf.set_nonblocking(true).unwrap();
+    for _ in 0..20_000 {
+        if deaf.write_all(&list).is_err() {
+            break;
+        }
+    }
+    // 1,000 connections that never say anything.
+    let idle: Vec<UnixStream> = (0..1000).map(|_| connect(&agent)).collect();
+    let began = Instant::now();
+    for _ in 0..20 {
+        agent.ctl(&["list"]).ok();
+    }
+    assert!(began.elapsed() < Duration::from_secs(5), "others are served meanwhile");
+    assert!(response(&mut stalled).is_none(), "the stalled client is closed");
+    drop(idle);
+    assert!(rss_kib(agent.pid()) < 64 * 1024, "the agent did not grow without bound");
+    agent.ctl(&["list"]).ok();
+}
+
+#[test]
+fn past_the_connection_limit_a_client_is_refused_with_a_clear_message() {
+    let mut agent = Agent::new(&sleepers(1));
+    agent.launch_with(&["--max-connections", "20"]);
+    let mut held: Vec<UnixStream> = (0..20).map(|_| connect(&agent)).collect();
+    for stream in &mut held {
+        hello(stream);
+    }
+    let out = agent.ctl(&["list"]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("refused: the agent already serves 20 connections"), "{out:?}");
+    drop(held);
+    wait_until(WAIT, "the agent serves again", || agent.ctl(&["list"]).code == Some(0));
+}
