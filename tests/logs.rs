@@ -70,12 +70,7 @@ fn a_child_writing_100_mb_quickly_is_drained_with_bounded_memory_and_rotated_fil
     assert_eq!(size("flood.0.log.2"), 10 << 20);
     assert!(!dir.join("flood.0.log.3").exists(), "only log_files old files are kept");
     assert_eq!(size("flood.0.log"), 100_000_000 % (10 << 20), "the current file holds the rest");
-    let rss_kib: u64 = std::fs::read_to_string(format!("/proc/{}/status", agent.pid()))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap();
+    let rss_kib = crate::support::status_kib(agent.pid(), "VmHWM");
     assert!(rss_kib < 64 * 1024, "the agent's peak memory stays bounded: {rss_kib} KiB");
     let tail = agent.ctl(&["logs", "flood", "-n", "3"]);
     assert_eq!(tail.ok().stdout.lines().count(), 3);

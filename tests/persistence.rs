@@ -80,15 +80,7 @@ fn a_corrupt_table_is_reported_and_set_aside() {
 #[test]
 fn a_second_agent_on_the_same_state_directory_is_refused() {
     let agent = Agent::start(&sleepers(1));
-    let mut second = Command::new(crate::support::bin("procagent"));
-    second
-        .arg("--config")
-        .arg(&agent.config)
-        .arg("--state-dir")
-        .arg(&agent.state)
-        .arg("--socket")
-        .arg(agent.path("other.sock"));
-    let out = crate::support::run(&mut second, None, WAIT);
+    let out = crate::support::run(&mut agent.command_on(&agent.path("other.sock"), &agent.state), None, WAIT);
     assert_eq!(out.code, Some(1));
     assert!(out.stderr.contains("state directory"), "{out:?}");
 }

@@ -1,18 +1,10 @@
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::net::UnixStream;
 
 use procctl_proto::frame;
 use procctl_proto::{ErrorKind, PROTOCOL_VERSION, Request, Response};
 
-use crate::support::{Agent, sleepers};
-
-fn read_response(stream: &mut UnixStream) -> Option<Response> {
-    let mut header = [0u8; 4];
-    stream.read_exact(&mut header).ok()?;
-    let mut body = vec![0u8; frame::body_len(header).ok()?];
-    stream.read_exact(&mut body).ok()?;
-    frame::decode_body(&body).ok()
-}
+use crate::support::{Agent, read_response, sleepers};
 
 fn connected(agent: &Agent) -> UnixStream {
     let stream = UnixStream::connect(&agent.socket).unwrap();

@@ -22,15 +22,7 @@ fn a_stale_socket_left_by_a_dead_agent_is_replaced() {
 #[test]
 fn a_second_agent_on_a_live_socket_is_refused_and_the_first_keeps_working() {
     let mut agent = Agent::start(&sleepers(1));
-    let mut second = std::process::Command::new(crate::support::bin("procagent"));
-    second
-        .arg("--config")
-        .arg(&agent.config)
-        .arg("--socket")
-        .arg(&agent.socket)
-        .arg("--state-dir")
-        .arg(agent.path("state2"));
-    let out = run(&mut second, None, WAIT);
+    let out = run(&mut agent.command_on(&agent.socket, &agent.path("state2")), None, WAIT);
     assert_eq!(out.code, Some(1), "{out:?}");
     assert!(
         out.stderr.contains("already running") && out.stderr.contains(&agent.socket.display().to_string()),

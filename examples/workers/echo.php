@@ -15,7 +15,7 @@ echo "$name ready (pid " . getmypid() . ")\n";
 while (($line = fgets($pipe)) !== false) {
     $message = rtrim($line, "\n");
     echo "$name got: $message\n";
-    fwrite($pipe, "$name got $message\n");
+    fwrite($pipe, "got $message\n");
     fflush($pipe);
 }
 exit(0);

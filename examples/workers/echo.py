@@ -16,5 +16,5 @@ print(f"{name} ready (pid {os.getpid()})", flush=True)
 for line in messages:
     message = line.rstrip("\n")
     print(f"{name} got: {message}", flush=True)
-    replies.write(f"{name} got {message}\n")
+    replies.write(f"got {message}\n")
     replies.flush()

@@ -5,5 +5,5 @@ name="$PROCCTL_NAME:$PROCCTL_INSTANCE"
 echo "$name ready (pid $$)"
 while IFS= read -r message <&"$PROCCTL_PIPE_FD"; do
     echo "$name got: $message"
-    echo "$name got $message" >&"$PROCCTL_PIPE_FD"
+    echo "got $message" >&"$PROCCTL_PIPE_FD"
 done

@@ -137,15 +137,21 @@ impl Agent {
         fs::write(&self.config, toml).unwrap();
     }
 
+    /// procagent on this agent's config, socket and state directory.
     pub fn command(&self) -> Command {
+        self.command_on(&self.socket, &self.state)
+    }
+
+    /// procagent on this agent's config with another socket or state directory.
+    pub fn command_on(&self, socket: &Path, state: &Path) -> Command {
         let mut command = Command::new(bin("procagent"));
         command
             .arg("--config")
             .arg(&self.config)
             .arg("--socket")
-            .arg(&self.socket)
+            .arg(socket)
             .arg("--state-dir")
-            .arg(&self.state)
+            .arg(state)
             .current_dir(self.dir.path())
             .env("NO_COLOR", "1");
         command
@@ -338,6 +344,26 @@ pub fn leftovers_of(seen: &HashMap<i32, u64>) -> Vec<i32> {
             })
         })
         .collect()
+}
+
+/// A `kB` field of /proc/PID/status, such as `VmRSS` or `VmHWM`.
+pub fn status_kib(pid: i32, field: &str) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} for {pid}"))
+}
+
+/// Reads one response frame, or `None` once the agent has closed the connection.
+pub fn read_response(stream: &mut std::os::unix::net::UnixStream) -> Option<procctl_proto::Response> {
+    use std::io::Read;
+    let mut header = [0u8; 4];
+    stream.read_exact(&mut header).ok()?;
+    let mut body = vec![0u8; procctl_proto::frame::body_len(header).ok()?];
+    stream.read_exact(&mut body).ok()?;
+    procctl_proto::frame::decode_body(&body).ok()
 }
 
 /// Zombies whose parent is `pid`.
