@@ -71,10 +71,14 @@ fn with_spare(toml: &str) -> String {
 fn events_show_a_kill_9_and_its_restart() {
     let mut agent = Agent::start(&with_spare(&sleepers(1)));
     let old = agent.wait_running("worker", 1)[0];
+    // Two watchers at once, each seeing everything.
     let watcher = Watcher::start(&agent, false);
+    let second = Watcher::start(&agent, true);
     subscribed(&agent, &watcher);
+    subscribed(&agent, &second);
     kill(old, libc::SIGKILL);
     let seen = watcher.until("the replacement starts", |l| l.contains(" started worker:0 "));
+    second.until("the second watcher sees the kill too", |l| l.contains("\"signal\":\"KILL\""));
     let text = seen.join("\n");
     assert!(text.contains(&format!("exited worker:0 pid {old} signal KILL")), "{text}");
     let new = agent.pid_of("worker", 0).unwrap();

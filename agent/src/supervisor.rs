@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::errno::Errno;
-use nix::sys::signal::{Signal as NixSignal, kill};
+use nix::sys::signal::kill;
 use nix::unistd::Pid;
 use procctl_proto::{
     ErrorKind, EventKind, Exit, InstanceId, InstanceInfo, Outcome, OutcomeKind, ReloadReport, Signal, State, Target,
@@ -97,8 +97,9 @@ pub enum Command {
     Shutdown {
         reply: oneshot::Sender<()>,
     },
-    /// The pipes to send to: every target instance, or with `any`, the running instances
-    /// of the process in round-robin order for `count` messages.
+    /// The pipes to send to: every target instance, or with `any`, the running instances of
+    /// the process starting at the next in turn (message i goes to entry i mod len), the turn
+    /// moving on by `count` messages.
     Pipes {
         target: Target,
         any: bool,
@@ -403,7 +404,7 @@ impl Supervisor {
             Event::Spawn(SpawnReport::Spawned { seq, pid, start_time, pipe, output, exec_check }) => {
                 let Some(id) = self.spawning.remove(&seq) else {
                     // Nobody wants this child any more; it is reaped as a stray.
-                    let _ = kill(Pid::from_raw(-pid), NixSignal::SIGKILL);
+                    let _ = signal_group(pid, Signal::KILL);
                     return;
                 };
                 spawn::watch_exec(exec_check, id.clone());
@@ -444,10 +445,8 @@ impl Supervisor {
             }
             Event::Signal(AgentSignal::Terminate) if self.shutting_down => {
                 eprintln!("procagent: second stop signal: killing what is left");
-                for slot in self.slots.values() {
-                    if let Some(pgid) = slot.inst.pgid {
-                        let _ = kill(Pid::from_raw(-pgid), NixSignal::SIGKILL);
-                    }
+                for pgid in self.slots.values().filter_map(|slot| slot.inst.pgid) {
+                    let _ = signal_group(pgid, Signal::KILL);
                 }
             }
             Event::Signal(AgentSignal::Terminate) => {
@@ -498,7 +497,7 @@ impl Supervisor {
             self.step(&id, Input::GroupGone);
             return;
         }
-        let _ = kill(Pid::from_raw(-pgid), NixSignal::SIGKILL);
+        let _ = signal_group(pgid, Signal::KILL);
         let delay = (RECHECK_FIRST * 2u32.pow(attempt.min(10))).min(RECHECK_MAX);
         self.after(delay, Event::Recheck { id, attempt: attempt + 1 });
     }
@@ -937,7 +936,9 @@ impl Supervisor {
         let next = self.round_robin.entry(target.name().unwrap_or("all").to_string()).or_default();
         let start = *next % running.len();
         *next = (start + count) % running.len();
-        Ok(running.into_iter().cycle().skip(start).take(count).map(|(id, pipe)| (id, Ok(pipe))).collect())
+        let mut routes: Routes = running.into_iter().map(|(id, pipe)| (id, Ok(pipe))).collect();
+        routes.rotate_left(start);
+        Ok(routes)
     }
 
     fn snapshot(&self) -> TableFile {

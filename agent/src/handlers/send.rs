@@ -23,8 +23,9 @@ pub async fn run(sup: &Handle, request: SendRequest) -> Result<Response, WireErr
     // Which messages go where, in order; every instance gets all of them unless `any`.
     let mut plan: BTreeMap<InstanceId, (Result<PipeRef, WireError>, Vec<String>)> = BTreeMap::new();
     if request.any {
-        for ((id, pipe), message) in routes.into_iter().zip(request.messages) {
-            plan.entry(id).or_insert_with(|| (pipe, vec![])).1.push(message);
+        for (i, message) in request.messages.into_iter().enumerate() {
+            let (id, pipe) = &routes[i % routes.len()];
+            plan.entry(id.clone()).or_insert_with(|| (pipe.clone(), vec![])).1.push(message);
         }
     } else {
         for (id, pipe) in routes {
