@@ -75,3 +75,32 @@ fn a_child_writing_100_mb_quickly_is_drained_with_bounded_memory_and_rotated_fil
     let tail = agent.ctl(&["logs", "flood", "-n", "3"]);
     assert_eq!(tail.ok().stdout.lines().count(), 3);
 }
+
+#[test]
+fn a_child_that_never_stops_writing_does_not_starve_the_agent() {
+    let mut agent = Agent::start(&format!(
+        "[process.chatty]\ncommand = {}\nstart_secs = \"0s\"\nlog_max_size = \"1MiB\"\nlog_files = 1\n\
+         [process.quiet]\ncommand = [\"sleep\", \"100000\"]\nstart_secs = \"0s\"\nautostart = false\n",
+        sh("yes 'a short line'"),
+    ));
+    agent.wait_running("chatty", 1);
+    // A follower makes every line cost more, as it did when the agent once froze like this.
+    let mut follower = agent.ctl_command(&["logs", "chatty", "-n", "0", "-f"]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut followed = BufReader::new(follower.stdout.take().unwrap());
+    let mut first = String::new();
+    followed.read_line(&mut first).unwrap();
+    assert_eq!(first, "a short line\n");
+    std::thread::spawn(move || for _ in followed.lines() {});
+
+    // Every request below has to get through while the output floods in. The deadline is a
+    // liveness bound (a starved agent took minutes), far above a normal answer.
+    let ctl = |args: &[&str]| crate::support::run(&mut agent.ctl_command(args), None, Duration::from_secs(10));
+    for _ in 0..5 {
+        ctl(&["list"]).ok();
+    }
+    ctl(&["start", "quiet"]).ok();
+    assert_eq!(ctl(&["logs", "chatty", "-n", "1"]).ok().stdout, "a short line\n");
+    ctl(&["stop", "chatty"]).ok();
+    let _ = follower.kill();
+    let _ = follower.wait();
+}

@@ -212,6 +212,9 @@ pub fn capture(fd: OwnedFd, sink: SharedSink, follow: Follow) -> std::io::Result
             if let scratch::Read::End = scratch::read(|buf| pipe.try_read(buf), take) {
                 break;
             }
+            // Readiness alone never yields: a pipe that never runs dry would starve every
+            // other task of this thread.
+            tokio::task::yield_now().await;
         }
         if !partial.is_empty() {
             let mut sink = sink.lock().unwrap_or_else(|p| p.into_inner());
@@ -226,8 +229,10 @@ fn emit(sink: &mut Sink, follow: &Follow, id: &InstanceId, time_ms: u64, bytes: 
     bytes.clear();
     let seq = follow.seq.fetch_add(1, Ordering::Relaxed) + 1;
     let line = Numbered { seq, line: LogLine { id: id.clone(), time_ms, text } };
-    sink.push(line.clone());
-    let _ = follow.tx.send(line);
+    if follow.tx.receiver_count() > 0 {
+        let _ = follow.tx.send(line.clone());
+    }
+    sink.push(line);
 }
 
 /// Merges the tails of several instances by the time each line was read.

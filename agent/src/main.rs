@@ -25,6 +25,7 @@ mod table;
 
 use std::fs::{self, File};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::UnixListener as StdListener;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -95,7 +96,11 @@ fn run(args: Args) -> anyhow::Result<()> {
         None => default_state_dir()?,
     };
     let state_dir = std::path::absolute(&state_dir).context("cannot resolve the state directory")?;
-    fs::create_dir_all(state_dir.join("logs"))
+    // Private: the logs may hold whatever the instances print.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(state_dir.join("logs"))
         .with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
     let _lock = lock_state_dir(&state_dir)?;
 

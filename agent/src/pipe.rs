@@ -92,6 +92,9 @@ pub fn start(fd: OwnedFd, id: InstanceId, replies: bool, bus: Bus) -> std::io::R
                 if let scratch::Read::End = scratch::read(|buf| read.try_read(buf), take) {
                     break;
                 }
+                // Readiness alone never yields: an instance that never stops writing would
+                // starve every other task of this thread.
+                tokio::task::yield_now().await;
             }
             if !line.is_empty() {
                 deliver(&waiters, &id, &bus, line);

@@ -23,6 +23,10 @@ pub enum Status {
 }
 
 fn main() -> ExitCode {
+    // Like other Unix filters, end quietly when the reader of our output goes away
+    // (`procctl logs -f | head`). Socket writes are sent with MSG_NOSIGNAL and unaffected.
+    // SAFETY: restoring a default disposition before any thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {
