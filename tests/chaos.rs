@@ -142,3 +142,19 @@ fn a_scale_survives_kill_9_of_the_agent() {
     agent.launch();
     agent.wait_running("worker", 3);
 }
+
+#[test]
+fn an_agent_whose_log_is_a_closed_pipe_keeps_working() {
+    let mut agent = Agent::new(&format!(
+        "{}[process.crashy]\ncommand = {}\nstart_secs = \"1s\"\nstart_retries = 3\n",
+        sleepers(1),
+        sh("exit 1")
+    ));
+    // The read end is closed before the agent writes its first line.
+    let (read, write) = std::io::pipe().unwrap();
+    drop(read);
+    agent.launch_logging_to(&[], write.into());
+    agent.wait_state("crashy", 0, "fatal");
+    agent.wait_running("worker", 1);
+    assert!(agent.is_running(), "log lines into a closed pipe must not end the agent");
+}

@@ -8,6 +8,15 @@
 //! requests routed by `handlers`), plus the `spawn` thread (the only fork) and the
 //! `table` writer thread.
 
+/// Writes one line to the agent's log (stderr). A log nobody can read any more (a closed
+/// pipe) must not take the agent down, so write errors are ignored.
+macro_rules! log {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), "procagent: {}", format_args!($($arg)*));
+    }};
+}
+
 mod config;
 mod events;
 mod handlers;
@@ -74,7 +83,7 @@ fn main() -> ExitCode {
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("procagent: {error:#}");
+            log!("{error:#}");
             ExitCode::FAILURE
         }
     }
@@ -113,7 +122,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     nix::sys::prctl::set_child_subreaper(true).context("cannot become a child subreaper")?;
 
     let previous = table::load(&state_dir).unwrap_or_else(|problem| {
-        eprintln!("procagent: {problem}");
+        log!("{problem}");
         None
     });
     if let Some(previous) = &previous {
@@ -185,8 +194,8 @@ async fn serve(
     let writer = table::Writer::start(state_dir.clone()).context("cannot start the table writer")?;
     listener.set_nonblocking(true).context("cannot set up the socket")?;
     let listener = tokio::net::UnixListener::from_std(listener).context("cannot set up the socket")?;
-    eprintln!(
-        "procagent {VERSION}: {} process(es) from {}, serving on {}",
+    log!(
+        "version {VERSION}: {} process(es) from {}, serving on {}",
         config.processes.len(),
         config.path.display(),
         socket.display()
@@ -200,7 +209,7 @@ async fn serve(
     }
     // Let the connections that asked for the shutdown get their answer.
     let _ = tokio::time::timeout(DRAIN_REPLIES, all_closed.recv()).await;
-    eprintln!("procagent: every instance stopped; exiting");
+    log!("every instance stopped; exiting");
     Ok(())
 }
 
@@ -212,8 +221,8 @@ struct Limits {
 async fn reload_on_hangup(context: handlers::Context) {
     match handlers::handle(procctl_proto::Request::Reload, context).await {
         handlers::Reply::One(procctl_proto::Response::Reloaded(report)) => {
-            eprintln!(
-                "procagent: SIGHUP: reloaded (added {:?}, removed {:?}, restarted {:?}, rescaled {:?}, {} failure(s))",
+            log!(
+                "SIGHUP: reloaded (added {:?}, removed {:?}, restarted {:?}, rescaled {:?}, {} failure(s))",
                 report.added,
                 report.removed,
                 report.changed,
@@ -221,8 +230,8 @@ async fn reload_on_hangup(context: handlers::Context) {
                 report.failures.len()
             );
         }
-        handlers::Reply::One(procctl_proto::Response::Error(error)) => eprintln!("procagent: SIGHUP: {error}"),
-        _ => eprintln!("procagent: SIGHUP: unexpected reload answer"),
+        handlers::Reply::One(procctl_proto::Response::Error(error)) => log!("SIGHUP: {error}"),
+        _ => log!("SIGHUP: unexpected reload answer"),
     }
 }
 

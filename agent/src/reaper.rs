@@ -30,7 +30,7 @@ fn reap_all(fork_lock: &Mutex<()>, report: &impl Fn(i32, Exit)) {
             Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
             Ok(_) | Err(Errno::EINTR) => continue,
             Err(e) => {
-                eprintln!("procagent: waitpid failed: {e}");
+                log!("waitpid failed: {e}");
                 return;
             }
         };

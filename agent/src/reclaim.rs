@@ -34,12 +34,7 @@ pub fn reclaim(previous: &TableFile, config: &Config) -> usize {
         let signal = spec.map_or(libc::SIGTERM, |spec| spec.stop_signal.number());
         let timeout = spec.map_or(Duration::from_secs(10), |spec| spec.stop_timeout);
         deadline = deadline.max(Instant::now() + timeout);
-        eprintln!(
-            "procagent: {}:{} left {} process(es) behind in group {pgid}; stopping them",
-            row.name,
-            row.index,
-            members.len()
-        );
+        log!("{}:{} left {} process(es) behind in group {pgid}; stopping them", row.name, row.index, members.len());
         for pid in members {
             // SAFETY: kill takes plain integers.
             unsafe { libc::kill(pid, signal) };
@@ -60,7 +55,7 @@ pub fn reclaim(previous: &TableFile, config: &Config) -> usize {
         }
         left = wait_gone(left, Instant::now() + KILL_GRACE, alive);
         for (pid, _) in left {
-            eprintln!("procagent: leftover process {pid} survived SIGKILL");
+            log!("leftover process {pid} survived SIGKILL");
         }
     }
     signalled.len()

@@ -84,7 +84,7 @@ pub async fn serve(listener: UnixListener, context: Context, alive: mpsc::Sender
             Ok((stream, _)) => stream,
             Err(e) => {
                 // EMFILE and friends: back off a little instead of spinning.
-                eprintln!("procagent: accept failed: {e}");
+                log!("accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
@@ -105,13 +105,13 @@ async fn connection(mut stream: UnixStream, context: Context, own_uid: u32, open
     let peer_uid = stream.peer_cred().map(|cred| cred.uid()).ok();
     if !peer_uid.is_some_and(|uid| uid == own_uid || uid == 0) {
         let who = peer_uid.map_or("an unknown uid".to_string(), |uid| format!("uid {uid}"));
-        eprintln!("procagent: refused a connection from {who}: only uid {own_uid} and root are served");
+        log!("refused a connection from {who}: only uid {own_uid} and root are served");
         let message = format!("refused: this agent serves only uid {own_uid} and root");
         let _ = write(&mut stream, &Response::Error(WireError::new(ErrorKind::Refused, message))).await;
         return;
     }
     if open > max_connections {
-        eprintln!("procagent: refused a connection: {max_connections} are open already");
+        log!("refused a connection: {max_connections} are open already");
         let message = format!("refused: the agent already serves {max_connections} connections (its limit)");
         let _ = write(&mut stream, &Response::Error(WireError::new(ErrorKind::Refused, message))).await;
         return;

@@ -142,7 +142,7 @@ pub fn watch_exec(check: ExecCheck, id: InstanceId) {
         let mut errno = [0u8; 4];
         if pipe.read_exact(&mut errno).await.is_ok() {
             let error = std::io::Error::from_raw_os_error(i32::from_ne_bytes(errno));
-            eprintln!("procagent: {id}: cannot run `{}`: {error}", check.program);
+            log!("{id}: cannot run `{}`: {error}", check.program);
         }
     });
 }

@@ -412,13 +412,13 @@ impl Supervisor {
                     slot.spawn_seq = None;
                     slot.start_time = start_time;
                     if let Err(e) = logs::capture(output, slot.sink.clone(), self.follow.clone()) {
-                        eprintln!("procagent: {id}: cannot capture output: {e}");
+                        log!("{id}: cannot capture output: {e}");
                     }
                     let replies = self.config.processes.get(&id.name).is_some_and(|spec| spec.pipe == Pipe::Fd);
                     slot.pipe = pipe.and_then(|fd| match pipe::start(fd, id.clone(), replies, self.bus.clone()) {
                         Ok(pipe) => Some(pipe),
                         Err(e) => {
-                            eprintln!("procagent: {id}: cannot set up the message pipe: {e}");
+                            log!("{id}: cannot set up the message pipe: {e}");
                             None
                         }
                     });
@@ -428,7 +428,7 @@ impl Supervisor {
                 }
             }
             Event::Spawn(SpawnReport::Failed { seq, error }) => {
-                eprintln!("procagent: {error}");
+                log!("{error}");
                 if let Some(id) = self.spawning.remove(&seq) {
                     if let Some(slot) = self.slots.get_mut(&id) {
                         slot.spawn_seq = None;
@@ -444,13 +444,13 @@ impl Supervisor {
                 self.save();
             }
             Event::Signal(AgentSignal::Terminate) if self.shutting_down => {
-                eprintln!("procagent: second stop signal: killing what is left");
+                log!("second stop signal: killing what is left");
                 for pgid in self.slots.values().filter_map(|slot| slot.inst.pgid) {
                     let _ = signal_group(pgid, Signal::KILL);
                 }
             }
             Event::Signal(AgentSignal::Terminate) => {
-                eprintln!("procagent: stop signal: shutting down");
+                log!("stop signal: shutting down");
                 self.begin_shutdown();
             }
         }
@@ -468,7 +468,7 @@ impl Supervisor {
         slot.pipe = None;
         let group_left = slot.inst.pgid.is_some_and(group_alive);
         if slot.inst.state != State::Stopping {
-            eprintln!("procagent: {id} exited ({exit})");
+            log!("{id} exited ({exit})");
         }
         self.bus.emit(EventKind::Exited { id: id.clone(), pid: pid as u32, exit });
         self.step(&id, Input::Exited { exit, group_left });
@@ -517,7 +517,7 @@ impl Supervisor {
                     self.bus.emit(EventKind::Started { id: id.clone(), pid });
                 }
                 State::Fatal => {
-                    eprintln!("procagent: {id} is fatal: it failed {} starts in a row", spec.start_retries);
+                    log!("{id} is fatal: it failed {} starts in a row", spec.start_retries);
                     self.bus.emit(EventKind::Fatal { id: id.clone() });
                 }
                 State::Stopped => self.bus.emit(EventKind::Stopped { id: id.clone() }),
@@ -553,7 +553,7 @@ impl Supervisor {
             }
             Action::KillGroup => {
                 if let Some(pgid) = slot.inst.pgid {
-                    eprintln!("procagent: {id} did not stop in time: SIGKILL to its group");
+                    log!("{id} did not stop in time: SIGKILL to its group");
                     let _ = signal_group(pgid, Signal::KILL);
                     self.after(RECHECK_FIRST, Event::Recheck { id: id.clone(), attempt: 1 });
                 }

@@ -129,7 +129,7 @@ impl Writer {
                         Ok(()) => failing = false,
                         Err(e) if !failing => {
                             failing = true;
-                            eprintln!("procagent: cannot write the pid table in {}: {e}", state_dir.display());
+                            log!("cannot write the pid table in {}: {e}", state_dir.display());
                         }
                         Err(_) => {}
                     }

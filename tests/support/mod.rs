@@ -165,6 +165,11 @@ impl Agent {
     /// `launch` with more procagent flags.
     pub fn launch_with(&mut self, flags: &[&str]) {
         let log = fs::File::options().create(true).append(true).open(self.path("agent.log")).unwrap();
+        self.launch_logging_to(flags, log.into());
+    }
+
+    /// `launch` with the agent's stderr going to `log`.
+    pub fn launch_logging_to(&mut self, flags: &[&str], log: Stdio) {
         let child = self
             .command()
             .args(flags)
