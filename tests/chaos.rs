@@ -158,3 +158,24 @@ fn an_agent_whose_log_is_a_closed_pipe_keeps_working() {
     agent.wait_running("worker", 1);
     assert!(agent.is_running(), "log lines into a closed pipe must not end the agent");
 }
+
+#[test]
+fn shutdown_also_stops_what_left_its_instance_group() {
+    let mut agent = Agent::new("");
+    let escaped = agent.path("escaped");
+    // The instance starts a daemon in a session of its own, so it is outside the instance's
+    // process group; when the instance stops, the agent (the subreaper) adopts it.
+    agent.write_config(&format!(
+        "[process.d]\ncommand = {}\nstart_secs = \"0s\"\n",
+        sh(&format!("setsid sh -c 'echo $$ > {}; exec sleep 100000' & exec sleep 100000", escaped.display()))
+    ));
+    agent.launch();
+    agent.wait_running("d", 1);
+    wait_until(WAIT, "the daemon is up", || !crate::support::lines(&escaped).is_empty());
+    let daemon: i32 = crate::support::lines(&escaped)[0].parse().unwrap();
+    agent.remember(daemon);
+    agent.ctl(&["stop", "d"]).ok();
+    assert!(alive(daemon), "a stop leaves a process that left the group on purpose");
+    agent.shutdown();
+    assert!(!alive(daemon), "nothing the agent started outlives it");
+}

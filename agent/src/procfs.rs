@@ -36,6 +36,17 @@ pub fn group_members(pgid: i32, since: u64) -> Vec<i32> {
         .collect()
 }
 
+/// The direct children of `pid` (over all its threads), zombies included.
+pub fn children(pid: i32) -> Vec<i32> {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return vec![];
+    };
+    tasks
+        .filter_map(|task| fs::read_to_string(task.ok()?.path().join("children")).ok())
+        .flat_map(|text| text.split_whitespace().filter_map(|p| p.parse().ok()).collect::<Vec<i32>>())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,4 +1,6 @@
-//! At start-up: stop whatever an earlier agent on this state directory left running.
+//! At start-up: stop whatever an earlier agent on this state directory left running. At
+//! shutdown: stop what the agent adopted as subreaper (processes that left their instance's
+//! group and outlived their parent).
 //!
 //! Its direct children died with it (PDEATHSIG), but grandchildren may live on in their
 //! instance's process group. A group is only touched when its recorded leader is dead or
@@ -59,6 +61,45 @@ pub fn reclaim(previous: &TableFile, config: &Config) -> usize {
         }
     }
     signalled.len()
+}
+
+/// How long adopted processes get between SIGTERM and SIGKILL at shutdown.
+pub const ADOPTED_GRACE: Duration = Duration::from_secs(5);
+
+/// Once every instance is down, any child the agent still has was adopted: a process that
+/// left its instance's process group (setsid, daemonizing) and whose parent ended. Nothing
+/// the agent started may outlive it, so these get SIGTERM (their group too, when they lead
+/// one), then SIGKILL after `ADOPTED_GRACE`. The reaper keeps reaping while this waits.
+pub async fn stop_adopted() {
+    let children = procfs::children(std::process::id() as i32);
+    if children.is_empty() {
+        return;
+    }
+    log!("stopping {} process(es) that left their instances' groups", children.len());
+    let signal_all = |children: &[i32], signal: i32| {
+        for &pid in children {
+            let leads_group = procfs::stat(pid).is_some_and(|s| s.pgrp == pid);
+            // SAFETY: kill takes plain integers; `pid` is our own child, so not yet reused.
+            unsafe {
+                if leads_group {
+                    libc::kill(-pid, signal);
+                }
+                libc::kill(pid, signal);
+            }
+        }
+    };
+    signal_all(&children, libc::SIGTERM);
+    let deadline = Instant::now() + ADOPTED_GRACE;
+    let mut left = children;
+    while !left.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(POLL).await;
+        left = procfs::children(std::process::id() as i32);
+    }
+    signal_all(&left, libc::SIGKILL);
+    let deadline = Instant::now() + KILL_GRACE;
+    while !procfs::children(std::process::id() as i32).is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(POLL).await;
+    }
 }
 
 /// These processes are not our children, so nothing notifies us of their end: poll /proc

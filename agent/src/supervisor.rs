@@ -372,6 +372,7 @@ impl Supervisor {
                 break;
             }
         }
+        crate::reclaim::stop_adopted().await;
         self.writer.save(self.snapshot());
         self.writer.flush();
         for waiter in self.shutdown_waiters.drain(..) {
