@@ -190,3 +190,18 @@ fn the_example_workers_answer_on_their_pipe() {
         assert_eq!(out.ok().stdout, "got ping\n", "{name}");
     }
 }
+
+#[test]
+fn a_worker_that_closed_its_pipe_fails_the_send_naming_it() {
+    let mut agent = Agent::start(&format!(
+        "[process.closed]\ncommand = {}\nstart_secs = \"0s\"\n",
+        sh("exec 3<&-; exec sleep 100000")
+    ));
+    agent.wait_running("closed", 1);
+    for _ in 0..2 {
+        let out = agent.ctl(&["send", "--timeout", "1s", "closed", "hello"]);
+        assert_eq!(out.code, Some(1), "{out:?}");
+        assert!(out.stderr.contains("closed:0: its pipe closed"), "{out:?}");
+    }
+    agent.ctl(&["list"]).ok();
+}

@@ -92,7 +92,13 @@ async fn deliver(id: InstanceId, pipe: PipeRef, messages: Vec<String>, timeout: 
     };
     match tokio::time::timeout(timeout, written).await {
         Ok(Ok(())) => {}
-        Ok(Err(())) => return Delivery { error: Some(closed(delivery.accepted)), ..delivery },
+        Ok(Err(())) => {
+            let message = format!(
+                "{id}: its pipe closed before the messages were written ({} of {total} queued, not delivered)",
+                delivery.accepted
+            );
+            return Delivery { error: Some(WireError::new(ErrorKind::NotRunning, message)), ..delivery };
+        }
         Err(_) => return Delivery { error: Some(full(delivery.accepted)), ..delivery },
     }
     if let Some(waiter) = waiter {
