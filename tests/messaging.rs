@@ -205,3 +205,19 @@ fn a_worker_that_closed_its_pipe_fails_the_send_naming_it() {
     }
     agent.ctl(&["list"]).ok();
 }
+
+#[test]
+fn concurrent_replies_from_one_instance_go_to_the_right_sender() {
+    let mut agent = Agent::start(&echo(1));
+    agent.wait_running("echo", 1);
+    let senders: Vec<_> = (0..20)
+        .map(|i| {
+            let mut command = agent.ctl_command(&["send", "--reply", "echo", &format!("m{i}")]);
+            std::thread::spawn(move || (i, crate::support::run(&mut command, None, crate::support::CTL_TIMEOUT)))
+        })
+        .collect();
+    for sender in senders {
+        let (i, out) = sender.join().unwrap();
+        assert_eq!(out.ok().stdout, format!("pong-0 m{i}\n"));
+    }
+}

@@ -39,11 +39,24 @@ pub struct PipeRef {
 }
 
 impl PipeRef {
-    /// Registers for the next reply line; `None` when this pipe carries no replies.
-    pub fn expect_reply(&self) -> Option<oneshot::Receiver<String>> {
+    /// Whether reply lines come back on this pipe.
+    pub fn carries_replies(&self) -> bool {
+        self.waiters.is_some()
+    }
+
+    /// Queues one message (in the room `permit` holds) and registers for its reply, as one
+    /// step under the waiters' lock, so that concurrent senders' replies cannot swap.
+    /// `None` when this pipe carries no replies (nothing is queued then).
+    pub fn send_expecting_reply(
+        &self,
+        permit: mpsc::Permit<'_, Chunk>,
+        line: Vec<u8>,
+    ) -> Option<oneshot::Receiver<String>> {
         let waiters = self.waiters.as_ref()?;
         let (tx, rx) = oneshot::channel();
-        waiters.lock().unwrap_or_else(|p| p.into_inner()).push_back(tx);
+        let mut waiters = waiters.lock().unwrap_or_else(|p| p.into_inner());
+        waiters.push_back(tx);
+        permit.send(Chunk::Data(line));
         Some(rx)
     }
 }

@@ -17,6 +17,9 @@ pub async fn run(sup: &Handle, request: SendRequest) -> Result<Response, WireErr
     if request.messages.iter().any(|m| m.contains(['\n', '\r'])) {
         return Err(WireError::new(ErrorKind::BadRequest, "a message is one line: it cannot contain a newline"));
     }
+    if request.reply && request.messages.len() != 1 {
+        return Err(WireError::new(ErrorKind::BadRequest, "--reply takes exactly one message"));
+    }
     let timeout = Duration::from_millis(request.timeout_ms.max(1));
     let routes = sup.pipes(request.target.clone(), request.any, request.messages.len()).await?;
 
@@ -52,17 +55,13 @@ async fn deliver(id: InstanceId, pipe: PipeRef, messages: Vec<String>, timeout: 
     let total = messages.len();
     let mut delivery = Delivery { id, accepted: 0, reply: None, error: None };
     let id = delivery.id.clone();
-    let waiter = match (reply, pipe.expect_reply()) {
-        (false, _) => None,
-        (true, Some(waiter)) => Some(waiter),
-        (true, None) => {
-            delivery.error = Some(WireError::new(
-                ErrorKind::Refused,
-                format!("{id} cannot reply: its messages arrive on stdin (pipe = \"stdin\")"),
-            ));
-            return delivery;
-        }
-    };
+    if reply && !pipe.carries_replies() {
+        delivery.error = Some(WireError::new(
+            ErrorKind::Refused,
+            format!("{id} cannot reply: its messages arrive on stdin (pipe = \"stdin\")"),
+        ));
+        return delivery;
+    }
     let full = |accepted: u32| {
         WireError::new(
             ErrorKind::QueueFull,
@@ -78,12 +77,19 @@ async fn deliver(id: InstanceId, pipe: PipeRef, messages: Vec<String>, timeout: 
             format!("{id}: its pipe closed ({accepted} of {total} messages accepted)"),
         )
     };
+    let mut waiter = None;
     for (bytes, count) in chunks(&messages) {
-        match tokio::time::timeout(timeout, pipe.queue.send(Chunk::Data(bytes))).await {
-            Ok(Ok(())) => delivery.accepted += count,
+        let permit = match tokio::time::timeout(timeout, pipe.queue.reserve()).await {
+            Ok(Ok(permit)) => permit,
             Ok(Err(_)) => return Delivery { error: Some(closed(delivery.accepted)), ..delivery },
             Err(_) => return Delivery { error: Some(full(delivery.accepted)), ..delivery },
+        };
+        if reply {
+            waiter = pipe.send_expecting_reply(permit, bytes);
+        } else {
+            permit.send(Chunk::Data(bytes));
         }
+        delivery.accepted += count;
     }
     let (done, flushed) = oneshot::channel();
     let written = async {
