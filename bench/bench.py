@@ -116,9 +116,9 @@ class Procctl:
                 [process.{p['name']}]
                 command = {json.dumps(p['argv'])}
                 instances = {p['n']}
-                start_secs = "0s"
+                start_secs = "{p.get('start_secs', '0s')}"
                 stop_timeout = "5s"
-                start_retries = 1000000
+                start_retries = {p.get('start_retries', 1000000)}
                 {p.get('extra', '')}
             """))
         self.config = os.path.join(tmp, "procctl.toml")
@@ -343,6 +343,26 @@ def s_list_under_crashes(make, runs):
     return with_system(make, [{"name": "w", "argv": SLEEP, "n": 1}, {"name": "c", "argv": crashy, "n": 100}], body)
 
 
+def s_storm():
+    """100 instances that exit at once, with backoff up to 5 s: agent CPU until all are fatal."""
+    tmp = tempfile.mkdtemp(prefix="procctl-bench")
+    crashy = {"name": "c", "argv": ["sh", "-c", "exit 1"], "n": 100, "start_secs": "1s", "start_retries": 12}
+    sup = Procctl(tmp, [crashy]).start()
+    try:
+        wait_until(lambda: sup.ctl("list")[1] == 0, 30, step=0.01)
+        t0, c0 = time.perf_counter(), cpu_ticks(sup.pid)
+
+        def all_fatal():
+            out = subprocess.run([CTL, "list", "--json"], env=sup.env, capture_output=True, text=True).stdout
+            return out and all(r["state"] == "fatal" for r in json.loads(out))
+        wait_until(all_fatal, 120, step=0.5)
+        seconds, ticks = time.perf_counter() - t0, cpu_ticks(sup.pid) - c0
+        return seconds, ticks
+    finally:
+        sup.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def summary(values):
     if not values:
         return None
@@ -376,12 +396,19 @@ def main():
         ("reply", "one send --reply, whole process (ms)", lambda m: s_reply(runs), False),
         ("list_crashing", "list while 100 instances crash-loop (ms)", lambda m: s_list_under_crashes(m, runs), True),
         ("footprint", "agent with 1,000 idle instances", None, False),
+        ("storm", "crash storm: 100 instances exiting at once until all fatal", None, False),
     ]
     only = set(args.only.split(",")) if args.only else None
     results = {}
     rows = []
     for key, title, run, compare in scenarios:
         if only and key not in only:
+            continue
+        if key == "storm":
+            seconds, ticks = s_storm()
+            share = ticks / TICKS / seconds * 100
+            results[key] = {"procctl": {"seconds": seconds, "cpu_ticks": ticks, "cpu_percent_of_one_core": share}}
+            rows.append(("crash storm, 100 instances, agent CPU until all fatal", f"{ticks} ticks in {seconds:.0f} s ({share:.1f}% of a core)", "", ""))
             continue
         if key == "footprint":
             rss, pss, ticks = s_footprint(Procctl)
