@@ -143,3 +143,19 @@ fn sigterm_to_the_agent_acts_as_shutdown() {
         assert!(!alive(pid));
     }
 }
+
+#[test]
+fn a_start_during_a_stop_waits_for_the_stop_then_starts() {
+    let mut agent = Agent::start(&format!(
+        "[process.slow]\ncommand = {}\nstart_secs = \"0s\"\nstop_timeout = \"1s\"\n",
+        sh("trap '' TERM; while :; do sleep 0.05; done")
+    ));
+    let old = agent.wait_running("slow", 1)[0];
+    let mut stop = agent.ctl_command(&["stop", "slow"]).spawn().unwrap();
+    agent.wait_state("slow", 0, "stopping");
+    let out = agent.ctl(&["start", "slow"]);
+    assert!(out.ok().stdout.contains("slow:0 started"), "{out:?}");
+    assert!(stop.wait().unwrap().success(), "the stop returns too, once the old process is gone");
+    assert!(!alive(old));
+    assert_eq!(agent.state_of("slow", 0), "running");
+}

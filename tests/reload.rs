@@ -91,3 +91,26 @@ fn a_broken_new_command_halts_the_rolling_restart() {
     assert_eq!(agent.pid_of("web", 1), Some(old[1]), "the others keep serving the old code");
     assert_eq!(agent.pid_of("web", 2), Some(old[2]));
 }
+
+#[test]
+fn a_process_removed_and_added_back_while_still_stopping_is_not_lost() {
+    let stubborn = |n: u32| {
+        format!(
+            "[process.slow]\ncommand = {}\ninstances = {n}\nstart_secs = \"0s\"\nstop_timeout = \"3s\"\n",
+            sh("trap '' TERM; while :; do sleep 0.05; done")
+        )
+    };
+    let mut agent = Agent::start(&format!("{}{}", stubborn(2), sleeper("other", 1, "")));
+    let old = agent.wait_running("slow", 2);
+    // Remove it: its instances take stop_timeout to go. A second procctl adds it back meanwhile.
+    agent.write_config(&sleeper("other", 1, ""));
+    let mut removing = agent.ctl_command(&["reload"]).spawn().unwrap();
+    wait_until(WAIT, "slow is stopping", || agent.list("slow").iter().all(|r| r["state"] == "stopping"));
+    agent.write_config(&format!("{}{}", stubborn(2), sleeper("other", 1, "")));
+    let out = agent.ctl(&["reload"]);
+    assert!(out.ok().stdout.contains("added: slow"), "{out:?}");
+    assert!(removing.wait().unwrap().success(), "the first reload ends too");
+    let new = agent.wait_running("slow", 2);
+    assert!(new.iter().all(|pid| !old.contains(pid)), "the old instances were stopped, then started afresh");
+    assert!(old.iter().all(|&pid| !alive(pid)), "no old instance was orphaned");
+}

@@ -81,6 +81,8 @@ pub struct Instance {
     quick_failures: u32,
     spawn_pending: bool,
     spawn_when_clear: bool,
+    /// A start came while stopping: start once the stop is done.
+    start_after_stop: bool,
     generations: [u64; 3],
 }
 
@@ -103,6 +105,7 @@ impl Instance {
             quick_failures: 0,
             spawn_pending: false,
             spawn_when_clear: false,
+            start_after_stop: false,
             generations: [0; 3],
         }
     }
@@ -130,6 +133,10 @@ impl Instance {
             Input::Start if self.is_startable() => {
                 self.quick_failures = 0;
                 self.begin_start()
+            }
+            Input::Start if self.state == State::Stopping => {
+                self.start_after_stop = true;
+                vec![]
             }
             Input::Start => vec![],
             Input::Stop => self.on_stop(spec),
@@ -173,6 +180,7 @@ impl Instance {
     }
 
     fn on_stop(&mut self, spec: &ProcessSpec) -> Vec<Action> {
+        self.start_after_stop = false;
         match self.state {
             State::Starting | State::Running => {
                 self.spawn_when_clear = false;
@@ -194,9 +202,15 @@ impl Instance {
         }
     }
 
+    /// Stopped once nothing of the run is left; then started again if a start came meanwhile.
     fn settle_stopping(&mut self) -> Vec<Action> {
-        if self.pid.is_none() && self.pgid.is_none() && !self.spawn_pending {
-            self.state = State::Stopped;
+        if self.pid.is_some() || self.pgid.is_some() || self.spawn_pending {
+            return vec![];
+        }
+        self.state = State::Stopped;
+        if std::mem::take(&mut self.start_after_stop) {
+            self.quick_failures = 0;
+            return self.begin_start();
         }
         vec![]
     }
@@ -505,6 +519,25 @@ mod tests {
         let actions = inst.step(spawned(5), &spec);
         assert_eq!(actions[0], Action::SignalGroup(Signal::TERM));
         inst.step(exited(0), &spec);
+        assert_eq!(inst.state, Stopped);
+    }
+
+    #[test]
+    fn a_start_during_a_stop_starts_once_the_stop_is_done() {
+        let spec = spec("start_secs = \"0s\"");
+        let (mut inst, _) = running(&spec);
+        inst.step(Input::Stop, &spec);
+        assert_eq!(inst.step(Input::Start, &spec), [], "nothing starts while the old run lives");
+        assert_eq!(inst.state, Stopping);
+        assert_eq!(inst.step(exited(0), &spec), [Action::Spawn]);
+        assert_eq!(inst.state, Starting);
+        assert_eq!(inst.restarts, 0, "a requested start is not a restart");
+        // A stop after the start wins again.
+        inst.step(spawned(9), &spec);
+        inst.step(Input::Stop, &spec);
+        inst.step(Input::Start, &spec);
+        inst.step(Input::Stop, &spec);
+        assert_eq!(inst.step(exited(0), &spec), []);
         assert_eq!(inst.state, Stopped);
     }
 

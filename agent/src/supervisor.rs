@@ -127,8 +127,7 @@ pub struct Pending {
 pub enum Settle {
     /// Nothing to do: already in the state asked for.
     Already,
-    /// Cannot act now (e.g. start while stopping).
-    Busy(State),
+
     Wait(oneshot::Receiver<Settled>),
 }
 
@@ -528,7 +527,7 @@ impl Supervisor {
         for action in actions {
             self.act(id, action);
         }
-        self.settle(id);
+        self.settle(id, before);
     }
 
     fn act(&mut self, id: &InstanceId, action: Action) {
@@ -600,12 +599,36 @@ impl Supervisor {
         SpawnRequest { seq, id: id.clone(), argv: spec.command.clone(), env, cwd: spec.cwd.clone(), pipe: spec.pipe }
     }
 
+    fn settle_now(&mut self, id: &InstanceId) {
+        if let Some(state) = self.slots.get(id).map(|slot| slot.inst.state) {
+            self.settle(id, state);
+        }
+    }
+
+    /// Keeps an instance that an earlier scale or reload was taking away; that request's
+    /// wait for it to go ends here.
+    fn keep(&mut self, id: &InstanceId) {
+        if let Some(slot) = self.slots.get_mut(id) {
+            slot.removing = false;
+            for waiter in slot.down_waiters.drain(..) {
+                let _ = waiter.send(Settled::Down);
+            }
+        }
+    }
+
     /// Resolves waiters whose condition now holds, and drops a scaled-away instance once down.
-    fn settle(&mut self, id: &InstanceId) {
+    /// A stop is done when its instance is down, or when it left `stopping` for a start that
+    /// came meanwhile.
+    fn settle(&mut self, id: &InstanceId, before: State) {
         let Some(slot) = self.slots.get_mut(id) else {
             return;
         };
         let inst = &slot.inst;
+        if before == State::Stopping && inst.state != State::Stopping {
+            for waiter in slot.down_waiters.drain(..) {
+                let _ = waiter.send(Settled::Down);
+            }
+        }
         if inst.is_up() {
             let pid = slot.pid().unwrap_or_default();
             for waiter in slot.up_waiters.drain(..) {
@@ -728,7 +751,13 @@ impl Supervisor {
         let pid_before = slot.pid();
         let settle = match slot.inst.state {
             State::Running => Settle::Already,
-            State::Stopping => Settle::Busy(State::Stopping),
+            // Started once the stop is done.
+            State::Stopping => {
+                let (waiter, settled) = oneshot::channel();
+                slot.up_waiters.push(waiter);
+                self.step(&id, Input::Start);
+                Settle::Wait(settled)
+            }
             State::Starting | State::Backoff => {
                 let (waiter, settled) = oneshot::channel();
                 slot.up_waiters.push(waiter);
@@ -789,11 +818,11 @@ impl Supervisor {
         let mut starting = vec![];
         for index in 0..count {
             let id = InstanceId::new(name, index);
-            match self.slots.get_mut(&id) {
+            match self.slots.get(&id) {
                 // An instance that stays keeps whatever state it is in.
                 Some(slot) if !slot.removing => continue,
                 // Being scaled away by an earlier request: keep it after all.
-                Some(slot) => slot.removing = false,
+                Some(_) => self.keep(&id),
                 None => {
                     let slot = self.new_slot(&id);
                     self.slots.insert(id.clone(), slot);
@@ -814,7 +843,7 @@ impl Supervisor {
                 slot.removing = true;
             }
             stopping.push(self.stop(id.clone()));
-            self.settle(&id);
+            self.settle_now(&id);
         }
         if from != count {
             self.bus.emit(EventKind::Scaled { name: name.to_string(), from, to: count });
@@ -871,21 +900,28 @@ impl Supervisor {
                     slot.removing = true;
                 }
                 plan.stopping.push(self.stop(id.clone()));
-                self.settle(&id);
+                self.settle_now(&id);
             }
         }
         for name in &report.added {
             self.scaled.remove(name);
+            // Removed by an earlier reload and back before its instances were gone.
+            self.retired.remove(name);
             let spec = &self.config.processes[name];
             let autostart = spec.autostart;
             for index in 0..spec.instances {
                 let id = InstanceId::new(name.clone(), index);
-                let slot = self.new_slot(&id);
-                self.slots.insert(id.clone(), slot);
+                if self.slots.contains_key(&id) {
+                    self.keep(&id);
+                } else {
+                    let slot = self.new_slot(&id);
+                    self.slots.insert(id.clone(), slot);
+                }
                 if autostart {
                     plan.starting.push(self.start(id));
                 }
             }
+            // Old instances above the new count keep going away.
         }
         for (name, _, to) in &report.rescaled {
             let scale = self.scale(name, *to)?;

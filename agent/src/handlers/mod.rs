@@ -76,9 +76,7 @@ async fn started(pending: Pending) -> Outcome {
         Settle::Already => {
             return Outcome { id: id.clone(), kind: OutcomeKind::AlreadyRunning { pid: pending.pid_before } };
         }
-        Settle::Busy(state) => {
-            return failed(id, ErrorKind::Refused, format!("{id} is {state}: try again once it has stopped"));
-        }
+
         Settle::Wait(settled) => settled.await,
     };
     match settled {
@@ -96,7 +94,7 @@ async fn stopped(pending: Pending) -> Outcome {
     let id = &pending.id;
     let settled = match pending.settle {
         Settle::Already => return Outcome { id: id.clone(), kind: OutcomeKind::AlreadyStopped },
-        Settle::Busy(state) => return failed(id, ErrorKind::Refused, format!("{id} is {state}")),
+
         Settle::Wait(settled) => settled.await,
     };
     match settled {
