@@ -53,3 +53,19 @@ fn scale_of_an_unknown_process_or_beyond_the_limit_is_refused() {
     assert_eq!(out.code, Some(1));
     assert!(out.stderr.contains("limit"), "{out:?}");
 }
+
+#[test]
+fn an_instance_on_its_way_out_cannot_be_started() {
+    let mut agent = Agent::start(&format!(
+        "[process.slow]\ncommand = {}\ninstances = 2\nstart_secs = \"0s\"\nstop_timeout = \"1s\"\n",
+        crate::support::sh("trap '' TERM; while :; do sleep 0.05; done")
+    ));
+    agent.wait_running("slow", 2);
+    let mut scale = agent.ctl_command(&["scale", "slow", "1"]).spawn().unwrap();
+    agent.wait_state("slow", 1, "stopping");
+    let out = agent.ctl(&["start", "slow:1"]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("slow:1 is being removed"), "{out:?}");
+    assert!(scale.wait().unwrap().success());
+    assert_eq!(agent.list("slow").len(), 1);
+}

@@ -665,7 +665,7 @@ impl Supervisor {
                 let _ = reply.send(self.resolve(&target));
             }
             Command::Start { target, reply } => {
-                let result = self.refuse_when_shutting_down().and_then(|()| self.resolve(&target));
+                let result = self.refuse_when_shutting_down().and_then(|()| self.startable(&target));
                 let _ = reply.send(result.map(|ids| ids.into_iter().map(|id| self.start(id)).collect()));
             }
             Command::Stop { target, reply } => {
@@ -727,6 +727,19 @@ impl Supervisor {
             }
             _ => Ok(ids),
         }
+    }
+
+    /// The target's instances, less those a scale or reload is taking away (naming one of
+    /// those on its own is refused).
+    fn startable(&self, target: &Target) -> Result<Vec<InstanceId>, WireError> {
+        let ids = self.resolve(target)?;
+        if let (Target::Instance(id), true) = (target, ids.iter().all(|id| self.slots[id].removing)) {
+            return Err(WireError::new(
+                ErrorKind::Refused,
+                format!("{id} is being removed (scaled down or reloaded away)"),
+            ));
+        }
+        Ok(ids.into_iter().filter(|id| !self.slots[id].removing).collect())
     }
 
     fn info(&self, id: &InstanceId) -> InstanceInfo {
