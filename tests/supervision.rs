@@ -169,3 +169,17 @@ fn an_idle_agent_does_not_wake_up() {
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(switches(pid), before, "an idle agent runs no timer and no poll");
 }
+
+#[test]
+fn stop_reaches_an_instance_frozen_with_sigstop() {
+    let mut agent = Agent::start(
+        "[process.frozen]\ncommand = [\"sleep\", \"100000\"]\nstart_secs = \"0s\"\nstop_timeout = \"120s\"\n",
+    );
+    let pid = agent.wait_running("frozen", 1)[0];
+    kill(pid, libc::SIGSTOP);
+    wait_until(WAIT, "the instance is stopped", || crate::support::stat(pid).is_some_and(|s| s.0 == 'T'));
+    // Without a SIGCONT after the stop signal, this would wait out the 120 s stop_timeout.
+    agent.ctl(&["stop", "frozen"]).ok();
+    assert!(!alive(pid));
+    assert_eq!(agent.row("frozen", 0)["last_exit"]["signal"], "TERM");
+}

@@ -549,6 +549,8 @@ impl Supervisor {
             Action::SignalGroup(signal) => {
                 if let Some(pgid) = slot.inst.pgid {
                     let _ = signal_group(pgid, signal);
+                    // A process stopped with SIGSTOP only acts on the signal once continued.
+                    let _ = signal_group(pgid, Signal::CONT);
                 }
             }
             Action::KillGroup => {

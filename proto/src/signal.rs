@@ -47,6 +47,7 @@ impl Signal {
     pub const HUP: Signal = Signal(1);
     pub const INT: Signal = Signal(2);
     pub const KILL: Signal = Signal(9);
+    pub const CONT: Signal = Signal(18);
     pub const TERM: Signal = Signal(15);
 
     /// A signal from its number; realtime signals (34..=64) have no name but are valid.
