@@ -4,7 +4,7 @@ use std::os::unix::net::UnixStream;
 use procctl_proto::frame;
 use procctl_proto::{ErrorKind, PROTOCOL_VERSION, Request, Response};
 
-use crate::support::{Agent, read_response, sleepers};
+use crate::support::{Agent, closed_by_agent, read_response, sleepers};
 
 fn connected(agent: &Agent) -> UnixStream {
     let stream = UnixStream::connect(&agent.socket).unwrap();
@@ -27,7 +27,7 @@ fn a_version_mismatch_names_both_versions_and_closes() {
         }
         other => panic!("expected a mismatch error, got {other:?}"),
     }
-    assert!(read_response(&mut stream).is_none(), "the connection is closed");
+    assert!(closed_by_agent(&mut stream), "the connection is closed");
 }
 
 #[test]
@@ -40,7 +40,7 @@ fn an_oversized_or_garbage_frame_gets_an_error_and_the_agent_carries_on() {
             Some(Response::Error(error)) => assert_eq!(error.kind, ErrorKind::BadRequest, "{error:?}"),
             other => panic!("expected an error reply, got {other:?}"),
         }
-        assert!(read_response(&mut stream).is_none(), "the connection is closed");
+        assert!(closed_by_agent(&mut stream), "the connection is closed");
     }
     agent.wait_running("worker", 1);
 }

@@ -371,6 +371,24 @@ pub fn read_response(stream: &mut std::os::unix::net::UnixStream) -> Option<proc
     procctl_proto::frame::decode_body(&body).ok()
 }
 
+/// Whether the agent closes `stream` within 15 s: end of stream, after whatever it still
+/// sends, as opposed to a read that merely times out.
+pub fn closed_by_agent(stream: &mut std::os::unix::net::UnixStream) -> bool {
+    use std::io::Read;
+    stream.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return false;
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
 /// Zombies whose parent is `pid`.
 pub fn zombies_of(pid: i32) -> Vec<i32> {
     all_pids()
