@@ -1,7 +1,7 @@
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
-use crate::support::{Agent, WAIT, alive, lines, sh, sleepers, start_time, wait_until};
+use crate::support::{Agent, WAIT, alive, lines, sh, sleepers, start_time, stat, wait_until};
 
 #[test]
 fn the_pid_table_is_on_disk_and_follows_every_change() {
@@ -44,6 +44,32 @@ fn after_kill_9_of_the_agent_children_die_and_the_next_agent_stops_the_leftovers
     assert!(!alive(escaped), "the next agent stopped the leftover before serving");
     assert!(agent.log().contains("left 1 process(es) behind"), "{}", agent.log());
     agent.wait_running("tree", 1);
+}
+
+#[test]
+fn after_kill_9_of_the_agent_a_descendant_that_left_its_group_is_stopped_by_the_next_agent() {
+    let mut agent = Agent::new("");
+    let stray = agent.path("stray");
+    // setsid from a background job: a new session and group, as a daemonizing program makes.
+    agent.write_config(&format!(
+        "[process.daemonizer]\ncommand = {}\nstart_secs = \"0s\"\nstop_timeout = \"2s\"\n",
+        sh(&format!("setsid sh -c 'echo $$ > {}; exec sleep 100000' & wait", stray.display()))
+    ));
+    agent.launch();
+    let main = agent.wait_running("daemonizer", 1)[0];
+    wait_until(WAIT, "the stray is up", || lines(&stray).len() == 1);
+    let escaped: i32 = lines(&stray)[0].parse().unwrap();
+    agent.remember(escaped);
+    wait_until(WAIT, "the stray has its own group", || stat(escaped).is_some_and(|s| s.1 == escaped));
+
+    agent.kill9();
+    wait_until(WAIT, "the direct child dies with the agent", || !alive(main));
+    assert!(alive(escaped), "the stray outlived the agent (this is what the next agent must handle)");
+
+    agent.launch();
+    assert!(!alive(escaped), "the next agent stopped the stray before serving");
+    assert!(agent.log().contains(&format!("process {escaped} of daemonizer left its group")), "{}", agent.log());
+    agent.wait_running("daemonizer", 1);
 }
 
 #[test]

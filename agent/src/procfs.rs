@@ -6,6 +6,7 @@ use std::fs;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stat {
     pub zombie: bool,
+    pub ppid: i32,
     pub pgrp: i32,
     /// Clock ticks after boot; with the pid, it tells a process from a later one with the same pid.
     pub start_time: u64,
@@ -21,6 +22,7 @@ fn parse_stat(text: &str) -> Option<Stat> {
     let fields: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
     Some(Stat {
         zombie: *fields.first()? == "Z",
+        ppid: fields.get(1)?.parse().ok()?,
         pgrp: fields.get(2)?.parse().ok()?,
         start_time: fields.get(19)?.parse().ok()?,
     })
@@ -34,6 +36,61 @@ pub fn group_members(pgid: i32, since: u64) -> Vec<i32> {
     dir.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .filter(|&pid| stat(pid).is_some_and(|s| !s.zombie && s.pgrp == pgid && s.start_time >= since))
         .collect()
+}
+
+/// A live process found by its environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Marked {
+    pub pid: i32,
+    pub start_time: u64,
+    /// The value of the name key in its environment, when it has one.
+    pub name: Option<String>,
+}
+
+/// Every live process whose initial environment holds exactly `entry` (`KEY=VALUE`). Only
+/// processes whose environment we may read are seen: our own user's, or everyone's for
+/// root. The start time is read before and after the environment, so a pid reused
+/// meanwhile is not reported.
+pub fn with_env_entry(entry: &str, name_key: &str) -> Vec<Marked> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return vec![];
+    };
+    let name_prefix = format!("{name_key}=");
+    dir.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| {
+            let before = stat(pid).filter(|s| !s.zombie)?;
+            let environ = fs::read(format!("/proc/{pid}/environ")).ok()?;
+            let name = env_entry(&environ, entry, &name_prefix)?;
+            let after = stat(pid)?;
+            (after.start_time == before.start_time).then_some(Marked { pid, start_time: before.start_time, name })
+        })
+        .collect()
+}
+
+/// `Some(value of name_prefix)` when the NUL-separated `environ` holds `entry`.
+fn env_entry(environ: &[u8], entry: &str, name_prefix: &str) -> Option<Option<String>> {
+    let mut found = false;
+    let mut name = None;
+    for item in environ.split(|&b| b == 0) {
+        if item == entry.as_bytes() {
+            found = true;
+        } else if let Some(value) = item.strip_prefix(name_prefix.as_bytes()) {
+            name = Some(String::from_utf8_lossy(value).into_owned());
+        }
+    }
+    found.then_some(name)
+}
+
+/// This process and its ancestors up to init.
+pub fn lineage() -> Vec<i32> {
+    let mut line = vec![std::process::id() as i32];
+    while let Some(parent) = line.last().and_then(|&pid| stat(pid)).map(|s| s.ppid).filter(|&p| p > 0) {
+        if line.contains(&parent) {
+            break;
+        }
+        line.push(parent);
+    }
+    line
 }
 
 /// The direct children of `pid` (over all its threads), zombies included.
@@ -54,8 +111,23 @@ mod tests {
     #[test]
     fn parses_a_name_with_spaces_and_parentheses() {
         let line = "42 (a (b) c) S 1 42 42 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 987654 1000 10";
-        assert_eq!(parse_stat(line), Some(Stat { zombie: false, pgrp: 42, start_time: 987654 }));
+        assert_eq!(parse_stat(line), Some(Stat { zombie: false, ppid: 1, pgrp: 42, start_time: 987654 }));
         assert!(parse_stat("42 (x) Z 1").is_none());
+    }
+
+    #[test]
+    fn finds_an_exact_environment_entry_and_the_name() {
+        let environ = b"PATH=/bin\0PROCCTL_AGENT=7.8\0PROCCTL_NAME=web\0";
+        assert_eq!(env_entry(environ, "PROCCTL_AGENT=7.8", "PROCCTL_NAME="), Some(Some("web".into())));
+        assert_eq!(env_entry(environ, "PROCCTL_AGENT=7", "PROCCTL_NAME="), None);
+        assert_eq!(env_entry(b"PROCCTL_AGENT=7.8", "PROCCTL_AGENT=7.8", "PROCCTL_NAME="), Some(None));
+    }
+
+    #[test]
+    fn the_lineage_starts_here_and_climbs() {
+        let line = lineage();
+        assert_eq!(line[0], std::process::id() as i32);
+        assert_eq!(line.get(1), Some(&(std::os::unix::process::parent_id() as i32)));
     }
 
     #[test]

@@ -5,9 +5,12 @@
 //! Its direct children died with it (PDEATHSIG), but grandchildren may live on in their
 //! instance's process group. A group is only touched when its recorded leader is dead or
 //! still has the recorded start time, and only members that started after the leader
-//! are signalled, so a reused pid is never hit.
+//! are signalled, so a reused pid is never hit. Descendants that left their group
+//! (setsid, daemonizing) are found by the `PROCCTL_AGENT` token they inherited: it names
+//! one run of one agent, so no stranger carries it.
 
-use std::time::{Duration, Instant};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::Config;
 use crate::procfs;
@@ -17,10 +20,31 @@ use crate::table::TableFile;
 const KILL_GRACE: Duration = Duration::from_secs(2);
 const POLL: Duration = Duration::from_millis(10);
 
+/// The variable that carries the token into every process the agent starts.
+pub const TOKEN_VAR: &str = "PROCCTL_AGENT";
+
+/// This run of the agent: its pid, its start time and the clock at start-up.
+pub fn token() -> &'static str {
+    static TOKEN: OnceLock<String> = OnceLock::new();
+    TOKEN.get_or_init(|| {
+        let pid = std::process::id();
+        let started = procfs::stat(pid as i32).map_or(0, |s| s.start_time);
+        let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        format!("{pid}.{started}.{nanos}")
+    })
+}
+
 /// Stops the leftovers; returns how many processes were signalled.
 pub fn reclaim(previous: &TableFile, config: &Config) -> usize {
     let mut signalled: Vec<(i32, u64)> = vec![];
     let mut deadline = Instant::now();
+    let stop_of = |name: Option<&str>| {
+        let spec = name.and_then(|name| config.processes.get(name));
+        (
+            spec.map_or(libc::SIGTERM, |spec| spec.stop_signal.number()),
+            spec.map_or(Duration::from_secs(10), |spec| spec.stop_timeout),
+        )
+    };
     for row in &previous.instances {
         let (Some(pgid), Some(since)) = (row.pgid, row.start_time) else {
             continue;
@@ -32,15 +56,33 @@ pub fn reclaim(previous: &TableFile, config: &Config) -> usize {
         if members.is_empty() {
             continue;
         }
-        let spec = config.processes.get(&row.name);
-        let signal = spec.map_or(libc::SIGTERM, |spec| spec.stop_signal.number());
-        let timeout = spec.map_or(Duration::from_secs(10), |spec| spec.stop_timeout);
+        let (signal, timeout) = stop_of(Some(&row.name));
         deadline = deadline.max(Instant::now() + timeout);
         log!("{}:{} left {} process(es) behind in group {pgid}; stopping them", row.name, row.index, members.len());
         for pid in members {
             // SAFETY: kill takes plain integers.
             unsafe { libc::kill(pid, signal) };
             signalled.push((pid, since));
+        }
+    }
+    if let Some(token) = &previous.agent_token {
+        // Never ourselves or whoever started us, should we descend from the old agent.
+        let spared = procfs::lineage();
+        let strays = procfs::with_env_entry(&format!("{TOKEN_VAR}={token}"), "PROCCTL_NAME");
+        for stray in strays {
+            if spared.contains(&stray.pid) || signalled.iter().any(|&(done, _)| done == stray.pid) {
+                continue;
+            }
+            let (signal, timeout) = stop_of(stray.name.as_deref());
+            deadline = deadline.max(Instant::now() + timeout);
+            log!(
+                "process {} of {} left its group under the previous agent; stopping it",
+                stray.pid,
+                stray.name.as_deref().unwrap_or("an instance")
+            );
+            // SAFETY: kill takes plain integers; the token and start time make the pid ours.
+            unsafe { libc::kill(stray.pid, signal) };
+            signalled.push((stray.pid, stray.start_time));
         }
     }
     let alive = |list: &[(i32, u64)]| -> Vec<(i32, u64)> {

@@ -595,6 +595,7 @@ impl Supervisor {
         env.push(("PROCCTL_NAME".into(), id.name.clone()));
         env.push(("PROCCTL_INSTANCE".into(), id.index.to_string()));
         env.push(("PROCCTL_SOCKET".into(), self.socket.display().to_string()));
+        env.push((crate::reclaim::TOKEN_VAR.into(), crate::reclaim::token().to_owned()));
         if spec.pipe == Pipe::Fd {
             env.push(("PROCCTL_PIPE_FD".into(), PIPE_FD.to_string()));
         }
@@ -1011,6 +1012,7 @@ impl Supervisor {
         TableFile {
             version: table::TABLE_VERSION,
             agent_pid: std::process::id(),
+            agent_token: Some(crate::reclaim::token().to_owned()),
             instances,
             scaled: self.scaled.clone(),
         }

@@ -18,6 +18,10 @@ pub const TABLE_FILE: &str = "table.json";
 pub struct TableFile {
     pub version: u32,
     pub agent_pid: u32,
+    /// The `PROCCTL_AGENT` value every process this agent started inherits, so the next
+    /// agent can find descendants that left their instance's group.
+    #[serde(default)]
+    pub agent_token: Option<String>,
     pub instances: Vec<Row>,
     /// Counts set by `procctl scale`, by process name.
     #[serde(default)]
@@ -163,6 +167,7 @@ mod tests {
         TableFile {
             version: TABLE_VERSION,
             agent_pid: 1,
+            agent_token: Some("1.2.3".into()),
             instances: vec![Row {
                 name: "w".into(),
                 index: 0,
