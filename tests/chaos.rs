@@ -159,6 +159,80 @@ fn an_agent_whose_log_is_a_closed_pipe_keeps_working() {
     assert!(agent.is_running(), "log lines into a closed pipe must not end the agent");
 }
 
+/// How many bytes wait in the pipe.
+fn queued(read: &std::io::PipeReader) -> i32 {
+    use std::os::fd::AsRawFd;
+    let mut bytes: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    unsafe { libc::ioctl(read.as_raw_fd(), libc::FIONREAD, &mut bytes) };
+    bytes
+}
+
+/// Reads what the pipe holds now, without waiting for more.
+fn drain(read: &std::io::PipeReader) -> String {
+    use std::os::fd::AsRawFd;
+    let fd = read.as_raw_fd();
+    let mut bytes = vec![];
+    let mut chunk = [0u8; 65536];
+    // SAFETY: fcntl and read on an fd we own, into a buffer of the given size.
+    unsafe {
+        libc::fcntl(fd, libc::F_SETFL, libc::fcntl(fd, libc::F_GETFL) | libc::O_NONBLOCK);
+        loop {
+            let n = libc::read(fd, chunk.as_mut_ptr().cast(), chunk.len());
+            if n <= 0 {
+                break;
+            }
+            bytes.extend_from_slice(&chunk[..n as usize]);
+        }
+        libc::fcntl(fd, libc::F_SETFL, libc::fcntl(fd, libc::F_GETFL) & !libc::O_NONBLOCK);
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+#[test]
+fn an_agent_whose_log_is_a_full_pipe_nobody_reads_keeps_working() {
+    let mut agent = Agent::new(&sleepers(1));
+    // We hold the read end and do not read it until the end.
+    let (mut read, write) = std::io::pipe().unwrap();
+    agent.launch_logging_to(&["--max-connections", "1"], write.into());
+    agent.wait_running("worker", 1);
+    let held = std::os::unix::net::UnixStream::connect(&agent.socket).unwrap();
+    wait_until(WAIT, "the held connection counts", || agent.ctl(&["list"]).code == Some(1));
+    // Each refused connection is a log line: refuse connections until the pipe is full, then
+    // a hundred more. Reading each refusal to its end keeps us in step with the agent.
+    let refused = || {
+        let mut stream = std::os::unix::net::UnixStream::connect(&agent.socket).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let mut reply = vec![];
+        std::io::Read::read_to_end(&mut stream, &mut reply).expect("the agent answers with its log full");
+    };
+    let mut tries = 0;
+    while queued(&read) < 60_000 {
+        tries += 1;
+        assert!(tries < 20_000, "the log pipe never filled up");
+        refused();
+    }
+    for _ in 0..100 {
+        refused();
+    }
+    drop(held);
+    wait_until(WAIT, "the agent answers with its log full", || agent.ctl(&["list"]).code == Some(0));
+
+    // Once the log drains, the next line says how many were lost.
+    let mut text = drain(&read);
+    let (log_tx, log_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = std::io::Read::read_to_string(&mut read, &mut text);
+        let _ = log_tx.send(text);
+    });
+    kill(agent.pid(), libc::SIGTERM);
+    assert_eq!(agent.wait_exit(WAIT), Some(0));
+    let log = log_rx.recv_timeout(WAIT).expect("the log pipe closes when the agent exits");
+    assert!(log.contains("log line(s) dropped: stderr was not accepting them"), "{log}");
+    let after_drop = log.split("log line(s) dropped").nth(1).unwrap_or_default();
+    assert!(after_drop.contains("procagent: stop signal: shutting down"), "{log}");
+}
+
 #[test]
 fn shutdown_also_stops_what_left_its_instance_group() {
     let mut agent = Agent::new("");

@@ -8,19 +8,18 @@
 //! requests routed by `handlers`), plus the `spawn` thread (the only fork) and the
 //! `table` writer thread.
 
-/// Writes one line to the agent's log (stderr). A log nobody can read any more (a closed
-/// pipe) must not take the agent down, so write errors are ignored.
+/// Writes one line to the agent's log (stderr), never blocking and never failing: see `log`.
 macro_rules! log {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr().lock(), "procagent: {}", format_args!($($arg)*));
-    }};
+    ($($arg:tt)*) => {
+        $crate::log::line(format_args!($($arg)*))
+    };
 }
 
 mod config;
 mod events;
 mod handlers;
 mod instance;
+mod log;
 mod logs;
 mod pipe;
 mod procfs;
