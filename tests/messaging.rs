@@ -134,6 +134,17 @@ fn sending_to_a_stopped_instance_fails_naming_it() {
 }
 
 #[test]
+fn sending_to_a_process_with_no_instances_fails_naming_it() {
+    let mut agent = Agent::new("");
+    agent.write_config(&recorder(&agent, 0, ""));
+    agent.launch();
+    for out in [agent.ctl(&["send", "rec", "x"]), agent.ctl_stdin(&["send", "rec", "-"], "a\nb\n")] {
+        assert_eq!(out.code, Some(1), "{out:?}");
+        assert!(out.stderr.contains("nothing to send to: `rec` has no instances"), "{out:?}");
+    }
+}
+
+#[test]
 fn messages_must_be_one_line_and_fit_in_a_frame() {
     let mut agent = Agent::new("");
     agent.write_config(&recorder(&agent, 1, ""));
@@ -143,11 +154,16 @@ fn messages_must_be_one_line_and_fit_in_a_frame() {
     let huge = format!("{}\n", "x".repeat(procctl_proto::MAX_FRAME + 1));
     let out = agent.ctl_stdin(&["send", "rec", "-"], &format!("small\n{huge}"));
     assert_eq!(out.code, Some(1), "{out:?}");
-    assert!(out.stderr.contains("too large"), "{out:?}");
+    assert!(out.stderr.contains("message 2 is 1048577 bytes, over the limit"), "{out:?}");
+    assert!(out.stderr.contains("the 1 before it were"), "{out:?}");
     // Anything sent before the marker arrives before it on the same pipe.
     agent.ctl(&["send", "rec", "marker"]).ok();
     wait_until(WAIT, "the marker arrived", || recorded(&agent, 0).contains(&"marker".to_string()));
-    assert!(recorded(&agent, 0).iter().all(|l| l.len() < 100), "the huge line was never sent");
+    assert_eq!(
+        recorded(&agent, 0),
+        ["small", "marker"],
+        "what came before the huge line was sent, the huge line never"
+    );
 }
 
 #[test]

@@ -4,7 +4,9 @@
 use comfy_table::{CellAlignment, ContentArrangement, Table, presets};
 use std::io::Write;
 
-use procctl_proto::{Delivery, Event, EventKind, Exit, InstanceInfo, LogLine, Outcome, OutcomeKind, ReloadReport};
+use procctl_proto::{
+    Delivery, Event, EventKind, Exit, InstanceInfo, LogLine, Outcome, OutcomeKind, ReloadReport, Target,
+};
 use serde_json::{Value, json};
 
 use crate::Status;
@@ -101,7 +103,7 @@ pub fn outcomes(outcomes: &[Outcome]) -> Status {
 
 /// Replies (prefixed `NAME:INDEX ` when there are several) or what each instance accepted;
 /// failures to stderr. Any failure makes the command fail.
-pub fn deliveries(deliveries: &[Delivery], reply: bool) -> Status {
+pub fn deliveries(target: &Target, deliveries: &[Delivery], reply: bool) -> Status {
     let several = deliveries.len() > 1;
     let mut status = Status::Success;
     for delivery in deliveries {
@@ -117,7 +119,7 @@ pub fn deliveries(deliveries: &[Delivery], reply: bool) -> Status {
         }
     }
     if deliveries.is_empty() {
-        eprintln!("procctl: nothing to send to: the target has no instances");
+        eprintln!("procctl: nothing to send to: `{target}` has no instances");
         status = Status::Failure;
     }
     status

@@ -21,6 +21,9 @@ pub struct Options {
     pub timeout: Duration,
 }
 
+/// The longest message `send -` takes: what fits in one frame with room for the request.
+const MAX_MESSAGE: usize = MAX_FRAME - 1024;
+
 /// A batch is sent once it holds this many bytes of messages (well under one frame).
 const BATCH_BYTES: usize = 256 * 1024;
 
@@ -43,7 +46,7 @@ pub fn run(socket: &Path, target: Target, words: Vec<String>, options: Options) 
         frame::encode(&send).map_err(|e| CtlError::Failed(format!("message too large: {e}")))?;
         let mut client = Client::connect(socket)?;
         return match client.call(&send)? {
-            Response::Sent(deliveries) => Ok(output::deliveries(&deliveries, options.reply)),
+            Response::Sent(deliveries) => Ok(output::deliveries(&target, &deliveries, options.reply)),
             other => Err(unexpected(&other)),
         };
     }
@@ -59,13 +62,10 @@ pub fn run(socket: &Path, target: Target, words: Vec<String>, options: Options) 
     let mut lines = stdin.lines();
     loop {
         let line = lines.next().transpose().map_err(|e| CtlError::Failed(format!("cannot read stdin: {e}")))?;
-        let end = line.is_none();
-        if let Some(line) = line {
-            if line.len() > MAX_FRAME - 1024 {
-                let message =
-                    format!("message {} is too large for one frame; {sent} sent before it", sent + batch.len() + 1);
-                return Err(CtlError::Failed(message));
-            }
+        // A message too large ends the stream: what came before it is still sent.
+        let too_large = line.as_ref().filter(|line| line.len() > MAX_MESSAGE).map(String::len);
+        let end = line.is_none() || too_large.is_some();
+        if let Some(line) = line.filter(|_| too_large.is_none()) {
             bytes += line.len() + 8;
             batch.push(line);
         }
@@ -76,8 +76,11 @@ pub fn run(socket: &Path, target: Target, words: Vec<String>, options: Options) 
                     for delivery in &deliveries {
                         *accepted.entry(delivery.id.clone()).or_default() += delivery.accepted;
                     }
+                    if deliveries.is_empty() {
+                        return Ok(output::deliveries(&target, &deliveries, false));
+                    }
                     if deliveries.iter().any(|d| d.error.is_some()) {
-                        output::deliveries(&deliveries, false);
+                        output::deliveries(&target, &deliveries, false);
                         eprintln!("procctl: stopped after {} messages", sent + count);
                         return Ok(Status::Failure);
                     }
@@ -86,6 +89,13 @@ pub fn run(socket: &Path, target: Target, words: Vec<String>, options: Options) 
             }
             sent += count;
             bytes = 0;
+        }
+        if let Some(size) = too_large {
+            let message = format!(
+                "message {} is {size} bytes, over the limit of {MAX_MESSAGE}: it and any after it were not sent; the {sent} before it were",
+                sent + 1
+            );
+            return Err(CtlError::Failed(message));
         }
         if end {
             break;
