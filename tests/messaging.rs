@@ -145,6 +145,27 @@ fn sending_to_a_process_with_no_instances_fails_naming_it() {
 }
 
 #[test]
+fn a_reply_line_too_long_is_cut_and_the_next_reply_still_meets_its_sender() {
+    let mut agent = Agent::new("");
+    // "big" gets the first 64 KiB of a long line at once; the rest of that line comes only
+    // after the next message, just before that message's own reply.
+    agent.write_config(&format!(
+        "[process.talk]\ncommand = {}\nstart_secs = \"0s\"\n",
+        sh("while IFS= read -r m <&3; do if [ \"$m\" = big ]; then printf '%065536d' 0 | tr 0 z >&3; \
+            IFS= read -r m <&3; printf '%0100000d\\n' 0 | tr 0 z >&3; fi; echo \"pong $m\" >&3; done")
+    ));
+    agent.launch();
+    agent.wait_running("talk", 1);
+    let big = agent.ctl(&["send", "--reply", "talk", "big"]);
+    big.ok();
+    assert_eq!(big.stdout.trim_end().len(), 64 * 1024, "cut at 64 KiB");
+    assert!(big.stdout.trim_end().bytes().all(|b| b == b'z'));
+    let next = agent.ctl(&["send", "--reply", "talk", "after"]);
+    next.ok();
+    assert_eq!(next.stdout, "pong after\n", "the rest of the long line is not a reply");
+}
+
+#[test]
 fn messages_must_be_one_line_and_fit_in_a_frame() {
     let mut agent = Agent::new("");
     agent.write_config(&recorder(&agent, 1, ""));

@@ -18,7 +18,7 @@ use crate::scratch;
 pub const QUEUE_CHUNKS: usize = 32;
 /// The most bytes of messages in one queued chunk.
 pub const CHUNK_BYTES: usize = 64 * 1024;
-/// A reply line longer than this is cut there.
+/// A reply line longer than this is cut there; the rest of it is dropped.
 pub const MAX_REPLY_LINE: usize = 64 * 1024;
 
 pub enum Chunk {
@@ -87,19 +87,26 @@ pub fn start(fd: OwnedFd, id: InstanceId, replies: bool, bus: Bus) -> std::io::R
     if let Some(waiters) = waiters.clone() {
         tokio::spawn(async move {
             let mut line = Vec::new();
+            // After a line is cut at MAX_REPLY_LINE, the rest of it is dropped, so that one
+            // long line is one reply and the replies after it still meet their senders.
+            let mut skipping = false;
             loop {
                 if read.readable().await.is_err() {
                     break;
                 }
                 let take = |bytes: &[u8]| {
                     for &byte in bytes {
-                        if byte == b'\n' || line.len() == MAX_REPLY_LINE {
+                        if skipping {
+                            skipping = byte != b'\n';
+                        } else if byte == b'\n' {
                             deliver(&waiters, &id, &bus, std::mem::take(&mut line));
-                            if byte == b'\n' {
-                                continue;
+                        } else {
+                            line.push(byte);
+                            if line.len() == MAX_REPLY_LINE {
+                                deliver(&waiters, &id, &bus, std::mem::take(&mut line));
+                                skipping = true;
                             }
                         }
-                        line.push(byte);
                     }
                 };
                 if let scratch::Read::End = scratch::read(|buf| read.try_read(buf), take) {

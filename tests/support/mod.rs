@@ -63,9 +63,10 @@ impl Output {
     }
 }
 
-/// Runs a command to its end, killing it at `deadline`.
+/// Runs a command to its end, killing it at `deadline`. Its output is read while it runs,
+/// so a command that prints more than a pipe holds does not stall.
 pub fn run(command: &mut Command, stdin: Option<&str>, deadline: Duration) -> Output {
-    use std::io::Write;
+    use std::io::{Read, Write};
     let mut child = command
         .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
@@ -79,21 +80,28 @@ pub fn run(command: &mut Command, stdin: Option<&str>, deadline: Duration) -> Ou
             let _ = pipe.write_all(input.as_bytes());
         });
     }
+    fn drain(mut from: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+        std::thread::spawn(move || {
+            let mut bytes = vec![];
+            let _ = from.read_to_end(&mut bytes);
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+    }
+    let stdout = drain(child.stdout.take().unwrap());
+    let stderr = drain(child.stderr.take().unwrap());
     let end = Instant::now() + deadline;
-    while child.try_wait().unwrap().is_none() {
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
         if Instant::now() > end {
             let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!("{command:?} did not finish within {deadline:?}: {}", String::from_utf8_lossy(&out.stderr));
+            let _ = child.wait();
+            panic!("{command:?} did not finish within {deadline:?}: {}", stderr.join().unwrap());
         }
         std::thread::sleep(Duration::from_millis(2));
-    }
-    let out = child.wait_with_output().unwrap();
-    Output {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    };
+    Output { code: status.code(), stdout: stdout.join().unwrap(), stderr: stderr.join().unwrap() }
 }
 
 pub struct Agent {
