@@ -183,3 +183,31 @@ fn stop_reaches_an_instance_frozen_with_sigstop() {
     assert!(!alive(pid));
     assert_eq!(agent.row("frozen", 0)["last_exit"]["signal"], "TERM");
 }
+
+#[test]
+fn a_start_that_cannot_run_says_why_in_its_answer_and_in_the_logs() {
+    let mut agent = Agent::new("");
+    let script = agent.path("broken.sh");
+    std::fs::write(&script, "#!/nonexistent/interpreter\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    agent.write_config(&format!(
+        "[process.nocwd]\ncommand = [\"sleep\", \"100\"]\ncwd = \"/nonexistent/dir\"\nautostart = false\n\
+         start_retries = 2\n\
+         [process.noprog]\ncommand = [\"no-such-program-here\"]\nautostart = false\nstart_retries = 2\n\
+         [process.badexec]\ncommand = [\"{}\"]\nautostart = false\nstart_retries = 2\n",
+        script.display()
+    ));
+    agent.launch();
+    for (name, why) in [
+        ("nocwd", "working directory /nonexistent/dir does not exist"),
+        ("noprog", "program `no-such-program-here` not found in PATH"),
+        ("badexec", "No such file or directory"),
+    ] {
+        let out = agent.ctl(&["start", name]);
+        assert_eq!(out.code, Some(1), "{out:?}");
+        assert!(out.stderr.contains(&format!("{name}:0 did not start: it is fatal: ")), "{out:?}");
+        assert!(out.stderr.contains(why), "{out:?}");
+        let logs = agent.ctl(&["logs", name]);
+        assert!(logs.stdout.contains("procagent: ") && logs.stdout.contains(why), "{logs:?}");
+    }
+}

@@ -224,6 +224,16 @@ pub fn capture(fd: OwnedFd, sink: SharedSink, follow: Follow) -> std::io::Result
     Ok(())
 }
 
+/// A line of the agent's own about this instance, into its log file and ring.
+pub fn note(sink: &SharedSink, follow: &Follow, text: &str) {
+    let mut sink = sink.lock().unwrap_or_else(|p| p.into_inner());
+    let id = sink.id.clone();
+    let mut bytes = format!("{text}\n").into_bytes();
+    sink.write(&bytes);
+    bytes.pop();
+    emit(&mut sink, follow, &id, now_ms(), &mut bytes);
+}
+
 fn emit(sink: &mut Sink, follow: &Follow, id: &InstanceId, time_ms: u64, bytes: &mut Vec<u8>) {
     let text = String::from_utf8_lossy(bytes).trim_end_matches('\r').to_string();
     bytes.clear();

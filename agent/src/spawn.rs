@@ -12,15 +12,12 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
-use procctl_proto::InstanceId;
-
 use crate::config::Pipe;
 use crate::procfs;
 
 pub struct SpawnRequest {
     /// Ties the report to the spawn the supervisor asked for.
     pub seq: u64,
-    pub id: InstanceId,
     pub argv: Vec<String>,
     /// The whole environment of the child.
     pub env: Vec<(String, String)>,
@@ -37,13 +34,11 @@ pub enum SpawnReport {
         pipe: Option<OwnedFd>,
         /// The read end of the child's stdout and stderr.
         output: OwnedFd,
-        /// Carries errno if exec fails; see `watch_exec`.
+        /// Carries errno if exec fails; read by `ExecCheck::failure` once the child is reaped.
         exec_check: ExecCheck,
     },
-    Failed {
-        seq: u64,
-        error: String,
-    },
+    /// Nothing was started; `error` says why (without the instance: the supervisor adds it).
+    Failed { seq: u64, error: String },
 }
 
 /// The number the message pipe gets in the child.
@@ -86,14 +81,13 @@ struct Prepared {
 
 fn spawn_one(request: SpawnRequest, fork_lock: &Mutex<()>, fd_limit: libc::rlimit, report: &impl Fn(SpawnReport)) {
     let seq = request.seq;
-    let id = request.id.clone();
     let mut prepared = match prepare(request) {
         Ok(prepared) => prepared,
-        Err(error) => return report(SpawnReport::Failed { seq, error: format!("{id}: {error}") }),
+        Err(error) => return report(SpawnReport::Failed { seq, error }),
     };
     let (err_read, err_write) = match exec_error_pipe() {
         Ok(pair) => pair,
-        Err(e) => return report(SpawnReport::Failed { seq, error: format!("{id}: cannot make a pipe: {e}") }),
+        Err(e) => return report(SpawnReport::Failed { seq, error: format!("cannot make a pipe: {e}") }),
     };
     let parent = std::process::id() as libc::pid_t;
     let guard = fork_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -106,7 +100,7 @@ fn spawn_one(request: SpawnRequest, fork_lock: &Mutex<()>, fd_limit: libc::rlimi
     if pid < 0 {
         let error = std::io::Error::last_os_error();
         drop(guard);
-        return report(SpawnReport::Failed { seq, error: format!("{id}: fork failed: {error}") });
+        return report(SpawnReport::Failed { seq, error: format!("fork failed: {error}") });
     }
     // Also set from this side, so the group exists whichever of the two runs first.
     // SAFETY: plain syscall on our own child; failure (it already exec'd) is harmless.
@@ -129,22 +123,22 @@ pub struct ExecCheck {
     program: String,
 }
 
-/// Logs why a child could not exec, if it could not: it writes errno to the pipe, then
-/// exits 127 and is reaped as usual. End of file means exec succeeded.
-pub fn watch_exec(check: ExecCheck, id: InstanceId) {
-    // SAFETY: F_SETFL on a descriptor we own.
-    unsafe { libc::fcntl(check.fd.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
-    let Ok(mut pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(check.fd) else {
-        return;
-    };
-    tokio::spawn(async move {
-        use tokio::io::AsyncReadExt;
+impl ExecCheck {
+    /// Why the child could not exec, if it could not. Call it once the child is reaped:
+    /// a child that failed wrote errno here before it exited, and one that exec'd closed
+    /// its end, so the read never waits.
+    pub fn failure(&self) -> Option<String> {
         let mut errno = [0u8; 4];
-        if pipe.read_exact(&mut errno).await.is_ok() {
+        // SAFETY: F_SETFL and read on a descriptor we own, into a buffer of 4 bytes.
+        let n = unsafe {
+            libc::fcntl(self.fd.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK);
+            libc::read(self.fd.as_raw_fd(), errno.as_mut_ptr().cast(), errno.len())
+        };
+        (n == 4).then(|| {
             let error = std::io::Error::from_raw_os_error(i32::from_ne_bytes(errno));
-            log!("{id}: cannot run `{}`: {error}", check.program);
-        }
-    });
+            format!("cannot run `{}`: {error}", self.program)
+        })
+    }
 }
 
 fn prepare(request: SpawnRequest) -> Result<Prepared, String> {

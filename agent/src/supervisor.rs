@@ -24,7 +24,7 @@ use crate::events::Bus;
 use crate::instance::{Action, Input, Instance, Timer};
 use crate::logs::{self, Follow, SharedSink, Sink};
 use crate::pipe::{self, PipeRef};
-use crate::spawn::{self, PIPE_FD, SpawnReport, SpawnRequest};
+use crate::spawn::{ExecCheck, PIPE_FD, SpawnReport, SpawnRequest};
 use crate::table::{self, Row, ScaleOverride, TableFile};
 
 /// The first wait after a SIGKILL before checking that the group is gone; it doubles up to a second.
@@ -141,6 +141,8 @@ pub enum Settled {
     NotUp {
         state: State,
         last_exit: Option<Exit>,
+        /// Why the last start failed, when the program never ran.
+        error: Option<String>,
     },
 }
 
@@ -234,6 +236,10 @@ struct Slot {
     sink: SharedSink,
     /// Scaled away: leaves the table once down.
     removing: bool,
+    /// Why the last start failed, when it did (bad cwd, program not found, exec error).
+    start_error: Option<String>,
+    /// Tells, once the current run is reaped, whether its exec failed.
+    exec_check: Option<ExecCheck>,
     up_waiters: Vec<oneshot::Sender<Settled>>,
     down_waiters: Vec<oneshot::Sender<Settled>>,
 }
@@ -247,6 +253,8 @@ impl Slot {
             pipe: None,
             sink,
             removing: false,
+            start_error: None,
+            exec_check: None,
             up_waiters: vec![],
             down_waiters: vec![],
         }
@@ -407,9 +415,10 @@ impl Supervisor {
                     let _ = signal_group(pid, Signal::KILL);
                     return;
                 };
-                spawn::watch_exec(exec_check, id.clone());
                 if let Some(slot) = self.slots.get_mut(&id) {
                     slot.spawn_seq = None;
+                    slot.start_error = None;
+                    slot.exec_check = Some(exec_check);
                     slot.start_time = start_time;
                     if let Err(e) = logs::capture(output, slot.sink.clone(), self.follow.clone()) {
                         log!("{id}: cannot capture output: {e}");
@@ -428,13 +437,15 @@ impl Supervisor {
                 }
             }
             Event::Spawn(SpawnReport::Failed { seq, error }) => {
-                log!("{error}");
-                if let Some(id) = self.spawning.remove(&seq) {
-                    if let Some(slot) = self.slots.get_mut(&id) {
-                        slot.spawn_seq = None;
-                    }
-                    self.step(&id, Input::SpawnFailed);
+                let Some(id) = self.spawning.remove(&seq) else {
+                    log!("a start nobody waits for failed: {error}");
+                    return;
+                };
+                if let Some(slot) = self.slots.get_mut(&id) {
+                    slot.spawn_seq = None;
                 }
+                self.start_failed(&id, error);
+                self.step(&id, Input::SpawnFailed);
             }
             Event::Reaped { pid, exit } => self.on_reaped(pid, exit),
             Event::Timer { id, timer, generation } => self.step(&id, Input::Timer { timer, generation }),
@@ -466,9 +477,13 @@ impl Supervisor {
             return;
         };
         slot.pipe = None;
+        let exec_failure = slot.exec_check.take().and_then(|check| check.failure());
         let group_left = slot.inst.pgid.is_some_and(group_alive);
         if slot.inst.state != State::Stopping {
             log!("{id} exited ({exit})");
+        }
+        if let Some(error) = exec_failure {
+            self.start_failed(&id, error);
         }
         self.bus.emit(EventKind::Exited { id: id.clone(), pid: pid as u32, exit });
         self.step(&id, Input::Exited { exit, group_left });
@@ -570,6 +585,16 @@ impl Supervisor {
         }
     }
 
+    /// Says why a start failed: in the agent's log, in the instance's own log (so that
+    /// `procctl logs` shows it) and to whoever waits for the instance to come up.
+    fn start_failed(&mut self, id: &InstanceId, error: String) {
+        log!("{id}: {error}");
+        if let Some(slot) = self.slots.get_mut(id) {
+            logs::note(&slot.sink, &self.follow, &format!("procagent: {error}"));
+            slot.start_error = Some(error);
+        }
+    }
+
     fn after(&self, delay: Duration, event: Event) {
         let events = self.events.clone();
         tokio::spawn(async move {
@@ -599,7 +624,7 @@ impl Supervisor {
         if spec.pipe == Pipe::Fd {
             env.push(("PROCCTL_PIPE_FD".into(), PIPE_FD.to_string()));
         }
-        SpawnRequest { seq, id: id.clone(), argv: spec.command.clone(), env, cwd: spec.cwd.clone(), pipe: spec.pipe }
+        SpawnRequest { seq, argv: spec.command.clone(), env, cwd: spec.cwd.clone(), pipe: spec.pipe }
     }
 
     fn settle_now(&mut self, id: &InstanceId) {
@@ -639,7 +664,8 @@ impl Supervisor {
             }
         } else if matches!(inst.state, State::Stopped | State::Exited | State::Fatal) {
             for waiter in slot.up_waiters.drain(..) {
-                let _ = waiter.send(Settled::NotUp { state: inst.state, last_exit: inst.last_exit });
+                let error = slot.start_error.clone();
+                let _ = waiter.send(Settled::NotUp { state: inst.state, last_exit: inst.last_exit, error });
             }
         }
         if inst.is_down() {

@@ -81,8 +81,12 @@ async fn started(pending: Pending) -> Outcome {
     };
     match settled {
         Ok(Settled::Up { pid }) => Outcome { id: id.clone(), kind: OutcomeKind::Started { pid } },
-        Ok(Settled::NotUp { state, last_exit }) => {
-            let how = last_exit.map(|exit| format!(", last exit {exit}")).unwrap_or_default();
+        Ok(Settled::NotUp { state, last_exit, error }) => {
+            let how = match (error, last_exit) {
+                (Some(error), _) => format!(": {error}"),
+                (None, Some(exit)) => format!(", last exit {exit}"),
+                (None, None) => String::new(),
+            };
             failed(id, ErrorKind::Failed, format!("{id} did not start: it is {state}{how}"))
         }
         Ok(Settled::Down) | Err(_) => failed(id, ErrorKind::Failed, format!("{id} was removed before it started")),
