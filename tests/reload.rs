@@ -114,3 +114,33 @@ fn a_process_removed_and_added_back_while_still_stopping_is_not_lost() {
     assert!(new.iter().all(|pid| !old.contains(pid)), "the old instances were stopped, then started afresh");
     assert!(old.iter().all(|&pid| !alive(pid)), "no old instance was orphaned");
 }
+
+#[test]
+fn a_changed_process_restarts_what_runs_and_leaves_stopped_instances_stopped() {
+    let mut agent = Agent::start(&format!(
+        "{}{}{}",
+        sleeper("edit", 2, "env = { V = \"1\" }"),
+        sleeper("manual", 1, "autostart = false\nenv = { V = \"1\" }"),
+        "[process.broken]\ncommand = [\"sh\", \"-c\", \"exit 1\"]\nstart_secs = \"1s\"\nstart_retries = 1\n"
+    ));
+    let edit = agent.wait_running("edit", 2);
+    agent.ctl(&["stop", "edit:1"]).ok();
+    agent.wait_state("broken", 0, "fatal");
+    agent.write_config(&format!(
+        "{}{}{}",
+        sleeper("edit", 2, "env = { V = \"2\" }"),
+        sleeper("manual", 1, "autostart = false\nenv = { V = \"2\" }"),
+        sleeper("broken", 1, "")
+    ));
+    agent.ctl(&["reload"]).ok();
+    assert_ne!(agent.pid_of("edit", 0), Some(edit[0]), "the running instance restarted");
+    assert_eq!(agent.state_of("edit", 0), "running");
+    assert_eq!(agent.state_of("edit", 1), "stopped", "stopped by the user: it stays stopped");
+    assert_eq!(agent.state_of("manual", 0), "stopped", "autostart = false: it stays stopped");
+    assert_eq!(agent.state_of("broken", 0), "running", "a fixed command cures fatal");
+    // The stopped ones run the new settings at their next start.
+    agent.ctl(&["start", "edit:1"]).ok();
+    let pid = agent.pid_of("edit", 1).unwrap();
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    assert!(environ.split(|&b| b == 0).any(|entry| entry == b"V=2"), "the new env");
+}

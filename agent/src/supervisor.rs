@@ -927,6 +927,9 @@ impl Supervisor {
             .slots
             .iter()
             .filter(|(id, slot)| report.changed.contains(&id.name) && !slot.removing)
+            // Stopped on purpose (by `stop`, or never started with autostart = false): it
+            // stays stopped and runs the new settings at its next start.
+            .filter(|(_, slot)| !matches!(slot.inst.state, State::Stopped | State::Stopping))
             .filter(|(id, _)| {
                 id.index < fresh.processes[&id.name].instances || !report.rescaled.iter().any(|r| r.0 == id.name)
             })
