@@ -129,10 +129,11 @@ fn a_changed_process_restarts_what_runs_and_leaves_stopped_instances_stopped() {
     agent.write_config(&format!(
         "{}{}{}",
         sleeper("edit", 2, "env = { V = \"2\" }"),
-        sleeper("manual", 1, "autostart = false\nenv = { V = \"2\" }"),
+        sleeper("manual", 2, "autostart = false\nenv = { V = \"2\" }"),
         sleeper("broken", 1, "")
     ));
     agent.ctl(&["reload"]).ok();
+    assert_eq!(agent.state_of("manual", 1), "stopped", "a new instance follows autostart = false");
     assert_ne!(agent.pid_of("edit", 0), Some(edit[0]), "the running instance restarted");
     assert_eq!(agent.state_of("edit", 0), "running");
     assert_eq!(agent.state_of("edit", 1), "stopped", "stopped by the user: it stays stopped");

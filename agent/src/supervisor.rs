@@ -707,7 +707,7 @@ impl Supervisor {
                 let _ = reply.send(result);
             }
             Command::Scale { name, count, reply } => {
-                let _ = reply.send(self.scale(&name, count));
+                let _ = reply.send(self.scale(&name, count, true));
             }
             Command::Shutdown { reply } => {
                 self.shutdown_waiters.push(reply);
@@ -842,7 +842,8 @@ impl Supervisor {
         Outcome { id, kind }
     }
 
-    fn scale(&mut self, name: &str, count: u32) -> Result<ScalePlan, WireError> {
+    /// Adds or takes away instances until `count` exist; the added ones start when `start`.
+    fn scale(&mut self, name: &str, count: u32, start: bool) -> Result<ScalePlan, WireError> {
         self.refuse_when_shutting_down()?;
         let Some(spec) = self.config.processes.get(name) else {
             return Err(WireError::new(ErrorKind::NotFound, format!("no process named `{name}`")));
@@ -870,7 +871,9 @@ impl Supervisor {
                     self.slots.insert(id.clone(), slot);
                 }
             }
-            starting.push(self.start(id));
+            if start {
+                starting.push(self.start(id));
+            }
         }
         let doomed: Vec<InstanceId> = self
             .slots
@@ -969,7 +972,9 @@ impl Supervisor {
             // Old instances above the new count keep going away.
         }
         for (name, _, to) in &report.rescaled {
-            let scale = self.scale(name, *to)?;
+            // New instances follow `autostart`, as they would at agent start.
+            let autostart = self.config.processes[name].autostart;
+            let scale = self.scale(name, *to, autostart)?;
             // The config's count rules again: no runtime count is kept.
             self.scaled.remove(name);
             plan.starting.extend(scale.starting);
