@@ -34,7 +34,7 @@ pub enum SpawnReport {
         pipe: Option<OwnedFd>,
         /// The read end of the child's stdout and stderr.
         output: OwnedFd,
-        /// Carries errno if exec fails; read by `ExecCheck::failure` once the child is reaped.
+        /// Carries errno if exec fails; see `ExecCheck`.
         exec_check: ExecCheck,
     },
     /// Nothing was started; `error` says why (without the instance: the supervisor adds it).
@@ -123,21 +123,46 @@ pub struct ExecCheck {
     program: String,
 }
 
+/// What the exec-error pipe says about a child.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Exec {
+    /// The child exec'd (its end closed with nothing written).
+    Done,
+    /// The child could not exec; why.
+    Failed(String),
+    /// Not known yet: the child is still between fork and exec.
+    Pending,
+}
+
 impl ExecCheck {
-    /// Why the child could not exec, if it could not. Call it once the child is reaped:
-    /// a child that failed wrote errno here before it exited, and one that exec'd closed
-    /// its end, so the read never waits.
-    pub fn failure(&self) -> Option<String> {
+    /// Resolves once the child has exec'd or failed to. It watches a duplicate of the fd,
+    /// so the supervisor reads the answer itself with `read`, in order with its other events.
+    pub fn settled(&self) -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
+        // SAFETY: F_SETFL on a descriptor we own (the duplicate shares the flag).
+        unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+        let watched = tokio::net::unix::pipe::Receiver::from_owned_fd(self.fd.try_clone()?)?;
+        Ok(async move {
+            let _ = watched.readable().await;
+        })
+    }
+
+    /// Reads the pipe without waiting. Once the child is reaped the answer is never
+    /// `Pending`: a child that failed wrote errno before it exited.
+    pub fn read(&self) -> Exec {
         let mut errno = [0u8; 4];
         // SAFETY: F_SETFL and read on a descriptor we own, into a buffer of 4 bytes.
         let n = unsafe {
             libc::fcntl(self.fd.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK);
             libc::read(self.fd.as_raw_fd(), errno.as_mut_ptr().cast(), errno.len())
         };
-        (n == 4).then(|| {
-            let error = std::io::Error::from_raw_os_error(i32::from_ne_bytes(errno));
-            format!("cannot run `{}`: {error}", self.program)
-        })
+        match n {
+            0 => Exec::Done,
+            4 => {
+                let error = std::io::Error::from_raw_os_error(i32::from_ne_bytes(errno));
+                Exec::Failed(format!("cannot run `{}`: {error}", self.program))
+            }
+            _ => Exec::Pending,
+        }
     }
 }
 

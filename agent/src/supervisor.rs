@@ -24,7 +24,7 @@ use crate::events::Bus;
 use crate::instance::{Action, Input, Instance, Timer};
 use crate::logs::{self, Follow, SharedSink, Sink};
 use crate::pipe::{self, PipeRef};
-use crate::spawn::{ExecCheck, PIPE_FD, SpawnReport, SpawnRequest};
+use crate::spawn::{Exec, ExecCheck, PIPE_FD, SpawnReport, SpawnRequest};
 use crate::table::{self, Row, ScaleOverride, TableFile};
 
 /// The first wait after a SIGKILL before checking that the group is gone; it doubles up to a second.
@@ -45,6 +45,11 @@ pub enum Event {
         id: InstanceId,
         timer: Timer,
         generation: u64,
+    },
+    /// The exec-error pipe of this run has something to say (exec done, or errno).
+    ExecSettled {
+        id: InstanceId,
+        pid: i32,
     },
     /// Is the group of a SIGKILLed instance gone yet?
     Recheck {
@@ -238,7 +243,7 @@ struct Slot {
     removing: bool,
     /// Why the last start failed, when it did (bad cwd, program not found, exec error).
     start_error: Option<String>,
-    /// Tells, once the current run is reaped, whether its exec failed.
+    /// Whether the current run could exec its program, until that is known.
     exec_check: Option<ExecCheck>,
     up_waiters: Vec<oneshot::Sender<Settled>>,
     down_waiters: Vec<oneshot::Sender<Settled>>,
@@ -415,6 +420,17 @@ impl Supervisor {
                     let _ = signal_group(pid, Signal::KILL);
                     return;
                 };
+                match exec_check.settled() {
+                    Ok(settled) => {
+                        let (events, id) = (self.events.clone(), id.clone());
+                        tokio::spawn(async move {
+                            settled.await;
+                            let _ = events.send(Event::ExecSettled { id, pid });
+                        });
+                    }
+                    // Then the answer is read when the child is reaped.
+                    Err(e) => log!("{id}: cannot watch the exec of pid {pid}: {e}"),
+                }
                 if let Some(slot) = self.slots.get_mut(&id) {
                     slot.spawn_seq = None;
                     slot.start_error = None;
@@ -447,6 +463,7 @@ impl Supervisor {
                 self.start_failed(&id, error);
                 self.step(&id, Input::SpawnFailed);
             }
+            Event::ExecSettled { id, pid } => self.on_exec_settled(&id, pid),
             Event::Reaped { pid, exit } => self.on_reaped(pid, exit),
             Event::Timer { id, timer, generation } => self.step(&id, Input::Timer { timer, generation }),
             Event::Recheck { id, attempt } => self.on_recheck(id, attempt),
@@ -477,7 +494,10 @@ impl Supervisor {
             return;
         };
         slot.pipe = None;
-        let exec_failure = slot.exec_check.take().and_then(|check| check.failure());
+        let exec_failure = match slot.exec_check.take().map(|check| check.read()) {
+            Some(Exec::Failed(error)) => Some(error),
+            _ => None,
+        };
         let group_left = slot.inst.pgid.is_some_and(group_alive);
         if slot.inst.state != State::Stopping {
             log!("{id} exited ({exit})");
@@ -487,6 +507,21 @@ impl Supervisor {
         }
         self.bus.emit(EventKind::Exited { id: id.clone(), pid: pid as u32, exit });
         self.step(&id, Input::Exited { exit, group_left });
+    }
+
+    /// Closes the exec-error pipe once the child has exec'd, and says why when it could not.
+    fn on_exec_settled(&mut self, id: &InstanceId, pid: i32) {
+        let Some(slot) = self.slots.get_mut(id).filter(|slot| slot.inst.pid == Some(pid)) else {
+            return; // already reaped: the answer was read then
+        };
+        let Some(check) = slot.exec_check.take() else {
+            return;
+        };
+        match check.read() {
+            Exec::Done => {}
+            Exec::Failed(error) => self.start_failed(id, error),
+            Exec::Pending => slot.exec_check = Some(check),
+        }
     }
 
     fn check_draining_groups(&mut self) {
