@@ -18,7 +18,8 @@ struct Watcher {
 impl Watcher {
     fn start(agent: &Agent, json: bool) -> Watcher {
         let args: &[&str] = if json { &["events", "--json"] } else { &["events"] };
-        let mut child = agent.ctl_command(args).stdout(Stdio::piped()).spawn().unwrap();
+        // stderr is only read once procctl has ended: it says a line at most.
+        let mut child = agent.ctl_command(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         let (tx, lines) = mpsc::channel();
         let stdout = child.stdout.take().unwrap();
         std::thread::spawn(move || {
@@ -159,4 +160,22 @@ fn a_watcher_that_does_not_read_misses_events_without_slowing_the_agent() {
         assert!(seen <= 30_001, "every event arrived: the marker never came");
     }
     assert!(missed.unwrap() > 0);
+}
+
+#[test]
+fn the_stream_ends_with_a_clear_message_when_the_agent_goes() {
+    let mut agent = Agent::start(&with_spare(&sleepers(1)));
+    agent.wait_running("worker", 1);
+    let mut watcher = Watcher::start(&agent, false);
+    subscribed(&agent, &watcher);
+    agent.shutdown();
+    let mut status = None;
+    wait_until(WAIT, "procctl events ends", || {
+        status = watcher.child.try_wait().unwrap();
+        status.is_some()
+    });
+    let mut stderr = String::new();
+    watcher.child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert_eq!(status.unwrap().code(), Some(1));
+    assert_eq!(stderr, "procctl: the agent closed the connection (it shut down or died)\n");
 }

@@ -77,7 +77,12 @@ impl Client {
     }
 
     fn read(&mut self) -> Result<Response, CtlError> {
-        let lost = |e: std::io::Error| CtlError::Protocol(format!("lost the agent: {e}"));
+        let lost = |e: std::io::Error| {
+            CtlError::Protocol(match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => "the agent closed the connection (it shut down or died)".into(),
+                _ => format!("lost the agent: {e}"),
+            })
+        };
         let mut header = [0u8; HEADER_LEN];
         self.stream.read_exact(&mut header).map_err(lost)?;
         let len = frame::body_len(header).map_err(|e| CtlError::Protocol(e.to_string()))?;
