@@ -4,7 +4,8 @@
 //! paused with Ctrl-S). A blocking write there would freeze every task of the agent, so a
 //! line is written only when stderr can take it at once; otherwise it is dropped and
 //! counted, and the next line that goes out says how many were lost. A closed pipe is
-//! treated the same way: the agent never dies of its log.
+//! treated the same way: the agent never dies of its log. A line is at most a page, so a
+//! pipe that polls writable takes it whole. Only the error the agent exits with waits.
 
 use std::fmt;
 use std::io::Write as _;
@@ -17,14 +18,39 @@ pub fn line(args: fmt::Arguments) {
         DROPPED.fetch_add(1, Ordering::Relaxed);
         return;
     }
+    let text = compose(DROPPED.swap(0, Ordering::Relaxed), args);
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+}
+
+/// The agent's last words (why it cannot run): written even if that means waiting for
+/// stderr, since the process ends right after.
+pub fn last(args: fmt::Arguments) {
+    let text = compose(DROPPED.swap(0, Ordering::Relaxed), args);
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+}
+
+/// The line (after a count of dropped ones, if any), cut to fit in one page.
+fn compose(dropped: u64, args: fmt::Arguments) -> String {
     let mut text = String::new();
-    let dropped = DROPPED.swap(0, Ordering::Relaxed);
     if dropped > 0 {
         text.push_str(&format!("procagent: ({dropped} log line(s) dropped: stderr was not accepting them)\n"));
     }
-    text.push_str(&format!("procagent: {args}\n"));
-    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+    text.push_str(&format!("procagent: {args}"));
+    if text.len() >= PAGE {
+        let mut end = PAGE - '…'.len_utf8() - 1;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text.push('\n');
+    text
 }
+
+/// What one write may hold: a pipe that polls writable has a free page, and a write that fits
+/// in it does not block.
+const PAGE: usize = 4096;
 
 /// Whether a short write to stderr would not block. A pipe with a free buffer slot takes a
 /// write of up to a page whole; files and /dev/null are always ready.
@@ -33,4 +59,20 @@ fn stderr_ready() -> bool {
     // SAFETY: one valid pollfd and a zero timeout: poll only reads and writes `fd`.
     let ready = unsafe { libc::poll(&mut fd, 1, 0) };
     ready == 1 && fd.revents & libc::POLLOUT != 0 && fd.revents & (libc::POLLERR | libc::POLLNVAL) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_says_what_was_dropped_and_fits_in_a_page() {
+        assert_eq!(compose(0, format_args!("hi")), "procagent: hi\n");
+        assert_eq!(
+            compose(2, format_args!("hi")),
+            "procagent: (2 log line(s) dropped: stderr was not accepting them)\nprocagent: hi\n"
+        );
+        let long = compose(0, format_args!("{}", "é".repeat(5000)));
+        assert!(long.len() <= PAGE && long.ends_with("…\n"), "{}", long.len());
+    }
 }

@@ -82,7 +82,7 @@ fn main() -> ExitCode {
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            log!("{error:#}");
+            log::last(format_args!("{error:#}"));
             ExitCode::FAILURE
         }
     }
