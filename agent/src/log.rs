@@ -14,16 +14,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 
 pub fn line(args: fmt::Arguments) {
-    if !stderr_ready() {
+    if stderr_ready() {
+        last(args);
+    } else {
         DROPPED.fetch_add(1, Ordering::Relaxed);
-        return;
     }
-    let text = compose(DROPPED.swap(0, Ordering::Relaxed), args);
-    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
-/// The agent's last words (why it cannot run): written even if that means waiting for
-/// stderr, since the process ends right after.
+/// Writes the line whatever it takes: for the agent's last words (why it cannot run),
+/// since the process ends right after, and for `line` once stderr is ready.
 pub fn last(args: fmt::Arguments) {
     let text = compose(DROPPED.swap(0, Ordering::Relaxed), args);
     let _ = std::io::stderr().lock().write_all(text.as_bytes());
@@ -31,11 +30,12 @@ pub fn last(args: fmt::Arguments) {
 
 /// The line (after a count of dropped ones, if any), cut to fit in one page.
 fn compose(dropped: u64, args: fmt::Arguments) -> String {
+    use fmt::Write as _;
     let mut text = String::new();
     if dropped > 0 {
-        text.push_str(&format!("procagent: ({dropped} log line(s) dropped: stderr was not accepting them)\n"));
+        let _ = writeln!(text, "procagent: ({dropped} log line(s) dropped: stderr was not accepting them)");
     }
-    text.push_str(&format!("procagent: {args}"));
+    let _ = write!(text, "procagent: {args}");
     if text.len() >= PAGE {
         let mut end = PAGE - '…'.len_utf8() - 1;
         while !text.is_char_boundary(end) {

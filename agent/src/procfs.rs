@@ -39,7 +39,7 @@ pub fn group_members(pgid: i32, since: u64) -> Vec<i32> {
 }
 
 /// A live process found by its environment.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Marked {
     pub pid: i32,
     pub start_time: u64,

@@ -138,8 +138,6 @@ impl ExecCheck {
     /// Resolves once the child has exec'd or failed to. It watches a duplicate of the fd,
     /// so the supervisor reads the answer itself with `read`, in order with its other events.
     pub fn settled(&self) -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
-        // SAFETY: F_SETFL on a descriptor we own (the duplicate shares the flag).
-        unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
         let watched = tokio::net::unix::pipe::Receiver::from_owned_fd(self.fd.try_clone()?)?;
         Ok(async move {
             let _ = watched.readable().await;
@@ -150,11 +148,9 @@ impl ExecCheck {
     /// `Pending`: a child that failed wrote errno before it exited.
     pub fn read(&self) -> Exec {
         let mut errno = [0u8; 4];
-        // SAFETY: F_SETFL and read on a descriptor we own, into a buffer of 4 bytes.
-        let n = unsafe {
-            libc::fcntl(self.fd.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK);
-            libc::read(self.fd.as_raw_fd(), errno.as_mut_ptr().cast(), errno.len())
-        };
+        // SAFETY: read on a descriptor we own (non-blocking since `exec_error_pipe`), into a
+        // buffer of 4 bytes.
+        let n = unsafe { libc::read(self.fd.as_raw_fd(), errno.as_mut_ptr().cast(), errno.len()) };
         match n {
             0 => Exec::Done,
             4 => {
@@ -241,9 +237,13 @@ fn cloexec_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// A close-on-exec pipe whose write end is above the fds the child sets up (0 to 3).
+/// A close-on-exec pipe whose write end is above the fds the child sets up (0 to 3) and
+/// whose read end does not block.
 fn exec_error_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     let (read, write) = cloexec_pipe()?;
+    // The agent's end never blocks: `ExecCheck` reads it when it knows there is an answer.
+    // SAFETY: F_SETFL on a descriptor we own.
+    unsafe { libc::fcntl(read.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
     if write.as_raw_fd() > PIPE_FD {
         return Ok((read, write));
     }

@@ -494,33 +494,40 @@ impl Supervisor {
             return;
         };
         slot.pipe = None;
-        let exec_failure = match slot.exec_check.take().map(|check| check.read()) {
-            Some(Exec::Failed(error)) => Some(error),
-            _ => None,
-        };
         let group_left = slot.inst.pgid.is_some_and(group_alive);
         if slot.inst.state != State::Stopping {
             log!("{id} exited ({exit})");
         }
-        if let Some(error) = exec_failure {
-            self.start_failed(&id, error);
+        // The child is gone, so the pipe holds its answer if the watcher has not had it read.
+        self.read_exec(&id);
+        if let Some(slot) = self.slots.get_mut(&id) {
+            slot.exec_check = None;
         }
         self.bus.emit(EventKind::Exited { id: id.clone(), pid: pid as u32, exit });
         self.step(&id, Input::Exited { exit, group_left });
     }
 
-    /// Closes the exec-error pipe once the child has exec'd, and says why when it could not.
+    /// The watcher saw the exec-error pipe of run `pid` become readable.
     fn on_exec_settled(&mut self, id: &InstanceId, pid: i32) {
-        let Some(slot) = self.slots.get_mut(id).filter(|slot| slot.inst.pid == Some(pid)) else {
-            return; // already reaped: the answer was read then
-        };
-        let Some(check) = slot.exec_check.take() else {
+        if self.slots.get(id).is_some_and(|slot| slot.inst.pid == Some(pid)) {
+            self.read_exec(id);
+        } // else already reaped: the answer was read then
+    }
+
+    /// Reads the current run's exec-error pipe: closes it once the child has exec'd, says
+    /// why when it could not, and keeps it while the answer is not there yet.
+    fn read_exec(&mut self, id: &InstanceId) {
+        let Some(check) = self.slots.get_mut(id).and_then(|slot| slot.exec_check.take()) else {
             return;
         };
         match check.read() {
             Exec::Done => {}
             Exec::Failed(error) => self.start_failed(id, error),
-            Exec::Pending => slot.exec_check = Some(check),
+            Exec::Pending => {
+                if let Some(slot) = self.slots.get_mut(id) {
+                    slot.exec_check = Some(check);
+                }
+            }
         }
     }
 
