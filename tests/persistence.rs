@@ -15,6 +15,9 @@ fn the_pid_table_is_on_disk_and_follows_every_change() {
     });
     agent.ctl(&["stop", "worker:1"]).ok();
     wait_until(WAIT, "the table shows the stop", || read()["instances"][1]["state"] == "stopped");
+    assert!(read()["agent_token"].is_string(), "a running agent names its run");
+    agent.shutdown();
+    assert!(read()["agent_token"].is_null(), "nothing is left after a clean shutdown: no token to search for");
 }
 
 #[test]

@@ -7,7 +7,9 @@
 //! still has the recorded start time, and only members that started after the leader
 //! are signalled, so a reused pid is never hit. Descendants that left their group
 //! (setsid, daemonizing) are found by the `PROCCTL_AGENT` token they inherited: it names
-//! one run of one agent, so no stranger carries it.
+//! one run of one agent, so no stranger carries it. An agent that shut down cleanly and
+//! left nothing behind saves its table without the token, which spares the next one that
+//! search of every process.
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
@@ -112,10 +114,11 @@ pub const ADOPTED_GRACE: Duration = Duration::from_secs(5);
 /// left its instance's process group (setsid, daemonizing) and whose parent ended. Nothing
 /// the agent started may outlive it, so these get SIGTERM (their group too, when they lead
 /// one), then SIGKILL after `ADOPTED_GRACE`. The reaper keeps reaping while this waits.
-pub async fn stop_adopted() {
+/// Returns whether none is left.
+pub async fn stop_adopted() -> bool {
     let children = procfs::children(std::process::id() as i32);
     if children.is_empty() {
-        return;
+        return true;
     }
     log!("stopping {} process(es) that left their instances' groups", children.len());
     let signal_all = |children: &[i32], signal: i32| {
@@ -139,7 +142,11 @@ pub async fn stop_adopted() {
     }
     signal_all(&left, libc::SIGKILL);
     let deadline = Instant::now() + KILL_GRACE;
-    while !procfs::children(std::process::id() as i32).is_empty() && Instant::now() < deadline {
+    loop {
+        let gone = procfs::children(std::process::id() as i32).is_empty();
+        if gone || Instant::now() >= deadline {
+            return gone;
+        }
         tokio::time::sleep(POLL).await;
     }
 }

@@ -384,8 +384,12 @@ impl Supervisor {
                 break;
             }
         }
-        crate::reclaim::stop_adopted().await;
-        self.writer.save(self.snapshot());
+        let nothing_left = crate::reclaim::stop_adopted().await;
+        let mut last = self.snapshot();
+        if nothing_left {
+            last.agent_token = None; // the next agent has no stray of this run to look for
+        }
+        self.writer.save(last);
         self.writer.flush();
         for waiter in self.shutdown_waiters.drain(..) {
             let _ = waiter.send(());
