@@ -76,12 +76,13 @@ pub fn run(socket: &Path, target: Target, words: Vec<String>, options: Options) 
                     for delivery in &deliveries {
                         *accepted.entry(delivery.id.clone()).or_default() += delivery.accepted;
                     }
-                    if deliveries.is_empty() {
-                        return Ok(output::deliveries(&target, &deliveries, false));
-                    }
-                    if deliveries.iter().any(|d| d.error.is_some()) {
+                    if deliveries.is_empty() || deliveries.iter().any(|d| d.error.is_some()) {
                         output::deliveries(&target, &deliveries, false);
-                        eprintln!("procctl: stopped after {} messages", sent + count);
+                        // No instance at all (scaled to 0 meanwhile) took none of this batch.
+                        let through = if deliveries.is_empty() { sent } else { sent + count };
+                        if through > 0 {
+                            eprintln!("procctl: stopped after {through} messages");
+                        }
                         return Ok(Status::Failure);
                     }
                 }
