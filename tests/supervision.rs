@@ -211,3 +211,39 @@ fn a_start_that_cannot_run_says_why_in_its_answer_and_in_the_logs() {
         assert!(logs.stdout.contains("procagent: ") && logs.stdout.contains(why), "{logs:?}");
     }
 }
+
+#[test]
+fn the_kill_of_a_dead_runs_leftovers_never_reaches_the_next_run() {
+    let mut agent = Agent::new("");
+    let app = agent.path("app.sh");
+    let ready = agent.path("ready");
+    std::fs::write(
+        &app,
+        format!("sh -c \"trap '' TERM; touch {}; exec sleep 100000\" &\nexec sleep 100000\n", ready.display()),
+    )
+    .unwrap();
+    agent.write_config(&format!(
+        "[process.app]\ncommand = [\"sh\", \"{}\"]\nstart_secs = \"0s\"\nstop_timeout = \"1s\"\n",
+        app.display()
+    ));
+    agent.launch();
+    let first = agent.wait_running("app", 1)[0];
+    wait_until(WAIT, "the TERM-ignoring child is up", || ready.exists());
+    kill(first, libc::SIGKILL);
+    // The leftover ignores TERM, so it is killed at stop_timeout; then the next run starts.
+    let mut second = 0;
+    wait_until(WAIT, "app:0 runs again with a new pid", || {
+        let row = agent.row("app", 0);
+        second = row["pid"].as_i64().unwrap_or(0) as i32;
+        row["state"] == "running" && second != first && second != 0
+    });
+    // The group-kill rechecks back off 20 ms, 40 ms … 1 s: the old code killed the new run
+    // within that window, again and again.
+    let end = std::time::Instant::now() + Duration::from_millis(2500);
+    while std::time::Instant::now() < end {
+        let row = agent.row("app", 0);
+        assert_eq!(row["pid"], second, "the new run was killed: {row}\n{}", agent.log());
+        assert_eq!(row["restarts"], 1, "{row}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -78,6 +78,8 @@ pub struct Instance {
     /// Restarts the agent made after unexpected exits.
     pub restarts: u32,
     pub last_exit: Option<Exit>,
+    /// Counts spawns: names the current run, so that a delayed event for an earlier one is dropped.
+    pub run: u64,
     quick_failures: u32,
     spawn_pending: bool,
     spawn_when_clear: bool,
@@ -102,6 +104,7 @@ impl Instance {
             started_at: None,
             restarts: 0,
             last_exit: None,
+            run: 0,
             quick_failures: 0,
             spawn_pending: false,
             spawn_when_clear: false,
@@ -217,6 +220,7 @@ impl Instance {
 
     fn on_spawned(&mut self, pid: i32, at: SystemTime, spec: &ProcessSpec) -> Vec<Action> {
         self.spawn_pending = false;
+        self.run += 1;
         self.pid = Some(pid);
         self.pgid = Some(pid);
         self.started_at = Some(at);

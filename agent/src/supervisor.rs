@@ -51,9 +51,10 @@ pub enum Event {
         id: InstanceId,
         pid: i32,
     },
-    /// Is the group of a SIGKILLed instance gone yet?
+    /// Is the group of SIGKILLed run `run` gone yet? Dropped once the instance has moved on.
     Recheck {
         id: InstanceId,
+        run: u64,
         attempt: u32,
     },
     Signal(AgentSignal),
@@ -470,7 +471,7 @@ impl Supervisor {
             Event::ExecSettled { id, pid } => self.on_exec_settled(&id, pid),
             Event::Reaped { pid, exit } => self.on_reaped(pid, exit),
             Event::Timer { id, timer, generation } => self.step(&id, Input::Timer { timer, generation }),
-            Event::Recheck { id, attempt } => self.on_recheck(id, attempt),
+            Event::Recheck { id, run, attempt } => self.on_recheck(id, run, attempt),
             Event::Save => {
                 self.save_armed = false;
                 self.save();
@@ -547,12 +548,12 @@ impl Supervisor {
         }
     }
 
-    fn on_recheck(&mut self, id: InstanceId, attempt: u32) {
+    fn on_recheck(&mut self, id: InstanceId, run: u64, attempt: u32) {
         let Some(slot) = self.slots.get(&id) else {
             return;
         };
-        let Some(pgid) = slot.inst.pgid else {
-            return;
+        let (Some(pgid), true) = (slot.inst.pgid, slot.inst.run == run) else {
+            return; // that run's group is gone and the instance has moved on
         };
         if slot.inst.pid.is_none() && !group_alive(pgid) {
             self.step(&id, Input::GroupGone);
@@ -560,7 +561,7 @@ impl Supervisor {
         }
         let _ = signal_group(pgid, Signal::KILL);
         let delay = (RECHECK_FIRST * 2u32.pow(attempt.min(10))).min(RECHECK_MAX);
-        self.after(delay, Event::Recheck { id, attempt: attempt + 1 });
+        self.after(delay, Event::Recheck { id, run, attempt: attempt + 1 });
     }
 
     /// Feeds one input to one instance and carries out what it returns.
@@ -618,7 +619,8 @@ impl Supervisor {
                 if let Some(pgid) = slot.inst.pgid {
                     log!("{id} did not stop in time: SIGKILL to its group");
                     let _ = signal_group(pgid, Signal::KILL);
-                    self.after(RECHECK_FIRST, Event::Recheck { id: id.clone(), attempt: 1 });
+                    let run = slot.inst.run;
+                    self.after(RECHECK_FIRST, Event::Recheck { id: id.clone(), run, attempt: 1 });
                 }
             }
             Action::Arm { timer, after, generation } => {
