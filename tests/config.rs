@@ -77,3 +77,27 @@ fn a_relative_cwd_and_a_plain_string_command_work() {
     crate::support::wait_until(WAIT, "the command ran in sub/", || !lines(&file).is_empty());
     assert!(lines(&file)[0].ends_with("/sub"));
 }
+
+#[test]
+fn a_relative_program_path_is_taken_from_the_config_files_directory_not_from_cwd() {
+    let mut agent = Agent::new("");
+    std::fs::create_dir_all(agent.path("bin")).unwrap();
+    std::fs::create_dir_all(agent.path("data")).unwrap();
+    let script = agent.path("bin/where.sh");
+    std::fs::write(&script, "#!/bin/sh\npwd > where\nexec sleep 100000\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    agent.write_config("[process.w]\ncommand = [\"./bin/where.sh\"]\ncwd = \"data\"\nstart_secs = \"0s\"\n");
+    agent.launch();
+    agent.wait_running("w", 1);
+    let file = agent.path("data/where");
+    crate::support::wait_until(WAIT, "the program ran in data/", || !lines(&file).is_empty());
+    assert!(lines(&file)[0].ends_with("/data"), "{:?}", lines(&file));
+}
+
+#[test]
+fn a_type_error_names_the_key_path_in_plain_words() {
+    let (stderr, config) = refused("[process.worker]\ncommand = [\"x\"]\ninstances = \"two\"\n");
+    let want = format!("{config}:3: process.worker.instances: expected a whole number, found the string \"two\"");
+    assert!(stderr.contains(&want), "{stderr}");
+    assert!(!stderr.contains("u32"), "{stderr}");
+}
