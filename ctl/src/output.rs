@@ -1,17 +1,26 @@
 //! The only place that turns replies into text: tables, JSON with stable keys, outcome lines.
-//! Results go to stdout, failures to stderr.
+//! Each printer writes results to `out` (stdout) and failures to `err` (stderr), and returns
+//! what the exit status needs; a write error is the caller's to handle.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
 
 use comfy_table::{CellAlignment, ContentArrangement, Table, presets};
-use std::io::Write;
-
 use procctl_proto::{
-    Delivery, Event, EventKind, Exit, InstanceInfo, LogLine, Outcome, OutcomeKind, ReloadReport, Target,
+    Delivery, Event, EventKind, Exit, InstanceId, InstanceInfo, LogLine, Outcome, OutcomeKind, ReloadReport, Target,
 };
 use serde_json::{Value, json};
 
 use crate::Status;
 
-pub fn list_table(rows: &[InstanceInfo]) -> String {
+/// The rows of `list`: a table, or one JSON array.
+pub fn list(rows: &[InstanceInfo], json: bool, out: &mut impl Write) -> io::Result<Status> {
+    let text = if json { list_json(rows) } else { list_table(rows) };
+    writeln!(out, "{text}")?;
+    Ok(Status::Success)
+}
+
+fn list_table(rows: &[InstanceInfo]) -> String {
     let mut table = Table::new();
     table.load_preset(presets::NOTHING).set_content_arrangement(ContentArrangement::Disabled).set_header([
         "NAME",
@@ -43,7 +52,7 @@ pub fn list_table(rows: &[InstanceInfo]) -> String {
     table.lines().map(|line| line.trim_end().to_string()).collect::<Vec<_>>().join("\n")
 }
 
-pub fn list_json(rows: &[InstanceInfo]) -> String {
+fn list_json(rows: &[InstanceInfo]) -> String {
     let rows: Vec<Value> = rows
         .iter()
         .map(|row| {
@@ -69,7 +78,7 @@ fn exit_json(exit: Exit) -> Value {
 }
 
 /// `3d4h`, `2h05m`, `4m07s`, `9s`.
-pub fn uptime(secs: u64) -> String {
+fn uptime(secs: u64) -> String {
     let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
     match (d, h, m) {
         (0, 0, 0) => format!("{s}s"),
@@ -79,96 +88,164 @@ pub fn uptime(secs: u64) -> String {
     }
 }
 
-/// Prints one line per outcome; any failure makes the command fail.
-pub fn outcomes(outcomes: &[Outcome]) -> Status {
+/// The pids of `pid`, one per line.
+pub fn pids(pids: &[u32], out: &mut impl Write) -> io::Result<Status> {
+    for pid in pids {
+        writeln!(out, "{pid}")?;
+    }
+    Ok(Status::Success)
+}
+
+/// What a command that found no instance of its target says (`verb` is `start`, `stop`...).
+pub fn nothing_to(verb: &str, target: &Target, out: &mut impl Write) -> io::Result<Status> {
+    writeln!(out, "nothing to {verb}: {target} has no instances")?;
+    Ok(Status::Success)
+}
+
+/// One line per outcome, failures to `err`; any failure makes the command fail.
+pub fn outcomes(outcomes: &[Outcome], out: &mut impl Write, err: &mut impl Write) -> io::Result<Status> {
     let mut status = Status::Success;
     for outcome in outcomes {
         let id = &outcome.id;
         let pid = |pid: Option<u32>| pid.map_or("-".to_string(), |pid| pid.to_string());
         match &outcome.kind {
-            OutcomeKind::Started { pid } => println!("{id} started (pid {pid})"),
-            OutcomeKind::AlreadyRunning { pid: p } => println!("{id} already running (pid {})", pid(*p)),
-            OutcomeKind::Stopped => println!("{id} stopped"),
-            OutcomeKind::AlreadyStopped => println!("{id} already stopped"),
-            OutcomeKind::Restarted { old, new } => println!("{id} restarted: pid {} -> {new}", pid(*old)),
-            OutcomeKind::Signalled { pid, signal } => println!("{id} sent {signal} (pid {pid})"),
+            OutcomeKind::Started { pid } => writeln!(out, "{id} started (pid {pid})")?,
+            OutcomeKind::AlreadyRunning { pid: p } => writeln!(out, "{id} already running (pid {})", pid(*p))?,
+            OutcomeKind::Stopped => writeln!(out, "{id} stopped")?,
+            OutcomeKind::AlreadyStopped => writeln!(out, "{id} already stopped")?,
+            OutcomeKind::Restarted { old, new } => writeln!(out, "{id} restarted: pid {} -> {new}", pid(*old))?,
+            OutcomeKind::Signalled { pid, signal } => writeln!(out, "{id} sent {signal} (pid {pid})")?,
             OutcomeKind::Failed(error) => {
-                eprintln!("procctl: {error}");
+                writeln!(err, "procctl: {error}")?;
                 status = Status::Failure;
             }
         }
     }
-    status
+    Ok(status)
+}
+
+/// What `scale` did.
+pub fn scaled(name: &str, from: u32, to: u32, out: &mut impl Write) -> io::Result<Status> {
+    if from == to {
+        writeln!(out, "{name} already has {to} instance(s)")?;
+    } else {
+        writeln!(out, "{name} scaled from {from} to {to}")?;
+    }
+    Ok(Status::Success)
+}
+
+pub fn shut_down(out: &mut impl Write) -> io::Result<Status> {
+    writeln!(out, "every instance stopped; the agent is exiting")?;
+    Ok(Status::Success)
 }
 
 /// Replies (prefixed `NAME:INDEX ` when there are several) or what each instance accepted;
-/// failures to stderr. Any failure makes the command fail.
-pub fn deliveries(target: &Target, deliveries: &[Delivery], reply: bool) -> Status {
+/// failures to `err`. Any failure makes the command fail.
+pub fn deliveries(
+    target: &Target,
+    deliveries: &[Delivery],
+    reply: bool,
+    out: &mut impl Write,
+    err: &mut impl Write,
+) -> io::Result<Status> {
     let several = deliveries.len() > 1;
     let mut status = Status::Success;
     for delivery in deliveries {
         match (&delivery.error, &delivery.reply) {
             (Some(error), _) => {
-                eprintln!("procctl: {error}");
+                writeln!(err, "procctl: {error}")?;
                 status = Status::Failure;
             }
-            (None, Some(line)) if several => println!("{} {line}", delivery.id),
-            (None, Some(line)) => println!("{line}"),
-            (None, None) if !reply => println!("{} accepted {} message(s)", delivery.id, delivery.accepted),
+            (None, Some(line)) if several => writeln!(out, "{} {line}", delivery.id)?,
+            (None, Some(line)) => writeln!(out, "{line}")?,
+            (None, None) if !reply => accepted_line(&delivery.id, delivery.accepted, out)?,
             (None, None) => {}
         }
     }
     if deliveries.is_empty() {
-        eprintln!("procctl: nothing to send to: `{target}` has no instances");
+        writeln!(err, "procctl: nothing to send to: `{target}` has no instances")?;
         status = Status::Failure;
     }
-    status
+    Ok(status)
 }
 
-/// What a reload changed, one line per kind of change; failures to stderr.
-pub fn reloaded(report: &ReloadReport) -> Status {
+/// The batch that stopped a `send -` stream, then how many messages went through before it
+/// (when any did). The command fails.
+pub fn stream_stopped(
+    target: &Target,
+    batch: &[Delivery],
+    through: usize,
+    out: &mut impl Write,
+    err: &mut impl Write,
+) -> io::Result<Status> {
+    deliveries(target, batch, false, out, err)?;
+    if through > 0 {
+        writeln!(err, "procctl: stopped after {through} messages")?;
+    }
+    Ok(Status::Failure)
+}
+
+/// What each instance accepted over a whole `send -` stream.
+pub fn stream_accepted(accepted: &BTreeMap<InstanceId, u32>, out: &mut impl Write) -> io::Result<Status> {
+    for (id, count) in accepted {
+        accepted_line(id, *count, out)?;
+    }
+    Ok(Status::Success)
+}
+
+fn accepted_line(id: &InstanceId, count: u32, out: &mut impl Write) -> io::Result<()> {
+    writeln!(out, "{id} accepted {count} message(s)")
+}
+
+/// What a reload changed, one line per kind of change; failures to `err`.
+pub fn reloaded(report: &ReloadReport, out: &mut impl Write, err: &mut impl Write) -> io::Result<Status> {
     let names = |list: &[String]| list.join(" ");
     let mut changed = false;
     for (what, list) in [("added", &report.added), ("removed", &report.removed), ("restarted", &report.changed)] {
         if !list.is_empty() {
-            println!("{what}: {}", names(list));
+            writeln!(out, "{what}: {}", names(list))?;
             changed = true;
         }
     }
     for (name, from, to) in &report.rescaled {
-        println!("rescaled: {name} from {from} to {to}");
+        writeln!(out, "rescaled: {name} from {from} to {to}")?;
         changed = true;
     }
     if !changed {
-        println!("nothing changed");
+        writeln!(out, "nothing changed")?;
     }
-    if report.failures.is_empty() { Status::Success } else { outcomes(&report.failures) }
+    if report.failures.is_empty() { Ok(Status::Success) } else { outcomes(&report.failures, out, err) }
 }
 
 /// One captured line, prefixed `NAME:INDEX ` when the target has several instances.
-pub fn log_line(line: &LogLine, several: bool) -> std::io::Result<()> {
-    let mut out = std::io::stdout().lock();
+pub fn log_line(line: &LogLine, several: bool, out: &mut impl Write) -> io::Result<()> {
     if several {
         write!(out, "{} ", line.id)?;
     }
     writeln!(out, "{}", line.text)
 }
 
-/// One event: a readable line, or one JSON object with stable keys.
-pub fn event(event: &Event, json: bool) -> std::io::Result<()> {
-    let time = rfc3339(event.time_ms);
-    let line = if json { event_json(&time, &event.kind).to_string() } else { event_text(&time, &event.kind) };
-    writeln!(std::io::stdout().lock(), "{line}")
+/// Lines of a followed log that the agent dropped because we read too slowly.
+pub fn missed_lines(count: u64, err: &mut impl Write) -> io::Result<()> {
+    writeln!(err, "procctl: missed {count} line(s): this terminal read too slowly")
 }
 
-pub fn missed(count: u64, json: bool) -> std::io::Result<()> {
+/// One event: a readable line, or one JSON object with stable keys.
+pub fn event(event: &Event, json: bool, out: &mut impl Write) -> io::Result<()> {
+    let time = rfc3339(event.time_ms);
+    let line = if json { event_json(&time, &event.kind).to_string() } else { event_text(&time, &event.kind) };
+    writeln!(out, "{line}")
+}
+
+/// Events the agent dropped because we read too slowly, in the stream's own form.
+pub fn missed_events(count: u64, json: bool, out: &mut impl Write) -> io::Result<()> {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     let line = if json {
         json!({"time": rfc3339(now), "event": "missed", "count": count}).to_string()
     } else {
         format!("{} missed {count} event(s): this reader was too slow", rfc3339(now))
     };
-    writeln!(std::io::stdout().lock(), "{line}")
+    writeln!(out, "{line}")
 }
 
 fn event_text(time: &str, kind: &EventKind) -> String {
@@ -212,7 +289,7 @@ fn event_json(time: &str, kind: &EventKind) -> Value {
 }
 
 /// RFC 3339 in UTC with milliseconds: `2026-11-24T11:06:36.123Z`.
-pub fn rfc3339(time_ms: u64) -> String {
+fn rfc3339(time_ms: u64) -> String {
     let (secs, millis) = (time_ms / 1000, time_ms % 1000);
     let (days, rest) = (secs / 86_400, secs % 86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
@@ -231,7 +308,26 @@ pub fn rfc3339(time_ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use procctl_proto::{InstanceId, Signal, State};
+    use procctl_proto::{ErrorKind, Signal, State, WireError};
+
+    /// What a printer wrote to stdout and to stderr, and the status it returned.
+    fn print(printer: impl FnOnce(&mut Vec<u8>, &mut Vec<u8>) -> io::Result<Status>) -> (String, String, Status) {
+        let (mut out, mut err) = (vec![], vec![]);
+        let status = printer(&mut out, &mut err).unwrap();
+        (String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap(), status)
+    }
+
+    fn outcome(index: u32, kind: OutcomeKind) -> Outcome {
+        Outcome { id: InstanceId::new("web", index), kind }
+    }
+
+    fn failed(message: &str) -> WireError {
+        WireError::new(ErrorKind::Failed, message)
+    }
+
+    fn delivery(index: u32, accepted: u32, reply: Option<&str>, error: Option<&str>) -> Delivery {
+        Delivery { id: InstanceId::new("web", index), accepted, reply: reply.map(Into::into), error: error.map(failed) }
+    }
 
     fn row(pid: Option<u32>, state: State, last_exit: Option<Exit>) -> InstanceInfo {
         InstanceInfo { id: InstanceId::new("web", 1), pid, state, uptime_secs: pid.map(|_| 75), restarts: 2, last_exit }
@@ -296,5 +392,222 @@ mod tests {
         assert_eq!(uptime(247), "4m07s");
         assert_eq!(uptime(7500), "2h05m");
         assert_eq!(uptime(273_600), "3d4h");
+    }
+
+    #[test]
+    fn each_outcome_is_one_line_on_stdout_and_a_failure_one_line_on_stderr() {
+        use OutcomeKind::*;
+        let cases = [
+            (Started { pid: 10 }, "web:0 started (pid 10)\n", "", Status::Success),
+            (AlreadyRunning { pid: Some(10) }, "web:0 already running (pid 10)\n", "", Status::Success),
+            (AlreadyRunning { pid: None }, "web:0 already running (pid -)\n", "", Status::Success),
+            (Stopped, "web:0 stopped\n", "", Status::Success),
+            (AlreadyStopped, "web:0 already stopped\n", "", Status::Success),
+            (Restarted { old: Some(10), new: 12 }, "web:0 restarted: pid 10 -> 12\n", "", Status::Success),
+            (Restarted { old: None, new: 12 }, "web:0 restarted: pid - -> 12\n", "", Status::Success),
+            (Signalled { pid: 10, signal: Signal::HUP }, "web:0 sent HUP (pid 10)\n", "", Status::Success),
+            (Failed(failed("web:0 did not start")), "", "procctl: web:0 did not start\n", Status::Failure),
+        ];
+        for (kind, out, err, status) in cases {
+            let list = [outcome(0, kind)];
+            assert_eq!(print(|o, e| outcomes(&list, o, e)), (out.into(), err.into(), status), "{list:?}");
+        }
+    }
+
+    #[test]
+    fn one_failed_outcome_among_others_fails_the_command_and_the_rest_still_print() {
+        let list = [
+            outcome(0, OutcomeKind::Stopped),
+            outcome(1, OutcomeKind::Failed(failed("web:1 is stuck"))),
+            outcome(2, OutcomeKind::AlreadyStopped),
+        ];
+        let (out, err, status) = print(|o, e| outcomes(&list, o, e));
+        assert_eq!(out, "web:0 stopped\nweb:2 already stopped\n");
+        assert_eq!(err, "procctl: web:1 is stuck\n");
+        assert_eq!(status, Status::Failure);
+    }
+
+    #[test]
+    fn a_target_without_instances_says_there_was_nothing_to_do() {
+        for (verb, target, line) in [
+            ("start", Target::All, "nothing to start: all has no instances\n"),
+            ("stop", Target::Name("web".into()), "nothing to stop: web has no instances\n"),
+            ("restart", Target::Instance(InstanceId::new("web", 3)), "nothing to restart: web:3 has no instances\n"),
+            ("signal", Target::Name("web".into()), "nothing to signal: web has no instances\n"),
+        ] {
+            assert_eq!(print(|o, _| nothing_to(verb, &target, o)), (line.into(), String::new(), Status::Success));
+        }
+    }
+
+    #[test]
+    fn deliveries_print_replies_acceptances_and_failures_where_they_belong() {
+        let web = Target::Name("web".into());
+        let cases = [
+            (
+                "several replies are prefixed",
+                vec![delivery(0, 1, Some("pong 0"), None), delivery(1, 1, Some("pong 1"), None)],
+                true,
+                "web:0 pong 0\nweb:1 pong 1\n",
+                "",
+                Status::Success,
+            ),
+            ("a single reply is bare", vec![delivery(0, 1, Some("pong"), None)], true, "pong\n", "", Status::Success),
+            (
+                "without --reply, each instance says what it accepted",
+                vec![delivery(0, 1, None, None), delivery(1, 1, None, None)],
+                false,
+                "web:0 accepted 1 message(s)\nweb:1 accepted 1 message(s)\n",
+                "",
+                Status::Success,
+            ),
+            (
+                "with --reply and no line, nothing is printed",
+                vec![delivery(0, 1, None, None)],
+                true,
+                "",
+                "",
+                Status::Success,
+            ),
+            (
+                "an error goes to stderr and fails",
+                vec![delivery(0, 0, None, Some("web:0 sent no reply within 5s"))],
+                true,
+                "",
+                "procctl: web:0 sent no reply within 5s\n",
+                Status::Failure,
+            ),
+            (
+                "an error among replies keeps the others prefixed",
+                vec![delivery(0, 1, Some("pong"), None), delivery(1, 0, Some("late"), Some("web:1 queue is full"))],
+                true,
+                "web:0 pong\n",
+                "procctl: web:1 queue is full\n",
+                Status::Failure,
+            ),
+            (
+                "no instance at all fails",
+                vec![],
+                false,
+                "",
+                "procctl: nothing to send to: `web` has no instances\n",
+                Status::Failure,
+            ),
+        ];
+        for (case, list, reply, out, err, status) in cases {
+            assert_eq!(print(|o, e| deliveries(&web, &list, reply, o, e)), (out.into(), err.into(), status), "{case}");
+        }
+    }
+
+    #[test]
+    fn a_stopped_stream_says_how_many_messages_went_through_when_any_did() {
+        let web = Target::Name("web".into());
+        let batch = [delivery(0, 2, None, None), delivery(1, 0, None, Some("web:1 read nothing for 5s"))];
+        let (out, err, status) = print(|o, e| stream_stopped(&web, &batch, 7, o, e));
+        assert_eq!(out, "web:0 accepted 2 message(s)\n");
+        assert_eq!(err, "procctl: web:1 read nothing for 5s\nprocctl: stopped after 7 messages\n");
+        assert_eq!(status, Status::Failure);
+        let none = print(|o, e| stream_stopped(&web, &[], 0, o, e));
+        assert_eq!(
+            none,
+            (String::new(), "procctl: nothing to send to: `web` has no instances\n".into(), Status::Failure)
+        );
+    }
+
+    #[test]
+    fn a_finished_stream_says_what_each_instance_accepted_in_order() {
+        let accepted = BTreeMap::from([(InstanceId::new("web", 1), 5), (InstanceId::new("web", 0), 3)]);
+        let printed = print(|o, _| stream_accepted(&accepted, o));
+        assert_eq!(
+            printed,
+            ("web:0 accepted 3 message(s)\nweb:1 accepted 5 message(s)\n".into(), String::new(), Status::Success)
+        );
+    }
+
+    #[test]
+    fn a_reload_prints_one_line_per_kind_of_change_and_its_failures_on_stderr() {
+        let report = ReloadReport {
+            added: vec!["api".into(), "cron".into()],
+            removed: vec!["old".into()],
+            changed: vec!["web".into()],
+            rescaled: vec![("worker".into(), 1, 3)],
+            failures: vec![],
+        };
+        let printed = print(|o, e| reloaded(&report, o, e));
+        let out = "added: api cron\nremoved: old\nrestarted: web\nrescaled: worker from 1 to 3\n";
+        assert_eq!(printed, (out.into(), String::new(), Status::Success));
+
+        let printed = print(|o, e| reloaded(&ReloadReport::default(), o, e));
+        assert_eq!(printed, ("nothing changed\n".into(), String::new(), Status::Success));
+
+        let failures = ReloadReport {
+            changed: vec!["web".into()],
+            failures: vec![outcome(0, OutcomeKind::Failed(failed("web:0 exited with code 1 while starting")))],
+            ..ReloadReport::default()
+        };
+        let printed = print(|o, e| reloaded(&failures, o, e));
+        let err = "procctl: web:0 exited with code 1 while starting\n";
+        assert_eq!(printed, ("restarted: web\n".into(), err.into(), Status::Failure));
+    }
+
+    #[test]
+    fn pids_are_one_per_line() {
+        assert_eq!(print(|o, _| pids(&[10], o)), ("10\n".into(), String::new(), Status::Success));
+        assert_eq!(print(|o, _| pids(&[10, 11, 12], o)), ("10\n11\n12\n".into(), String::new(), Status::Success));
+    }
+
+    #[test]
+    fn scale_says_what_changed_or_that_nothing_did() {
+        for (from, to, line) in [
+            (1, 4, "worker scaled from 1 to 4\n"),
+            (3, 0, "worker scaled from 3 to 0\n"),
+            (2, 2, "worker already has 2 instance(s)\n"),
+        ] {
+            assert_eq!(print(|o, _| scaled("worker", from, to, o)), (line.into(), String::new(), Status::Success));
+        }
+    }
+
+    #[test]
+    fn shutdown_says_the_agent_is_exiting() {
+        let printed = print(|o, _| shut_down(o));
+        assert_eq!(printed, ("every instance stopped; the agent is exiting\n".into(), String::new(), Status::Success));
+    }
+
+    #[test]
+    fn list_ends_its_table_or_json_with_a_newline() {
+        let rows = [row(Some(42), State::Running, None)];
+        let (table, _, status) = print(|o, _| list(&rows, false, o));
+        assert_eq!((table, status), (format!("{}\n", list_table(&rows)), Status::Success));
+        let (json, _, _) = print(|o, _| list(&rows, true, o));
+        assert_eq!(json, format!("{}\n", list_json(&rows)));
+    }
+
+    #[test]
+    fn log_lines_are_prefixed_only_when_the_target_has_several_instances() {
+        let line = LogLine { id: InstanceId::new("web", 1), time_ms: 0, text: "hello".into() };
+        for (several, text) in [(true, "web:1 hello\n"), (false, "hello\n")] {
+            let mut out = vec![];
+            log_line(&line, several, &mut out).unwrap();
+            assert_eq!(String::from_utf8(out).unwrap(), text);
+        }
+        let mut err = vec![];
+        missed_lines(4, &mut err).unwrap();
+        assert_eq!(String::from_utf8(err).unwrap(), "procctl: missed 4 line(s): this terminal read too slowly\n");
+    }
+
+    #[test]
+    fn an_event_is_one_line_of_text_or_json() {
+        let started = Event { time_ms: 0, kind: EventKind::Started { id: InstanceId::new("web", 0), pid: 7 } };
+        let mut out = vec![];
+        event(&started, false, &mut out).unwrap();
+        event(&started, true, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "1970-01-01T00:00:00.000Z started web:0 pid 7");
+        let json: Value = serde_json::from_str(lines[1]).unwrap();
+        assert_eq!(
+            json,
+            json!({"time": "1970-01-01T00:00:00.000Z", "event": "started", "name": "web", "instance": 0, "pid": 7})
+        );
+        assert!(text.ends_with('\n') && lines.len() == 2);
     }
 }

@@ -10,8 +10,8 @@ pub fn run(client: &mut Client, json: bool) -> Result<Status, CtlError> {
     client.start(&Request::Events)?;
     loop {
         let printed = match client.next()? {
-            Response::Event(event) => output::event(&event, json),
-            Response::Missed(count) => output::missed(count, json),
+            Response::Event(event) => output::event(&event, json, &mut std::io::stdout().lock()),
+            Response::Missed(count) => output::missed_events(count, json, &mut std::io::stdout().lock()),
             other => return Err(unexpected(&other)),
         };
         if printed.is_err() {

@@ -2,6 +2,7 @@
 
 use procctl_proto::{Request, Response, Target};
 
+use super::printed;
 use crate::Status;
 use crate::client::{Client, CtlError, unexpected};
 use crate::output;
@@ -9,9 +10,7 @@ use crate::output;
 pub fn run(client: &mut Client, target: Option<Target>, json: bool) -> Result<Status, CtlError> {
     let target = target.unwrap_or(Target::All);
     match client.call(&Request::List { target })? {
-        Response::List(rows) if json => println!("{}", output::list_json(&rows)),
-        Response::List(rows) => println!("{}", output::list_table(&rows)),
-        other => return Err(unexpected(&other)),
+        Response::List(rows) => printed(output::list(&rows, json, &mut std::io::stdout().lock())),
+        other => Err(unexpected(&other)),
     }
-    Ok(Status::Success)
 }

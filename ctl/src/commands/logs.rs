@@ -1,7 +1,10 @@
 //! `procctl logs TARGET [-n N] [-f]`
 
+use std::io::{stderr, stdout};
+
 use procctl_proto::{Request, Response, Target};
 
+use super::printed;
 use crate::Status;
 use crate::client::{Client, CtlError, unexpected};
 use crate::output;
@@ -10,8 +13,9 @@ pub fn run(client: &mut Client, target: Target, lines: u32, follow: bool) -> Res
     client.start(&Request::Logs { target, lines, follow })?;
     let several = match client.next()? {
         Response::Logs { lines, several } => {
+            let out = &mut stdout().lock();
             for line in &lines {
-                if output::log_line(line, several).is_err() {
+                if output::log_line(line, several, out).is_err() {
                     return Ok(Status::Success);
                 }
             }
@@ -25,12 +29,12 @@ pub fn run(client: &mut Client, target: Target, lines: u32, follow: bool) -> Res
     loop {
         match client.next()? {
             Response::LogLine(line) => {
-                if output::log_line(&line, several).is_err() {
+                if output::log_line(&line, several, &mut stdout().lock()).is_err() {
                     // Whoever read our output has gone (a closed pipe): stop quietly.
                     return Ok(Status::Success);
                 }
             }
-            Response::Missed(count) => eprintln!("procctl: missed {count} line(s): this terminal read too slowly"),
+            Response::Missed(count) => printed(output::missed_lines(count, &mut stderr().lock()))?,
             other => return Err(unexpected(&other)),
         }
     }

@@ -14,7 +14,9 @@ mod signal;
 mod start;
 mod stop;
 
-use procctl_proto::{Request, Response};
+use std::io::{self, stderr, stdout};
+
+use procctl_proto::{Request, Response, Target};
 
 use crate::Status;
 use crate::cli::{Cli, Command};
@@ -43,14 +45,17 @@ pub fn run(cli: Cli) -> Result<Status, CtlError> {
     }
 }
 
-/// For commands that answer with per-instance outcomes.
-fn outcomes(client: &mut Client, request: &Request, nothing: impl FnOnce() -> String) -> Result<Status, CtlError> {
+/// For commands that answer with per-instance outcomes; `verb` names the command.
+fn outcomes(client: &mut Client, request: &Request, verb: &str, target: &Target) -> Result<Status, CtlError> {
     match client.call(request)? {
-        Response::Outcomes(list) if list.is_empty() => {
-            println!("{}", nothing());
-            Ok(Status::Success)
-        }
-        Response::Outcomes(list) => Ok(output::outcomes(&list)),
+        Response::Outcomes(list) if list.is_empty() => printed(output::nothing_to(verb, target, &mut stdout().lock())),
+        Response::Outcomes(list) => printed(output::outcomes(&list, &mut stdout().lock(), &mut stderr().lock())),
         other => Err(unexpected(&other)),
     }
+}
+
+/// Output that could not be written fails the command. A closed pipe never gets here (SIGPIPE
+/// ends procctl first) and neither does a closed stdout (std ignores EBADF).
+fn printed<T>(result: io::Result<T>) -> Result<T, CtlError> {
+    result.map_err(|e| CtlError::Failed(format!("cannot write the output: {e}")))
 }

@@ -8,5 +8,5 @@ use crate::client::{Client, CtlError};
 
 pub fn run(client: &mut Client, target: Target) -> Result<Status, CtlError> {
     let request = Request::Restart { target: target.clone() };
-    outcomes(client, &request, || format!("nothing to restart: {target} has no instances"))
+    outcomes(client, &request, "restart", &target)
 }

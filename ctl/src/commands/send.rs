@@ -4,13 +4,14 @@
 //! connection, in order; the first batch an instance fails stops the stream.
 
 use std::collections::BTreeMap;
-use std::io::BufRead;
+use std::io::{BufRead, stderr, stdout};
 use std::path::Path;
 use std::time::Duration;
 
 use procctl_proto::frame::{self, MAX_FRAME};
 use procctl_proto::{InstanceId, Request, Response, SendRequest, Target};
 
+use super::printed;
 use crate::Status;
 use crate::client::{Client, CtlError, unexpected};
 use crate::output;
@@ -46,7 +47,10 @@ pub fn run(socket: &Path, target: Target, words: Vec<String>, options: Options) 
         frame::encode(&send).map_err(|e| CtlError::Failed(format!("message too large: {e}")))?;
         let mut client = Client::connect(socket)?;
         return match client.call(&send)? {
-            Response::Sent(deliveries) => Ok(output::deliveries(&target, &deliveries, options.reply)),
+            Response::Sent(deliveries) => {
+                let (out, err) = (&mut stdout().lock(), &mut stderr().lock());
+                printed(output::deliveries(&target, &deliveries, options.reply, out, err))
+            }
             other => Err(unexpected(&other)),
         };
     }
@@ -77,13 +81,10 @@ pub fn run(socket: &Path, target: Target, words: Vec<String>, options: Options) 
                         *accepted.entry(delivery.id.clone()).or_default() += delivery.accepted;
                     }
                     if deliveries.is_empty() || deliveries.iter().any(|d| d.error.is_some()) {
-                        output::deliveries(&target, &deliveries, false);
                         // No instance at all (scaled to 0 meanwhile) took none of this batch.
                         let through = if deliveries.is_empty() { sent } else { sent + count };
-                        if through > 0 {
-                            eprintln!("procctl: stopped after {through} messages");
-                        }
-                        return Ok(Status::Failure);
+                        let (out, err) = (&mut stdout().lock(), &mut stderr().lock());
+                        return printed(output::stream_stopped(&target, &deliveries, through, out, err));
                     }
                 }
                 other => return Err(unexpected(&other)),
@@ -102,8 +103,5 @@ pub fn run(socket: &Path, target: Target, words: Vec<String>, options: Options) 
             break;
         }
     }
-    for (id, count) in accepted {
-        println!("{id} accepted {count} message(s)");
-    }
-    Ok(Status::Success)
+    printed(output::stream_accepted(&accepted, &mut stdout().lock()))
 }

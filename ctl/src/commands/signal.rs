@@ -8,5 +8,5 @@ use crate::client::{Client, CtlError};
 
 pub fn run(client: &mut Client, target: Target, signal: Signal) -> Result<Status, CtlError> {
     let request = Request::Signal { target: target.clone(), signal };
-    outcomes(client, &request, || format!("nothing to signal: {target} has no instances"))
+    outcomes(client, &request, "signal", &target)
 }

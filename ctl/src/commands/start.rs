@@ -8,5 +8,5 @@ use crate::client::{Client, CtlError};
 
 pub fn run(client: &mut Client, target: Target) -> Result<Status, CtlError> {
     let request = Request::Start { target: target.clone() };
-    outcomes(client, &request, || format!("nothing to start: {target} has no instances"))
+    outcomes(client, &request, "start", &target)
 }

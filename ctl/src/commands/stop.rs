@@ -8,5 +8,5 @@ use crate::client::{Client, CtlError};
 
 pub fn run(client: &mut Client, target: Target) -> Result<Status, CtlError> {
     let request = Request::Stop { target: target.clone() };
-    outcomes(client, &request, || format!("nothing to stop: {target} has no instances"))
+    outcomes(client, &request, "stop", &target)
 }
