@@ -17,5 +17,6 @@ mod protocol;
 mod reload;
 mod restart;
 mod scale;
+mod signals;
 mod socket;
 mod supervision;
