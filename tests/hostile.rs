@@ -119,3 +119,57 @@ fn past_the_connection_limit_a_client_is_refused_with_a_clear_message() {
     drop(held);
     wait_until(WAIT, "the agent serves again", || agent.ctl(&["list"]).code == Some(0));
 }
+
+#[test]
+fn clients_that_leave_while_waiting_for_a_reply_free_their_slots_at_once() {
+    let mut agent = Agent::new("");
+    let got = agent.path("got");
+    // Reads every message and never answers.
+    agent.write_config(&format!(
+        "[process.mute]\ncommand = {}\nstart_secs = \"0s\"\n",
+        crate::support::sh(&format!("while read -r m <&3; do echo \"$m\" >> {}; done", got.display()))
+    ));
+    agent.launch_with(&["--max-connections", "20"]);
+    agent.wait_running("mute", 1);
+    let mut sent = 0;
+    for round in 0..5 {
+        let mut clients: Vec<std::process::Child> = (0..20)
+            .map(|i| {
+                agent
+                    .ctl_command(&["send", "--reply", "--timeout", "1h", "mute", &format!("r{round}c{i}")])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        sent += 20;
+        wait_until(WAIT, &format!("round {round}: every message reached the worker"), || {
+            crate::support::lines(&got).len() == sent
+        });
+        for client in &mut clients {
+            let _ = client.kill();
+            let _ = client.wait();
+        }
+        // With the slots still held for the hour, this list would be refused.
+        wait_until(WAIT, &format!("round {round}: the agent serves again"), || agent.ctl(&["list"]).code == Some(0));
+    }
+    // The reply that finally comes goes to the event stream, not to a client long gone.
+    agent.ctl(&["send", "mute", "still here"]).ok();
+}
+
+#[test]
+fn a_client_that_only_shuts_down_its_writing_half_still_gets_its_answer() {
+    let mut agent = Agent::start(&sleepers(2));
+    agent.wait_running("worker", 2);
+    let mut stream = connect(&agent);
+    hello(&mut stream);
+    let list = Request::List { target: procctl_proto::Target::All };
+    stream.write_all(&frame::encode(&list).unwrap()).unwrap();
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    match read_response(&mut stream) {
+        Some(Response::List(rows)) => assert_eq!(rows.len(), 2),
+        other => panic!("no answer after a half-close: {other:?}"),
+    }
+    assert!(closed_by_agent(&mut stream), "then the agent closes");
+}

@@ -17,6 +17,7 @@ mod protocol;
 mod reload;
 mod restart;
 mod scale;
+mod security;
 mod signals;
 mod socket;
 mod supervision;

@@ -1,8 +1,11 @@
-//! One instance's lifecycle as data: (state, input) -> (state, actions). Touches no process.
+//! One instance's whole lifecycle as data: (state, input) -> (state, actions). Touches no
+//! process.
 //!
 //! The supervisor feeds it what happened (a request, a spawn, an exit, a timer) and carries
-//! out the actions it returns. Timers carry the generation they were armed with, so a timer
-//! that outlived its reason is ignored.
+//! out the actions it returns, including the ones that answer whoever waits for the
+//! instance to come up or go down, and the one that takes a removed instance out of the
+//! table. Timers carry the generation they were armed with, so a timer that outlived its
+//! reason is ignored; `run` counts spawns, so a delayed check about an earlier run is too.
 
 use std::time::{Duration, SystemTime};
 
@@ -14,6 +17,8 @@ use crate::config::{ProcessSpec, Restart};
 pub const BACKOFF_BASE: Duration = Duration::from_millis(100);
 /// The longest wait between two starts.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How long a spawn may go unanswered by the spawner thread before it counts as failed.
+pub const SPAWN_REPORT_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Timer {
@@ -23,10 +28,15 @@ pub enum Timer {
     Backoff,
     /// stop_timeout after the group was signalled: SIGKILL it.
     StopDeadline,
+    /// The spawner never answered: give up on that spawn.
+    Spawn,
 }
 
+/// How many kinds of timer an instance has.
+pub const TIMERS: usize = 4;
+
 impl Timer {
-    fn slot(self) -> usize {
+    pub fn slot(self) -> usize {
         self as usize
     }
 }
@@ -37,14 +47,19 @@ pub enum Input {
     Start,
     /// A user asks for it to stop.
     Stop,
+    /// A scale or reload takes it away: stop it, then it leaves the table.
+    Remove,
+    /// A later scale or reload keeps it after all.
+    Keep,
     Spawned {
         pid: i32,
         at: SystemTime,
     },
     SpawnFailed,
-    /// The main process ended; `group_left` when other processes remain in its group.
+    /// The main process ended; `group_left` when other processes remain in its group. The
+    /// exit is `None` when the process is gone but its end was never reported.
     Exited {
-        exit: Exit,
+        exit: Option<Exit>,
         group_left: bool,
     },
     /// No process is left in the instance's process group.
@@ -58,14 +73,30 @@ pub enum Input {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     Spawn,
-    SignalGroup(Signal),
-    KillGroup,
+    /// Forget the spawn in flight: its report, should it still come, is for nobody.
+    AbandonSpawn,
+    /// `signal` to the run's group (and SIGCONT, so a stopped process acts on it).
+    Signal(Signal),
+    /// SIGKILL to the run's group, then check until it is gone.
+    Kill,
     /// Arm `timer`; when it fires, feed `Input::Timer` with this generation.
     Arm {
         timer: Timer,
         after: Duration,
         generation: u64,
     },
+    /// The timer of this kind is no longer wanted.
+    Disarm(Timer),
+    /// It is running: whoever waits for it to come up gets this pid.
+    Up {
+        pid: i32,
+    },
+    /// It came to rest without running: whoever waits for it to come up hears it failed.
+    NotUp,
+    /// Whoever waits for it to go down (or for a stop that a start overtook) is answered.
+    Down,
+    /// Removed and down: it leaves the table.
+    Leave,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,12 +111,14 @@ pub struct Instance {
     pub last_exit: Option<Exit>,
     /// Counts spawns: names the current run, so that a delayed event for an earlier one is dropped.
     pub run: u64,
+    /// Taken away by a scale or reload: it leaves the table once down.
+    pub removing: bool,
     quick_failures: u32,
     spawn_pending: bool,
     spawn_when_clear: bool,
     /// A start came while stopping: start once the stop is done.
     start_after_stop: bool,
-    generations: [u64; 3],
+    generations: [u64; TIMERS],
 }
 
 impl Default for Instance {
@@ -105,33 +138,42 @@ impl Instance {
             restarts: 0,
             last_exit: None,
             run: 0,
+            removing: false,
             quick_failures: 0,
             spawn_pending: false,
             spawn_when_clear: false,
             start_after_stop: false,
-            generations: [0; 3],
+            generations: [0; TIMERS],
         }
     }
 
-    /// Running for start_secs.
+    /// Running (up for start_secs).
     pub fn is_up(&self) -> bool {
         self.state == State::Running
     }
 
     /// At rest and nothing of it left alive.
     pub fn is_down(&self) -> bool {
+        self.at_rest() && self.pid.is_none() && self.pgid.is_none() && !self.spawn_pending
+    }
+
+    fn at_rest(&self) -> bool {
         matches!(self.state, State::Stopped | State::Exited | State::Fatal)
-            && self.pid.is_none()
-            && self.pgid.is_none()
-            && !self.spawn_pending
     }
 
     /// Whether a start request has anything to do.
     pub fn is_startable(&self) -> bool {
-        matches!(self.state, State::Stopped | State::Exited | State::Fatal)
+        self.at_rest()
     }
 
     pub fn step(&mut self, input: Input, spec: &ProcessSpec) -> Vec<Action> {
+        let before = self.state;
+        let mut actions = self.transition(input, spec);
+        self.settle(before, &mut actions);
+        actions
+    }
+
+    fn transition(&mut self, input: Input, spec: &ProcessSpec) -> Vec<Action> {
         match input {
             Input::Start if self.is_startable() => {
                 self.quick_failures = 0;
@@ -143,15 +185,17 @@ impl Instance {
             }
             Input::Start => vec![],
             Input::Stop => self.on_stop(spec),
-            Input::Spawned { pid, at } => self.on_spawned(pid, at, spec),
-            Input::SpawnFailed => {
-                self.spawn_pending = false;
-                match self.state {
-                    State::Stopping => self.settle_stopping(),
-                    State::Starting => self.after_exit(None, true, spec),
-                    _ => vec![],
-                }
+            Input::Remove => {
+                self.removing = true;
+                self.on_stop(spec)
             }
+            Input::Keep => {
+                self.removing = false;
+                // The request that was taking it away stops waiting.
+                vec![Action::Down]
+            }
+            Input::Spawned { pid, at } => self.on_spawned(pid, at, spec),
+            Input::SpawnFailed => self.on_spawn_failed(spec),
             Input::Exited { exit, group_left } => self.on_exited(exit, group_left, spec),
             Input::GroupGone => self.on_group_gone(),
             Input::Timer { timer, generation } if generation == self.generations[timer.slot()] => {
@@ -161,13 +205,35 @@ impl Instance {
         }
     }
 
+    /// The answers to waiters that hold once the transition is done.
+    fn settle(&self, before: State, actions: &mut Vec<Action>) {
+        let stop_over = before == State::Stopping && self.state != State::Stopping;
+        if let (true, Some(pid)) = (self.is_up(), self.pid) {
+            actions.push(Action::Up { pid });
+        } else if self.at_rest() {
+            actions.push(Action::NotUp);
+        }
+        if stop_over || self.is_down() {
+            actions.push(Action::Down);
+        }
+        if self.is_down() && self.removing {
+            actions.push(Action::Leave);
+        }
+    }
+
     fn arm(&mut self, timer: Timer, after: Duration) -> Action {
         self.generations[timer.slot()] += 1;
         Action::Arm { timer, after, generation: self.generations[timer.slot()] }
     }
 
-    fn cancel(&mut self, timer: Timer) {
+    fn disarm(&mut self, timer: Timer) -> Action {
         self.generations[timer.slot()] += 1;
+        Action::Disarm(timer)
+    }
+
+    fn spawn(&mut self) -> Vec<Action> {
+        self.spawn_pending = true;
+        vec![Action::Spawn, self.arm(Timer::Spawn, SPAWN_REPORT_TIMEOUT)]
     }
 
     fn begin_start(&mut self) -> Vec<Action> {
@@ -177,8 +243,7 @@ impl Instance {
             self.spawn_when_clear = true;
             vec![]
         } else {
-            self.spawn_pending = true;
-            vec![Action::Spawn]
+            self.spawn()
         }
     }
 
@@ -190,16 +255,18 @@ impl Instance {
                 self.state = State::Stopping;
                 if self.pid.is_some() {
                     let deadline = self.arm(Timer::StopDeadline, spec.stop_timeout);
-                    vec![Action::SignalGroup(spec.stop_signal), deadline]
+                    vec![Action::Signal(spec.stop_signal), deadline, self.disarm(Timer::Up)]
                 } else {
                     // A spawn in flight is signalled when it lands; a draining group keeps its deadline.
                     self.settle_stopping()
                 }
             }
             State::Backoff => {
-                self.cancel(Timer::Backoff);
+                let disarm = self.disarm(Timer::Backoff);
                 self.state = State::Stopping;
-                self.settle_stopping()
+                let mut actions = vec![disarm];
+                actions.extend(self.settle_stopping());
+                actions
             }
             State::Stopping | State::Stopped | State::Exited | State::Fatal => vec![],
         }
@@ -224,48 +291,67 @@ impl Instance {
         self.pid = Some(pid);
         self.pgid = Some(pid);
         self.started_at = Some(at);
+        let mut actions = vec![self.disarm(Timer::Spawn)];
         match self.state {
             State::Starting if spec.start_secs.is_zero() => {
                 self.state = State::Running;
                 self.quick_failures = 0;
-                vec![]
             }
-            State::Starting => vec![self.arm(Timer::Up, spec.start_secs)],
+            State::Starting => actions.push(self.arm(Timer::Up, spec.start_secs)),
             _ => {
                 // Stopped while the spawn was in flight.
-                let deadline = self.arm(Timer::StopDeadline, spec.stop_timeout);
-                vec![Action::SignalGroup(spec.stop_signal), deadline]
+                actions.push(Action::Signal(spec.stop_signal));
+                actions.push(self.arm(Timer::StopDeadline, spec.stop_timeout));
             }
         }
+        actions
     }
 
-    fn on_exited(&mut self, exit: Exit, group_left: bool, spec: &ProcessSpec) -> Vec<Action> {
+    fn on_spawn_failed(&mut self, spec: &ProcessSpec) -> Vec<Action> {
+        if !self.spawn_pending {
+            return vec![];
+        }
+        self.spawn_pending = false;
+        let mut actions = vec![self.disarm(Timer::Spawn)];
+        match self.state {
+            State::Stopping => actions.extend(self.settle_stopping()),
+            State::Starting => actions.extend(self.after_exit(None, true, spec)),
+            _ => {}
+        }
+        actions
+    }
+
+    fn on_exited(&mut self, exit: Option<Exit>, group_left: bool, spec: &ProcessSpec) -> Vec<Action> {
+        if self.pid.is_none() {
+            return vec![]; // no run of ours is alive: a stale report
+        }
         self.pid = None;
         self.started_at = None;
-        self.last_exit = Some(exit);
-        self.cancel(Timer::Up);
+        if exit.is_some() {
+            self.last_exit = exit;
+        }
+        let mut actions = vec![self.disarm(Timer::Up)];
         if !group_left {
             self.pgid = None;
-            self.cancel(Timer::StopDeadline);
+            actions.push(self.disarm(Timer::StopDeadline));
         }
         match self.state {
-            State::Stopping => self.settle_stopping(),
+            State::Stopping => actions.extend(self.settle_stopping()),
             State::Starting | State::Running => {
                 let quick = self.state == State::Starting;
-                let mut actions = Vec::new();
                 if group_left {
                     // Stop what the main process left behind before anything starts again.
-                    actions.push(Action::SignalGroup(spec.stop_signal));
+                    actions.push(Action::Signal(spec.stop_signal));
                     actions.push(self.arm(Timer::StopDeadline, spec.stop_timeout));
                 }
-                actions.extend(self.after_exit(Some(exit), quick, spec));
-                actions
+                actions.extend(self.after_exit(exit, quick, spec));
             }
-            State::Backoff | State::Stopped | State::Exited | State::Fatal => vec![],
+            State::Backoff | State::Stopped | State::Exited | State::Fatal => {}
         }
+        actions
     }
 
-    /// An unexpected end of a run (or a failed spawn: `exit` is `None`).
+    /// An unexpected end of a run (or a failed spawn, or an end never reported: `exit` is `None`).
     fn after_exit(&mut self, exit: Option<Exit>, quick: bool, spec: &ProcessSpec) -> Vec<Action> {
         self.quick_failures = if quick { self.quick_failures + 1 } else { 0 };
         let wanted = match spec.restart {
@@ -291,7 +377,7 @@ impl Instance {
         self.begin_start()
     }
 
-    fn on_timer(&mut self, timer: Timer, _spec: &ProcessSpec) -> Vec<Action> {
+    fn on_timer(&mut self, timer: Timer, spec: &ProcessSpec) -> Vec<Action> {
         match timer {
             Timer::Up if self.state == State::Starting && self.pid.is_some() => {
                 self.state = State::Running;
@@ -299,27 +385,32 @@ impl Instance {
                 vec![]
             }
             Timer::Backoff if self.state == State::Backoff => self.restart_now(),
-            Timer::StopDeadline if self.pgid.is_some() => vec![Action::KillGroup],
+            Timer::StopDeadline if self.pgid.is_some() => vec![Action::Kill],
+            Timer::Spawn if self.spawn_pending => {
+                let mut actions = vec![Action::AbandonSpawn];
+                actions.extend(self.on_spawn_failed(spec));
+                actions
+            }
             _ => vec![],
         }
     }
 
     fn on_group_gone(&mut self) -> Vec<Action> {
-        if self.pid.is_some() {
+        if self.pid.is_some() || self.pgid.is_none() {
             // The main process is alive, so its group is not gone: a stale report.
             return vec![];
         }
         self.pgid = None;
-        self.cancel(Timer::StopDeadline);
+        let mut actions = vec![self.disarm(Timer::StopDeadline)];
         match self.state {
-            State::Stopping => self.settle_stopping(),
+            State::Stopping => actions.extend(self.settle_stopping()),
             State::Starting if self.spawn_when_clear => {
                 self.spawn_when_clear = false;
-                self.spawn_pending = true;
-                vec![Action::Spawn]
+                actions.extend(self.spawn());
             }
-            _ => vec![],
+            _ => {}
         }
+        actions
     }
 }
 
@@ -351,7 +442,7 @@ mod tests {
     }
 
     fn exited(code: i32) -> Input {
-        Input::Exited { exit: Exit::Code(code), group_left: false }
+        Input::Exited { exit: Some(Exit::Code(code)), group_left: false }
     }
 
     /// The generation of the last `Arm` of `timer` in `actions`.
@@ -365,9 +456,23 @@ mod tests {
             .unwrap_or_else(|| panic!("{timer:?} not armed in {actions:?}"))
     }
 
+    fn has(actions: &[Action], want: impl Fn(&Action) -> bool) -> bool {
+        actions.iter().any(want)
+    }
+
+    /// Only what acts on processes and timers, without the answers to waiters.
+    fn effects(actions: &[Action]) -> Vec<Action> {
+        actions
+            .iter()
+            .copied()
+            .filter(|a| !matches!(a, Action::Up { .. } | Action::NotUp | Action::Down | Action::Leave))
+            .filter(|a| !matches!(a, Action::Arm { timer: Timer::Spawn, .. } | Action::Disarm(_)))
+            .collect()
+    }
+
     fn running(spec: &ProcessSpec) -> (Instance, Vec<Action>) {
         let mut inst = Instance::new();
-        assert_eq!(inst.step(Input::Start, spec), [Action::Spawn]);
+        assert_eq!(effects(&inst.step(Input::Start, spec)), [Action::Spawn]);
         let actions = inst.step(spawned(100), spec);
         (inst, actions)
     }
@@ -378,7 +483,8 @@ mod tests {
         let (mut inst, actions) = running(&spec);
         assert_eq!(inst.state, Starting);
         let up = armed(&actions, Timer::Up);
-        assert_eq!(inst.step(Input::Timer { timer: Timer::Up, generation: up }, &spec), []);
+        let actions = inst.step(Input::Timer { timer: Timer::Up, generation: up }, &spec);
+        assert_eq!(actions, [Action::Up { pid: 100 }], "whoever waits is told");
         assert_eq!(inst.state, Running);
         assert!(inst.is_up());
     }
@@ -387,29 +493,33 @@ mod tests {
     fn zero_start_secs_is_running_at_once() {
         let spec = spec("start_secs = \"0s\"");
         let (inst, actions) = running(&spec);
-        assert_eq!((inst.state, actions), (Running, vec![]));
+        assert_eq!(inst.state, Running);
+        assert_eq!(effects(&actions), []);
+        assert!(actions.contains(&Action::Up { pid: 100 }));
     }
 
     #[test]
     fn restart_policy_matrix() {
         // (policy, exit, state after an unexpected exit of a long run)
         let cases = [
-            ("always", Exit::Code(0), Starting),
-            ("always", Exit::Code(1), Starting),
-            ("on-failure", Exit::Code(0), Exited),
-            ("on-failure", Exit::Code(3), Starting),
-            ("on-failure", Exit::Signal(Signal::KILL), Starting),
-            ("never", Exit::Code(1), Exited),
-            ("never", Exit::Signal(Signal::KILL), Exited),
+            ("always", Some(Exit::Code(0)), Starting),
+            ("always", Some(Exit::Code(1)), Starting),
+            ("on-failure", Some(Exit::Code(0)), Exited),
+            ("on-failure", Some(Exit::Code(3)), Starting),
+            ("on-failure", Some(Exit::Signal(Signal::KILL)), Starting),
+            ("on-failure", None, Starting),
+            ("never", Some(Exit::Code(1)), Exited),
+            ("never", Some(Exit::Signal(Signal::KILL)), Exited),
         ];
         for (policy, exit, want) in cases {
             let spec = spec(&format!("restart = \"{policy}\"\nstart_secs = \"0s\""));
             let (mut inst, _) = running(&spec);
+            inst.last_exit = Some(Exit::Code(42));
             let actions = inst.step(Input::Exited { exit, group_left: false }, &spec);
-            assert_eq!(inst.state, want, "{policy} {exit}");
-            assert_eq!(actions.contains(&Action::Spawn), want == Starting, "{policy} {exit}");
+            assert_eq!(inst.state, want, "{policy} {exit:?}");
+            assert_eq!(actions.contains(&Action::Spawn), want == Starting, "{policy} {exit:?}");
             assert_eq!(inst.restarts, u32::from(want == Starting));
-            assert_eq!(inst.last_exit, Some(exit));
+            assert_eq!(inst.last_exit, exit.or(Some(Exit::Code(42))), "an unreported end keeps the last exit");
         }
     }
 
@@ -427,9 +537,16 @@ mod tests {
                 Starting => delays.push(Duration::ZERO),
                 Backoff => {
                     let generation = armed(&actions, Timer::Backoff);
-                    let Action::Arm { after, .. } = actions[0] else { unreachable!() };
+                    let after = actions
+                        .iter()
+                        .find_map(|a| match a {
+                            Action::Arm { timer: Timer::Backoff, after, .. } => Some(*after),
+                            _ => None,
+                        })
+                        .unwrap();
                     delays.push(after);
-                    assert_eq!(inst.step(Input::Timer { timer: Timer::Backoff, generation }, &spec), [Action::Spawn]);
+                    let next = inst.step(Input::Timer { timer: Timer::Backoff, generation }, &spec);
+                    assert_eq!(effects(&next), [Action::Spawn]);
                 }
                 other => panic!("unexpected {other}"),
             }
@@ -438,7 +555,7 @@ mod tests {
         assert_eq!(inst.restarts, 3);
         assert!(inst.is_down());
         // `start` tries again from fatal, with a fresh count.
-        assert_eq!(inst.step(Input::Start, &spec), [Action::Spawn]);
+        assert_eq!(effects(&inst.step(Input::Start, &spec)), [Action::Spawn]);
         assert_eq!(inst.state, Starting);
     }
 
@@ -447,16 +564,17 @@ mod tests {
         let spec = spec("start_secs = \"1s\"");
         let mut inst = Instance::new();
         inst.step(Input::Start, &spec);
-        for _ in 0..3 {
+        let mut last = vec![];
+        for _ in 0..2 {
             inst.step(spawned(7), &spec);
-            inst.step(exited(1), &spec);
+            last = inst.step(exited(1), &spec);
         }
         assert_eq!(inst.state, Backoff);
-        inst.step(Input::Timer { timer: Timer::Backoff, generation: inst.generations[1] }, &spec);
+        inst.step(Input::Timer { timer: Timer::Backoff, generation: armed(&last, Timer::Backoff) }, &spec);
         let actions = inst.step(spawned(8), &spec);
         inst.step(Input::Timer { timer: Timer::Up, generation: armed(&actions, Timer::Up) }, &spec);
         assert_eq!(inst.state, Running);
-        assert_eq!(inst.step(exited(1), &spec), [Action::Spawn], "the next restart is immediate");
+        assert_eq!(effects(&inst.step(exited(1), &spec)), [Action::Spawn], "the next restart is immediate");
     }
 
     #[test]
@@ -464,17 +582,46 @@ mod tests {
         let spec = spec("stop_signal = \"INT\"\nstop_timeout = \"2s\"\nstart_secs = \"0s\"");
         let (mut inst, _) = running(&spec);
         let actions = inst.step(Input::Stop, &spec);
-        assert_eq!(actions[0], Action::SignalGroup(Signal::INT));
+        assert_eq!(actions[0], Action::Signal(Signal::INT));
         assert_eq!(inst.state, Stopping);
         let deadline = armed(&actions, Timer::StopDeadline);
-        assert_eq!(
-            inst.step(Input::Timer { timer: Timer::StopDeadline, generation: deadline }, &spec),
-            [Action::KillGroup]
-        );
-        inst.step(Input::Exited { exit: Exit::Signal(Signal::KILL), group_left: false }, &spec);
+        assert_eq!(inst.step(Input::Timer { timer: Timer::StopDeadline, generation: deadline }, &spec), [Action::Kill]);
+        let actions = inst.step(Input::Exited { exit: Some(Exit::Signal(Signal::KILL)), group_left: false }, &spec);
         assert_eq!(inst.state, Stopped);
         assert!(inst.is_down());
+        assert!(actions.contains(&Action::Down), "the stop is answered");
         assert_eq!(inst.restarts, 0, "a requested stop is not a restart");
+    }
+
+    #[test]
+    fn a_stop_whose_exit_is_never_reported_still_settles() {
+        let spec = spec("start_secs = \"0s\"");
+        let (mut inst, _) = running(&spec);
+        let deadline = armed(&inst.step(Input::Stop, &spec), Timer::StopDeadline);
+        assert_eq!(inst.step(Input::Timer { timer: Timer::StopDeadline, generation: deadline }, &spec), [Action::Kill]);
+        // The supervisor found the process and its group gone without an exit report.
+        let actions = inst.step(Input::Exited { exit: None, group_left: false }, &spec);
+        assert_eq!(inst.state, Stopped);
+        assert!(actions.contains(&Action::Down));
+        assert_eq!(inst.last_exit, None);
+    }
+
+    #[test]
+    fn a_spawn_the_spawner_never_answers_is_given_up() {
+        let spec = spec("start_retries = 1");
+        let mut inst = Instance::new();
+        let actions = inst.step(Input::Start, &spec);
+        let generation = armed(&actions, Timer::Spawn);
+        let actions = inst.step(Input::Timer { timer: Timer::Spawn, generation }, &spec);
+        assert_eq!(actions[0], Action::AbandonSpawn);
+        assert!(actions.contains(&Action::NotUp), "the start is answered");
+        assert_eq!(inst.state, Fatal);
+        assert!(inst.is_down());
+        // A report that comes in time disarms it.
+        let mut inst = Instance::new();
+        let generation = armed(&inst.step(Input::Start, &spec), Timer::Spawn);
+        assert!(inst.step(spawned(5), &spec).contains(&Action::Disarm(Timer::Spawn)));
+        assert!(effects(&inst.step(Input::Timer { timer: Timer::Spawn, generation }, &spec)).is_empty());
     }
 
     #[test]
@@ -485,19 +632,20 @@ mod tests {
         inst.step(exited(0), &spec);
         inst.step(Input::Start, &spec);
         inst.step(spawned(200), &spec);
-        assert_eq!(inst.step(Input::Timer { timer: Timer::StopDeadline, generation: deadline }, &spec), []);
+        assert_eq!(effects(&inst.step(Input::Timer { timer: Timer::StopDeadline, generation: deadline }, &spec)), []);
         assert_eq!(inst.state, Running);
+        assert_eq!(inst.run, 2, "each spawn is a run of its own");
     }
 
     #[test]
     fn leftovers_of_the_group_are_stopped_before_the_next_start() {
         let spec = spec("start_secs = \"0s\"");
         let (mut inst, _) = running(&spec);
-        let actions = inst.step(Input::Exited { exit: Exit::Code(1), group_left: true }, &spec);
-        assert_eq!(actions[0], Action::SignalGroup(Signal::TERM));
+        let actions = inst.step(Input::Exited { exit: Some(Exit::Code(1)), group_left: true }, &spec);
+        assert!(actions.contains(&Action::Signal(Signal::TERM)));
         assert!(!actions.contains(&Action::Spawn), "no spawn while the old group lives");
         assert_eq!(inst.state, Starting);
-        assert_eq!(inst.step(Input::GroupGone, &spec), [Action::Spawn]);
+        assert_eq!(effects(&inst.step(Input::GroupGone, &spec)), [Action::Spawn]);
     }
 
     #[test]
@@ -505,10 +653,11 @@ mod tests {
         let spec = spec("start_secs = \"0s\"");
         let (mut inst, _) = running(&spec);
         inst.step(Input::Stop, &spec);
-        inst.step(Input::Exited { exit: Exit::Code(0), group_left: true }, &spec);
+        let actions = inst.step(Input::Exited { exit: Some(Exit::Code(0)), group_left: true }, &spec);
         assert_eq!(inst.state, Stopping);
         assert!(!inst.is_down());
-        inst.step(Input::GroupGone, &spec);
+        assert!(!actions.contains(&Action::Down));
+        assert!(inst.step(Input::GroupGone, &spec).contains(&Action::Down));
         assert_eq!(inst.state, Stopped);
         assert!(inst.is_down());
     }
@@ -518,10 +667,10 @@ mod tests {
         let spec = spec("");
         let mut inst = Instance::new();
         inst.step(Input::Start, &spec);
-        assert_eq!(inst.step(Input::Stop, &spec), []);
+        assert_eq!(effects(&inst.step(Input::Stop, &spec)), []);
         assert_eq!(inst.state, Stopping);
         let actions = inst.step(spawned(5), &spec);
-        assert_eq!(actions[0], Action::SignalGroup(Signal::TERM));
+        assert!(actions.contains(&Action::Signal(Signal::TERM)));
         inst.step(exited(0), &spec);
         assert_eq!(inst.state, Stopped);
     }
@@ -531,9 +680,11 @@ mod tests {
         let spec = spec("start_secs = \"0s\"");
         let (mut inst, _) = running(&spec);
         inst.step(Input::Stop, &spec);
-        assert_eq!(inst.step(Input::Start, &spec), [], "nothing starts while the old run lives");
+        assert_eq!(effects(&inst.step(Input::Start, &spec)), [], "nothing starts while the old run lives");
         assert_eq!(inst.state, Stopping);
-        assert_eq!(inst.step(exited(0), &spec), [Action::Spawn]);
+        let actions = inst.step(exited(0), &spec);
+        assert!(actions.contains(&Action::Spawn));
+        assert!(actions.contains(&Action::Down), "the stop is over, overtaken by the start");
         assert_eq!(inst.state, Starting);
         assert_eq!(inst.restarts, 0, "a requested start is not a restart");
         // A stop after the start wins again.
@@ -541,8 +692,145 @@ mod tests {
         inst.step(Input::Stop, &spec);
         inst.step(Input::Start, &spec);
         inst.step(Input::Stop, &spec);
-        assert_eq!(inst.step(exited(0), &spec), []);
+        assert!(!inst.step(exited(0), &spec).contains(&Action::Spawn));
         assert_eq!(inst.state, Stopped);
+    }
+
+    #[test]
+    fn removal_stops_it_then_it_leaves_and_keep_takes_it_back() {
+        let spec = spec("start_secs = \"0s\"");
+        let (mut inst, _) = running(&spec);
+        let actions = inst.step(Input::Remove, &spec);
+        assert!(inst.removing && actions.contains(&Action::Signal(Signal::TERM)));
+        assert!(!actions.contains(&Action::Leave));
+        assert!(inst.step(exited(0), &spec).contains(&Action::Leave));
+        // A stopped instance leaves at once.
+        let mut idle = Instance::new();
+        assert!(idle.step(Input::Remove, &spec).contains(&Action::Leave));
+        // Kept while on its way out: the removal's wait ends, and it never leaves.
+        let (mut inst, _) = running(&spec);
+        inst.step(Input::Remove, &spec);
+        assert!(inst.step(Input::Keep, &spec).contains(&Action::Down));
+        assert!(!inst.step(exited(0), &spec).contains(&Action::Leave));
+        assert!(!inst.removing);
+    }
+
+    /// Ways to put an instance in each state of the machine, by feeding it inputs.
+    fn setups() -> Vec<(&'static str, Vec<Input>)> {
+        let deadline_of_stop = Input::Timer { timer: Timer::StopDeadline, generation: 1 };
+        vec![
+            ("stopped (new)", vec![]),
+            ("starting (spawn in flight)", vec![Input::Start]),
+            ("starting (up, before start_secs)", vec![Input::Start, spawned(10)]),
+            (
+                "starting (waiting for the old group)",
+                vec![Input::Start, spawned(10), Input::Exited { exit: Some(Exit::Code(1)), group_left: true }],
+            ),
+            ("running", vec![Input::Start, spawned(10), Input::Timer { timer: Timer::Up, generation: 1 }]),
+            ("backoff", vec![Input::Start, spawned(10), exited(1), spawned(11), exited(1)]),
+            ("stopping", vec![Input::Start, spawned(10), Input::Stop]),
+            ("stopping (killed)", vec![Input::Start, spawned(10), Input::Stop, deadline_of_stop]),
+            ("stopped", vec![Input::Start, spawned(10), Input::Stop, exited(0)]),
+            ("exited", vec![Input::Start, spawned(10), Input::Timer { timer: Timer::Up, generation: 1 }, exited(0)]),
+            (
+                "fatal",
+                vec![
+                    Input::Start,
+                    spawned(10),
+                    exited(1),
+                    spawned(11),
+                    exited(1),
+                    Input::Timer { timer: Timer::Backoff, generation: 1 },
+                    spawned(12),
+                    exited(1),
+                ],
+            ),
+        ]
+    }
+
+    fn inputs() -> Vec<(&'static str, Input)> {
+        vec![
+            ("start", Input::Start),
+            ("stop", Input::Stop),
+            ("remove", Input::Remove),
+            ("keep", Input::Keep),
+            ("spawned", spawned(20)),
+            ("spawn failed", Input::SpawnFailed),
+            ("exited 0", exited(0)),
+            ("exited 1", exited(1)),
+            ("exited, group left", Input::Exited { exit: Some(Exit::Code(1)), group_left: true }),
+            ("exit never reported", Input::Exited { exit: None, group_left: false }),
+            ("group gone", Input::GroupGone),
+            ("up timer", Input::Timer { timer: Timer::Up, generation: 1 }),
+            ("backoff timer", Input::Timer { timer: Timer::Backoff, generation: 1 }),
+            ("stop deadline", Input::Timer { timer: Timer::StopDeadline, generation: 1 }),
+            ("spawn timer", Input::Timer { timer: Timer::Spawn, generation: 1 }),
+            ("stale timer", Input::Timer { timer: Timer::StopDeadline, generation: 99 }),
+        ]
+    }
+
+    /// Every (state, input) pair: the state it leads to, from the table below, and the
+    /// invariants that hold after any step.
+    #[test]
+    fn transition_matrix() {
+        let spec = spec("start_secs = \"1s\"\nstart_retries = 3\nrestart = \"on-failure\"");
+        // Rows follow `setups`, columns `inputs`: the state after that input.
+        use State::{Backoff as B, Exited as E, Fatal as F, Running as R, Starting as S, Stopped as D, Stopping as P};
+        #[rustfmt::skip]
+        let table: [[State; 16]; 11] = [
+            //start stop rem keep spawnd sfail ex0 ex1 exgl lost gone up  boff dead spwn stale
+            [S,    D,   D,  D,   D,     D,    D,  D,  D,   D,   D,   D,  D,   D,   D,   D], // stopped (new)
+            [S,    P,   P,  S,   S,     S,    S,  S,  S,   S,   S,   S,  S,   S,   S,   S], // starting (in flight)
+            [S,    P,   P,  S,   S,     S,    E,  S,  S,   S,   S,   R,  S,   S,   S,   S], // starting (up)
+            [S,    P,   P,  S,   S,     S,    S,  S,  S,   S,   S,   S,  S,   S,   S,   S], // starting (old group)
+            [R,    P,   P,  R,   R,     R,    E,  S,  S,   S,   R,   R,  R,   R,   R,   R], // running
+            [B,    D,   D,  B,   B,     B,    B,  B,  B,   B,   B,   B,  S,   B,   B,   B], // backoff
+            [P,    P,   P,  P,   P,     P,    D,  D,  P,   D,   P,   P,  P,   P,   P,   P], // stopping
+            [P,    P,   P,  P,   P,     P,    D,  D,  P,   D,   P,   P,  P,   P,   P,   P], // stopping (killed)
+            [S,    D,   D,  D,   D,     D,    D,  D,  D,   D,   D,   D,  D,   D,   D,   D], // stopped
+            [S,    E,   E,  E,   E,     E,    E,  E,  E,   E,   E,   E,  E,   E,   E,   E], // exited
+            [S,    F,   F,  F,   F,     F,    F,  F,  F,   F,   F,   F,  F,   F,   F,   F], // fatal
+        ];
+        let setups = setups();
+        let inputs = inputs();
+        for (row, (setup, path)) in setups.iter().enumerate() {
+            for (column, (name, input)) in inputs.iter().enumerate() {
+                let mut inst = Instance::new();
+                for step in path {
+                    inst.step(*step, &spec);
+                }
+                // A backoff setup needs its real backoff generation.
+                let input = match (setup, input) {
+                    (&"backoff", Input::Timer { timer: Timer::Backoff, .. }) => {
+                        Input::Timer { timer: Timer::Backoff, generation: inst.generations[Timer::Backoff.slot()] }
+                    }
+                    _ => *input,
+                };
+                let before = inst.clone();
+                let actions = inst.step(input, &spec);
+                let want = table[row][column];
+                assert_eq!(inst.state, want, "{setup} + {name}: {actions:?}");
+                let case = format!("{setup} + {name} -> {}: {actions:?}", inst.state);
+                // What holds after every step.
+                assert_eq!(inst.is_up(), has(&actions, |a| matches!(a, Action::Up { .. })), "{case}");
+                assert!(!inst.is_down() || has(&actions, |a| *a == Action::Down), "down is answered: {case}");
+                assert_eq!(inst.removing && inst.is_down(), has(&actions, |a| *a == Action::Leave), "{case}");
+                assert!(
+                    !has(&actions, |a| *a == Action::Spawn) || (inst.pgid.is_none() && inst.spawn_pending),
+                    "a spawn only when no old group lives: {case}"
+                );
+                if has(&actions, |a| matches!(a, Action::Signal(_) | Action::Kill)) {
+                    assert!(inst.pgid.is_some(), "a signal needs a group: {case}");
+                }
+                if inst.pid.is_some() {
+                    assert!(inst.pgid.is_some(), "a live run has its group: {case}");
+                }
+                assert!(inst.restarts >= before.restarts, "{case}");
+                if matches!(input, Input::Start | Input::Stop | Input::Remove) {
+                    assert_eq!(inst.restarts, before.restarts, "a request is never a restart: {case}");
+                }
+            }
+        }
     }
 
     #[test]
@@ -550,15 +838,16 @@ mod tests {
         let spec = spec("start_secs = \"1s\"");
         let mut inst = Instance::new();
         inst.step(Input::Start, &spec);
+        let mut last = vec![];
         for _ in 0..2 {
             inst.step(spawned(7), &spec);
-            inst.step(exited(1), &spec);
+            last = inst.step(exited(1), &spec);
         }
         assert_eq!(inst.state, Backoff);
-        let generation = inst.generations[1];
+        let generation = armed(&last, Timer::Backoff);
         inst.step(Input::Stop, &spec);
         assert_eq!(inst.state, Stopped);
-        assert_eq!(inst.step(Input::Timer { timer: Timer::Backoff, generation }, &spec), []);
+        assert_eq!(effects(&inst.step(Input::Timer { timer: Timer::Backoff, generation }, &spec)), []);
     }
 
     #[test]
@@ -566,10 +855,10 @@ mod tests {
         let spec = spec("start_secs = \"0s\"");
         let (mut inst, _) = running(&spec);
         let before = inst.clone();
-        assert_eq!(inst.step(Input::Start, &spec), []);
+        assert_eq!(effects(&inst.step(Input::Start, &spec)), []);
         assert_eq!(inst, before);
         let mut stopped = Instance::new();
-        assert_eq!(stopped.step(Input::Stop, &spec), []);
+        assert_eq!(effects(&stopped.step(Input::Stop, &spec)), []);
         assert_eq!(stopped.state, Stopped);
     }
 
@@ -578,7 +867,7 @@ mod tests {
         let spec = spec("start_retries = 1");
         let mut inst = Instance::new();
         inst.step(Input::Start, &spec);
-        inst.step(Input::SpawnFailed, &spec);
+        assert!(inst.step(Input::SpawnFailed, &spec).contains(&Action::NotUp));
         assert_eq!(inst.state, Fatal);
         assert!(inst.is_down());
     }

@@ -7,6 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -81,7 +82,8 @@ impl Sink {
             let room = (self.max_size - self.size).max(1) as usize;
             let (now, later) = bytes.split_at(room.min(bytes.len()));
             if self.file.is_none() {
-                self.file = OpenOptions::new().create(true).append(true).open(&self.path).ok();
+                // Private: whatever the instance prints may be secret.
+                self.file = OpenOptions::new().create(true).append(true).mode(0o600).open(&self.path).ok();
             }
             if let Some(file) = self.file.as_mut() {
                 if file.write_all(now).is_err() {

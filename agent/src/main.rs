@@ -17,6 +17,7 @@ macro_rules! log {
 
 mod config;
 mod events;
+mod group;
 mod handlers;
 mod instance;
 mod log;
@@ -30,11 +31,11 @@ mod server;
 mod spawn;
 mod supervisor;
 mod table;
+mod trust;
 
 use std::fs::{self, File};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::DirBuilderExt;
-use std::os::unix::net::UnixListener as StdListener;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -104,12 +105,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         None => default_state_dir()?,
     };
     let state_dir = std::path::absolute(&state_dir).context("cannot resolve the state directory")?;
-    // Private: the logs may hold whatever the instances print.
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(state_dir.join("logs"))
-        .with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
+    // Private: the table and the logs hold whatever the instances print.
+    trust::private_dir(&state_dir).context("the state directory")?;
+    trust::private_dir(&state_dir.join("logs")).context("the log directory")?;
     let _lock = lock_state_dir(&state_dir)?;
 
     let socket = std::path::absolute(procctl_proto::socket::socket_path(args.socket))
@@ -137,7 +135,7 @@ fn run(args: Args) -> anyhow::Result<()> {
 }
 
 async fn serve(
-    listener: StdListener,
+    listener: OwnedFd,
     config: Config,
     socket: PathBuf,
     state_dir: PathBuf,
@@ -191,8 +189,6 @@ async fn serve(
     });
 
     let writer = table::Writer::start(state_dir.clone()).context("cannot start the table writer")?;
-    listener.set_nonblocking(true).context("cannot set up the socket")?;
-    let listener = tokio::net::UnixListener::from_std(listener).context("cannot set up the socket")?;
     log!(
         "version {VERSION}: {} process(es) from {}, serving on {}",
         config.processes.len(),
@@ -275,7 +271,13 @@ fn default_state_dir() -> anyhow::Result<PathBuf> {
 /// One agent per state directory: two would fight over the pid table.
 fn lock_state_dir(dir: &Path) -> anyhow::Result<File> {
     let path = dir.join("agent.lock");
-    let file = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
     // SAFETY: flock on a descriptor we own.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         bail!("another procagent is already using the state directory {}", dir.display());

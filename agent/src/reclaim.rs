@@ -15,6 +15,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::Config;
+use crate::group;
 use crate::procfs;
 use crate::table::TableFile;
 
@@ -62,8 +63,7 @@ pub fn reclaim(previous: &TableFile, config: &Config) -> usize {
         deadline = deadline.max(Instant::now() + timeout);
         log!("{}:{} left {} process(es) behind in group {pgid}; stopping them", row.name, row.index, members.len());
         for pid in members {
-            // SAFETY: kill takes plain integers.
-            unsafe { libc::kill(pid, signal) };
+            group::signal_process(pid, signal);
             signalled.push((pid, since));
         }
     }
@@ -82,8 +82,8 @@ pub fn reclaim(previous: &TableFile, config: &Config) -> usize {
                 stray.pid,
                 stray.name.as_deref().unwrap_or("an instance")
             );
-            // SAFETY: kill takes plain integers; the token and start time make the pid ours.
-            unsafe { libc::kill(stray.pid, signal) };
+            // The token and start time make the pid ours.
+            group::signal_process(stray.pid, signal);
             signalled.push((stray.pid, stray.start_time));
         }
     }
@@ -96,8 +96,7 @@ pub fn reclaim(previous: &TableFile, config: &Config) -> usize {
     let mut left = wait_gone(alive(&signalled), deadline, alive);
     if !left.is_empty() {
         for &(pid, _) in &left {
-            // SAFETY: as above.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            group::signal_process(pid, libc::SIGKILL);
         }
         left = wait_gone(left, Instant::now() + KILL_GRACE, alive);
         for (pid, _) in left {
@@ -123,14 +122,11 @@ pub async fn stop_adopted() -> bool {
     log!("stopping {} process(es) that left their instances' groups", children.len());
     let signal_all = |children: &[i32], signal: i32| {
         for &pid in children {
-            let leads_group = procfs::stat(pid).is_some_and(|s| s.pgrp == pid);
-            // SAFETY: kill takes plain integers; `pid` is our own child, so not yet reused.
-            unsafe {
-                if leads_group {
-                    libc::kill(-pid, signal);
-                }
-                libc::kill(pid, signal);
+            // `pid` is our own child, so its number is not reused yet.
+            if procfs::stat(pid).is_some_and(|s| s.pgrp == pid) {
+                group::signal_process(-pid, signal);
             }
+            group::signal_process(pid, signal);
         }
     };
     signal_all(&children, libc::SIGTERM);

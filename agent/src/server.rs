@@ -1,22 +1,31 @@
-//! The socket: a safe bind (0700 directory, 0600 socket, stale file replaced, live agent
-//! refused), then a task per connection: peer check, hello, and request after request.
+//! The socket: a safe bind (a trusted 0700 directory, 0600 socket, stale file replaced, live
+//! agent refused), then a task per connection: peer check, hello, and request after request.
+//! interprocess is the local-socket layer: its listener accepts, its peer credentials
+//! decide who is served.
 
-use std::fs::{self, DirBuilder, Permissions};
+use std::fs::{self, Permissions};
 use std::io::ErrorKind as IoErrorKind;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
-use std::os::unix::net::{UnixListener as StdListener, UnixStream as StdStream};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::UnixStream as StdStream;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use interprocess::local_socket::traits::StreamCommon;
+use interprocess::local_socket::traits::tokio::Listener as _;
+use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
+use interprocess::os::unix::local_socket::ListenerOptionsExt;
+use interprocess::os::unix::uds_local_socket as uds;
 use procctl_proto::frame::{self, FrameError, HEADER_LEN};
 use procctl_proto::{ErrorKind, PROTOCOL_VERSION, Request, Response, WireError};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::net::UnixStream;
 use tokio::sync::{broadcast, mpsc};
 
 use crate::handlers::{self, Context, Reply};
+use crate::trust::{self, TrustError};
 
 /// Connections served at once unless `--max-connections` says otherwise; past it a client
 /// is told so and closed.
@@ -36,22 +45,19 @@ pub enum BindError {
     Live(String),
     #[error("{0} exists and is not a socket; remove it or choose another --socket")]
     NotASocket(String),
-    #[error("cannot create the socket directory {0}: {1}")]
-    Dir(String, std::io::Error),
+    #[error("the socket directory: {0}")]
+    Dir(#[from] TrustError),
     #[error("cannot bind {0}: {1}")]
     Bind(String, std::io::Error),
 }
 
-/// Binds the socket as SPEC.md says. Call before any thread is started (it sets the umask).
-pub fn bind(path: &Path) -> Result<StdListener, BindError> {
+/// Binds the socket as SPEC.md says: in a directory of the agent's own that nobody else can
+/// write (see `trust`), created 0600 from the start, a dead agent's socket replaced, a live
+/// one refused. Call before the runtime starts; `serve` takes the descriptor.
+pub fn bind(path: &Path) -> Result<OwnedFd, BindError> {
     let shown = path.display().to_string();
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .and_then(|()| fs::set_permissions(dir, Permissions::from_mode(0o700)))
-            .map_err(|e| BindError::Dir(dir.display().to_string(), e))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        trust::private_dir(dir)?;
     }
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => match StdStream::connect(path) {
@@ -63,25 +69,33 @@ pub fn bind(path: &Path) -> Result<StdListener, BindError> {
         Err(e) if e.kind() == IoErrorKind::NotFound => {}
         Err(e) => return Err(BindError::Bind(shown, e)),
     }
-    // The socket is created 0600 from the start, not chmod-ed after a window.
-    // SAFETY: umask is process-wide; no other thread exists yet.
-    let old = unsafe { libc::umask(0o177) };
-    let listener = StdListener::bind(path);
-    // SAFETY: as above.
-    unsafe { libc::umask(old) };
-    let listener = listener.map_err(|e| BindError::Bind(shown.clone(), e))?;
+    let name = path.to_fs_name::<GenericFilePath>().map_err(|e| BindError::Bind(shown.clone(), e))?;
+    // The mode is set on the socket before bind, so the file is 0600 from its first moment.
+    let listener = ListenerOptions::new()
+        .name(name)
+        .mode(0o600)
+        .reclaim_name(false)
+        .create_sync_as::<uds::Listener>()
+        .map_err(|e| BindError::Bind(shown.clone(), e))?;
     fs::set_permissions(path, Permissions::from_mode(0o600)).map_err(|e| BindError::Bind(shown, e))?;
-    Ok(listener)
+    Ok(OwnedFd::from(listener))
 }
 
 /// Accepts connections until dropped. Each connection task holds a clone of `alive`, so
 /// the caller can wait for in-flight replies before exiting.
-pub async fn serve(listener: UnixListener, context: Context, alive: mpsc::Sender<()>, max_connections: usize) {
-    let own_uid = nix::unistd::getuid().as_raw();
+pub async fn serve(listener: OwnedFd, context: Context, alive: mpsc::Sender<()>, max_connections: usize) {
+    let listener = match uds::tokio::Listener::try_from(listener) {
+        Ok(listener) => listener,
+        Err(e) => {
+            log!("cannot serve the socket: {e}");
+            return;
+        }
+    };
+    let own_uid = nix::unistd::geteuid().as_raw();
     let open = Arc::new(AtomicUsize::new(0));
     loop {
         let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
+            Ok(stream) => stream,
             Err(e) => {
                 // EMFILE and friends: back off a little instead of spinning.
                 log!("accept failed: {e}");
@@ -101,8 +115,9 @@ pub async fn serve(listener: UnixListener, context: Context, alive: mpsc::Sender
     }
 }
 
-async fn connection(mut stream: UnixStream, context: Context, own_uid: u32, open: usize, max_connections: usize) {
-    let peer_uid = stream.peer_cred().map(|cred| cred.uid()).ok();
+async fn connection(stream: uds::tokio::Stream, context: Context, own_uid: u32, open: usize, max_connections: usize) {
+    let peer_uid = stream.peer_creds().ok().and_then(|creds| creds.euid());
+    let mut stream = UnixStream::from(stream);
     if !peer_uid.is_some_and(|uid| uid == own_uid || uid == 0) {
         let who = peer_uid.map_or("an unknown uid".to_string(), |uid| format!("uid {uid}"));
         log!("refused a connection from {who}: only uid {own_uid} and root are served");
@@ -145,9 +160,20 @@ async fn connection(mut stream: UnixStream, context: Context, own_uid: u32, open
             Ok(Ok(None)) | Err(_) => return,
         };
         // Its own task: an accepted operation runs to the end even if this client goes away.
-        let reply = tokio::spawn(handlers::handle(request, context.clone())).await.unwrap_or_else(|e| {
-            Reply::One(Response::Error(WireError::new(ErrorKind::Failed, format!("internal error: {e}"))))
-        });
+        let only_waits = only_waits(&request);
+        let mut handler = tokio::spawn(handlers::handle(request, context.clone()));
+        let reply = tokio::select! {
+            reply = &mut handler => reply.unwrap_or_else(|e| {
+                Reply::One(Response::Error(WireError::new(ErrorKind::Failed, format!("internal error: {e}"))))
+            }),
+            // The slot is the client's only while it is there to read the answer.
+            () = hangup(&stream) => {
+                if only_waits {
+                    handler.abort();
+                }
+                return;
+            }
+        };
         match reply {
             Reply::One(response) => {
                 if write(&mut stream, &response).await.is_err() {
@@ -200,6 +226,52 @@ async fn forward<T: Clone>(
             return;
         }
     }
+}
+
+/// A request that changes nothing, so nothing is lost when it is dropped with its client:
+/// a query, a stream, or the wait for a reply (the message itself is already on its way).
+fn only_waits(request: &Request) -> bool {
+    match request {
+        Request::List { .. } | Request::Pid { .. } | Request::Logs { .. } | Request::Events => true,
+        Request::Send(send) => send.reply,
+        _ => false,
+    }
+}
+
+/// Resolves once the client has closed its socket. A client that only shut down its
+/// writing half (`socat`, a script that sends and then waits) still reads the answer, and
+/// one that already sent its next request is not gone: both wait for the handler.
+async fn hangup(stream: &UnixStream) {
+    loop {
+        if stream.ready(Interest::READABLE).await.is_err() {
+            return;
+        }
+        // Readiness may be left over from the request just read: peek to see what is there.
+        let mut byte = 0u8;
+        let peeked = stream.try_io(Interest::READABLE, || {
+            // SAFETY: recv into one byte we own; MSG_PEEK leaves it in the socket.
+            let n = unsafe {
+                libc::recv(stream.as_raw_fd(), (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
+            };
+            if n < 0 { Err(std::io::Error::last_os_error()) } else { Ok(n) }
+        });
+        match peeked {
+            Err(e) if e.kind() == IoErrorKind::WouldBlock => continue,
+            Ok(0) if peer_closed(stream) => return,
+            Err(_) => return,
+            // A request sent ahead, or a half-close: not a hangup, and readiness would stay set.
+            Ok(_) => std::future::pending::<()>().await,
+        }
+    }
+}
+
+/// Whether the peer closed its whole socket: the kernel then reports POLLHUP, where a peer
+/// that only shut down writing gives POLLRDHUP alone.
+fn peer_closed(stream: &UnixStream) -> bool {
+    let mut fd = libc::pollfd { fd: stream.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
+    // SAFETY: one valid pollfd and a zero timeout.
+    let ready = unsafe { libc::poll(&mut fd, 1, 0) };
+    ready == 1 && fd.revents & libc::POLLHUP != 0
 }
 
 enum ReadError {

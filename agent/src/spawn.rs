@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
-use crate::config::Pipe;
+use procctl_proto::InstanceId;
+
+use crate::config::{Pipe, ProcessSpec};
 use crate::procfs;
 
 pub struct SpawnRequest {
@@ -23,6 +25,30 @@ pub struct SpawnRequest {
     pub env: Vec<(String, String)>,
     pub cwd: PathBuf,
     pub pipe: Pipe,
+}
+
+impl SpawnRequest {
+    /// What run `seq` of instance `id` gets: its argv, cwd and pipe from `spec`, and the
+    /// agent's environment (`base`, without PROCCTL_* of our own parent) with the spec's
+    /// `env` over it and the PROCCTL_* variables of SPEC.md on top.
+    pub fn new(seq: u64, id: &InstanceId, spec: &ProcessSpec, base: &[(String, String)], socket: &Path) -> Self {
+        let mut env: Vec<(String, String)> = base.iter().filter(|(k, _)| !spec.env.contains_key(k)).cloned().collect();
+        env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env.push(("PROCCTL_NAME".into(), id.name.clone()));
+        env.push(("PROCCTL_INSTANCE".into(), id.index.to_string()));
+        env.push(("PROCCTL_SOCKET".into(), socket.display().to_string()));
+        env.push((crate::reclaim::TOKEN_VAR.into(), crate::reclaim::token().to_owned()));
+        if spec.pipe == Pipe::Fd {
+            env.push(("PROCCTL_PIPE_FD".into(), PIPE_FD.to_string()));
+        }
+        SpawnRequest { seq, argv: spec.command.clone(), env, cwd: spec.cwd.clone(), pipe: spec.pipe }
+    }
+}
+
+/// The agent's own environment, as children inherit it: without the PROCCTL_* variables an
+/// agent that is itself an instance of another agent would pass on.
+pub fn base_env() -> Vec<(String, String)> {
+    std::env::vars().filter(|(k, _)| !k.starts_with("PROCCTL_")).collect()
 }
 
 pub enum SpawnReport {
@@ -325,6 +351,28 @@ mod tests {
         assert!(find_program("no-such-program-here", Some("/bin"), here).unwrap_err().contains("not found in PATH"));
         assert_eq!(find_program("/bin/sh", None, here), Ok(PathBuf::from("/bin/sh")));
         assert!(find_program("./nope.sh", None, here).is_err());
+    }
+
+    #[test]
+    fn the_child_environment_layers_base_spec_and_procctl_variables() {
+        let config = crate::config::Config::parse(
+            Path::new("/etc/app/procctl.toml"),
+            "[process.w]\ncommand = [\"x\"]\nenv = { HOME = \"/srv\", EXTRA = \"1\" }\n",
+        )
+        .unwrap();
+        let base = vec![("HOME".to_string(), "/root".to_string()), ("PATH".to_string(), "/bin".to_string())];
+        let request =
+            SpawnRequest::new(7, &InstanceId::new("w", 2), &config.processes["w"], &base, Path::new("/run/a.sock"));
+        let env: std::collections::BTreeMap<_, _> = request.env.iter().cloned().collect();
+        assert_eq!(env["HOME"], "/srv", "the spec wins over the agent's own");
+        assert_eq!(env["PATH"], "/bin");
+        assert_eq!(env["EXTRA"], "1");
+        assert_eq!((env["PROCCTL_NAME"].as_str(), env["PROCCTL_INSTANCE"].as_str()), ("w", "2"));
+        assert_eq!(env["PROCCTL_SOCKET"], "/run/a.sock");
+        assert_eq!(env["PROCCTL_PIPE_FD"], "3");
+        assert!(env.contains_key(crate::reclaim::TOKEN_VAR));
+        assert_eq!(request.env.iter().filter(|(k, _)| k == "HOME").count(), 1, "no variable twice");
+        assert_eq!(request.cwd, Path::new("/etc/app"));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
@@ -91,7 +92,8 @@ pub fn load(state_dir: &Path) -> Result<Option<TableFile>, String> {
 fn save(state_dir: &Path, table: &TableFile) -> std::io::Result<()> {
     let file = path(state_dir);
     let temp = file.with_extension("json.tmp");
-    let mut out = File::create(&temp)?;
+    // Private: the table names every process of the user's.
+    let mut out = File::options().create(true).truncate(true).write(true).mode(0o600).open(&temp)?;
     out.write_all(&serde_json::to_vec_pretty(table).map_err(std::io::Error::other)?)?;
     out.sync_all()?;
     fs::rename(&temp, &file)?;

@@ -1,8 +1,11 @@
-//! A blocking connection to the agent: connect, hello, then one request and its response.
+//! A blocking connection to the agent: connect, check who answers, hello, then one request
+//! and its response. interprocess is the local-socket layer, its peer credentials the check.
 
 use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+
+use interprocess::local_socket::traits::{Stream as _, StreamCommon};
+use interprocess::local_socket::{GenericFilePath, Stream, ToFsName};
 
 use procctl_proto::frame::{self, HEADER_LEN};
 use procctl_proto::{PROTOCOL_VERSION, Request, Response, WireError};
@@ -11,6 +14,11 @@ use procctl_proto::{PROTOCOL_VERSION, Request, Response, WireError};
 pub enum CtlError {
     #[error("cannot reach procagent at {}: {source}; start it with `procagent --config procctl.toml`", path.display())]
     Unreachable { path: PathBuf, source: std::io::Error },
+    #[error(
+        "refusing to talk to {}: it is served by {owner} (uid {uid}), not by you (uid {own}) or root; \
+         someone else's process holds that socket", path.display()
+    )]
+    Impostor { path: PathBuf, uid: u32, owner: String, own: u32 },
     #[error("{0}")]
     Agent(WireError),
     #[error("{0}")]
@@ -24,7 +32,7 @@ pub enum CtlError {
 impl CtlError {
     pub fn exit_code(&self) -> u8 {
         match self {
-            CtlError::Unreachable { .. } => 3,
+            CtlError::Unreachable { .. } | CtlError::Impostor { .. } => 3,
             CtlError::Usage(_) => 2,
             CtlError::Agent(_) | CtlError::Protocol(_) | CtlError::Failed(_) => 1,
         }
@@ -32,14 +40,18 @@ impl CtlError {
 }
 
 pub struct Client {
-    stream: UnixStream,
+    stream: Stream,
 }
 
 impl Client {
-    /// Connects and says hello; a version mismatch comes back as the agent's error.
+    /// Connects, checks that the agent on the other end runs as this user or root (before a
+    /// byte is sent: a socket someone else bound must not see our requests), and says hello;
+    /// a version mismatch comes back as the agent's error.
     pub fn connect(path: &Path) -> Result<Client, CtlError> {
+        let unreachable = |source| CtlError::Unreachable { path: path.to_path_buf(), source };
         let stream =
-            UnixStream::connect(path).map_err(|source| CtlError::Unreachable { path: path.to_path_buf(), source })?;
+            Stream::connect(path.to_fs_name::<GenericFilePath>().map_err(unreachable)?).map_err(unreachable)?;
+        check_peer(&stream, path)?;
         let mut client = Client { stream };
         match client.call(&Request::Hello { version: PROTOCOL_VERSION })? {
             Response::Hello { version, .. } if version == PROTOCOL_VERSION => Ok(client),
@@ -89,6 +101,22 @@ impl Client {
         let mut body = vec![0u8; len];
         self.stream.read_exact(&mut body).map_err(lost)?;
         frame::decode_body(&body).map_err(|e| CtlError::Protocol(e.to_string()))
+    }
+}
+
+fn check_peer(stream: &Stream, path: &Path) -> Result<(), CtlError> {
+    let own = nix::unistd::geteuid().as_raw();
+    let uid = stream.peer_creds().ok().and_then(|creds| creds.euid());
+    match uid {
+        Some(uid) if uid == own || uid == 0 => Ok(()),
+        _ => {
+            let uid = uid.unwrap_or(u32::MAX);
+            let owner = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+                .ok()
+                .flatten()
+                .map_or_else(|| "an unknown user".to_string(), |user| user.name);
+            Err(CtlError::Impostor { path: path.to_path_buf(), uid, owner, own })
+        }
     }
 }
 

@@ -3,10 +3,10 @@
 //! processes with any other changed key restart one instance at a time. Untouched instances
 //! keep their pids. An invalid file is refused whole and nothing running changes.
 
-use procctl_proto::{ErrorKind, EventKind, OutcomeKind, Response, WireError};
+use procctl_proto::{EventKind, OutcomeKind, Response, WireError};
 
-use super::restart::restart_one;
-use super::{Context, failed, started, stopped};
+use super::restart::roll;
+use super::{Context, started, stopped};
 
 pub async fn run(context: &Context) -> Result<Response, WireError> {
     let sup = &context.sup;
@@ -21,19 +21,8 @@ pub async fn run(context: &Context) -> Result<Response, WireError> {
     for pending in plan.stopping {
         stopped(pending).await;
     }
-    let mut halted = None;
-    for id in plan.restart {
-        if let Some(culprit) = &halted {
-            let message = format!("{id} not restarted: the rolling restart halted at {culprit}");
-            report.failures.push(failed(&id, ErrorKind::Failed, message));
-            continue;
-        }
-        let outcome = restart_one(sup, &id).await?;
-        if matches!(outcome.kind, OutcomeKind::Failed(_)) {
-            report.failures.push(outcome);
-            halted = Some(id);
-        }
-    }
+    let restarted = roll(sup, plan.restart).await?;
+    report.failures.extend(restarted.into_iter().filter(|outcome| matches!(outcome.kind, OutcomeKind::Failed(_))));
     context.bus.emit(EventKind::Reloaded);
     Ok(Response::Reloaded(report))
 }

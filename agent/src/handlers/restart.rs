@@ -1,6 +1,6 @@
 //! `procctl restart`: rolling, one instance at a time, each replacement running before the
 //! next goes down. A replacement that does not come up halts the roll, so a broken release
-//! takes down one instance, not all of them.
+//! takes down one instance, not all of them. `roll` is also how a reload restarts.
 
 use procctl_proto::{ErrorKind, InstanceId, Outcome, OutcomeKind, Response, Target, WireError};
 
@@ -8,9 +8,16 @@ use super::{failed, started, stopped};
 use crate::supervisor::Handle;
 
 pub async fn run(sup: &Handle, target: Target) -> Result<Response, WireError> {
+    let ids = sup.resolve(target).await?;
+    roll(sup, ids).await.map(Response::Outcomes)
+}
+
+/// Restarts `ids` in order, one at a time; after the first that fails, the rest are not
+/// touched and each says where the roll halted.
+pub(super) async fn roll(sup: &Handle, ids: Vec<InstanceId>) -> Result<Vec<Outcome>, WireError> {
     let mut outcomes = vec![];
     let mut halted_at: Option<InstanceId> = None;
-    for id in sup.resolve(target).await? {
+    for id in ids {
         if let Some(culprit) = &halted_at {
             let message = format!("{id} not restarted: the rolling restart halted at {culprit}");
             outcomes.push(failed(&id, ErrorKind::Failed, message));
@@ -22,10 +29,10 @@ pub async fn run(sup: &Handle, target: Target) -> Result<Response, WireError> {
         }
         outcomes.push(outcome);
     }
-    Ok(Response::Outcomes(outcomes))
+    Ok(outcomes)
 }
 
-pub(super) async fn restart_one(sup: &Handle, id: &InstanceId) -> Result<Outcome, WireError> {
+async fn restart_one(sup: &Handle, id: &InstanceId) -> Result<Outcome, WireError> {
     let target = Target::Instance(id.clone());
     let mut old = None;
     for pending in sup.stop(target.clone()).await? {

@@ -1,0 +1,383 @@
+//! Running instances: feeding their state machines and carrying out what they ask (spawn,
+//! signal, kill, timers, answers to waiters), the spawner's reports, reaped exits, the exec
+//! check, and the rechecks that follow a group kill until the group is gone.
+
+use std::time::{Duration, SystemTime};
+
+use nix::errno::Errno;
+use procctl_proto::{ErrorKind, EventKind, Exit, InstanceId, Outcome, OutcomeKind, Signal, State, WireError};
+use tokio::sync::oneshot;
+
+use super::Supervisor;
+use super::api::{Pending, Settle, Settled};
+use super::timers::Due;
+use crate::config::Pipe;
+use crate::group;
+use crate::instance::{Action, Input};
+use crate::logs;
+use crate::pipe;
+use crate::spawn::{Exec, SpawnReport, SpawnRequest};
+
+/// The first wait after a SIGKILL before checking that the group is gone; it doubles up to a second.
+const RECHECK_FIRST: Duration = Duration::from_millis(20);
+const RECHECK_MAX: Duration = Duration::from_secs(1);
+
+impl Supervisor {
+    /// Feeds one input to one instance and carries out what it returns.
+    pub(super) fn step(&mut self, id: &InstanceId, input: Input) {
+        let (Some(slot), Some(spec)) = (self.slots.get_mut(id), self.config.processes.get(&id.name)) else {
+            return;
+        };
+        let before = slot.inst.state;
+        let actions = slot.inst.step(input, spec);
+        if slot.inst.state != before {
+            self.persist.touch();
+            self.on_state_change(id);
+        }
+        for action in actions {
+            self.act(id, action);
+        }
+    }
+
+    /// The events and log lines a new state brings.
+    fn on_state_change(&mut self, id: &InstanceId) {
+        let (Some(slot), Some(spec)) = (self.slots.get(id), self.config.processes.get(&id.name)) else {
+            return;
+        };
+        match slot.inst.state {
+            State::Running => self.bus.emit(EventKind::Started { id: id.clone(), pid: slot.pid().unwrap_or_default() }),
+            State::Fatal => {
+                log!("{id} is fatal: it failed {} starts in a row", spec.start_retries);
+                self.bus.emit(EventKind::Fatal { id: id.clone() });
+            }
+            State::Stopped => self.bus.emit(EventKind::Stopped { id: id.clone() }),
+            _ => {}
+        }
+    }
+
+    fn act(&mut self, id: &InstanceId, action: Action) {
+        let Some(slot) = self.slots.get_mut(id) else {
+            return;
+        };
+        match action {
+            Action::Spawn => {
+                self.next_seq += 1;
+                let seq = self.next_seq;
+                slot.spawn_seq = Some(seq);
+                self.spawning.insert(seq, id.clone());
+                let spec = &self.config.processes[&id.name];
+                let request = SpawnRequest::new(seq, id, spec, &self.base_env, &self.socket);
+                if self.spawner.send(request).is_err() {
+                    self.spawning.remove(&seq);
+                    self.step(id, Input::SpawnFailed);
+                }
+            }
+            Action::AbandonSpawn => {
+                if let Some(seq) = slot.spawn_seq.take() {
+                    self.spawning.remove(&seq);
+                }
+                self.start_failed(id, "the spawner did not answer: the start was given up".into());
+            }
+            Action::Signal(signal) => {
+                if let Some(pgid) = slot.inst.pgid {
+                    let _ = group::signal_and_continue(pgid, signal);
+                }
+            }
+            Action::Kill => {
+                if let Some(pgid) = slot.inst.pgid {
+                    log!("{id} did not stop in time: SIGKILL to its group");
+                    let _ = group::kill(pgid);
+                    let (id, run) = (id.clone(), slot.inst.run);
+                    self.timers.after(RECHECK_FIRST, Due::Recheck { id, run, attempt: 1, vanished: false });
+                }
+            }
+            Action::Arm { timer, after, generation } => {
+                let after = if timer == crate::instance::Timer::Backoff { self.jitter(after) } else { after };
+                if timer == crate::instance::Timer::Backoff {
+                    self.bus.emit(EventKind::Backoff { id: id.clone(), delay_ms: after.as_millis() as u64 });
+                }
+                let slot = self.slots.get_mut(id).expect("looked up above");
+                self.timers.arm(&mut slot.timers, id, timer, generation, after);
+            }
+            Action::Disarm(timer) => self.timers.disarm(&mut slot.timers, timer),
+            Action::Up { pid } => {
+                for waiter in slot.up_waiters.drain(..) {
+                    let _ = waiter.send(Settled::Up { pid: pid as u32 });
+                }
+            }
+            Action::NotUp => {
+                let (state, last_exit) = (slot.inst.state, slot.inst.last_exit);
+                for waiter in slot.up_waiters.drain(..) {
+                    let error = slot.start_error.clone();
+                    let _ = waiter.send(Settled::NotUp { state, last_exit, error });
+                }
+            }
+            Action::Down => {
+                for waiter in slot.down_waiters.drain(..) {
+                    let _ = waiter.send(Settled::Down);
+                }
+            }
+            Action::Leave => self.leave(id),
+        }
+    }
+
+    /// A removed instance that is down leaves the table, and its process with its last one.
+    fn leave(&mut self, id: &InstanceId) {
+        let Some(mut slot) = self.slots.remove(id) else {
+            return;
+        };
+        self.timers.disarm_all(&mut slot.timers);
+        self.persist.touch();
+        if self.retired.contains(&id.name) && !self.slots.keys().any(|other| other.name == id.name) {
+            self.retired.remove(&id.name);
+            self.config.processes.remove(&id.name);
+            self.scaled.remove(&id.name);
+        }
+    }
+
+    pub(super) fn on_spawn_report(&mut self, report: SpawnReport) {
+        match report {
+            SpawnReport::Spawned { seq, pid, start_time, pipe, output, exec_check } => {
+                let Some(id) = self.spawning.remove(&seq) else {
+                    // Nobody wants this child any more; it is reaped as a stray.
+                    let _ = group::kill(pid);
+                    return;
+                };
+                match exec_check.settled() {
+                    Ok(settled) => {
+                        let (events, id) = (self.events.clone(), id.clone());
+                        tokio::spawn(async move {
+                            settled.await;
+                            let _ = events.send(super::Event::ExecSettled { id, pid });
+                        });
+                    }
+                    // Then the answer is read when the child is reaped.
+                    Err(e) => log!("{id}: cannot watch the exec of pid {pid}: {e}"),
+                }
+                let Some(slot) = self.slots.get_mut(&id) else {
+                    return;
+                };
+                slot.spawn_seq = None;
+                slot.start_error = None;
+                slot.exec_check = Some(exec_check);
+                slot.start_time = start_time;
+                if let Err(e) = logs::capture(output, slot.sink.clone(), self.follow.clone()) {
+                    log!("{id}: cannot capture output: {e}");
+                }
+                let replies = self.config.processes.get(&id.name).is_some_and(|spec| spec.pipe == Pipe::Fd);
+                slot.pipe = pipe.and_then(|fd| match pipe::start(fd, id.clone(), replies, self.bus.clone()) {
+                    Ok(pipe) => Some(pipe),
+                    Err(e) => {
+                        log!("{id}: cannot set up the message pipe: {e}");
+                        None
+                    }
+                });
+                self.by_pid.insert(pid, id.clone());
+                self.bus.emit(EventKind::Spawned { id: id.clone(), pid: pid as u32 });
+                self.step(&id, Input::Spawned { pid, at: SystemTime::now() });
+            }
+            SpawnReport::Failed { seq, error } => {
+                let Some(id) = self.spawning.remove(&seq) else {
+                    log!("a start nobody waits for failed: {error}");
+                    return;
+                };
+                if let Some(slot) = self.slots.get_mut(&id) {
+                    slot.spawn_seq = None;
+                }
+                self.start_failed(&id, error);
+                self.step(&id, Input::SpawnFailed);
+            }
+        }
+    }
+
+    pub(super) fn on_reaped(&mut self, pid: i32, exit: Exit) {
+        let Some(id) = self.by_pid.get(&pid).cloned() else {
+            // A grandchild handed to us as subreaper: its group may now be empty.
+            self.check_draining_groups();
+            return;
+        };
+        if self.slots.get(&id).is_some_and(|slot| slot.inst.state != State::Stopping) {
+            log!("{id} exited ({exit})");
+        }
+        self.bus.emit(EventKind::Exited { id: id.clone(), pid: pid as u32, exit });
+        self.run_ended(&id, pid, Some(exit));
+    }
+
+    /// The main process `pid` of `id` is gone: with its exit, or without when it was never
+    /// reported.
+    fn run_ended(&mut self, id: &InstanceId, pid: i32, exit: Option<Exit>) {
+        self.by_pid.remove(&pid);
+        let Some(slot) = self.slots.get_mut(id) else {
+            return;
+        };
+        slot.pipe = None;
+        let group_left = slot.inst.pgid.is_some_and(group::alive);
+        // The child is gone, so the pipe holds its answer if the watcher has not had it read.
+        self.read_exec(id);
+        if let Some(slot) = self.slots.get_mut(id) {
+            slot.exec_check = None;
+        }
+        self.step(id, Input::Exited { exit, group_left });
+    }
+
+    /// The watcher saw the exec-error pipe of run `pid` become readable.
+    pub(super) fn on_exec_settled(&mut self, id: &InstanceId, pid: i32) {
+        if self.slots.get(id).is_some_and(|slot| slot.inst.pid == Some(pid)) {
+            self.read_exec(id);
+        } // else already reaped: the answer was read then
+    }
+
+    /// Reads the current run's exec-error pipe: closes it once the child has exec'd, says
+    /// why when it could not, and keeps it while the answer is not there yet.
+    fn read_exec(&mut self, id: &InstanceId) {
+        let Some(check) = self.slots.get_mut(id).and_then(|slot| slot.exec_check.take()) else {
+            return;
+        };
+        match check.read() {
+            Exec::Done => {}
+            Exec::Failed(error) => self.start_failed(id, error),
+            Exec::Pending => {
+                if let Some(slot) = self.slots.get_mut(id) {
+                    slot.exec_check = Some(check);
+                }
+            }
+        }
+    }
+
+    fn check_draining_groups(&mut self) {
+        let gone: Vec<InstanceId> = self
+            .slots
+            .iter()
+            .filter(|(_, slot)| slot.inst.pid.is_none() && slot.inst.pgid.is_some_and(|pgid| !group::alive(pgid)))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in gone {
+            self.step(&id, Input::GroupGone);
+        }
+    }
+
+    /// After a SIGKILL to run `run`'s group: is it gone? If its main process vanished without
+    /// an exit report (twice in a row, so a report already on its way is not overtaken), the
+    /// run is taken as ended, so a stop always finishes.
+    pub(super) fn on_recheck(&mut self, id: InstanceId, run: u64, attempt: u32, vanished: bool) {
+        let Some(slot) = self.slots.get(&id) else {
+            return;
+        };
+        let (Some(pgid), true) = (slot.inst.pgid, slot.inst.run == run) else {
+            return; // that run's group is gone and the instance has moved on
+        };
+        match slot.inst.pid {
+            None if !group::alive(pgid) => return self.step(&id, Input::GroupGone),
+            Some(pid) if !group::process_exists(pid) && vanished => {
+                log!("{id}: pid {pid} is gone but its exit was never reported; taking it as ended");
+                self.run_ended(&id, pid, None);
+                if self.slots.get(&id).is_some_and(|slot| slot.inst.pgid.is_none() || slot.inst.run != run) {
+                    return;
+                }
+            }
+            _ => {}
+        }
+        let vanished = self.slots[&id].inst.pid.is_some_and(|pid| !group::process_exists(pid));
+        let _ = group::kill(pgid);
+        let delay = (RECHECK_FIRST * 2u32.pow(attempt.min(10))).min(RECHECK_MAX);
+        self.timers.after(delay, Due::Recheck { id, run, attempt: attempt + 1, vanished });
+    }
+
+    /// Says why a start failed: in the agent's log, in the instance's own log (so that
+    /// `procctl logs` shows it) and to whoever waits for the instance to come up.
+    fn start_failed(&mut self, id: &InstanceId, error: String) {
+        log!("{id}: {error}");
+        if let Some(slot) = self.slots.get_mut(id) {
+            logs::note(&slot.sink, &self.follow, &format!("procagent: {error}"));
+            slot.start_error = Some(error);
+        }
+    }
+
+    /// Up to 10% either way, so instances that failed together do not restart in lockstep.
+    fn jitter(&mut self, delay: Duration) -> Duration {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let permille = (self.rng % 201) as u32 + 900;
+        delay * permille / 1000
+    }
+
+    pub(super) fn start(&mut self, id: InstanceId) -> Pending {
+        let slot = self.slots.get_mut(&id).expect("resolved ids exist");
+        let pid_before = slot.pid();
+        if slot.inst.state == State::Running {
+            return Pending { id, pid_before, settle: Settle::Already };
+        }
+        let (waiter, settled) = oneshot::channel();
+        slot.up_waiters.push(waiter);
+        // Starting and backoff are on their way up already; a stopping one starts once stopped.
+        if !matches!(slot.inst.state, State::Starting | State::Backoff) {
+            self.step(&id, Input::Start);
+        }
+        Pending { id, pid_before, settle: Settle::Wait(settled) }
+    }
+
+    pub(super) fn stop(&mut self, id: InstanceId) -> Pending {
+        self.down(id, Input::Stop)
+    }
+
+    /// Takes an instance away (scale down, reload): stopped, then out of the table.
+    pub(super) fn remove(&mut self, id: InstanceId) -> Pending {
+        self.down(id, Input::Remove)
+    }
+
+    fn down(&mut self, id: InstanceId, input: Input) -> Pending {
+        let slot = self.slots.get_mut(&id).expect("resolved ids exist");
+        let pid_before = slot.pid();
+        let settle = if slot.inst.is_down() {
+            Settle::Already
+        } else {
+            let (waiter, settled) = oneshot::channel();
+            slot.down_waiters.push(waiter);
+            Settle::Wait(settled)
+        };
+        self.step(&id, input);
+        Pending { id, pid_before, settle }
+    }
+
+    pub(super) fn signal(&mut self, id: InstanceId, signal: Signal) -> Outcome {
+        let slot = &self.slots[&id];
+        let kind = match (slot.inst.pid, slot.inst.pgid) {
+            (Some(pid), Some(pgid)) => match group::signal(pgid, signal) {
+                Ok(()) => OutcomeKind::Signalled { pid: pid as u32, signal },
+                Err(Errno::ESRCH) => OutcomeKind::Failed(WireError::new(
+                    ErrorKind::NotRunning,
+                    format!("{id} is gone: no process is left in its group (pid {pid} has just ended)"),
+                )),
+                Err(e) => OutcomeKind::Failed(WireError::new(
+                    ErrorKind::Failed,
+                    format!("{id}: cannot send {signal}: {}", e.desc()),
+                )),
+            },
+            _ => OutcomeKind::Failed(WireError::new(
+                ErrorKind::NotRunning,
+                format!("{id} is not running (state {})", slot.inst.state),
+            )),
+        };
+        Outcome { id, kind }
+    }
+
+    pub(super) fn begin_shutdown(&mut self) {
+        self.shutting_down = true;
+        let ids: Vec<InstanceId> = self.slots.keys().cloned().collect();
+        for id in ids {
+            self.step(&id, Input::Stop);
+        }
+    }
+
+    /// A second SIGTERM: SIGKILL to every group, and the rechecks that see them gone.
+    pub(super) fn kill_everything(&mut self) {
+        for (id, slot) in &self.slots {
+            if let Some(pgid) = slot.inst.pgid {
+                let _ = group::kill(pgid);
+                let (id, run) = (id.clone(), slot.inst.run);
+                self.timers.after(RECHECK_FIRST, Due::Recheck { id, run, attempt: 1, vanished: false });
+            }
+        }
+    }
+}

@@ -1,0 +1,361 @@
+//! The event loop and sole owner of every instance, the pid map, the runtime scale counts
+//! and the config (a reload swaps it).
+//!
+//! Everything else sends it an `Event`: a command from a handler (with a reply channel), a
+//! spawn report, a reaped exit, or a signal to the agent; its own timers wake it too. It
+//! feeds each instance's state machine (`instance.rs`) and carries out the actions. By
+//! concern: `api` is what handlers ask and get, `lifecycle` runs instances (spawn, reap,
+//! exec check, signals, rechecks), `scale`, `reload` and `routes` plan and apply those
+//! requests, `persist` writes the table, `timers` is the one timer queue.
+
+mod api;
+mod lifecycle;
+mod persist;
+mod reload;
+mod routes;
+mod scale;
+mod timers;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::SystemTime;
+
+use procctl_proto::{ErrorKind, Exit, InstanceId, InstanceInfo, Target, WireError};
+use tokio::sync::{mpsc as tokio_mpsc, oneshot};
+
+use api::gone;
+pub use api::{Command, Handle, Pending, Settle, Settled};
+use timers::{Armed, Due, Timers};
+
+use crate::config::Config;
+use crate::events::Bus;
+use crate::instance::{Input, Instance};
+use crate::logs::{Follow, SharedSink, Sink};
+use crate::pipe::PipeRef;
+use crate::spawn::{ExecCheck, SpawnReport, SpawnRequest};
+use crate::table::{self, ScaleOverride, TableFile};
+
+pub enum Event {
+    Command(Command),
+    Spawn(SpawnReport),
+    Reaped {
+        pid: i32,
+        exit: Exit,
+    },
+    /// The exec-error pipe of this run has something to say (exec done, or errno).
+    ExecSettled {
+        id: InstanceId,
+        pid: i32,
+    },
+    Signal(AgentSignal),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentSignal {
+    /// SIGTERM or SIGINT: shut down; a second one kills what is left.
+    Terminate,
+}
+
+/// One instance and what belongs to its runs besides the state machine.
+struct Slot {
+    inst: Instance,
+    spawn_seq: Option<u64>,
+    start_time: Option<u64>,
+    /// The message pipe of the current run.
+    pipe: Option<PipeRef>,
+    /// Where its output goes; outlives runs.
+    sink: SharedSink,
+    /// Why the last start failed, when it did (bad cwd, program not found, exec error).
+    start_error: Option<String>,
+    /// Whether the current run could exec its program, until that is known.
+    exec_check: Option<ExecCheck>,
+    up_waiters: Vec<oneshot::Sender<Settled>>,
+    down_waiters: Vec<oneshot::Sender<Settled>>,
+    timers: Armed,
+}
+
+impl Slot {
+    fn new(sink: SharedSink) -> Slot {
+        Slot {
+            inst: Instance::new(),
+            spawn_seq: None,
+            start_time: None,
+            pipe: None,
+            sink,
+            start_error: None,
+            exec_check: None,
+            up_waiters: vec![],
+            down_waiters: vec![],
+            timers: Armed::default(),
+        }
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.inst.pid.map(|pid| pid as u32)
+    }
+}
+
+pub struct Supervisor {
+    config: Config,
+    socket: PathBuf,
+    state_dir: PathBuf,
+    slots: BTreeMap<InstanceId, Slot>,
+    by_pid: HashMap<i32, InstanceId>,
+    /// Spawns in flight, by the sequence number their report will carry.
+    spawning: HashMap<u64, InstanceId>,
+    next_seq: u64,
+    scaled: BTreeMap<String, ScaleOverride>,
+    base_env: Vec<(String, String)>,
+    spawner: mpsc::Sender<SpawnRequest>,
+    persist: persist::Persist,
+    timers: Timers,
+    events: tokio_mpsc::UnboundedSender<Event>,
+    bus: Bus,
+    follow: Follow,
+    /// The next instance `send --any` picks, by process name.
+    round_robin: HashMap<String, usize>,
+    /// Processes a reload removed: their spec stays in `config` until their instances are gone.
+    retired: HashSet<String>,
+    shutting_down: bool,
+    shutdown_waiters: Vec<oneshot::Sender<()>>,
+    rng: u64,
+}
+
+pub struct Parts {
+    pub config: Config,
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+    pub previous: Option<TableFile>,
+    pub spawner: mpsc::Sender<SpawnRequest>,
+    pub writer: table::Writer,
+    pub events: tokio_mpsc::UnboundedSender<Event>,
+    pub bus: Bus,
+    pub follow: Follow,
+}
+
+impl Supervisor {
+    /// Builds the table from the config (and the scale counts of `previous`) and starts
+    /// every autostart instance.
+    pub fn new(parts: Parts) -> Supervisor {
+        let scaled = parts
+            .previous
+            .map(|table| table.scaled)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(name, over)| {
+                parts.config.processes.get(name).is_some_and(|spec| spec.instances == over.config_instances)
+            })
+            .collect();
+        let seed = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
+        let mut sup = Supervisor {
+            config: parts.config,
+            socket: parts.socket,
+            state_dir: parts.state_dir,
+            slots: BTreeMap::new(),
+            by_pid: HashMap::new(),
+            spawning: HashMap::new(),
+            next_seq: 0,
+            scaled,
+            base_env: crate::spawn::base_env(),
+            spawner: parts.spawner,
+            persist: persist::Persist::new(parts.writer),
+            timers: Timers::default(),
+            events: parts.events,
+            bus: parts.bus,
+            follow: parts.follow,
+            round_robin: HashMap::new(),
+            retired: HashSet::new(),
+            shutting_down: false,
+            shutdown_waiters: vec![],
+            rng: seed | 1,
+        };
+        let names: Vec<String> = sup.config.processes.keys().cloned().collect();
+        for name in names {
+            let autostart = sup.config.processes[&name].autostart;
+            for index in 0..sup.desired(&name) {
+                let id = InstanceId::new(name.clone(), index);
+                let slot = sup.new_slot(&id);
+                sup.slots.insert(id.clone(), slot);
+                if autostart {
+                    sup.step(&id, Input::Start);
+                }
+            }
+        }
+        sup
+    }
+
+    /// Runs until a shutdown has stopped every instance.
+    pub async fn run(mut self, mut events: tokio_mpsc::UnboundedReceiver<Event>) {
+        loop {
+            tokio::select! {
+                event = events.recv() => match event {
+                    Some(event) => self.handle(event),
+                    None => break,
+                },
+                due = self.timers.next(), if !self.timers.is_empty() => self.on_due(due),
+            }
+            // Take the whole burst before writing the table once.
+            while let Ok(event) = events.try_recv() {
+                self.handle(event);
+            }
+            self.save_if_due();
+            if self.shutting_down && self.slots.values().all(|slot| slot.inst.is_down()) {
+                break;
+            }
+        }
+        let nothing_left = crate::reclaim::stop_adopted().await;
+        let mut last = self.snapshot();
+        if nothing_left {
+            last.agent_token = None; // the next agent has no stray of this run to look for
+        }
+        self.persist.writer().save(last);
+        self.persist.writer().flush();
+        for waiter in self.shutdown_waiters.drain(..) {
+            let _ = waiter.send(());
+        }
+    }
+
+    fn new_slot(&self, id: &InstanceId) -> Slot {
+        let spec = &self.config.processes[&id.name];
+        Slot::new(Sink::new(id.clone(), &self.state_dir.join("logs"), spec.log_max_size, spec.log_files))
+    }
+
+    fn desired(&self, name: &str) -> u32 {
+        match (self.scaled.get(name), self.config.processes.get(name)) {
+            (Some(over), Some(spec)) if over.config_instances == spec.instances => over.count,
+            (_, Some(spec)) => spec.instances,
+            (_, None) => 0,
+        }
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Command(command) => self.on_command(command),
+            Event::Spawn(report) => self.on_spawn_report(report),
+            Event::ExecSettled { id, pid } => self.on_exec_settled(&id, pid),
+            Event::Reaped { pid, exit } => self.on_reaped(pid, exit),
+            Event::Signal(AgentSignal::Terminate) if self.shutting_down => {
+                log!("second stop signal: killing what is left");
+                self.kill_everything();
+            }
+            Event::Signal(AgentSignal::Terminate) => {
+                log!("stop signal: shutting down");
+                self.begin_shutdown();
+            }
+        }
+    }
+
+    fn on_due(&mut self, due: Due) {
+        match due {
+            Due::Instance { id, timer, generation } => {
+                if let Some(slot) = self.slots.get_mut(&id) {
+                    Timers::fired(&mut slot.timers, timer);
+                }
+                self.step(&id, Input::Timer { timer, generation });
+            }
+            Due::Recheck { id, run, attempt, vanished } => self.on_recheck(id, run, attempt, vanished),
+            Due::Save => self.on_save_due(),
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::List { target, reply } => {
+                let result = self.resolve(&target).map(|ids| ids.iter().map(|id| self.info(id)).collect());
+                let _ = reply.send(result);
+            }
+            Command::Resolve { target, reply } => {
+                let _ = reply.send(self.resolve(&target));
+            }
+            Command::Start { target, reply } => {
+                let result = self.refuse_when_shutting_down().and_then(|()| self.startable(&target));
+                let _ = reply.send(result.map(|ids| ids.into_iter().map(|id| self.start(id)).collect()));
+            }
+            Command::Stop { target, reply } => {
+                let result = self.resolve(&target);
+                let _ = reply.send(result.map(|ids| ids.into_iter().map(|id| self.stop(id)).collect()));
+            }
+            Command::Signal { target, signal, reply } => {
+                let result =
+                    self.resolve(&target).map(|ids| ids.into_iter().map(|id| self.signal(id, signal)).collect());
+                let _ = reply.send(result);
+            }
+            Command::Scale { name, count, reply } => {
+                let _ = reply.send(self.scale(&name, count, true));
+            }
+            Command::Shutdown { reply } => {
+                self.shutdown_waiters.push(reply);
+                self.begin_shutdown();
+            }
+            Command::Pipes { target, any, count, reply } => {
+                let _ = reply.send(self.pipes(&target, any, count));
+            }
+            Command::Reload { reply } => {
+                let _ = reply.send(self.reload());
+            }
+            Command::Sinks { target, reply } => {
+                let sinks = self.resolve(&target).map(|ids| ids.iter().map(|id| self.slots[id].sink.clone()).collect());
+                let _ = reply.send(sinks);
+            }
+        }
+    }
+
+    fn refuse_when_shutting_down(&self) -> Result<(), WireError> {
+        if self.shutting_down { Err(gone()) } else { Ok(()) }
+    }
+
+    fn resolve(&self, target: &Target) -> Result<Vec<InstanceId>, WireError> {
+        let ids: Vec<InstanceId> = self.slots.keys().filter(|id| target.matches(id)).cloned().collect();
+        match target {
+            Target::All => Ok(ids),
+            Target::Name(name) | Target::Instance(InstanceId { name, .. })
+                if !self.config.processes.contains_key(name) =>
+            {
+                Err(WireError::new(ErrorKind::NotFound, format!("no process named `{name}`")))
+            }
+            Target::Instance(id) if ids.is_empty() => {
+                let count = self.slots.keys().filter(|other| other.name == id.name).count();
+                Err(WireError::new(
+                    ErrorKind::NotFound,
+                    format!("no instance `{id}`: `{}` has {count} instance{}", id.name, plural(count)),
+                ))
+            }
+            _ => Ok(ids),
+        }
+    }
+
+    /// The target's instances, less those a scale or reload is taking away (naming one of
+    /// those on its own is refused).
+    fn startable(&self, target: &Target) -> Result<Vec<InstanceId>, WireError> {
+        let ids = self.resolve(target)?;
+        if let (Target::Instance(id), true) = (target, ids.iter().all(|id| self.slots[id].inst.removing)) {
+            return Err(WireError::new(
+                ErrorKind::Refused,
+                format!("{id} is being removed (scaled down or reloaded away)"),
+            ));
+        }
+        Ok(ids.into_iter().filter(|id| !self.slots[id].inst.removing).collect())
+    }
+
+    fn info(&self, id: &InstanceId) -> InstanceInfo {
+        let slot = &self.slots[id];
+        let uptime_secs = slot
+            .inst
+            .pid
+            .and(slot.inst.started_at)
+            .map(|at| SystemTime::now().duration_since(at).map_or(0, |d| d.as_secs()));
+        InstanceInfo {
+            id: id.clone(),
+            pid: slot.pid(),
+            state: slot.inst.state,
+            uptime_secs,
+            restarts: slot.inst.restarts,
+            last_exit: slot.inst.last_exit,
+        }
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}

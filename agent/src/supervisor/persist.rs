@@ -1,0 +1,85 @@
+//! Writing the pid table: a change after a quiet spell is written at once, and further
+//! changes within `SAVE_WINDOW` are written together at its end. The writer thread does the
+//! disk work; here is what to write and when.
+
+use std::time::{Duration, Instant};
+
+use super::Supervisor;
+use super::timers::Due;
+use crate::table::{self, Row, TableFile};
+
+pub const SAVE_WINDOW: Duration = Duration::from_millis(10);
+
+pub struct Persist {
+    writer: table::Writer,
+    dirty: bool,
+    armed: bool,
+    last_save: Instant,
+}
+
+impl Persist {
+    pub fn new(writer: table::Writer) -> Persist {
+        Persist { writer, dirty: true, armed: false, last_save: Instant::now() - SAVE_WINDOW }
+    }
+
+    /// Something the table shows changed.
+    pub fn touch(&mut self) {
+        self.dirty = true;
+    }
+
+    pub fn writer(&self) -> &table::Writer {
+        &self.writer
+    }
+}
+
+impl Supervisor {
+    /// After a burst of events: write now, or arm the end of the window.
+    pub(super) fn save_if_due(&mut self) {
+        if !self.persist.dirty || self.persist.armed {
+            return;
+        }
+        let since = self.persist.last_save.elapsed();
+        if since >= SAVE_WINDOW {
+            self.save();
+        } else {
+            self.persist.armed = true;
+            self.timers.after(SAVE_WINDOW - since, Due::Save);
+        }
+    }
+
+    pub(super) fn on_save_due(&mut self) {
+        self.persist.armed = false;
+        self.save();
+    }
+
+    fn save(&mut self) {
+        self.persist.dirty = false;
+        self.persist.last_save = Instant::now();
+        let table = self.snapshot();
+        self.persist.writer.save(table);
+    }
+
+    pub(super) fn snapshot(&self) -> TableFile {
+        let instances = self
+            .slots
+            .iter()
+            .map(|(id, slot)| Row {
+                name: id.name.clone(),
+                index: id.index,
+                pid: slot.inst.pid,
+                pgid: slot.inst.pgid,
+                start_time: slot.start_time.filter(|_| slot.inst.pgid.is_some()),
+                state: slot.inst.state.to_string(),
+                restarts: slot.inst.restarts,
+                last_exit: slot.inst.last_exit.map(Into::into),
+            })
+            .collect();
+        TableFile {
+            version: table::TABLE_VERSION,
+            agent_pid: std::process::id(),
+            agent_token: Some(crate::reclaim::token().to_owned()),
+            instances,
+            scaled: self.scaled.clone(),
+        }
+    }
+}

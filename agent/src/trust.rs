@@ -1,0 +1,117 @@
+//! The directories the agent keeps its socket, table and logs in: used only when they are
+//! real directories of its own that nobody else can write, since whoever can write there
+//! can replace the socket and impersonate the agent, or read what the instances print.
+
+use std::fs::{self, DirBuilder, Permissions};
+use std::io::ErrorKind;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TrustError {
+    #[error(
+        "{dir} is a symbolic link: the agent uses only a real directory of its own; remove it or choose another path"
+    )]
+    Symlink { dir: String },
+    #[error("{dir} is not a directory; remove it or choose another path")]
+    NotADirectory { dir: String },
+    #[error(
+        "{dir} belongs to {owner} (uid {uid}) with mode {mode:04o}, not to this agent's user (uid {own}): \
+         whoever owns it can replace the socket or read the logs; remove it or choose another path"
+    )]
+    Foreign { dir: String, owner: String, uid: u32, mode: u32, own: u32 },
+    #[error("cannot create {dir}: {error}")]
+    Create { dir: String, error: String },
+    #[error("cannot check {dir}: {error}")]
+    Check { dir: String, error: String },
+}
+
+/// Makes sure `dir` is a directory the agent can trust: created 0700 (with its missing
+/// parents) when absent; one of its own with group or other bits is tightened to 0700;
+/// a symlink, a file, or anyone else's directory is refused.
+pub fn private_dir(dir: &Path) -> Result<(), TrustError> {
+    let shown = dir.display().to_string();
+    let meta = match fs::symlink_metadata(dir) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| TrustError::Create { dir: shown.clone(), error: e.to_string() })?;
+            fs::symlink_metadata(dir).map_err(|e| TrustError::Check { dir: shown.clone(), error: e.to_string() })?
+        }
+        Err(e) => return Err(TrustError::Check { dir: shown, error: e.to_string() }),
+    };
+    if meta.file_type().is_symlink() {
+        return Err(TrustError::Symlink { dir: shown });
+    }
+    if !meta.is_dir() {
+        return Err(TrustError::NotADirectory { dir: shown });
+    }
+    let own = nix::unistd::geteuid().as_raw();
+    if meta.uid() != own {
+        let owner = user_name(meta.uid()).unwrap_or_else(|| "another user".into());
+        return Err(TrustError::Foreign { dir: shown, owner, uid: meta.uid(), mode: meta.mode() & 0o7777, own });
+    }
+    if meta.mode() & 0o077 != 0 {
+        log!("{shown} had mode {:04o}; tightened to 0700", meta.mode() & 0o7777);
+        fs::set_permissions(dir, Permissions::from_mode(0o700))
+            .map_err(|e| TrustError::Check { dir: shown, error: e.to_string() })?;
+    }
+    Ok(())
+}
+
+/// The login name of `uid`, if the passwd database has one.
+pub fn user_name(uid: u32) -> Option<String> {
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok().flatten().map(|user| user.name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().mode() & 0o777
+    }
+
+    #[test]
+    fn a_missing_directory_is_created_private_and_a_loose_own_one_tightened() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("a/b");
+        private_dir(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        fs::set_permissions(&dir, Permissions::from_mode(0o777)).unwrap();
+        private_dir(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+    }
+
+    #[test]
+    fn symlinks_and_files_are_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let real = root.path().join("real");
+        fs::create_dir(&real).unwrap();
+        let link = root.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        assert!(matches!(private_dir(&link), Err(TrustError::Symlink { .. })));
+        let file = root.path().join("file");
+        fs::write(&file, "").unwrap();
+        assert!(matches!(private_dir(&file), Err(TrustError::NotADirectory { .. })));
+    }
+
+    #[test]
+    fn a_foreign_directory_is_named_with_its_owner_and_mode() {
+        let error = TrustError::Foreign {
+            dir: "/tmp/procctl-0".into(),
+            owner: "nobody".into(),
+            uid: 65534,
+            mode: 0o777,
+            own: 0,
+        };
+        assert_eq!(
+            error.to_string(),
+            "/tmp/procctl-0 belongs to nobody (uid 65534) with mode 0777, not to this agent's user (uid 0): \
+             whoever owns it can replace the socket or read the logs; remove it or choose another path"
+        );
+    }
+}
