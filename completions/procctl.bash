@@ -58,6 +58,9 @@ _procctl() {
             procctl,stop)
                 cmd="procctl__subcmd__stop"
                 ;;
+            procctl,wait)
+                cmd="procctl__subcmd__wait"
+                ;;
             procctl__subcmd__help,completions)
                 cmd="procctl__subcmd__help__subcmd__completions"
                 ;;
@@ -100,6 +103,9 @@ _procctl() {
             procctl__subcmd__help,stop)
                 cmd="procctl__subcmd__help__subcmd__stop"
                 ;;
+            procctl__subcmd__help,wait)
+                cmd="procctl__subcmd__help__subcmd__wait"
+                ;;
             *)
                 ;;
         esac
@@ -107,7 +113,7 @@ _procctl() {
 
     case "${cmd}" in
         procctl)
-            opts="-h -V --socket --help --version list pid start stop restart signal scale send logs events reload shutdown completions help"
+            opts="-h -V --socket --help --version list pid start stop restart signal scale send logs events reload wait shutdown completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -161,7 +167,7 @@ _procctl() {
             return 0
             ;;
         procctl__subcmd__help)
-            opts="list pid start stop restart signal scale send logs events reload shutdown completions help"
+            opts="list pid start stop restart signal scale send logs events reload wait shutdown completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -357,6 +363,20 @@ _procctl() {
             return 0
             ;;
         procctl__subcmd__help__subcmd__stop)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        procctl__subcmd__help__subcmd__wait)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -569,6 +589,32 @@ _procctl() {
                 return 0
             fi
             case "${prev}" in
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        procctl__subcmd__wait)
+            opts="-h --for --timeout --socket --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --for)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --socket)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

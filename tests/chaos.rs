@@ -3,7 +3,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::support::{Agent, WAIT, alive, kill, sh, sleepers, wait_until, zombies_of};
+use crate::support::{Agent, WAIT, alive, holds_for, kill, sh, sleepers, wait_until, zombies_of};
 
 /// Zombies of the agent that are still there a moment later: reaping is prompt, so a zombie
 /// seen twice is one the agent forgot.
@@ -70,16 +70,15 @@ fn sigkill_in_a_loop_while_list_and_send_run() {
             kills
         })
     };
-    let end = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < end {
+    holds_for(Duration::from_secs(3), Duration::ZERO, "every send succeeds or names its instance", || {
         agent.list("all");
         let out = agent.ctl(&["send", "w", "hello"]);
         match out.code {
-            Some(0) => {}
-            Some(1) => assert!(out.stderr.contains("w:"), "a failed send names the instance: {out:?}"),
+            Some(0) => true,
+            Some(1) => out.stderr.contains("w:"),
             other => panic!("send ended with {other:?}: {out:?}"),
         }
-    }
+    });
     stop.store(true, Ordering::Relaxed);
     assert!(killer.join().unwrap() > 10);
     agent.wait_running("w", 8);

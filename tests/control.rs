@@ -7,7 +7,7 @@ fn list_shows_every_instance_as_a_table_and_as_json() {
     let table = agent.ctl(&["list"]);
     table.ok();
     let header = table.stdout.lines().next().unwrap();
-    for column in ["NAME", "INSTANCE", "PID", "STATE", "UPTIME", "RESTARTS", "LAST EXIT"] {
+    for column in ["NAME", "INSTANCE", "PID", "STATE", "UPTIME", "RESTARTS", "LAST EXIT", "CPU", "MEM"] {
         assert!(header.contains(column), "{header}");
     }
     for pid in &pids {
@@ -17,7 +17,22 @@ fn list_shows_every_instance_as_a_table_and_as_json() {
     assert_eq!(rows.len(), 3);
     for (index, row) in rows.iter().enumerate() {
         let keys: Vec<&str> = row.as_object().unwrap().keys().map(String::as_str).collect();
-        assert_eq!(keys, ["instance", "last_exit", "name", "pid", "restarts", "state", "uptime_secs"]);
+        assert_eq!(
+            keys,
+            [
+                "cpu_percent",
+                "health",
+                "instance",
+                "last_exit",
+                "memory_bytes",
+                "name",
+                "pid",
+                "restarts",
+                "state",
+                "status",
+                "uptime_secs"
+            ]
+        );
         assert_eq!(row["instance"], index);
         assert_eq!(row["state"], "running");
     }

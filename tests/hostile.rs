@@ -1,22 +1,12 @@
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
-use std::time::Duration;
 
 use procctl_proto::{PROTOCOL_VERSION, Request, Response, frame};
 
-use crate::support::{Agent, WAIT, closed_by_agent, read_response, run, sleepers, status_kib, wait_until};
-
-fn connect(agent: &Agent) -> UnixStream {
-    let stream = UnixStream::connect(&agent.socket).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    stream
-}
-
-fn hello(stream: &mut UnixStream) {
-    stream.write_all(&frame::encode(&Request::Hello { version: PROTOCOL_VERSION }).unwrap()).unwrap();
-    assert!(matches!(read_response(stream), Some(Response::Hello { .. })));
-}
+use crate::support::{
+    Agent, WAIT, closed_by_agent, connect, hello, read_response, run, sleepers, status_kib, wait_until,
+};
 
 #[test]
 fn only_the_owner_and_root_get_in() {
@@ -66,7 +56,7 @@ fn hostile_bytes_change_nothing_and_everyone_else_keeps_getting_answers() {
     unknown_after_hello.extend([0, 0, 0, 1, 201]);
     hostile.push(unknown_after_hello);
     for bytes in &hostile {
-        let mut stream = connect(&agent);
+        let mut stream = connect(&agent.socket);
         let _ = stream.write_all(bytes);
         let _ = stream.shutdown(std::net::Shutdown::Write);
         // Whatever the agent answers, it ends with a closed connection.
@@ -81,10 +71,10 @@ fn stalled_silent_and_idle_clients_do_not_hold_up_the_others() {
     let mut agent = Agent::start(&sleepers(1));
     agent.wait_running("worker", 1);
     // One byte, then nothing: closed after the hello timeout.
-    let mut stalled = connect(&agent);
+    let mut stalled = connect(&agent.socket);
     stalled.write_all(&[0]).unwrap();
     // Sends requests and never reads the replies.
-    let mut deaf = connect(&agent);
+    let mut deaf = connect(&agent.socket);
     hello(&mut deaf);
     let list = frame::encode(&Request::List { target: procctl_proto::Target::All }).unwrap();
     deaf.set_nonblocking(true).unwrap();
@@ -94,7 +84,7 @@ fn stalled_silent_and_idle_clients_do_not_hold_up_the_others() {
         }
     }
     // 1,000 connections that never say anything.
-    let idle: Vec<UnixStream> = (0..1000).map(|_| connect(&agent)).collect();
+    let idle: Vec<UnixStream> = (0..1000).map(|_| connect(&agent.socket)).collect();
     // Others are served meanwhile (a blocked agent would fail these at the procctl deadline).
     for _ in 0..20 {
         agent.ctl(&["list"]).ok();
@@ -109,7 +99,7 @@ fn stalled_silent_and_idle_clients_do_not_hold_up_the_others() {
 fn past_the_connection_limit_a_client_is_refused_with_a_clear_message() {
     let mut agent = Agent::new(&sleepers(1));
     agent.launch_with(&["--max-connections", "20"]);
-    let mut held: Vec<UnixStream> = (0..20).map(|_| connect(&agent)).collect();
+    let mut held: Vec<UnixStream> = (0..20).map(|_| connect(&agent.socket)).collect();
     for stream in &mut held {
         hello(stream);
     }
@@ -162,7 +152,7 @@ fn clients_that_leave_while_waiting_for_a_reply_free_their_slots_at_once() {
 fn a_client_that_only_shuts_down_its_writing_half_still_gets_its_answer() {
     let mut agent = Agent::start(&sleepers(2));
     agent.wait_running("worker", 2);
-    let mut stream = connect(&agent);
+    let mut stream = connect(&agent.socket);
     hello(&mut stream);
     let list = Request::List { target: procctl_proto::Target::All };
     stream.write_all(&frame::encode(&list).unwrap()).unwrap();

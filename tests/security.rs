@@ -208,3 +208,26 @@ fn procctl_run_by_someone_else_still_talks_to_roots_agent_and_is_refused_by_it()
     assert_eq!(out.code, Some(1), "{out:?}");
     assert!(out.stderr.contains("refused: this agent serves only uid 0 and root"), "{out:?}");
 }
+
+#[test]
+fn a_socket_in_a_shared_sticky_directory_like_tmp_leaves_its_mode_alone() {
+    // Declared first, so it outlives the agent whose socket it holds.
+    let playground = Playground::new(); // root's own, 1777, like /tmp
+    let mut agent = Agent::new(&sleepers(1));
+    let socket = playground.0.path().join("agent.sock");
+    agent.socket = socket.clone();
+    agent.launch();
+    agent.wait_running("worker", 1);
+    assert_eq!(
+        std::fs::metadata(playground.0.path()).unwrap().mode() & 0o7777,
+        0o1777,
+        "a shared directory is never tightened"
+    );
+    assert_eq!(std::fs::metadata(&socket).unwrap().mode() & 0o777, 0o600);
+    // But the table and the logs never go in one.
+    let other = playground.0.path().join("b.sock");
+    let out = run(&mut agent.command_on(&other, playground.0.path()), None, WAIT);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("is shared (mode 1777)"), "{out:?}");
+    assert!(!other.exists());
+}

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use procctl_proto::{Exit, Signal, State};
 
-use crate::config::{ProcessSpec, Restart};
+use crate::config::{ProcessSpec, Ready, Restart};
 
 /// The first delay after a second quick failure; it doubles with each one after.
 pub const BACKOFF_BASE: Duration = Duration::from_millis(100);
@@ -30,10 +30,12 @@ pub enum Timer {
     StopDeadline,
     /// The spawner never answered: give up on that spawn.
     Spawn,
+    /// ready_timeout after a spawn with a `ready` other than "up": a failed start.
+    Ready,
 }
 
 /// How many kinds of timer an instance has.
-pub const TIMERS: usize = 4;
+pub const TIMERS: usize = 5;
 
 impl Timer {
     pub fn slot(self) -> usize {
@@ -47,6 +49,8 @@ pub enum Input {
     Start,
     /// A user asks for it to stop.
     Stop,
+    /// A start whose dependencies are not met: wait for them.
+    Wait,
     /// A scale or reload takes it away: stop it, then it leaves the table.
     Remove,
     /// A later scale or reload keeps it after all.
@@ -64,6 +68,12 @@ pub enum Input {
     },
     /// No process is left in the instance's process group.
     GroupGone,
+    /// The current run is ready (READY=1, or its ready probe passed).
+    Ready,
+    /// The current run failed its health check (or watchdog): restart it.
+    Unhealthy,
+    /// A health check of the current run passed.
+    Healthy,
     Timer {
         timer: Timer,
         generation: u64,
@@ -114,6 +124,11 @@ pub struct Instance {
     /// Taken away by a scale or reload: it leaves the table once down.
     pub removing: bool,
     quick_failures: u32,
+    /// Health restarts in a row without a passing check; sets their backoff.
+    unhealthy_streak: u32,
+    /// The current run is being stopped as a failure (never ready, or unhealthy): its exit
+    /// is a failure whatever its code.
+    run_failed: bool,
     spawn_pending: bool,
     spawn_when_clear: bool,
     /// A start came while stopping: start once the stop is done.
@@ -140,6 +155,8 @@ impl Instance {
             run: 0,
             removing: false,
             quick_failures: 0,
+            unhealthy_streak: 0,
+            run_failed: false,
             spawn_pending: false,
             spawn_when_clear: false,
             start_after_stop: false,
@@ -147,7 +164,7 @@ impl Instance {
         }
     }
 
-    /// Running (up for start_secs).
+    /// Running: ready.
     pub fn is_up(&self) -> bool {
         self.state == State::Running
     }
@@ -183,7 +200,14 @@ impl Instance {
                 self.start_after_stop = true;
                 vec![]
             }
+            Input::Start if self.state == State::Waiting => self.begin_start(),
             Input::Start => vec![],
+            Input::Wait if self.is_startable() => {
+                self.quick_failures = 0;
+                self.state = State::Waiting;
+                vec![]
+            }
+            Input::Wait => vec![],
             Input::Stop => self.on_stop(spec),
             Input::Remove => {
                 self.removing = true;
@@ -198,6 +222,16 @@ impl Instance {
             Input::SpawnFailed => self.on_spawn_failed(spec),
             Input::Exited { exit, group_left } => self.on_exited(exit, group_left, spec),
             Input::GroupGone => self.on_group_gone(),
+            Input::Ready => self.on_ready(spec),
+            Input::Unhealthy if self.state == State::Running && self.pid.is_some() && !self.run_failed => {
+                self.unhealthy_streak += 1;
+                self.stop_failed_run(spec)
+            }
+            Input::Unhealthy => vec![],
+            Input::Healthy => {
+                self.unhealthy_streak = 0;
+                vec![]
+            }
             Input::Timer { timer, generation } if generation == self.generations[timer.slot()] => {
                 self.on_timer(timer, spec)
             }
@@ -250,12 +284,16 @@ impl Instance {
     fn on_stop(&mut self, spec: &ProcessSpec) -> Vec<Action> {
         self.start_after_stop = false;
         match self.state {
+            State::Waiting => {
+                self.state = State::Stopped;
+                vec![]
+            }
             State::Starting | State::Running => {
                 self.spawn_when_clear = false;
                 self.state = State::Stopping;
                 if self.pid.is_some() {
                     let deadline = self.arm(Timer::StopDeadline, spec.stop_timeout);
-                    vec![Action::Signal(spec.stop_signal), deadline, self.disarm(Timer::Up)]
+                    vec![Action::Signal(spec.stop_signal), deadline, self.disarm(Timer::Up), self.disarm(Timer::Ready)]
                 } else {
                     // A spawn in flight is signalled when it lands; a draining group keeps its deadline.
                     self.settle_stopping()
@@ -288,11 +326,13 @@ impl Instance {
     fn on_spawned(&mut self, pid: i32, at: SystemTime, spec: &ProcessSpec) -> Vec<Action> {
         self.spawn_pending = false;
         self.run += 1;
+        self.run_failed = false;
         self.pid = Some(pid);
         self.pgid = Some(pid);
         self.started_at = Some(at);
         let mut actions = vec![self.disarm(Timer::Spawn)];
         match self.state {
+            State::Starting if spec.ready != Ready::Up => actions.push(self.arm(Timer::Ready, spec.ready_timeout)),
             State::Starting if spec.start_secs.is_zero() => {
                 self.state = State::Running;
                 self.quick_failures = 0;
@@ -330,7 +370,8 @@ impl Instance {
         if exit.is_some() {
             self.last_exit = exit;
         }
-        let mut actions = vec![self.disarm(Timer::Up)];
+        let failed = std::mem::take(&mut self.run_failed);
+        let mut actions = vec![self.disarm(Timer::Up), self.disarm(Timer::Ready)];
         if !group_left {
             self.pgid = None;
             actions.push(self.disarm(Timer::StopDeadline));
@@ -344,9 +385,15 @@ impl Instance {
                     actions.push(Action::Signal(spec.stop_signal));
                     actions.push(self.arm(Timer::StopDeadline, spec.stop_timeout));
                 }
-                actions.extend(self.after_exit(exit, quick, spec));
+                // A run stopped for failing counts as a failure whatever its code.
+                let exit = if failed { None } else { exit };
+                if failed && !quick {
+                    actions.extend(self.after_unhealthy(spec));
+                } else {
+                    actions.extend(self.after_exit(exit, quick, spec));
+                }
             }
-            State::Backoff | State::Stopped | State::Exited | State::Fatal => {}
+            State::Waiting | State::Backoff | State::Stopped | State::Exited | State::Fatal => {}
         }
         actions
     }
@@ -372,6 +419,38 @@ impl Instance {
         if delay.is_zero() { self.restart_now() } else { vec![self.arm(Timer::Backoff, delay)] }
     }
 
+    /// The end of a run stopped as unhealthy: restarted like an unexpected exit of a running
+    /// instance, backing off while health restarts follow each other, never `fatal`.
+    fn after_unhealthy(&mut self, spec: &ProcessSpec) -> Vec<Action> {
+        self.quick_failures = 0;
+        if spec.restart == Restart::Never {
+            self.state = State::Exited;
+            return vec![];
+        }
+        self.state = State::Backoff;
+        let delay = backoff_delay(self.unhealthy_streak);
+        if delay.is_zero() { self.restart_now() } else { vec![self.arm(Timer::Backoff, delay)] }
+    }
+
+    /// Stops the current run as a failure (never ready, or unhealthy); its end decides what next.
+    fn stop_failed_run(&mut self, spec: &ProcessSpec) -> Vec<Action> {
+        self.run_failed = true;
+        vec![
+            Action::Signal(spec.stop_signal),
+            self.arm(Timer::StopDeadline, spec.stop_timeout),
+            self.disarm(Timer::Ready),
+        ]
+    }
+
+    fn on_ready(&mut self, spec: &ProcessSpec) -> Vec<Action> {
+        if self.state != State::Starting || self.pid.is_none() || self.run_failed || spec.ready == Ready::Up {
+            return vec![];
+        }
+        self.state = State::Running;
+        self.quick_failures = 0;
+        vec![self.disarm(Timer::Ready)]
+    }
+
     fn restart_now(&mut self) -> Vec<Action> {
         self.restarts += 1;
         self.begin_start()
@@ -386,6 +465,9 @@ impl Instance {
             }
             Timer::Backoff if self.state == State::Backoff => self.restart_now(),
             Timer::StopDeadline if self.pgid.is_some() => vec![Action::Kill],
+            Timer::Ready if self.state == State::Starting && self.pid.is_some() && !self.run_failed => {
+                self.stop_failed_run(spec)
+            }
             Timer::Spawn if self.spawn_pending => {
                 let mut actions = vec![Action::AbandonSpawn];
                 actions.extend(self.on_spawn_failed(spec));

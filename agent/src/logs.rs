@@ -180,8 +180,14 @@ impl Follow {
     }
 }
 
+/// A `ready = { log = REGEX }` probe: told once, at the first line that matches.
+pub struct LineWatch {
+    pub regex: regex::Regex,
+    pub matched: Box<dyn FnOnce() + Send>,
+}
+
 /// Drains one run's output pipe into its sink until every writer has closed it.
-pub fn capture(fd: OwnedFd, sink: SharedSink, follow: Follow) -> std::io::Result<()> {
+pub fn capture(fd: OwnedFd, sink: SharedSink, follow: Follow, mut watch: Option<LineWatch>) -> std::io::Result<()> {
     // SAFETY: F_SETFL on a descriptor we own.
     unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
     let pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(fd)?;
@@ -199,6 +205,11 @@ pub fn capture(fd: OwnedFd, sink: SharedSink, follow: Follow) -> std::io::Result
                 let mut rest = bytes;
                 while let Some(pos) = rest.iter().position(|&b| b == b'\n') {
                     partial.extend_from_slice(&rest[..pos]);
+                    if watch.as_ref().is_some_and(|w| w.regex.is_match(&String::from_utf8_lossy(&partial))) {
+                        if let Some(watch) = watch.take() {
+                            (watch.matched)();
+                        }
+                    }
                     emit(&mut sink, &follow, &id, time_ms, &mut partial);
                     rest = &rest[pos + 1..];
                 }

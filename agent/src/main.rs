@@ -22,7 +22,9 @@ mod handlers;
 mod instance;
 mod log;
 mod logs;
+mod notify;
 mod pipe;
+mod probe;
 mod procfs;
 mod reaper;
 mod reclaim;
@@ -49,7 +51,7 @@ use tokio::sync::mpsc;
 use crate::config::Config;
 use crate::supervisor::{AgentSignal, Event, Handle, Parts, Supervisor};
 
-const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (protocol 1)");
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (protocol 2)");
 
 /// How long the agent waits, once everything is stopped, for replies still being written.
 const DRAIN_REPLIES: Duration = Duration::from_secs(2);
@@ -163,10 +165,18 @@ async fn serve(
             let _ = events.send(Event::Reaped { pid, exit });
         })
     });
+    let (notify_fd, notify_name) = notify::bind(reclaim::token()).context("cannot bind the notify socket")?;
+    tokio::spawn({
+        let events = events.clone();
+        notify::run(notify_fd, move |message| {
+            let _ = events.send(Event::Notify(message));
+        })
+    });
     let handle = Handle::new(events.clone());
     let bus = crate::events::Bus::new();
     let follow = logs::Follow::new();
-    let context = handlers::Context { sup: handle, bus: bus.clone(), follow: follow.clone() };
+    let (changes, changed) = tokio::sync::watch::channel(0);
+    let context = handlers::Context { sup: handle, bus: bus.clone(), follow: follow.clone(), changes: changed };
     tokio::spawn({
         let events = events.clone();
         let context = context.clone();
@@ -195,7 +205,9 @@ async fn serve(
         config.path.display(),
         socket.display()
     );
-    let sup = Supervisor::new(Parts { config, socket, state_dir, previous, spawner, writer, events, bus, follow });
+    let parts =
+        Parts { config, socket, state_dir, previous, spawner, writer, events, bus, follow, notify_name, changes };
+    let sup = Supervisor::new(parts);
 
     let (alive, mut all_closed) = mpsc::channel::<()>(1);
     tokio::select! {

@@ -6,7 +6,7 @@
 use std::fs::{self, Permissions};
 use std::io::ErrorKind as IoErrorKind;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream as StdStream;
 use std::path::Path;
 use std::sync::Arc;
@@ -45,6 +45,8 @@ pub enum BindError {
     Live(String),
     #[error("{0} exists and is not a socket; remove it or choose another --socket")]
     NotASocket(String),
+    #[error("{0} belongs to {1} (uid {2}), not to this agent's user; remove it or choose another --socket")]
+    Foreign(String, String, u32),
     #[error("the socket directory: {0}")]
     Dir(#[from] TrustError),
     #[error("cannot bind {0}: {1}")]
@@ -57,9 +59,15 @@ pub enum BindError {
 pub fn bind(path: &Path) -> Result<OwnedFd, BindError> {
     let shown = path.display().to_string();
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        trust::private_dir(dir)?;
+        trust::trusted_dir(dir, trust::Use::Socket)?;
     }
+    let own = nix::unistd::geteuid().as_raw();
     match fs::symlink_metadata(path) {
+        // In a shared directory, someone else's socket is not ours to replace or trust.
+        Ok(meta) if meta.uid() != own => {
+            let owner = trust::user_name(meta.uid()).unwrap_or_else(|| "another user".into());
+            return Err(BindError::Foreign(shown, owner, meta.uid()));
+        }
         Ok(meta) if meta.file_type().is_socket() => match StdStream::connect(path) {
             Ok(_) => return Err(BindError::Live(shown)),
             // Nobody answers: a dead agent's socket.
@@ -232,7 +240,9 @@ async fn forward<T: Clone>(
 /// a query, a stream, or the wait for a reply (the message itself is already on its way).
 fn only_waits(request: &Request) -> bool {
     match request {
-        Request::List { .. } | Request::Pid { .. } | Request::Logs { .. } | Request::Events => true,
+        Request::List { .. } | Request::Pid { .. } | Request::Logs { .. } | Request::Events | Request::Wait { .. } => {
+            true
+        }
         Request::Send(send) => send.reply,
         _ => false,
     }

@@ -25,24 +25,69 @@ pub struct SpawnRequest {
     pub env: Vec<(String, String)>,
     pub cwd: PathBuf,
     pub pipe: Pipe,
+    /// Capture stdout and stderr (an instance); otherwise they go to /dev/null (a probe).
+    pub capture: bool,
+}
+
+/// What the agent passes on to every run of one instance besides its spec.
+pub struct Context<'a> {
+    /// The agent's environment, without PROCCTL_* of our own parent.
+    pub base: &'a [(String, String)],
+    pub socket: &'a Path,
+    /// `$NOTIFY_SOCKET`, for instances with `ready = "notify"`.
+    pub notify: Option<&'a str>,
 }
 
 impl SpawnRequest {
-    /// What run `seq` of instance `id` gets: its argv, cwd and pipe from `spec`, and the
-    /// agent's environment (`base`, without PROCCTL_* of our own parent) with the spec's
-    /// `env` over it and the PROCCTL_* variables of SPEC.md on top.
-    pub fn new(seq: u64, id: &InstanceId, spec: &ProcessSpec, base: &[(String, String)], socket: &Path) -> Self {
-        let mut env: Vec<(String, String)> = base.iter().filter(|(k, _)| !spec.env.contains_key(k)).cloned().collect();
-        env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-        env.push(("PROCCTL_NAME".into(), id.name.clone()));
-        env.push(("PROCCTL_INSTANCE".into(), id.index.to_string()));
-        env.push(("PROCCTL_SOCKET".into(), socket.display().to_string()));
-        env.push((crate::reclaim::TOKEN_VAR.into(), crate::reclaim::token().to_owned()));
-        if spec.pipe == Pipe::Fd {
-            env.push(("PROCCTL_PIPE_FD".into(), PIPE_FD.to_string()));
-        }
-        SpawnRequest { seq, argv: spec.command.clone(), env, cwd: spec.cwd.clone(), pipe: spec.pipe }
+    /// What run `seq` of instance `id` gets: its argv, cwd and pipe from `spec`, and its
+    /// environment (see `child_env`).
+    pub fn new(seq: u64, id: &InstanceId, spec: &ProcessSpec, context: &Context) -> Self {
+        let env = child_env(id, spec, context);
+        SpawnRequest { seq, argv: spec.command.clone(), env, cwd: spec.cwd.clone(), pipe: spec.pipe, capture: true }
     }
+
+    /// An `exec` probe of instance `id`: `argv` in the instance's cwd and environment, in a
+    /// process group of its own, its output discarded.
+    pub fn probe(seq: u64, id: &InstanceId, spec: &ProcessSpec, argv: Vec<String>, context: &Context) -> Self {
+        let env = child_env(id, spec, context);
+        SpawnRequest { seq, argv, env, cwd: spec.cwd.clone(), pipe: Pipe::None, capture: false }
+    }
+}
+
+/// The agent's environment with the spec's `env` over it and, on top, the variables of
+/// SPEC.md: PROCCTL_*, PORT with `port`, NOTIFY_SOCKET with `ready = "notify"`,
+/// WATCHDOG_USEC with `watchdog`, and HOME, USER, LOGNAME, SHELL with `user`.
+fn child_env(id: &InstanceId, spec: &ProcessSpec, context: &Context) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> =
+        context.base.iter().filter(|(k, _)| !spec.env.contains_key(k)).cloned().collect();
+    env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let mut set = |key: &str, value: String| {
+        env.retain(|(k, _)| k != key);
+        env.push((key.to_string(), value));
+    };
+    set("PROCCTL_NAME", id.name.clone());
+    set("PROCCTL_INSTANCE", id.index.to_string());
+    set("PROCCTL_SOCKET", context.socket.display().to_string());
+    set(crate::reclaim::TOKEN_VAR, crate::reclaim::token().to_owned());
+    if spec.pipe == Pipe::Fd {
+        set("PROCCTL_PIPE_FD", PIPE_FD.to_string());
+    }
+    if let Some(port) = spec.port_of(id.index) {
+        set("PORT", port.to_string());
+    }
+    if let (crate::config::Ready::Notify, Some(notify)) = (&spec.ready, context.notify) {
+        set("NOTIFY_SOCKET", notify.to_string());
+        if let Some(watchdog) = spec.watchdog {
+            set("WATCHDOG_USEC", watchdog.as_micros().to_string());
+        }
+    }
+    if let Some(account) = &spec.account {
+        set("HOME", account.home.display().to_string());
+        set("USER", account.user.clone());
+        set("LOGNAME", account.user.clone());
+        set("SHELL", account.shell.display().to_string());
+    }
+    env
 }
 
 /// The agent's own environment, as children inherit it: without the PROCCTL_* variables an
@@ -58,8 +103,8 @@ pub enum SpawnReport {
         start_time: Option<u64>,
         /// The agent's end of the message pipe.
         pipe: Option<OwnedFd>,
-        /// The read end of the child's stdout and stderr.
-        output: OwnedFd,
+        /// The read end of the child's stdout and stderr, when captured.
+        output: Option<OwnedFd>,
         /// Carries errno if exec fails; see `ExecCheck`.
         exec_check: ExecCheck,
     },
@@ -135,7 +180,7 @@ fn spawn_one(request: SpawnRequest, fork_lock: &Mutex<()>, fd_limit: libc::rlimi
     prepared.pipe_child = None;
     prepared.output_write = None;
     let start_time = procfs::stat(pid).map(|s| s.start_time);
-    let output = prepared.output_read.take().expect("prepared with an output pipe");
+    let output = prepared.output_read.take();
     let exec_check = ExecCheck { fd: err_read, program: prepared.program.to_string_lossy().into_owned() };
     report(SpawnReport::Spawned { seq, pid, start_time, pipe: prepared.pipe_parent.take(), output, exec_check });
     drop(guard);
@@ -202,7 +247,17 @@ fn prepare(request: SpawnRequest) -> Result<Prepared, String> {
     let null_ptrs = |v: &[CString]| v.iter().map(|c| c.as_ptr()).chain([std::ptr::null()]).collect();
     let argv_ptrs = null_ptrs(&argv);
     let envp_ptrs = null_ptrs(&envp);
-    let (output_read, output_write) = cloexec_pipe().map_err(|e| format!("cannot make the output pipe: {e}"))?;
+    let (output_read, output_write) = if request.capture {
+        let (read, write) = cloexec_pipe().map_err(|e| format!("cannot make the output pipe: {e}"))?;
+        (Some(read), write)
+    } else {
+        (
+            None,
+            OwnedFd::from(
+                File::options().write(true).open("/dev/null").map_err(|e| format!("cannot open /dev/null: {e}"))?,
+            ),
+        )
+    };
     let (pipe_parent, pipe_child) = match request.pipe {
         Pipe::None => (None, None),
         Pipe::Fd | Pipe::Stdin => {
@@ -224,7 +279,7 @@ fn prepare(request: SpawnRequest) -> Result<Prepared, String> {
         cwd,
         stdin,
         output_write: Some(output_write),
-        output_read: Some(output_read),
+        output_read,
         pipe_child,
         pipe_parent,
     })
@@ -361,8 +416,8 @@ mod tests {
         )
         .unwrap();
         let base = vec![("HOME".to_string(), "/root".to_string()), ("PATH".to_string(), "/bin".to_string())];
-        let request =
-            SpawnRequest::new(7, &InstanceId::new("w", 2), &config.processes["w"], &base, Path::new("/run/a.sock"));
+        let context = Context { base: &base, socket: Path::new("/run/a.sock"), notify: Some("@n") };
+        let request = SpawnRequest::new(7, &InstanceId::new("w", 2), &config.processes["w"], &context);
         let env: std::collections::BTreeMap<_, _> = request.env.iter().cloned().collect();
         assert_eq!(env["HOME"], "/srv", "the spec wins over the agent's own");
         assert_eq!(env["PATH"], "/bin");

@@ -20,16 +20,35 @@ pub enum TrustError {
          whoever owns it can replace the socket or read the logs; remove it or choose another path"
     )]
     Foreign { dir: String, owner: String, uid: u32, mode: u32, own: u32 },
+    #[error(
+        "{dir} is shared (mode {mode:04o}): the agent keeps its table and logs only in a directory of its own; choose another path"
+    )]
+    Shared { dir: String, mode: u32 },
     #[error("cannot create {dir}: {error}")]
     Create { dir: String, error: String },
     #[error("cannot check {dir}: {error}")]
     Check { dir: String, error: String },
 }
 
+/// How a directory is shared, as far as the agent goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    /// Only the agent's: the state directory and its logs.
+    Private,
+    /// The socket's: also a sticky directory of the agent's own (like /tmp for root), where
+    /// nobody but the owner of an entry can remove or replace it.
+    Socket,
+}
+
 /// Makes sure `dir` is a directory the agent can trust: created 0700 (with its missing
-/// parents) when absent; one of its own with group or other bits is tightened to 0700;
-/// a symlink, a file, or anyone else's directory is refused.
+/// parents) when absent; one of its own with group or other bits is tightened to 0700,
+/// except a sticky one the socket may live in, which is left as it is; a symlink, a file,
+/// or anyone else's directory is refused.
 pub fn private_dir(dir: &Path) -> Result<(), TrustError> {
+    trusted_dir(dir, Use::Private)
+}
+
+pub fn trusted_dir(dir: &Path, use_: Use) -> Result<(), TrustError> {
     let shown = dir.display().to_string();
     let meta = match fs::symlink_metadata(dir) {
         Ok(meta) => meta,
@@ -53,6 +72,13 @@ pub fn private_dir(dir: &Path) -> Result<(), TrustError> {
     if meta.uid() != own {
         let owner = user_name(meta.uid()).unwrap_or_else(|| "another user".into());
         return Err(TrustError::Foreign { dir: shown, owner, uid: meta.uid(), mode: meta.mode() & 0o7777, own });
+    }
+    let sticky = meta.mode() & 0o1000 != 0;
+    if sticky && use_ == Use::Socket {
+        return Ok(());
+    }
+    if sticky {
+        return Err(TrustError::Shared { dir: shown, mode: meta.mode() & 0o7777 });
     }
     if meta.mode() & 0o077 != 0 {
         log!("{shown} had mode {:04o}; tightened to 0700", meta.mode() & 0o7777);
@@ -84,6 +110,17 @@ mod tests {
         fs::set_permissions(&dir, Permissions::from_mode(0o777)).unwrap();
         private_dir(&dir).unwrap();
         assert_eq!(mode(&dir), 0o700);
+    }
+
+    #[test]
+    fn a_shared_sticky_directory_takes_a_socket_but_never_the_state_and_is_never_changed() {
+        let root = tempfile::tempdir().unwrap();
+        let shared = root.path().join("shared");
+        fs::create_dir(&shared).unwrap();
+        fs::set_permissions(&shared, Permissions::from_mode(0o1777)).unwrap();
+        trusted_dir(&shared, Use::Socket).unwrap();
+        assert!(matches!(private_dir(&shared), Err(TrustError::Shared { .. })));
+        assert_eq!(fs::metadata(&shared).unwrap().mode() & 0o7777, 0o1777, "left as it is");
     }
 
     #[test]

@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use procctl_proto::{Signal, Target};
+use procctl_proto::{Signal, Target, WaitFor};
 
-pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (protocol 1)");
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (protocol 2)");
 
 /// Control procagent: list, start, stop, restart, signal and scale supervised processes.
 ///
@@ -93,6 +93,19 @@ pub enum Command {
     /// Prints what changed. An invalid file is refused with its file and line, and nothing
     /// running changes. The agent does the same on SIGHUP.
     Reload,
+    /// Wait until every instance of TARGET is in a state (or gone); exit 1 at the timeout, naming those that are not
+    ///
+    /// Waits on the agent's events, never by polling, and returns as soon as the last
+    /// instance gets there.
+    Wait {
+        target: Target,
+        /// running (ready), stopped, exited, fatal, or gone (the instances no longer exist)
+        #[arg(long = "for", value_name = "STATE", default_value = "running")]
+        until: WaitFor,
+        /// How long to wait
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
     /// Stop every instance, then the agent exits
     Shutdown,
     /// Print a completion script for a shell

@@ -20,19 +20,18 @@ pub fn list(rows: &[InstanceInfo], json: bool, out: &mut impl Write) -> io::Resu
     Ok(Status::Success)
 }
 
+/// The table of `list`: the columns of SPEC.md, then CPU and MEM, then HEALTH and STATUS
+/// when an instance listed has one (STATUS last: free text of any length).
 fn list_table(rows: &[InstanceInfo]) -> String {
+    let health = rows.iter().any(|row| row.health.is_some());
+    let status = rows.iter().any(|row| row.status.is_some());
+    let mut header = vec!["NAME", "INSTANCE", "PID", "STATE", "UPTIME", "RESTARTS", "LAST EXIT", "CPU", "MEM"];
+    header.extend(health.then_some("HEALTH"));
+    header.extend(status.then_some("STATUS"));
     let mut table = Table::new();
-    table.load_preset(presets::NOTHING).set_content_arrangement(ContentArrangement::Disabled).set_header([
-        "NAME",
-        "INSTANCE",
-        "PID",
-        "STATE",
-        "UPTIME",
-        "RESTARTS",
-        "LAST EXIT",
-    ]);
+    table.load_preset(presets::NOTHING).set_content_arrangement(ContentArrangement::Disabled).set_header(header);
     for row in rows {
-        table.add_row([
+        let mut cells = vec![
             row.id.name.clone(),
             row.id.index.to_string(),
             row.pid.map_or("-".into(), |pid| pid.to_string()),
@@ -40,16 +39,35 @@ fn list_table(rows: &[InstanceInfo]) -> String {
             row.uptime_secs.map_or("-".into(), uptime),
             row.restarts.to_string(),
             row.last_exit.map_or("-".into(), |exit| exit.to_string()),
-        ]);
+            row.cpu_tenths.map_or("-".into(), |t| format!("{}.{}%", t / 10, t % 10)),
+            row.memory_bytes.map_or("-".into(), memory),
+        ];
+        if health {
+            cells.push(row.health.map_or("-".into(), |h| h.as_str().to_string()));
+        }
+        if status {
+            cells.push(row.status.clone().unwrap_or_else(|| "-".into()));
+        }
+        table.add_row(cells);
     }
     for (index, column) in table.column_iter_mut().enumerate() {
         column.set_padding((0, 2));
-        if [1, 2, 5].contains(&index) {
+        if [1, 2, 5, 7, 8].contains(&index) {
             column.set_cell_alignment(CellAlignment::Right);
         }
     }
     // The borderless preset pads each line; scripts prefer no trailing blanks.
     table.lines().map(|line| line.trim_end().to_string()).collect::<Vec<_>>().join("\n")
+}
+
+/// Resident memory as `ps` and `top` show it: `340K`, `12.4M`, `1.02G`.
+fn memory(bytes: u64) -> String {
+    let kib = bytes / 1024;
+    match kib {
+        0..1024 => format!("{kib}K"),
+        1024..1_048_576 => format!("{:.1}M", kib as f64 / 1024.0),
+        _ => format!("{:.2}G", kib as f64 / 1_048_576.0),
+    }
 }
 
 fn list_json(rows: &[InstanceInfo]) -> String {
@@ -64,6 +82,10 @@ fn list_json(rows: &[InstanceInfo]) -> String {
                 "uptime_secs": row.uptime_secs,
                 "restarts": row.restarts,
                 "last_exit": row.last_exit.map(exit_json),
+                "health": row.health.map(|h| h.as_str()),
+                "status": row.status,
+                "cpu_percent": row.cpu_tenths.map(|t| f64::from(t) / 10.0),
+                "memory_bytes": row.memory_bytes,
             })
         })
         .collect();
@@ -255,6 +277,8 @@ fn event_text(time: &str, kind: &EventKind) -> String {
         EventKind::Backoff { delay_ms, .. } => format!("restart in {delay_ms}ms"),
         EventKind::Scaled { name, from, to } => format!("{name} from {from} to {to}"),
         EventKind::Reply { line, .. } => line.clone(),
+        EventKind::Waiting { on, .. } => format!("on {}", on.join(" ")),
+        EventKind::Unhealthy { reason, .. } => reason.clone(),
         EventKind::Fatal { .. } | EventKind::Stopped { .. } | EventKind::Reloaded => String::new(),
     };
     let id = kind.id().map(|id| format!(" {id}")).unwrap_or_default();
@@ -283,6 +307,8 @@ fn event_json(time: &str, kind: &EventKind) -> Value {
             value["to"] = json!(to);
         }
         EventKind::Reply { line, .. } => value["line"] = json!(line),
+        EventKind::Waiting { on, .. } => value["on"] = json!(on),
+        EventKind::Unhealthy { reason, .. } => value["reason"] = json!(reason),
         EventKind::Fatal { .. } | EventKind::Stopped { .. } | EventKind::Reloaded => {}
     }
     value
@@ -330,7 +356,18 @@ mod tests {
     }
 
     fn row(pid: Option<u32>, state: State, last_exit: Option<Exit>) -> InstanceInfo {
-        InstanceInfo { id: InstanceId::new("web", 1), pid, state, uptime_secs: pid.map(|_| 75), restarts: 2, last_exit }
+        InstanceInfo {
+            id: InstanceId::new("web", 1),
+            pid,
+            state,
+            uptime_secs: pid.map(|_| 75),
+            restarts: 2,
+            last_exit,
+            health: None,
+            status: None,
+            cpu_tenths: pid.map(|_| 125),
+            memory_bytes: pid.map(|_| 13 << 20),
+        }
     }
 
     #[test]
@@ -343,7 +380,8 @@ mod tests {
         assert_eq!(
             value[0],
             json!({"name": "web", "instance": 1, "pid": 42, "state": "running", "uptime_secs": 75,
-                   "restarts": 2, "last_exit": {"signal": "KILL"}})
+                   "restarts": 2, "last_exit": {"signal": "KILL"}, "health": null, "status": null,
+                   "cpu_percent": 12.5, "memory_bytes": 13 << 20})
         );
         assert_eq!(value[1]["pid"], Value::Null);
         assert_eq!(value[1]["uptime_secs"], Value::Null);

@@ -14,13 +14,13 @@ pub mod socket;
 pub mod target;
 
 pub use frame::{FrameError, MAX_FRAME};
-pub use request::{Request, SendRequest};
+pub use request::{Request, SendRequest, WaitFor};
 pub use response::{
-    Delivery, ErrorKind, Event, EventKind, InstanceInfo, LogLine, Outcome, OutcomeKind, ReloadReport, Response, State,
-    WireError,
+    Delivery, ErrorKind, Event, EventKind, Health, InstanceInfo, LogLine, Outcome, OutcomeKind, ReloadReport, Response,
+    State, WireError,
 };
 pub use signal::{Exit, Signal};
 pub use target::{InstanceId, Target};
 
 /// Bumped on any change to the messages or their encoding; the hello compares it.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;

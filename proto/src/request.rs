@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::response::State;
 use crate::signal::Signal;
 use crate::target::Target;
 
@@ -48,6 +49,42 @@ pub enum Request {
     Events,
     /// Re-read the config file and apply the difference.
     Reload,
+    /// Answer `Waited` once every instance of `target` is in `until`, or an error naming
+    /// those that are not at the timeout.
+    Wait {
+        target: Target,
+        until: WaitFor,
+        timeout_ms: u64,
+    },
+}
+
+/// What `procctl wait --for` waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WaitFor {
+    State(State),
+    /// The instances no longer exist.
+    Gone,
+}
+
+impl std::str::FromStr for WaitFor {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "gone" => Ok(WaitFor::Gone),
+            "running" | "stopped" | "exited" | "fatal" => s.parse().map(WaitFor::State),
+            _ => Err(format!("cannot wait for `{s}`: use running, stopped, exited, fatal or gone")),
+        }
+    }
+}
+
+impl std::fmt::Display for WaitFor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WaitFor::State(state) => write!(f, "{state}"),
+            WaitFor::Gone => f.write_str("gone"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +118,7 @@ impl Request {
             Request::Logs { .. } => "logs",
             Request::Events => "events",
             Request::Reload => "reload",
+            Request::Wait { .. } => "wait",
         }
     }
 }

@@ -37,6 +37,8 @@ pub enum Response {
     /// A slow reader of a stream missed this many items.
     Missed(u64),
     Reloaded(ReloadReport),
+    /// Every instance of a `wait` target reached the state asked for.
+    Waited,
     Error(WireError),
 }
 
@@ -85,10 +87,20 @@ pub enum EventKind {
         id: InstanceId,
         pid: u32,
     },
-    /// Up for start_secs.
+    /// Running: ready (up for start_secs, or as its `ready` says).
     Started {
         id: InstanceId,
         pid: u32,
+    },
+    /// Its dependencies are not met yet; `on` names the processes it waits for.
+    Waiting {
+        id: InstanceId,
+        on: Vec<String>,
+    },
+    /// Failed its health check (or watchdog) and is restarted; `reason` says why.
+    Unhealthy {
+        id: InstanceId,
+        reason: String,
     },
     Exited {
         id: InstanceId,
@@ -123,6 +135,8 @@ impl EventKind {
         match self {
             EventKind::Spawned { .. } => "spawned",
             EventKind::Started { .. } => "started",
+            EventKind::Waiting { .. } => "waiting",
+            EventKind::Unhealthy { .. } => "unhealthy",
             EventKind::Exited { .. } => "exited",
             EventKind::Backoff { .. } => "backoff",
             EventKind::Fatal { .. } => "fatal",
@@ -137,6 +151,8 @@ impl EventKind {
         match self {
             EventKind::Spawned { id, .. }
             | EventKind::Started { id, .. }
+            | EventKind::Waiting { id, .. }
+            | EventKind::Unhealthy { id, .. }
             | EventKind::Exited { id, .. }
             | EventKind::Backoff { id, .. }
             | EventKind::Fatal { id }
@@ -150,6 +166,8 @@ impl EventKind {
 /// The states of SPEC.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum State {
+    /// Its dependencies are not met; it starts when they are.
+    Waiting,
     Starting,
     Running,
     Backoff,
@@ -162,6 +180,7 @@ pub enum State {
 impl State {
     pub fn as_str(self) -> &'static str {
         match self {
+            State::Waiting => "waiting",
             State::Starting => "starting",
             State::Running => "running",
             State::Backoff => "backoff",
@@ -171,6 +190,27 @@ impl State {
             State::Fatal => "fatal",
         }
     }
+}
+
+impl std::str::FromStr for State {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        State::ALL.into_iter().find(|state| state.as_str() == s).ok_or_else(|| format!("unknown state `{s}`"))
+    }
+}
+
+impl State {
+    pub const ALL: [State; 8] = [
+        State::Waiting,
+        State::Starting,
+        State::Running,
+        State::Backoff,
+        State::Stopping,
+        State::Stopped,
+        State::Exited,
+        State::Fatal,
+    ];
 }
 
 impl fmt::Display for State {
@@ -188,6 +228,30 @@ pub struct InstanceInfo {
     pub uptime_secs: Option<u64>,
     pub restarts: u32,
     pub last_exit: Option<Exit>,
+    /// The health check's verdict: `None` without one, before its first result, and while
+    /// not running.
+    pub health: Option<Health>,
+    /// The last `STATUS=` text of the current run.
+    pub status: Option<String>,
+    /// CPU since the previous sample of this instance, in tenths of a percent of one CPU.
+    pub cpu_tenths: Option<u32>,
+    /// Resident memory of the instance's whole tree.
+    pub memory_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Health {
+    Ok,
+    Failing,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Ok => "ok",
+            Health::Failing => "failing",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -10,7 +10,12 @@ use procctl_proto::target::check_name;
 use serde::{Deserialize, Deserializer};
 use toml::de::DeTable;
 
+mod account;
+mod probe;
 mod value;
+
+pub use account::{Account, Limit};
+pub use probe::{Dependency, Health, Probe, Ready};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -36,6 +41,31 @@ pub struct ProcessSpec {
     pub autostart: bool,
     pub log_max_size: u64,
     pub log_files: u32,
+    pub ready: Ready,
+    /// Not ready by then: the run is stopped and counts as a failed start.
+    pub ready_timeout: Duration,
+    /// Instance i gets PORT = port + i.
+    pub port: Option<u16>,
+    pub health: Option<Health>,
+    /// With `ready = "notify"`: no WATCHDOG=1 for this long makes it unhealthy.
+    pub watchdog: Option<Duration>,
+    pub depends_on: BTreeMap<String, Dependency>,
+    /// The user it runs as (root agents only), resolved at load.
+    pub account: Option<Account>,
+    pub umask: Option<u32>,
+    pub limits: Vec<Limit>,
+    pub memory_max: Option<u64>,
+    /// Percent of one CPU.
+    pub cpu_max: Option<u32>,
+    /// Fatal (or exited with restart = "never"): the agent shuts down and exits 1.
+    pub critical: bool,
+}
+
+impl ProcessSpec {
+    /// The PORT of instance `index`.
+    pub fn port_of(&self, index: u32) -> Option<u16> {
+        self.port.map(|port| port + index as u16)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +142,43 @@ struct RawProcess {
     log_max_size: u64,
     #[serde(default = "three", deserialize_with = "value::whole")]
     log_files: u32,
+    #[serde(default = "up", deserialize_with = "probe::ready")]
+    ready: Ready,
+    #[serde(default = "sixty_secs", deserialize_with = "value::duration")]
+    ready_timeout: Duration,
+    #[serde(default, deserialize_with = "probe::port")]
+    port: Option<u16>,
+    #[serde(default, deserialize_with = "probe::health")]
+    health: Option<Health>,
+    #[serde(default, deserialize_with = "probe::some_duration")]
+    watchdog: Option<Duration>,
+    #[serde(default, deserialize_with = "probe::depends_on")]
+    depends_on: BTreeMap<String, Dependency>,
+    #[serde(default, deserialize_with = "some_text")]
+    user: Option<String>,
+    #[serde(default, deserialize_with = "some_text")]
+    group: Option<String>,
+    #[serde(default, deserialize_with = "account::umask")]
+    umask: Option<u32>,
+    #[serde(default, deserialize_with = "account::limits")]
+    limits: Vec<Limit>,
+    #[serde(default, deserialize_with = "some_size")]
+    memory_max: Option<u64>,
+    #[serde(default, deserialize_with = "account::cpu_max")]
+    cpu_max: Option<u32>,
+    #[serde(default, deserialize_with = "value::flag")]
+    critical: bool,
+}
+
+fn up() -> Ready {
+    Ready::Up
+}
+fn sixty_secs() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn some_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    value::size(d).map(Some)
 }
 
 fn one() -> u32 {
@@ -184,6 +251,11 @@ impl Config {
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        Config::parse_as(path, text, nix::unistd::geteuid().as_raw())
+    }
+
+    /// `parse` for an agent running as `euid`: only root may set `user`.
+    pub fn parse_as(path: &Path, text: &str, euid: u32) -> Result<Config, ConfigError> {
         let error = |line: Option<usize>, key: Option<String>, problem: String| ConfigError {
             path: path.to_path_buf(),
             line,
@@ -233,6 +305,41 @@ impl Config {
                 Some(cwd) => dir.join(cwd),
                 None => dir.clone(),
             };
+            if raw.watchdog.is_some() && raw.ready != Ready::Notify {
+                return Err(fail(
+                    "watchdog",
+                    "a watchdog needs ready = \"notify\" (the program sends WATCHDOG=1)".into(),
+                ));
+            }
+            if raw.port.is_none() {
+                let uses = [("ready", matches!(&raw.ready, Ready::Probe { probe, .. } if probe.uses_port()))]
+                    .into_iter()
+                    .chain([("health", raw.health.as_ref().is_some_and(|h| h.probe.uses_port()))]);
+                if let Some((key, _)) = uses.into_iter().find(|(_, uses)| *uses) {
+                    return Err(fail(key, "`{port}` needs a `port` key for this process".into()));
+                }
+            }
+            if let Some(port) = raw.port {
+                if u32::from(port) + raw.instances.max(1) - 1 > 65535 {
+                    return Err(fail("port", format!("{port} + {} instances goes past port 65535", raw.instances)));
+                }
+            }
+            let account = match &raw.user {
+                None if raw.group.is_some() => {
+                    return Err(fail("group", "`group` needs `user`".into()));
+                }
+                None => None,
+                Some(_) if euid != 0 => {
+                    return Err(fail(
+                        "user",
+                        "only an agent running as root can start processes as another user".into(),
+                    ));
+                }
+                Some(user) => {
+                    Some(account::resolve(user, raw.group.as_deref()).map_err(|(key, problem)| fail(key, problem))?)
+                }
+            };
+            account::check_limits(&raw.limits, euid == 0).map_err(|problem| fail("limits", problem))?;
             let spec = ProcessSpec {
                 name: name.clone(),
                 command,
@@ -248,11 +355,53 @@ impl Config {
                 autostart: raw.autostart,
                 log_max_size: raw.log_max_size,
                 log_files: raw.log_files,
+                ready: raw.ready,
+                ready_timeout: raw.ready_timeout,
+                port: raw.port,
+                health: raw.health,
+                watchdog: raw.watchdog,
+                depends_on: raw.depends_on,
+                account,
+                umask: raw.umask,
+                limits: raw.limits,
+                memory_max: raw.memory_max,
+                cpu_max: raw.cpu_max,
+                critical: raw.critical,
             };
             processes.insert(name, spec);
         }
+        check_dependencies(&processes, &keys).map_err(|(line, key, problem)| error(line, Some(key), problem))?;
         Ok(Config { path: path.to_path_buf(), processes })
     }
+}
+
+/// Every dependency names a process, and none leads back to where it started.
+fn check_dependencies(
+    processes: &BTreeMap<String, ProcessSpec>,
+    keys: &Keys,
+) -> Result<(), (Option<usize>, String, String)> {
+    for (name, spec) in processes {
+        for dep in spec.depends_on.keys() {
+            if !processes.contains_key(dep) {
+                let line = keys.line(&["process", name, "depends_on", dep]).or_else(|| keys.line(&["process", name]));
+                return Err((line, format!("process.{name}.depends_on.{dep}"), format!("no process named `{dep}`")));
+            }
+        }
+    }
+    let graph = processes
+        .iter()
+        .map(|(name, spec)| (name.as_str(), spec.depends_on.keys().map(String::as_str).collect()))
+        .collect();
+    if let Some(cycle) = probe::cycle(&graph) {
+        let first = &cycle[0];
+        let line = keys.line(&["process", first, "depends_on"]).or_else(|| keys.line(&["process", first]));
+        return Err((
+            line,
+            format!("process.{first}.depends_on"),
+            format!("a dependency cycle: {}", cycle.join(" -> ")),
+        ));
+    }
+    Ok(())
 }
 
 fn line_of(text: &str, offset: usize) -> usize {

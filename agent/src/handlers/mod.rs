@@ -14,6 +14,7 @@ mod shutdown;
 mod signal;
 mod start;
 mod stop;
+mod wait;
 
 use std::collections::HashMap;
 
@@ -24,12 +25,14 @@ use crate::events::Bus;
 use crate::logs::{Follow, Numbered};
 use crate::supervisor::{Handle, Pending, Settle, Settled};
 
-/// What a handler may use besides the supervisor: the event bus and the log followers.
+/// What a handler may use besides the supervisor: the event bus, the log followers, and
+/// the counter the supervisor bumps on every change `list` shows.
 #[derive(Clone)]
 pub struct Context {
     pub sup: Handle,
     pub bus: Bus,
     pub follow: Follow,
+    pub changes: tokio::sync::watch::Receiver<u64>,
 }
 
 pub enum Reply {
@@ -61,6 +64,7 @@ pub async fn handle(request: Request, context: Context) -> Reply {
         Request::Logs { target, lines, follow } => return logs::run(&context, target, lines, follow).await,
         Request::Events => return events::run(&context),
         Request::Reload => reload::run(&context).await,
+        Request::Wait { target, until, timeout_ms } => wait::run(&context, target, until, timeout_ms).await,
     };
     Reply::One(result.unwrap_or_else(Response::Error))
 }

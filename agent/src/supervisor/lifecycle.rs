@@ -8,15 +8,15 @@ use nix::errno::Errno;
 use procctl_proto::{ErrorKind, EventKind, Exit, InstanceId, Outcome, OutcomeKind, Signal, State, WireError};
 use tokio::sync::oneshot;
 
-use super::Supervisor;
 use super::api::{Pending, Settle, Settled};
 use super::timers::Due;
-use crate::config::Pipe;
+use super::{Spawning, Supervisor};
+use crate::config::{Pipe, Probe, Ready};
 use crate::group;
 use crate::instance::{Action, Input};
-use crate::logs;
+use crate::logs::{self, LineWatch};
 use crate::pipe;
-use crate::spawn::{Exec, SpawnReport, SpawnRequest};
+use crate::spawn::{Context, Exec, SpawnReport, SpawnRequest};
 
 /// The first wait after a SIGKILL before checking that the group is gone; it doubles up to a second.
 const RECHECK_FIRST: Duration = Duration::from_millis(20);
@@ -29,23 +29,49 @@ impl Supervisor {
             return;
         };
         let before = slot.inst.state;
+        let was_down = slot.inst.is_down();
         let actions = slot.inst.step(input, spec);
+        let changed = slot.inst.state != before || slot.inst.is_down() != was_down;
         if slot.inst.state != before {
-            self.persist.touch();
-            self.on_state_change(id);
+            self.touch();
+            self.on_state_change(id, before);
         }
         for action in actions {
             self.act(id, action);
         }
+        if changed {
+            self.recheck_waiting();
+            self.run_deferred();
+        }
     }
 
-    /// The events and log lines a new state brings.
-    fn on_state_change(&mut self, id: &InstanceId) {
+    /// Something `list` shows changed: the table is due, and `wait` looks again.
+    pub(super) fn touch(&mut self) {
+        self.persist.touch();
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// The events, log lines and checks a new state brings.
+    fn on_state_change(&mut self, id: &InstanceId, before: State) {
+        let Some(state) = self.slots.get(id).map(|slot| slot.inst.state) else {
+            return;
+        };
+        if matches!(before, State::Starting | State::Running) && !matches!(state, State::Starting | State::Running) {
+            self.end_checks(id);
+        }
         let (Some(slot), Some(spec)) = (self.slots.get(id), self.config.processes.get(&id.name)) else {
             return;
         };
-        match slot.inst.state {
-            State::Running => self.bus.emit(EventKind::Started { id: id.clone(), pid: slot.pid().unwrap_or_default() }),
+        match state {
+            State::Running => {
+                self.bus.emit(EventKind::Started { id: id.clone(), pid: slot.pid().unwrap_or_default() });
+                if let Some(checks) = self.slots.get_mut(id).and_then(|slot| slot.checks.take())
+                    && let Some(task) = checks.task
+                {
+                    task.abort(); // a ready probe still in flight
+                }
+                self.begin_running_checks(id);
+            }
             State::Fatal => {
                 log!("{id} is fatal: it failed {} starts in a row", spec.start_retries);
                 self.bus.emit(EventKind::Fatal { id: id.clone() });
@@ -64,9 +90,10 @@ impl Supervisor {
                 self.next_seq += 1;
                 let seq = self.next_seq;
                 slot.spawn_seq = Some(seq);
-                self.spawning.insert(seq, id.clone());
+                self.spawning.insert(seq, Spawning::Run(id.clone()));
                 let spec = &self.config.processes[&id.name];
-                let request = SpawnRequest::new(seq, id, spec, &self.base_env, &self.socket);
+                let context = Context { base: &self.base_env, socket: &self.socket, notify: Some(&self.notify_name) };
+                let request = SpawnRequest::new(seq, id, spec, &context);
                 if self.spawner.send(request).is_err() {
                     self.spawning.remove(&seq);
                     self.step(id, Input::SpawnFailed);
@@ -123,11 +150,13 @@ impl Supervisor {
 
     /// A removed instance that is down leaves the table, and its process with its last one.
     fn leave(&mut self, id: &InstanceId) {
+        self.end_checks(id);
         let Some(mut slot) = self.slots.remove(id) else {
             return;
         };
         self.timers.disarm_all(&mut slot.timers);
-        self.persist.touch();
+        self.waiting.remove(id);
+        self.touch();
         if self.retired.contains(&id.name) && !self.slots.keys().any(|other| other.name == id.name) {
             self.retired.remove(&id.name);
             self.config.processes.remove(&id.name);
@@ -138,10 +167,16 @@ impl Supervisor {
     pub(super) fn on_spawn_report(&mut self, report: SpawnReport) {
         match report {
             SpawnReport::Spawned { seq, pid, start_time, pipe, output, exec_check } => {
-                let Some(id) = self.spawning.remove(&seq) else {
-                    // Nobody wants this child any more; it is reaped as a stray.
-                    let _ = group::kill(pid);
-                    return;
+                let id = match self.spawning.remove(&seq) {
+                    Some(Spawning::Run(id)) => id,
+                    Some(Spawning::Probe { id, run, purpose, timeout }) => {
+                        return self.exec_probe_spawned(pid, (id, run, purpose, timeout), exec_check);
+                    }
+                    None => {
+                        // Nobody wants this child any more; it is reaped as a stray.
+                        let _ = group::kill(pid);
+                        return;
+                    }
                 };
                 match exec_check.settled() {
                     Ok(settled) => {
@@ -161,7 +196,29 @@ impl Supervisor {
                 slot.start_error = None;
                 slot.exec_check = Some(exec_check);
                 slot.start_time = start_time;
-                if let Err(e) = logs::capture(output, slot.sink.clone(), self.follow.clone()) {
+                slot.status = None;
+                slot.health = None;
+                let spec = &self.config.processes[&id.name];
+                let watch = match &spec.ready {
+                    Ready::Probe { probe: Probe::Log(pattern), .. } => {
+                        let pattern = Probe::Log(pattern.clone()).render(id.index, spec.port_of(id.index));
+                        let Probe::Log(pattern) = pattern else { unreachable!("rendered a log probe") };
+                        // Checked at load with placeholders filled in the same way.
+                        regex::Regex::new(&pattern).ok().map(|regex| {
+                            let (events, id, run) = (self.events.clone(), id.clone(), slot.inst.run + 1);
+                            LineWatch {
+                                regex,
+                                matched: Box::new(move || {
+                                    let _ = events.send(super::Event::LogReady { id, run });
+                                }),
+                            }
+                        })
+                    }
+                    _ => None,
+                };
+                if let Some(output) = output
+                    && let Err(e) = logs::capture(output, slot.sink.clone(), self.follow.clone(), watch)
+                {
                     log!("{id}: cannot capture output: {e}");
                 }
                 let replies = self.config.processes.get(&id.name).is_some_and(|spec| spec.pipe == Pipe::Fd);
@@ -175,11 +232,18 @@ impl Supervisor {
                 self.by_pid.insert(pid, id.clone());
                 self.bus.emit(EventKind::Spawned { id: id.clone(), pid: pid as u32 });
                 self.step(&id, Input::Spawned { pid, at: SystemTime::now() });
+                self.begin_ready_checks(&id);
             }
             SpawnReport::Failed { seq, error } => {
-                let Some(id) = self.spawning.remove(&seq) else {
-                    log!("a start nobody waits for failed: {error}");
-                    return;
+                let id = match self.spawning.remove(&seq) {
+                    Some(Spawning::Run(id)) => id,
+                    Some(Spawning::Probe { id, run, purpose, .. }) => {
+                        return self.on_probed(id, run, purpose, Err(error));
+                    }
+                    None => {
+                        log!("a start nobody waits for failed: {error}");
+                        return;
+                    }
                 };
                 if let Some(slot) = self.slots.get_mut(&id) {
                     slot.spawn_seq = None;
@@ -191,6 +255,9 @@ impl Supervisor {
     }
 
     pub(super) fn on_reaped(&mut self, pid: i32, exit: Exit) {
+        if self.probe_pids.contains_key(&pid) {
+            return self.exec_probe_reaped(pid, exit);
+        }
         let Some(id) = self.by_pid.get(&pid).cloned() else {
             // A grandchild handed to us as subreaper: its group may now be empty.
             self.check_draining_groups();
@@ -212,6 +279,7 @@ impl Supervisor {
         };
         slot.pipe = None;
         let group_left = slot.inst.pgid.is_some_and(group::alive);
+        self.end_checks(id);
         // The child is gone, so the pipe holds its answer if the watcher has not had it read.
         self.read_exec(id);
         if let Some(slot) = self.slots.get_mut(id) {
@@ -310,34 +378,44 @@ impl Supervisor {
         }
         let (waiter, settled) = oneshot::channel();
         slot.up_waiters.push(waiter);
-        // Starting and backoff are on their way up already; a stopping one starts once stopped.
-        if !matches!(slot.inst.state, State::Starting | State::Backoff) {
-            self.step(&id, Input::Start);
+        match slot.inst.state {
+            // On their way up already.
+            State::Starting | State::Backoff => {}
+            // Starts once stopped.
+            State::Stopping => self.step(&id, Input::Start),
+            _ => self.start_with_dependencies(&id),
         }
         Pending { id, pid_before, settle: Settle::Wait(settled) }
     }
 
-    pub(super) fn stop(&mut self, id: InstanceId) -> Pending {
-        self.down(id, Input::Stop)
+    /// Stops `ids`, dependents before what they depend on.
+    pub(super) fn stop(&mut self, ids: Vec<InstanceId>) -> Vec<Pending> {
+        self.take_down(ids, Input::Stop)
     }
 
-    /// Takes an instance away (scale down, reload): stopped, then out of the table.
-    pub(super) fn remove(&mut self, id: InstanceId) -> Pending {
-        self.down(id, Input::Remove)
+    /// Takes instances away (scale down, reload): stopped, then out of the table.
+    pub(super) fn remove(&mut self, ids: Vec<InstanceId>) -> Vec<Pending> {
+        self.take_down(ids, Input::Remove)
     }
 
-    fn down(&mut self, id: InstanceId, input: Input) -> Pending {
-        let slot = self.slots.get_mut(&id).expect("resolved ids exist");
-        let pid_before = slot.pid();
-        let settle = if slot.inst.is_down() {
-            Settle::Already
-        } else {
-            let (waiter, settled) = oneshot::channel();
-            slot.down_waiters.push(waiter);
-            Settle::Wait(settled)
-        };
-        self.step(&id, input);
-        Pending { id, pid_before, settle }
+    fn take_down(&mut self, ids: Vec<InstanceId>, input: Input) -> Vec<Pending> {
+        let pendings = ids
+            .iter()
+            .map(|id| {
+                let slot = self.slots.get_mut(id).expect("resolved ids exist");
+                let pid_before = slot.pid();
+                let settle = if slot.inst.is_down() {
+                    Settle::Already
+                } else {
+                    let (waiter, settled) = oneshot::channel();
+                    slot.down_waiters.push(waiter);
+                    Settle::Wait(settled)
+                };
+                Pending { id: id.clone(), pid_before, settle }
+            })
+            .collect();
+        self.stop_in_order(ids, input);
+        pendings
     }
 
     pub(super) fn signal(&mut self, id: InstanceId, signal: Signal) -> Outcome {
@@ -365,9 +443,7 @@ impl Supervisor {
     pub(super) fn begin_shutdown(&mut self) {
         self.shutting_down = true;
         let ids: Vec<InstanceId> = self.slots.keys().cloned().collect();
-        for id in ids {
-            self.step(&id, Input::Stop);
-        }
+        self.stop_in_order(ids, Input::Stop);
     }
 
     /// A second SIGTERM: SIGKILL to every group, and the rechecks that see them gone.

@@ -9,23 +9,27 @@
 //! requests, `persist` writes the table, `timers` is the one timer queue.
 
 mod api;
+mod deps;
 mod lifecycle;
 mod persist;
+mod readiness;
 mod reload;
 mod routes;
 mod scale;
 mod timers;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::mpsc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
-use procctl_proto::{ErrorKind, Exit, InstanceId, InstanceInfo, Target, WireError};
-use tokio::sync::{mpsc as tokio_mpsc, oneshot};
+use procctl_proto::{ErrorKind, Exit, Health, InstanceId, InstanceInfo, Target, WireError};
+use tokio::sync::{mpsc as tokio_mpsc, oneshot, watch};
+use tokio_util::time::delay_queue::Key;
 
 use api::gone;
 pub use api::{Command, Handle, Pending, Settle, Settled};
+pub use readiness::Purpose;
 use timers::{Armed, Due, Timers};
 
 use crate::config::Config;
@@ -48,7 +52,33 @@ pub enum Event {
         id: InstanceId,
         pid: i32,
     },
+    /// An sd_notify datagram on the notify socket.
+    Notify(crate::notify::Message),
+    /// A try of a ready or health probe of run `run` ended.
+    Probed {
+        id: InstanceId,
+        run: u64,
+        purpose: Purpose,
+        result: Result<(), String>,
+    },
+    /// Run `run` printed the line its `ready = { log = … }` waits for.
+    LogReady {
+        id: InstanceId,
+        run: u64,
+    },
     Signal(AgentSignal),
+}
+
+/// What a spawn in flight is for.
+enum Spawning {
+    Run(InstanceId),
+    /// An `exec` probe, cut at `timeout`.
+    Probe {
+        id: InstanceId,
+        run: u64,
+        purpose: Purpose,
+        timeout: Duration,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +103,13 @@ struct Slot {
     up_waiters: Vec<oneshot::Sender<Settled>>,
     down_waiters: Vec<oneshot::Sender<Settled>>,
     timers: Armed,
+    /// The last STATUS= of the current run.
+    status: Option<String>,
+    /// The health check's last verdict for the current run.
+    health: Option<Health>,
+    /// The probe of the current run, when it has one going.
+    checks: Option<readiness::Checks>,
+    watchdog: Option<Key>,
 }
 
 impl Slot {
@@ -88,6 +125,10 @@ impl Slot {
             up_waiters: vec![],
             down_waiters: vec![],
             timers: Armed::default(),
+            status: None,
+            health: None,
+            checks: None,
+            watchdog: None,
         }
     }
 
@@ -103,7 +144,20 @@ pub struct Supervisor {
     slots: BTreeMap<InstanceId, Slot>,
     by_pid: HashMap<i32, InstanceId>,
     /// Spawns in flight, by the sequence number their report will carry.
-    spawning: HashMap<u64, InstanceId>,
+    spawning: HashMap<u64, Spawning>,
+    /// `exec` probes running, by pid; those past their timeout.
+    probe_pids: HashMap<i32, readiness::ExecProbe>,
+    timed_out: HashSet<i32>,
+    /// `$NOTIFY_SOCKET` of the instances with `ready = "notify"`.
+    notify_name: String,
+    notify_refusals: u64,
+    own_uid: u32,
+    /// Instances in `waiting`, for their dependencies.
+    waiting: BTreeSet<InstanceId>,
+    /// Stops that wait for dependents to go first.
+    deferred: Vec<deps::Deferred>,
+    /// Bumped on every change that `list` shows, for `wait`.
+    changes: watch::Sender<u64>,
     next_seq: u64,
     scaled: BTreeMap<String, ScaleOverride>,
     base_env: Vec<(String, String)>,
@@ -132,6 +186,8 @@ pub struct Parts {
     pub events: tokio_mpsc::UnboundedSender<Event>,
     pub bus: Bus,
     pub follow: Follow,
+    pub notify_name: String,
+    pub changes: watch::Sender<u64>,
 }
 
 impl Supervisor {
@@ -155,6 +211,14 @@ impl Supervisor {
             slots: BTreeMap::new(),
             by_pid: HashMap::new(),
             spawning: HashMap::new(),
+            probe_pids: HashMap::new(),
+            timed_out: HashSet::new(),
+            notify_name: parts.notify_name,
+            notify_refusals: 0,
+            own_uid: nix::unistd::geteuid().as_raw(),
+            waiting: BTreeSet::new(),
+            deferred: vec![],
+            changes: parts.changes,
             next_seq: 0,
             scaled,
             base_env: crate::spawn::base_env(),
@@ -178,7 +242,7 @@ impl Supervisor {
                 let slot = sup.new_slot(&id);
                 sup.slots.insert(id.clone(), slot);
                 if autostart {
-                    sup.step(&id, Input::Start);
+                    sup.start_with_dependencies(&id);
                 }
             }
         }
@@ -234,6 +298,9 @@ impl Supervisor {
             Event::Command(command) => self.on_command(command),
             Event::Spawn(report) => self.on_spawn_report(report),
             Event::ExecSettled { id, pid } => self.on_exec_settled(&id, pid),
+            Event::Notify(message) => self.on_notify(message),
+            Event::Probed { id, run, purpose, result } => self.on_probed(id, run, purpose, result),
+            Event::LogReady { id, run } => self.on_log_ready(id, run),
             Event::Reaped { pid, exit } => self.on_reaped(pid, exit),
             Event::Signal(AgentSignal::Terminate) if self.shutting_down => {
                 log!("second stop signal: killing what is left");
@@ -256,6 +323,9 @@ impl Supervisor {
             }
             Due::Recheck { id, run, attempt, vanished } => self.on_recheck(id, run, attempt, vanished),
             Due::Save => self.on_save_due(),
+            Due::Probe { id, run, purpose } => self.on_probe_due(id, run, purpose),
+            Due::Watchdog { id, run } => self.on_watchdog_due(id, run),
+            Due::ProbeTimeout { pid } => self.on_probe_timeout(pid),
         }
     }
 
@@ -273,8 +343,8 @@ impl Supervisor {
                 let _ = reply.send(result.map(|ids| ids.into_iter().map(|id| self.start(id)).collect()));
             }
             Command::Stop { target, reply } => {
-                let result = self.resolve(&target);
-                let _ = reply.send(result.map(|ids| ids.into_iter().map(|id| self.stop(id)).collect()));
+                let result = self.resolve(&target).map(|ids| self.stop(ids));
+                let _ = reply.send(result);
             }
             Command::Signal { target, signal, reply } => {
                 let result =
@@ -352,6 +422,10 @@ impl Supervisor {
             uptime_secs,
             restarts: slot.inst.restarts,
             last_exit: slot.inst.last_exit,
+            health: slot.health.filter(|_| slot.inst.is_up()),
+            status: slot.status.clone(),
+            cpu_tenths: None,
+            memory_bytes: None,
         }
     }
 }

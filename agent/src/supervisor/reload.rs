@@ -90,11 +90,10 @@ impl Supervisor {
 
         for name in &diff.removed {
             self.retired.insert(name.clone());
-            let ids: Vec<InstanceId> = self.slots.keys().filter(|id| id.name == *name).cloned().collect();
-            for id in ids {
-                plan.stopping.push(self.remove(id));
-            }
         }
+        let removed: Vec<InstanceId> =
+            self.slots.keys().filter(|id| diff.removed.contains(&id.name)).cloned().collect();
+        plan.stopping.extend(self.remove(removed));
         for name in &diff.added {
             self.scaled.remove(name);
             // Removed by an earlier reload and back before its instances were gone.
@@ -130,7 +129,7 @@ impl Supervisor {
                 slot.sink.lock().unwrap_or_else(|p| p.into_inner()).configure(spec.log_max_size, spec.log_files);
             }
         }
-        self.persist.touch();
+        self.touch();
         Ok(plan)
     }
 }

@@ -103,9 +103,8 @@ mod tests {
                 (InstanceId::new("w", 3), Ok(3)),
             ]
         };
-        let order = |routes: Candidates<u32>| -> Vec<u32> {
-            routes.into_iter().map(|(_, pipe)| pipe.unwrap()).collect()
-        };
+        let order =
+            |routes: Candidates<u32>| -> Vec<u32> { routes.into_iter().map(|(_, pipe)| pipe.unwrap()).collect() };
         let mut turn = 0;
         // (messages in this send) -> the order of the running instances it starts from
         let cases: [(usize, &[u32]); 4] = [(1, &[0, 2, 3]), (1, &[2, 3, 0]), (2, &[3, 0, 2]), (4, &[2, 3, 0])];

@@ -58,7 +58,7 @@ impl Supervisor {
         let config_instances = spec.instances;
         let from = self.count(name);
         self.scaled.insert(name.to_string(), ScaleOverride { count, config_instances });
-        self.persist.touch();
+        self.touch();
         let existing: Vec<(u32, bool)> = self
             .slots
             .iter()
@@ -75,7 +75,7 @@ impl Supervisor {
             self.step(&InstanceId::new(name, index), Input::Keep);
         }
         let starting = plan.start.iter().map(|&index| self.start(InstanceId::new(name, index))).collect();
-        let stopping = plan.remove.iter().map(|&index| self.remove(InstanceId::new(name, index))).collect();
+        let stopping = self.remove(plan.remove.iter().map(|&index| InstanceId::new(name, index)).collect());
         if from != count {
             self.bus.emit(EventKind::Scaled { name: name.to_string(), from, to: count });
         }

@@ -9,6 +9,7 @@ use procctl_proto::InstanceId;
 use tokio_util::time::DelayQueue;
 use tokio_util::time::delay_queue::Key;
 
+use super::readiness::Purpose;
 use crate::instance::{TIMERS, Timer};
 
 pub enum Due {
@@ -27,6 +28,21 @@ pub enum Due {
     },
     /// Time to write the table.
     Save,
+    /// The next try of a run's ready or health probe.
+    Probe {
+        id: InstanceId,
+        run: u64,
+        purpose: Purpose,
+    },
+    /// No WATCHDOG=1 came in time.
+    Watchdog {
+        id: InstanceId,
+        run: u64,
+    },
+    /// An `exec` probe ran out of time.
+    ProbeTimeout {
+        pid: i32,
+    },
 }
 
 #[derive(Default)]
@@ -42,6 +58,19 @@ pub struct Armed([Option<Key>; TIMERS]);
 impl Timers {
     pub fn after(&mut self, delay: Duration, due: Due) {
         self.queue.insert(due, delay);
+    }
+
+    /// `after`, keeping the key to reset or remove it; the caller drops the key when it fires.
+    pub fn after_key(&mut self, delay: Duration, due: Due) -> Key {
+        self.queue.insert(due, delay)
+    }
+
+    pub fn reset(&mut self, key: &Key, delay: Duration) {
+        self.queue.reset(key, delay);
+    }
+
+    pub fn remove(&mut self, key: &Key) {
+        self.queue.try_remove(key);
     }
 
     /// Arms `timer` of instance `id`, replacing the one of that kind it had.

@@ -13,6 +13,7 @@ mod shutdown;
 mod signal;
 mod start;
 mod stop;
+mod wait;
 
 use std::io::{self, stderr, stdout};
 
@@ -42,6 +43,7 @@ pub fn run(cli: Cli) -> Result<Status, CtlError> {
         }
         Command::Logs { target, lines, follow } => logs::run(&mut Client::connect(&socket)?, target, lines, follow),
         Command::Events { json } => events::run(&mut Client::connect(&socket)?, json),
+        Command::Wait { target, until, timeout } => wait::run(&mut Client::connect(&socket)?, target, until, timeout),
     }
 }
 
