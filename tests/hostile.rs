@@ -163,3 +163,50 @@ fn a_client_that_only_shuts_down_its_writing_half_still_gets_its_answer() {
     }
     assert!(closed_by_agent(&mut stream), "then the agent closes");
 }
+
+#[test]
+fn a_client_that_half_closes_then_leaves_frees_its_slot() {
+    let mut agent = Agent::new("");
+    agent.write_config(&format!(
+        "[process.mute]\ncommand = {}\nstart_secs = \"0s\"\n",
+        crate::support::sh("while read -r m <&3; do :; done")
+    ));
+    agent.launch_with(&["--max-connections", "5"]);
+    agent.wait_running("mute", 1);
+    for round in 0..3 {
+        let mut held = vec![];
+        for _ in 0..5 {
+            let mut stream = connect(&agent.socket);
+            hello(&mut stream);
+            let send = Request::Send(procctl_proto::SendRequest {
+                target: "mute:0".parse().unwrap(),
+                messages: vec!["x".into()],
+                any: false,
+                reply: true,
+                timeout_ms: u64::MAX,
+            });
+            stream.write_all(&frame::encode(&send).unwrap()).unwrap();
+            stream.shutdown(std::net::Shutdown::Write).unwrap();
+            held.push(stream);
+        }
+        // Waiting on them costs nothing: no spinning on a half-closed socket.
+        let ticks = || {
+            let stat = std::fs::read_to_string(format!("/proc/{}/stat", agent.pid())).unwrap();
+            let fields: Vec<u64> = stat
+                .rsplit_once(')')
+                .unwrap()
+                .1
+                .split_whitespace()
+                .skip(11)
+                .take(2)
+                .map(|f| f.parse().unwrap())
+                .collect();
+            fields[0] + fields[1]
+        };
+        let before = ticks();
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        assert!(ticks() - before < 10, "the agent spins while half-closed clients wait");
+        drop(held);
+        wait_until(WAIT, &format!("round {round}: the slots are free again"), || agent.ctl(&["list"]).code == Some(0));
+    }
+}

@@ -9,6 +9,7 @@ mod config;
 mod control;
 mod events;
 mod exit_codes;
+mod fuzz;
 mod hostile;
 mod logs;
 mod messaging;

@@ -127,13 +127,13 @@ fn what_a_dead_main_process_left_in_its_group_is_stopped_before_the_next_start()
 fn the_agent_reaps_orphaned_grandchildren() {
     let mut agent = Agent::new("");
     let pids = agent.path("pids");
-    // The main process starts short-lived children in sessions of their own (so the group
-    // cleanup leaves them alone) and exits before them: they are re-parented to the agent
-    // (the subreaper), which must reap them.
+    // The main process starts short-lived children in sessions of their own that ignore
+    // TERM (so the cleanup of what it leaves lets them finish) and exits before them: they
+    // are re-parented to the agent (the subreaper), which must reap them.
     agent.write_config(&format!(
         "[process.orphans]\ncommand = {}\nstart_secs = \"0s\"\nrestart = \"never\"\n",
         sh(&format!(
-            "touch {0}.ready; for i in 1 2 3; do setsid sh -c 'echo >> {0}.ready; sleep 0.2; echo $$ >> {0}' & done; \
+            "touch {0}.ready; for i in 1 2 3; do setsid sh -c \"trap '' TERM; echo >> {0}.ready; sleep 0.2; echo \\$\\$ >> {0}\" & done; \
              while [ $(wc -l < {0}.ready) -lt 3 ]; do sleep 0.01; done; exit 0",
             pids.display()
         ))

@@ -15,6 +15,7 @@ macro_rules! log {
     };
 }
 
+mod cgroup;
 mod config;
 mod events;
 mod group;
@@ -127,23 +128,34 @@ fn run(args: Args) -> anyhow::Result<()> {
     if let Some(previous) = &previous {
         reclaim::reclaim(previous, &config);
     }
+    // Before any thread: the agent may move itself into a leaf of its own cgroup, and its
+    // service manager's variables leave its environment.
+    let tracking = cgroup::Tracking::detect(reclaim::token());
+    let service = supervisor::Service::from_env();
 
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the runtime")?;
     let limits = Limits { max_connections: args.max_connections, child_fd_limit };
-    let result = runtime.block_on(serve(listener, config, socket.clone(), state_dir, previous, limits));
+    let setup = Setup { listener, config, socket: socket.clone(), state_dir, previous, limits, tracking, service };
+    let result = runtime.block_on(serve(setup));
     let _ = fs::remove_file(&socket);
     result
 }
 
-async fn serve(
+/// What `run` hands the runtime.
+struct Setup {
     listener: OwnedFd,
     config: Config,
     socket: PathBuf,
     state_dir: PathBuf,
     previous: Option<table::TableFile>,
     limits: Limits,
-) -> anyhow::Result<()> {
+    tracking: cgroup::Tracking,
+    service: supervisor::Service,
+}
+
+async fn serve(setup: Setup) -> anyhow::Result<()> {
+    let Setup { listener, config, socket, state_dir, previous, limits, tracking, service } = setup;
     // Handlers first: no signal may take the default action once children exist.
     let sigchld = signal(SignalKind::child()).context("cannot watch SIGCHLD")?;
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
@@ -171,6 +183,19 @@ async fn serve(
         notify::run(notify_fd, move |message| {
             let _ = events.send(Event::Notify(message));
         })
+    });
+    let inotify = inotify::Inotify::init().context("cannot start inotify")?;
+    let watches = inotify.watches();
+    tokio::spawn({
+        let events = events.clone();
+        let stream = inotify.into_event_stream([0u8; 4096]).context("cannot watch inotify")?;
+        async move {
+            use futures_util::StreamExt;
+            let mut stream = stream;
+            while let Some(Ok(event)) = stream.next().await {
+                let _ = events.send(Event::CgroupChanged(event.wd));
+            }
+        }
     });
     let handle = Handle::new(events.clone());
     let bus = crate::events::Bus::new();
@@ -200,22 +225,40 @@ async fn serve(
 
     let writer = table::Writer::start(state_dir.clone()).context("cannot start the table writer")?;
     log!(
-        "version {VERSION}: {} process(es) from {}, serving on {}",
+        "version {VERSION}: {} process(es) from {}, serving on {}; {}",
         config.processes.len(),
         config.path.display(),
-        socket.display()
+        socket.display(),
+        tracking.describe()
     );
-    let parts =
-        Parts { config, socket, state_dir, previous, spawner, writer, events, bus, follow, notify_name, changes };
+    let parts = Parts {
+        config,
+        socket,
+        state_dir,
+        previous,
+        spawner,
+        writer,
+        events,
+        bus,
+        follow,
+        notify_name,
+        changes,
+        tracking,
+        inotify: watches,
+        service,
+    };
     let sup = Supervisor::new(parts);
 
     let (alive, mut all_closed) = mpsc::channel::<()>(1);
-    tokio::select! {
-        () = sup.run(events_rx) => {}
-        () = server::serve(listener, context, alive, limits.max_connections) => {}
-    }
+    let critical = tokio::select! {
+        critical = sup.run(events_rx) => critical,
+        () = server::serve(listener, context, alive, limits.max_connections) => None,
+    };
     // Let the connections that asked for the shutdown get their answer.
     let _ = tokio::time::timeout(DRAIN_REPLIES, all_closed.recv()).await;
+    if let Some(id) = critical {
+        bail!("every instance stopped after the critical instance {id} ended");
+    }
     log!("every instance stopped; exiting");
     Ok(())
 }
@@ -290,8 +333,13 @@ fn lock_state_dir(dir: &Path) -> anyhow::Result<File> {
         .mode(0o600)
         .open(&path)
         .with_context(|| format!("cannot create {}", path.display()))?;
-    // SAFETY: flock on a descriptor we own.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+    // A POSIX record lock belongs to this process alone: a child between fork and exec,
+    // which still holds the descriptor, does not hold the lock (a flock it would), so the
+    // next agent after a crash is never locked out by one.
+    let whole =
+        libc::flock { l_type: libc::F_WRLCK as i16, l_whence: libc::SEEK_SET as i16, l_start: 0, l_len: 0, l_pid: 0 };
+    // SAFETY: fcntl on a descriptor we own, with a flock struct we own.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &whole) } != 0 {
         bail!("another procagent is already using the state directory {}", dir.display());
     }
     Ok(file)

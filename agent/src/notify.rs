@@ -43,6 +43,18 @@ pub fn bind(token: &str) -> std::io::Result<(OwnedFd, String)> {
     Ok((fd, format!("@{name}")))
 }
 
+/// Sends one datagram to `address` (a path, or `@name` for an abstract socket): how the
+/// agent itself speaks to its service manager.
+pub fn send(address: &str, text: &str) -> std::io::Result<()> {
+    use std::os::linux::net::SocketAddrExt;
+    let socket = std::os::unix::net::UnixDatagram::unbound()?;
+    let to = match address.strip_prefix('@') {
+        Some(name) => std::os::unix::net::SocketAddr::from_abstract_name(name)?,
+        None => std::os::unix::net::SocketAddr::from_pathname(address)?,
+    };
+    socket.send_to_addr(text.as_bytes(), &to).map(drop)
+}
+
 /// Reads datagrams until the agent exits; `report` gets each one that carries credentials.
 pub async fn run(fd: OwnedFd, report: impl Fn(Message)) {
     let socket = match tokio::net::UnixDatagram::from_std(std::os::unix::net::UnixDatagram::from(fd)) {

@@ -2,7 +2,7 @@
 
 use std::fs;
 
-/// Fields of /proc/PID/stat that identify a process over time.
+/// Fields of /proc/PID/stat that identify a process over time, and what it uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stat {
     pub zombie: bool,
@@ -10,6 +10,10 @@ pub struct Stat {
     pub pgrp: i32,
     /// Clock ticks after boot; with the pid, it tells a process from a later one with the same pid.
     pub start_time: u64,
+    /// User and system CPU, in clock ticks.
+    pub cpu_ticks: u64,
+    /// Resident pages.
+    pub rss_pages: u64,
 }
 
 pub fn stat(pid: i32) -> Option<Stat> {
@@ -20,11 +24,14 @@ pub fn stat(pid: i32) -> Option<Stat> {
 fn parse_stat(text: &str) -> Option<Stat> {
     // The command name may hold spaces and parentheses; the fields start after the last `)`.
     let fields: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
+    let number = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
     Some(Stat {
         zombie: *fields.first()? == "Z",
         ppid: fields.get(1)?.parse().ok()?,
         pgrp: fields.get(2)?.parse().ok()?,
-        start_time: fields.get(19)?.parse().ok()?,
+        start_time: number(19)?,
+        cpu_ticks: number(11).unwrap_or(0) + number(12).unwrap_or(0),
+        rss_pages: number(21).unwrap_or(0),
     })
 }
 
@@ -81,6 +88,28 @@ fn env_entry(environ: &[u8], entry: &str, name_prefix: &str) -> Option<Option<St
     found.then_some(name)
 }
 
+/// CPU ticks and resident pages of every live process, summed by process group.
+pub fn usage_by_group() -> std::collections::HashMap<i32, (u64, u64)> {
+    let mut usage = std::collections::HashMap::new();
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return usage;
+    };
+    for pid in dir.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
+        if let Some(stat) = stat(pid).filter(|s| !s.zombie) {
+            let entry = usage.entry(stat.pgrp).or_insert((0, 0));
+            entry.0 += stat.cpu_ticks;
+            entry.1 += stat.rss_pages;
+        }
+    }
+    usage
+}
+
+/// Clock ticks per second and bytes per page, for the figures above.
+pub fn units() -> (u64, u64) {
+    // SAFETY: sysconf reads a constant of the system.
+    unsafe { (libc::sysconf(libc::_SC_CLK_TCK).max(1) as u64, libc::sysconf(libc::_SC_PAGESIZE).max(1) as u64) }
+}
+
 /// This process and its ancestors up to init.
 pub fn lineage() -> Vec<i32> {
     let mut line = vec![std::process::id() as i32];
@@ -111,7 +140,10 @@ mod tests {
     #[test]
     fn parses_a_name_with_spaces_and_parentheses() {
         let line = "42 (a (b) c) S 1 42 42 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 987654 1000 10";
-        assert_eq!(parse_stat(line), Some(Stat { zombie: false, ppid: 1, pgrp: 42, start_time: 987654 }));
+        let want = Stat { zombie: false, ppid: 1, pgrp: 42, start_time: 987654, cpu_ticks: 0, rss_pages: 10 };
+        assert_eq!(parse_stat(line), Some(want));
+        let busy = "42 (x) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0 987654 1000 77";
+        assert_eq!(parse_stat(busy).map(|s| (s.cpu_ticks, s.rss_pages)), Some((300, 77)));
         assert!(parse_stat("42 (x) Z 1").is_none());
     }
 

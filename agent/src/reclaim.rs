@@ -48,6 +48,9 @@ pub fn reclaim(previous: &TableFile, config: &Config) -> usize {
             spec.map_or(Duration::from_secs(10), |spec| spec.stop_timeout),
         )
     };
+    // With cgroup tracking, everything it started is in its tree, whatever it did since.
+    let in_cgroups =
+        previous.cgroup_base.as_ref().map_or(0, |base| crate::cgroup::reclaim(base, |name| stop_of(Some(name))));
     for row in &previous.instances {
         let (Some(pgid), Some(since)) = (row.pgid, row.start_time) else {
             continue;
@@ -103,7 +106,7 @@ pub fn reclaim(previous: &TableFile, config: &Config) -> usize {
             log!("leftover process {pid} survived SIGKILL");
         }
     }
-    signalled.len()
+    in_cgroups + signalled.len()
 }
 
 /// How long adopted processes get between SIGTERM and SIGKILL at shutdown.

@@ -5,7 +5,7 @@
 
 use std::fs::{self, Permissions};
 use std::io::ErrorKind as IoErrorKind;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream as StdStream;
 use std::path::Path;
@@ -250,28 +250,34 @@ fn only_waits(request: &Request) -> bool {
 
 /// Resolves once the client has closed its socket. A client that only shut down its
 /// writing half (`socat`, a script that sends and then waits) still reads the answer, and
-/// one that already sent its next request is not gone: both wait for the handler.
+/// one that already sent its next request is not gone: both keep the handler, until they
+/// close for good. It watches a duplicate of the socket, registered on its own, so it can
+/// clear each readiness it sees (and be woken only by the next event on the socket, a
+/// full close among them) without touching the readiness the connection's reads and
+/// writes rely on.
 async fn hangup(stream: &UnixStream) {
+    let watch = stream
+        .as_fd()
+        .try_clone_to_owned()
+        .and_then(|fd| UnixStream::from_std(std::os::unix::net::UnixStream::from(fd)));
+    let Ok(watch) = watch else {
+        return std::future::pending().await; // then the request is served to its end
+    };
+    let mut interest = Interest::READABLE | Interest::WRITABLE;
     loop {
-        if stream.ready(Interest::READABLE).await.is_err() {
+        let Ok(ready) = watch.ready(interest).await else {
+            return;
+        };
+        if peer_closed(&watch) {
             return;
         }
-        // Readiness may be left over from the request just read: peek to see what is there.
-        let mut byte = 0u8;
-        let peeked = stream.try_io(Interest::READABLE, || {
-            // SAFETY: recv into one byte we own; MSG_PEEK leaves it in the socket.
-            let n = unsafe {
-                libc::recv(stream.as_raw_fd(), (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
-            };
-            if n < 0 { Err(std::io::Error::last_os_error()) } else { Ok(n) }
-        });
-        match peeked {
-            Err(e) if e.kind() == IoErrorKind::WouldBlock => continue,
-            Ok(0) if peer_closed(stream) => return,
-            Err(_) => return,
-            // A request sent ahead, or a half-close: not a hangup, and readiness would stay set.
-            Ok(_) => std::future::pending::<()>().await,
+        // A half-close stays set (tokio keeps "read closed" for good): from then on only
+        // the write side's events can tell a full close.
+        if ready.is_read_closed() {
+            interest = Interest::WRITABLE;
         }
+        let _ = watch.try_io(Interest::READABLE, || Err::<(), _>(IoErrorKind::WouldBlock.into()));
+        let _ = watch.try_io(Interest::WRITABLE, || Err::<(), _>(IoErrorKind::WouldBlock.into()));
     }
 }
 

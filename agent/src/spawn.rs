@@ -14,7 +14,8 @@ use std::sync::{Arc, Mutex};
 
 use procctl_proto::InstanceId;
 
-use crate::config::{Pipe, ProcessSpec};
+use crate::cgroup;
+use crate::config::{Account, Limit, Pipe, ProcessSpec};
 use crate::procfs;
 
 pub struct SpawnRequest {
@@ -27,6 +28,11 @@ pub struct SpawnRequest {
     pub pipe: Pipe,
     /// Capture stdout and stderr (an instance); otherwise they go to /dev/null (a probe).
     pub capture: bool,
+    /// The cgroup to create for the run and move the child into, with its limits.
+    pub cgroup: Option<(PathBuf, cgroup::Limits)>,
+    pub account: Option<Account>,
+    pub umask: Option<u32>,
+    pub limits: Vec<Limit>,
 }
 
 /// What the agent passes on to every run of one instance besides its spec.
@@ -41,16 +47,39 @@ pub struct Context<'a> {
 impl SpawnRequest {
     /// What run `seq` of instance `id` gets: its argv, cwd and pipe from `spec`, and its
     /// environment (see `child_env`).
-    pub fn new(seq: u64, id: &InstanceId, spec: &ProcessSpec, context: &Context) -> Self {
+    pub fn new(seq: u64, id: &InstanceId, spec: &ProcessSpec, context: &Context, cgroup: Option<PathBuf>) -> Self {
         let env = child_env(id, spec, context);
-        SpawnRequest { seq, argv: spec.command.clone(), env, cwd: spec.cwd.clone(), pipe: spec.pipe, capture: true }
+        let limits = cgroup::Limits { memory_max: spec.memory_max, cpu_max: spec.cpu_max };
+        SpawnRequest {
+            seq,
+            argv: spec.command.clone(),
+            env,
+            cwd: spec.cwd.clone(),
+            pipe: spec.pipe,
+            capture: true,
+            cgroup: cgroup.map(|path| (path, limits)),
+            account: spec.account.clone(),
+            umask: spec.umask,
+            limits: spec.limits.clone(),
+        }
     }
 
     /// An `exec` probe of instance `id`: `argv` in the instance's cwd and environment, in a
     /// process group of its own, its output discarded.
     pub fn probe(seq: u64, id: &InstanceId, spec: &ProcessSpec, argv: Vec<String>, context: &Context) -> Self {
         let env = child_env(id, spec, context);
-        SpawnRequest { seq, argv, env, cwd: spec.cwd.clone(), pipe: Pipe::None, capture: false }
+        SpawnRequest {
+            seq,
+            argv,
+            env,
+            cwd: spec.cwd.clone(),
+            pipe: Pipe::None,
+            capture: false,
+            cgroup: None,
+            account: spec.account.clone(),
+            umask: spec.umask,
+            limits: spec.limits.clone(),
+        }
     }
 }
 
@@ -91,9 +120,12 @@ fn child_env(id: &InstanceId, spec: &ProcessSpec, context: &Context) -> Vec<(Str
 }
 
 /// The agent's own environment, as children inherit it: without the PROCCTL_* variables an
-/// agent that is itself an instance of another agent would pass on.
+/// agent that is itself an instance of another agent would pass on, nor what its own
+/// service manager gave it (notify socket, watchdog, listening sockets).
 pub fn base_env() -> Vec<(String, String)> {
-    std::env::vars().filter(|(k, _)| !k.starts_with("PROCCTL_")).collect()
+    const MANAGER: [&str; 6] =
+        ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"];
+    std::env::vars().filter(|(k, _)| !k.starts_with("PROCCTL_") && !MANAGER.contains(&k.as_str())).collect()
 }
 
 pub enum SpawnReport {
@@ -148,10 +180,18 @@ struct Prepared {
     output_read: Option<OwnedFd>,
     pipe_child: Option<OwnedFd>,
     pipe_parent: Option<OwnedFd>,
+    /// The run's `cgroup.procs`, which the child writes itself into.
+    cgroup_procs: Option<OwnedFd>,
+    /// (uid, gid, supplementary groups) to switch to.
+    credentials: Option<(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)>,
+    umask: Option<libc::mode_t>,
+    limits: Vec<(libc::__rlimit_resource_t, libc::rlimit)>,
 }
 
 fn spawn_one(request: SpawnRequest, fork_lock: &Mutex<()>, fd_limit: libc::rlimit, report: &impl Fn(SpawnReport)) {
     let seq = request.seq;
+    let user_name = request.account.as_ref().map(|a| a.user.clone());
+    let limit_names: Vec<&'static str> = request.limits.iter().map(|l| l.name).collect();
     let mut prepared = match prepare(request) {
         Ok(prepared) => prepared,
         Err(error) => return report(SpawnReport::Failed { seq, error }),
@@ -181,17 +221,37 @@ fn spawn_one(request: SpawnRequest, fork_lock: &Mutex<()>, fd_limit: libc::rlimi
     prepared.output_write = None;
     let start_time = procfs::stat(pid).map(|s| s.start_time);
     let output = prepared.output_read.take();
-    let exec_check = ExecCheck { fd: err_read, program: prepared.program.to_string_lossy().into_owned() };
+    let exec_check = ExecCheck {
+        fd: err_read,
+        program: prepared.program.to_string_lossy().into_owned(),
+        cwd: prepared.cwd.to_string_lossy().into_owned(),
+        user: user_name,
+        limits: limit_names,
+    };
     report(SpawnReport::Spawned { seq, pid, start_time, pipe: prepared.pipe_parent.take(), output, exec_check });
     drop(guard);
     // `prepared` is dropped here, closing the agent's copies of the child's ends; the child
     // execs while this thread forks the next one.
 }
 
-/// The read end of a child's exec-error pipe and the program it runs.
+/// The read end of a child's exec-error pipe, and what its messages need to name.
 pub struct ExecCheck {
     fd: OwnedFd,
     program: String,
+    cwd: String,
+    user: Option<String>,
+    limits: Vec<&'static str>,
+}
+
+/// Where between fork and exec a child failed, as it writes it before errno.
+mod step {
+    pub const FDS: u32 = 1;
+    pub const CHDIR: u32 = 3;
+    pub const EXEC: u32 = 4;
+    pub const CGROUP: u32 = 5;
+    pub const USER: u32 = 6;
+    /// Plus the index of the limit.
+    pub const LIMIT: u32 = 100;
 }
 
 /// What the exec-error pipe says about a child.
@@ -218,17 +278,33 @@ impl ExecCheck {
     /// Reads the pipe without waiting. Once the child is reaped the answer is never
     /// `Pending`: a child that failed wrote errno before it exited.
     pub fn read(&self) -> Exec {
-        let mut errno = [0u8; 4];
+        let mut report = [0u8; 8];
         // SAFETY: read on a descriptor we own (non-blocking since `exec_error_pipe`), into a
-        // buffer of 4 bytes.
-        let n = unsafe { libc::read(self.fd.as_raw_fd(), errno.as_mut_ptr().cast(), errno.len()) };
+        // buffer of 8 bytes.
+        let n = unsafe { libc::read(self.fd.as_raw_fd(), report.as_mut_ptr().cast(), report.len()) };
         match n {
             0 => Exec::Done,
-            4 => {
-                let error = std::io::Error::from_raw_os_error(i32::from_ne_bytes(errno));
-                Exec::Failed(format!("cannot run `{}`: {error}", self.program))
+            8 => {
+                let step = u32::from_ne_bytes(report[..4].try_into().expect("4 bytes"));
+                let error =
+                    std::io::Error::from_raw_os_error(i32::from_ne_bytes(report[4..].try_into().expect("4 bytes")));
+                Exec::Failed(self.describe(step, error))
             }
             _ => Exec::Pending,
+        }
+    }
+
+    fn describe(&self, step: u32, error: std::io::Error) -> String {
+        match step {
+            step::EXEC => format!("cannot run `{}`: {error}", self.program),
+            step::CHDIR => format!("cannot enter the working directory {}: {error}", self.cwd),
+            step::CGROUP => format!("cannot move into its cgroup: {error}"),
+            step::USER => format!("cannot switch to user {}: {error}", self.user.as_deref().unwrap_or("?")),
+            n if n >= step::LIMIT => {
+                let name = self.limits.get((n - step::LIMIT) as usize).copied().unwrap_or("?");
+                format!("cannot set the limit {name}: {error}")
+            }
+            _ => format!("cannot set up its file descriptors: {error}"),
         }
     }
 }
@@ -270,6 +346,15 @@ fn prepare(request: SpawnRequest) -> Result<Prepared, String> {
         _ => OwnedFd::from(File::open("/dev/null").map_err(|e| format!("cannot open /dev/null: {e}"))?),
     };
     let pipe_child = if request.pipe == Pipe::Fd { pipe_child } else { None };
+    let cgroup_procs = match &request.cgroup {
+        Some((path, limits)) => Some(
+            cgroup::create(path, *limits).map_err(|e| format!("cannot create its cgroup {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    let credentials = request.account.as_ref().map(|a| (a.uid, a.gid, a.groups.clone()));
+    let limits =
+        request.limits.iter().map(|l| (l.resource, libc::rlimit { rlim_cur: l.value, rlim_max: l.value })).collect();
     Ok(Prepared {
         program: cstring(program.as_os_str().as_bytes())?,
         _argv: argv,
@@ -282,6 +367,10 @@ fn prepare(request: SpawnRequest) -> Result<Prepared, String> {
         output_read,
         pipe_child,
         pipe_parent,
+        cgroup_procs,
+        credentials,
+        umask: request.umask.map(|mask| mask as libc::mode_t),
+        limits,
     })
 }
 
@@ -337,12 +426,37 @@ fn exec_error_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     Ok((read, unsafe { OwnedFd::from_raw_fd(high) }))
 }
 
-/// The child side of fork: only async-signal-safe calls, then exec.
+/// The child side of fork: only async-signal-safe calls, then exec. The order matters:
+/// what needs root (the cgroup move, raising limits) comes before the switch of user, and
+/// PDEATHSIG after it, since the kernel clears PDEATHSIG when credentials change.
 unsafe fn child(p: &Prepared, parent: libc::pid_t, fd_limit: libc::rlimit, err_fd: RawFd) -> ! {
     // SAFETY: each call below is async-signal-safe and uses memory prepared before fork.
     unsafe {
         // Its own process group, so a stop or a signal reaches everything the instance starts.
         libc::setpgid(0, 0);
+        // Into the run's cgroup before anything can fork: writing 0 moves the writer.
+        if let Some(procs) = &p.cgroup_procs
+            && libc::write(procs.as_raw_fd(), c"0".as_ptr().cast(), 1) != 1
+        {
+            fail(err_fd, step::CGROUP);
+        }
+        // The fd limit the agent itself was given, not the one it raised for itself.
+        libc::setrlimit(libc::RLIMIT_NOFILE, &fd_limit);
+        for (i, (resource, limit)) in p.limits.iter().enumerate() {
+            if libc::setrlimit(*resource, limit) != 0 {
+                fail(err_fd, step::LIMIT + i as u32);
+            }
+        }
+        if let Some(mask) = p.umask {
+            libc::umask(mask);
+        }
+        if let Some((uid, gid, groups)) = &p.credentials
+            && (libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                || libc::setgid(*gid) != 0
+                || libc::setuid(*uid) != 0)
+        {
+            fail(err_fd, step::USER);
+        }
         // Die with the agent. The kernel sends this when the forking thread exits, and the
         // spawner thread lives as long as the agent; the getppid check closes the window
         // in which the agent died before the prctl.
@@ -360,37 +474,39 @@ unsafe fn child(p: &Prepared, parent: libc::pid_t, fd_limit: libc::rlimit, err_f
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
         libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-        // The fd limit the agent itself was given, not the one it raised for itself.
-        libc::setrlimit(libc::RLIMIT_NOFILE, &fd_limit);
 
         // Every fd the agent holds is close-on-exec; dup2 clears that flag on the targets.
         let out = p.output_write.as_ref().map_or(-1, |fd| fd.as_raw_fd());
         if libc::dup2(p.stdin.as_raw_fd(), 0) < 0 || libc::dup2(out, 1) < 0 || libc::dup2(out, 2) < 0 {
-            fail(err_fd);
+            fail(err_fd, step::FDS);
         }
         if let Some(pipe) = &p.pipe_child {
             let fd = pipe.as_raw_fd();
             let ok =
                 if fd == PIPE_FD { libc::fcntl(fd, libc::F_SETFD, 0) == 0 } else { libc::dup2(fd, PIPE_FD) == PIPE_FD };
             if !ok {
-                fail(err_fd);
+                fail(err_fd, step::FDS);
             }
         }
+        // As the instance's user, so a directory it may not enter is its error.
         if libc::chdir(p.cwd.as_ptr()) != 0 {
-            fail(err_fd);
+            fail(err_fd, step::CHDIR);
         }
         libc::execve(p.program.as_ptr(), p.argv_ptrs.as_ptr(), p.envp_ptrs.as_ptr());
-        fail(err_fd)
+        fail(err_fd, step::EXEC)
     }
 }
 
-/// Reports errno to the spawner thread and exits the child with 127, as a shell does.
-unsafe fn fail(err_fd: RawFd) -> ! {
+/// Reports the step and errno to the spawner thread and exits the child with 127, as a
+/// shell does.
+unsafe fn fail(err_fd: RawFd, step: u32) -> ! {
     // SAFETY: async-signal-safe calls on a valid fd and a stack buffer.
     unsafe {
         let errno = *libc::__errno_location();
-        let bytes = errno.to_ne_bytes();
-        libc::write(err_fd, bytes.as_ptr().cast(), bytes.len());
+        let mut report = [0u8; 8];
+        report[..4].copy_from_slice(&step.to_ne_bytes());
+        report[4..].copy_from_slice(&errno.to_ne_bytes());
+        libc::write(err_fd, report.as_ptr().cast(), report.len());
         libc::_exit(127)
     }
 }
@@ -417,7 +533,7 @@ mod tests {
         .unwrap();
         let base = vec![("HOME".to_string(), "/root".to_string()), ("PATH".to_string(), "/bin".to_string())];
         let context = Context { base: &base, socket: Path::new("/run/a.sock"), notify: Some("@n") };
-        let request = SpawnRequest::new(7, &InstanceId::new("w", 2), &config.processes["w"], &context);
+        let request = SpawnRequest::new(7, &InstanceId::new("w", 2), &config.processes["w"], &context, None);
         let env: std::collections::BTreeMap<_, _> = request.env.iter().cloned().collect();
         assert_eq!(env["HOME"], "/srv", "the spec wins over the agent's own");
         assert_eq!(env["PATH"], "/bin");

@@ -23,6 +23,9 @@ pub struct TableFile {
     /// agent can find descendants that left their instance's group.
     #[serde(default)]
     pub agent_token: Option<String>,
+    /// The agent's cgroup tree, with cgroup tracking: the next agent ends what is left in it.
+    #[serde(default)]
+    pub cgroup_base: Option<std::path::PathBuf>,
     pub instances: Vec<Row>,
     /// Counts set by `procctl scale`, by process name.
     #[serde(default)]
@@ -170,6 +173,7 @@ mod tests {
             version: TABLE_VERSION,
             agent_pid: 1,
             agent_token: Some("1.2.3".into()),
+            cgroup_base: Some("/sys/fs/cgroup/procctl-1.2.3".into()),
             instances: vec![Row {
                 name: "w".into(),
                 index: 0,

@@ -13,7 +13,7 @@ pub async fn run(context: &Context, target: Target, until: WaitFor, timeout_ms: 
     let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
     loop {
         changes.borrow_and_update();
-        let rows = match context.sup.list(target.clone()).await {
+        let rows = match context.sup.states(target.clone()).await {
             Ok(rows) => rows,
             // The process itself, or the one instance, is gone.
             Err(error) if error.kind == ErrorKind::NotFound && until == WaitFor::Gone => return Ok(Response::Waited),

@@ -16,8 +16,10 @@ pub type Reply<T> = oneshot::Sender<Result<T, WireError>>;
 pub type Routes = Vec<(InstanceId, Result<PipeRef, WireError>)>;
 
 pub enum Command {
+    /// The rows of the target; with `usage`, CPU and memory sampled.
     List {
         target: Target,
+        usage: bool,
         reply: Reply<Vec<InstanceInfo>>,
     },
     Resolve {
@@ -130,8 +132,14 @@ impl Handle {
         answer.await.map_err(|_| gone())?
     }
 
+    /// What `procctl list` shows, CPU and memory sampled.
     pub async fn list(&self, target: Target) -> Result<Vec<InstanceInfo>, WireError> {
-        self.call(|reply| Command::List { target, reply }).await
+        self.call(|reply| Command::List { target, usage: true, reply }).await
+    }
+
+    /// The states of the target's instances, for handlers that only look at them.
+    pub async fn states(&self, target: Target) -> Result<Vec<InstanceInfo>, WireError> {
+        self.call(|reply| Command::List { target, usage: false, reply }).await
     }
 
     pub async fn resolve(&self, target: Target) -> Result<Vec<InstanceId>, WireError> {

@@ -93,7 +93,18 @@ impl Supervisor {
         };
         spec.depends_on
             .iter()
-            .map(|(name, kind)| (name.clone(), *kind, standing(*kind, &self.instances_of(name))))
+            .map(|(name, kind)| {
+                let instances = self.instances_of(name);
+                // Instances that are wanted but not in the table yet (the agent or a reload is
+                // still creating them, in name order) are not met: only a process with no
+                // instances wanted is.
+                let standing = if (instances.len() as u64) < u64::from(self.desired(name)) {
+                    Standing::Pending
+                } else {
+                    standing(*kind, &instances)
+                };
+                (name.clone(), *kind, standing)
+            })
             .collect()
     }
 

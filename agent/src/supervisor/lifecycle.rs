@@ -39,9 +39,52 @@ impl Supervisor {
         for action in actions {
             self.act(id, action);
         }
+        self.follow_cgroup(id);
         if changed {
             self.recheck_waiting();
             self.run_deferred();
+        }
+    }
+
+    /// A run's cgroup is watched while it drains (its main process gone, others left) and
+    /// removed once the instance has seen it empty.
+    fn follow_cgroup(&mut self, id: &InstanceId) {
+        let Some(slot) = self.slots.get_mut(id) else {
+            return;
+        };
+        let Some(cgroup) = slot.cgroup.clone() else {
+            return;
+        };
+        if slot.inst.pgid.is_none() {
+            if let Some(watch) = slot.cgroup_watch.take() {
+                self.cgroup_watches.remove(&watch);
+                let _ = self.inotify.remove(watch);
+            }
+            slot.cgroup = None;
+            crate::cgroup::remove(&cgroup);
+        } else if slot.inst.pid.is_none() && slot.cgroup_watch.is_none() {
+            match self.inotify.add(cgroup.join("cgroup.events"), inotify::WatchMask::MODIFY) {
+                Ok(watch) => {
+                    self.cgroup_watches.insert(watch.clone(), id.clone());
+                    slot.cgroup_watch = Some(watch);
+                }
+                // Then the reaper's reports and the rechecks see it go.
+                Err(e) => log!("{id}: cannot watch {}: {e}", cgroup.display()),
+            }
+            // It may have emptied before the watch was there.
+            if !crate::cgroup::populated(&cgroup) {
+                self.step(id, Input::GroupGone);
+            }
+        }
+    }
+
+    /// `cgroup.events` of a draining run changed: is it empty now?
+    pub(super) fn on_cgroup_event(&mut self, watch: inotify::WatchDescriptor) {
+        let Some(id) = self.cgroup_watches.get(&watch).cloned() else {
+            return;
+        };
+        if self.slots.get(&id).is_some_and(|slot| slot.inst.pid.is_none() && !run_alive(slot)) {
+            self.step(&id, Input::GroupGone);
         }
     }
 
@@ -79,6 +122,7 @@ impl Supervisor {
             State::Stopped => self.bus.emit(EventKind::Stopped { id: id.clone() }),
             _ => {}
         }
+        self.service_on_state(id, state);
     }
 
     fn act(&mut self, id: &InstanceId, action: Action) {
@@ -93,7 +137,8 @@ impl Supervisor {
                 self.spawning.insert(seq, Spawning::Run(id.clone()));
                 let spec = &self.config.processes[&id.name];
                 let context = Context { base: &self.base_env, socket: &self.socket, notify: Some(&self.notify_name) };
-                let request = SpawnRequest::new(seq, id, spec, &context);
+                let cgroup = self.tracking.tree().map(|tree| tree.run_path(id, slot.inst.run + 1));
+                let request = SpawnRequest::new(seq, id, spec, &context, cgroup);
                 if self.spawner.send(request).is_err() {
                     self.spawning.remove(&seq);
                     self.step(id, Input::SpawnFailed);
@@ -105,15 +150,17 @@ impl Supervisor {
                 }
                 self.start_failed(id, "the spawner did not answer: the start was given up".into());
             }
-            Action::Signal(signal) => {
-                if let Some(pgid) = slot.inst.pgid {
+            Action::Signal(signal) => match (&slot.cgroup, slot.inst.pgid) {
+                (Some(cgroup), _) => crate::cgroup::signal_all(cgroup, signal.number()),
+                (None, Some(pgid)) => {
                     let _ = group::signal_and_continue(pgid, signal);
                 }
-            }
+                (None, None) => {}
+            },
             Action::Kill => {
                 if let Some(pgid) = slot.inst.pgid {
                     log!("{id} did not stop in time: SIGKILL to its group");
-                    let _ = group::kill(pgid);
+                    kill_run(slot.cgroup.as_deref(), pgid);
                     let (id, run) = (id.clone(), slot.inst.run);
                     self.timers.after(RECHECK_FIRST, Due::Recheck { id, run, attempt: 1, vanished: false });
                 }
@@ -195,6 +242,8 @@ impl Supervisor {
                 slot.spawn_seq = None;
                 slot.start_error = None;
                 slot.exec_check = Some(exec_check);
+                slot.cgroup = self.tracking.tree().map(|tree| tree.run_path(&id, slot.inst.run + 1));
+                slot.cpu_sample = None;
                 slot.start_time = start_time;
                 slot.status = None;
                 slot.health = None;
@@ -278,7 +327,7 @@ impl Supervisor {
             return;
         };
         slot.pipe = None;
-        let group_left = slot.inst.pgid.is_some_and(group::alive);
+        let group_left = run_alive(slot);
         self.end_checks(id);
         // The child is gone, so the pipe holds its answer if the watcher has not had it read.
         self.read_exec(id);
@@ -316,7 +365,7 @@ impl Supervisor {
         let gone: Vec<InstanceId> = self
             .slots
             .iter()
-            .filter(|(_, slot)| slot.inst.pid.is_none() && slot.inst.pgid.is_some_and(|pgid| !group::alive(pgid)))
+            .filter(|(_, slot)| slot.inst.pid.is_none() && slot.inst.pgid.is_some() && !run_alive(slot))
             .map(|(id, _)| id.clone())
             .collect();
         for id in gone {
@@ -335,7 +384,7 @@ impl Supervisor {
             return; // that run's group is gone and the instance has moved on
         };
         match slot.inst.pid {
-            None if !group::alive(pgid) => return self.step(&id, Input::GroupGone),
+            None if !run_alive(slot) => return self.step(&id, Input::GroupGone),
             Some(pid) if !group::process_exists(pid) && vanished => {
                 log!("{id}: pid {pid} is gone but its exit was never reported; taking it as ended");
                 self.run_ended(&id, pid, None);
@@ -345,8 +394,9 @@ impl Supervisor {
             }
             _ => {}
         }
-        let vanished = self.slots[&id].inst.pid.is_some_and(|pid| !group::process_exists(pid));
-        let _ = group::kill(pgid);
+        let slot = &self.slots[&id];
+        let vanished = slot.inst.pid.is_some_and(|pid| !group::process_exists(pid));
+        kill_run(slot.cgroup.as_deref(), pgid);
         let delay = (RECHECK_FIRST * 2u32.pow(attempt.min(10))).min(RECHECK_MAX);
         self.timers.after(delay, Due::Recheck { id, run, attempt: attempt + 1, vanished });
     }
@@ -442,6 +492,7 @@ impl Supervisor {
 
     pub(super) fn begin_shutdown(&mut self) {
         self.shutting_down = true;
+        self.service_stopping();
         let ids: Vec<InstanceId> = self.slots.keys().cloned().collect();
         self.stop_in_order(ids, Input::Stop);
     }
@@ -450,10 +501,34 @@ impl Supervisor {
     pub(super) fn kill_everything(&mut self) {
         for (id, slot) in &self.slots {
             if let Some(pgid) = slot.inst.pgid {
-                let _ = group::kill(pgid);
+                kill_run(slot.cgroup.as_deref(), pgid);
                 let (id, run) = (id.clone(), slot.inst.run);
                 self.timers.after(RECHECK_FIRST, Due::Recheck { id, run, attempt: 1, vanished: false });
             }
+        }
+    }
+}
+
+/// Whether anything of the run is left: its cgroup is populated, or its process group has
+/// a member.
+fn run_alive(slot: &super::Slot) -> bool {
+    match (&slot.cgroup, slot.inst.pgid) {
+        (Some(cgroup), _) => crate::cgroup::populated(cgroup),
+        (None, Some(pgid)) => group::alive(pgid),
+        (None, None) => false,
+    }
+}
+
+/// SIGKILL to everything of the run: its cgroup, else its process group.
+fn kill_run(cgroup: Option<&std::path::Path>, pgid: i32) {
+    match cgroup {
+        Some(cgroup) => {
+            if crate::cgroup::kill(cgroup).is_err() {
+                let _ = group::kill(pgid);
+            }
+        }
+        None => {
+            let _ = group::kill(pgid);
         }
     }
 }

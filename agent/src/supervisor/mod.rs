@@ -16,7 +16,9 @@ mod readiness;
 mod reload;
 mod routes;
 mod scale;
+mod service;
 mod timers;
+mod usage;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
@@ -30,6 +32,7 @@ use tokio_util::time::delay_queue::Key;
 use api::gone;
 pub use api::{Command, Handle, Pending, Settle, Settled};
 pub use readiness::Purpose;
+pub use service::Service;
 use timers::{Armed, Due, Timers};
 
 use crate::config::Config;
@@ -47,6 +50,8 @@ pub enum Event {
         pid: i32,
         exit: Exit,
     },
+    /// The `cgroup.events` of a draining run changed.
+    CgroupChanged(inotify::WatchDescriptor),
     /// The exec-error pipe of this run has something to say (exec done, or errno).
     ExecSettled {
         id: InstanceId,
@@ -110,6 +115,12 @@ struct Slot {
     /// The probe of the current run, when it has one going.
     checks: Option<readiness::Checks>,
     watchdog: Option<Key>,
+    /// The cgroup of the run whose processes may be alive, with cgroup tracking.
+    cgroup: Option<PathBuf>,
+    /// Its `cgroup.events` watch, while it drains.
+    cgroup_watch: Option<inotify::WatchDescriptor>,
+    /// The last CPU sample: microseconds used, and when.
+    cpu_sample: Option<(u64, std::time::Instant)>,
 }
 
 impl Slot {
@@ -129,6 +140,9 @@ impl Slot {
             health: None,
             checks: None,
             watchdog: None,
+            cgroup: None,
+            cgroup_watch: None,
+            cpu_sample: None,
         }
     }
 
@@ -158,6 +172,12 @@ pub struct Supervisor {
     deferred: Vec<deps::Deferred>,
     /// Bumped on every change that `list` shows, for `wait`.
     changes: watch::Sender<u64>,
+    tracking: crate::cgroup::Tracking,
+    inotify: inotify::Watches,
+    cgroup_watches: HashMap<inotify::WatchDescriptor, InstanceId>,
+    service: service::Service,
+    /// Processes already warned about a limit their cgroup cannot have.
+    limit_warned: HashSet<String>,
     next_seq: u64,
     scaled: BTreeMap<String, ScaleOverride>,
     base_env: Vec<(String, String)>,
@@ -188,6 +208,9 @@ pub struct Parts {
     pub follow: Follow,
     pub notify_name: String,
     pub changes: watch::Sender<u64>,
+    pub tracking: crate::cgroup::Tracking,
+    pub inotify: inotify::Watches,
+    pub service: service::Service,
 }
 
 impl Supervisor {
@@ -219,6 +242,11 @@ impl Supervisor {
             waiting: BTreeSet::new(),
             deferred: vec![],
             changes: parts.changes,
+            tracking: parts.tracking,
+            inotify: parts.inotify,
+            cgroup_watches: HashMap::new(),
+            service: parts.service,
+            limit_warned: HashSet::new(),
             next_seq: 0,
             scaled,
             base_env: crate::spawn::base_env(),
@@ -242,15 +270,46 @@ impl Supervisor {
                 let slot = sup.new_slot(&id);
                 sup.slots.insert(id.clone(), slot);
                 if autostart {
-                    sup.start_with_dependencies(&id);
+                    sup.expect_first_start(&id);
                 }
             }
         }
+        sup.warn_unlimited();
+        let ids: Vec<InstanceId> = sup.service_pending();
+        for id in ids {
+            sup.start_with_dependencies(&id);
+        }
+        sup.service_ready_if_due();
         sup
     }
 
-    /// Runs until a shutdown has stopped every instance.
-    pub async fn run(mut self, mut events: tokio_mpsc::UnboundedReceiver<Event>) {
+    /// A limit a process asks for that its cgroup cannot have: said once per process.
+    fn warn_unlimited(&mut self) {
+        let tree = self.tracking.tree();
+        for (name, spec) in &self.config.processes {
+            let missing: Vec<&str> =
+                [("memory_max", "memory", spec.memory_max.is_some()), ("cpu_max", "cpu", spec.cpu_max.is_some())]
+                    .into_iter()
+                    .filter(|(_, controller, wanted)| *wanted && !tree.is_some_and(|t| t.has(controller)))
+                    .map(|(key, _, _)| key)
+                    .collect();
+            if !missing.is_empty() && self.limit_warned.insert(name.clone()) {
+                let why = match &self.tracking {
+                    crate::cgroup::Tracking::Cgroups(_) => "its controller is not available in this cgroup".to_string(),
+                    crate::cgroup::Tracking::Groups(why) => why.clone(),
+                };
+                log!("{name}: {} not applied ({why}); it runs without", missing.join(" and "));
+            }
+        }
+    }
+
+    fn service_pending(&self) -> Vec<InstanceId> {
+        self.slots.keys().filter(|id| self.config.processes[&id.name].autostart).cloned().collect()
+    }
+
+    /// Runs until a shutdown has stopped every instance; returns the critical instance
+    /// that caused it, if one did.
+    pub async fn run(mut self, mut events: tokio_mpsc::UnboundedReceiver<Event>) -> Option<InstanceId> {
         loop {
             tokio::select! {
                 event = events.recv() => match event {
@@ -275,9 +334,13 @@ impl Supervisor {
         }
         self.persist.writer().save(last);
         self.persist.writer().flush();
+        if let Some(tree) = self.tracking.tree() {
+            tree.remove_all();
+        }
         for waiter in self.shutdown_waiters.drain(..) {
             let _ = waiter.send(());
         }
+        self.service.critical.take()
     }
 
     fn new_slot(&self, id: &InstanceId) -> Slot {
@@ -299,6 +362,7 @@ impl Supervisor {
             Event::Spawn(report) => self.on_spawn_report(report),
             Event::ExecSettled { id, pid } => self.on_exec_settled(&id, pid),
             Event::Notify(message) => self.on_notify(message),
+            Event::CgroupChanged(watch) => self.on_cgroup_event(watch),
             Event::Probed { id, run, purpose, result } => self.on_probed(id, run, purpose, result),
             Event::LogReady { id, run } => self.on_log_ready(id, run),
             Event::Reaped { pid, exit } => self.on_reaped(pid, exit),
@@ -331,8 +395,14 @@ impl Supervisor {
 
     fn on_command(&mut self, command: Command) {
         match command {
-            Command::List { target, reply } => {
-                let result = self.resolve(&target).map(|ids| ids.iter().map(|id| self.info(id)).collect());
+            Command::List { target, usage, reply } => {
+                let result = self.resolve(&target).map(|ids| {
+                    let mut rows: Vec<InstanceInfo> = ids.iter().map(|id| self.info(id)).collect();
+                    if usage {
+                        self.sample_usage(&mut rows);
+                    }
+                    rows
+                });
                 let _ = reply.send(result);
             }
             Command::Resolve { target, reply } => {

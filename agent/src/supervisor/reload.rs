@@ -129,6 +129,7 @@ impl Supervisor {
                 slot.sink.lock().unwrap_or_else(|p| p.into_inner()).configure(spec.log_max_size, spec.log_files);
             }
         }
+        self.warn_unlimited();
         self.touch();
         Ok(plan)
     }

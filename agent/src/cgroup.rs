@@ -1,0 +1,322 @@
+//! cgroup v2 tracking: every run of every instance in a cgroup of its own, so that nothing
+//! it starts can escape a stop (setsid, double fork, a cleared environment), and the
+//! next agent after a crash finds whatever is left.
+//!
+//! The hierarchy is found from /proc/self/mountinfo (not always at /sys/fs/cgroup: a hybrid
+//! host mounts it at /sys/fs/cgroup/unified) and the agent's own cgroup A from
+//! /proc/self/cgroup. The agent's tree is `A/procctl-ID/`: `runs/NAME.INDEX.RUN` for the
+//! runs and, when A is not the root (the kernel's "no internal processes" rule, as systemd's
+//! delegation expects), `agent/` for the agent itself. "Gone" is `populated 0` in a
+//! cgroup's `cgroup.events`, watched with inotify; `cgroup.kill` ends everything in one.
+//! Without a usable hierarchy the agent falls back to process groups and says so.
+
+use std::fs;
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use procctl_proto::InstanceId;
+
+/// The controllers runs get when the hierarchy offers them.
+const WANTED: [&str; 2] = ["memory", "cpu"];
+/// The period `cpu_max` is expressed in, in microseconds.
+const CPU_PERIOD: u64 = 100_000;
+
+/// The agent's own tree in the hierarchy.
+#[derive(Debug, Clone)]
+pub struct Tree {
+    /// `A/procctl-ID`.
+    pub base: PathBuf,
+    /// `base/runs`, the parent of every run's cgroup.
+    runs: PathBuf,
+    /// Controllers enabled for runs.
+    pub controllers: Vec<String>,
+}
+
+/// How the agent keeps track of what an instance started.
+pub enum Tracking {
+    Cgroups(Tree),
+    /// Process groups and the PROCCTL_AGENT token; why cgroups are not used.
+    Groups(String),
+}
+
+impl Tracking {
+    /// Sets up the agent's tree under its own cgroup, or says why it cannot. `id` names
+    /// this run of the agent. Call before any thread is started.
+    pub fn detect(id: &str) -> Tracking {
+        match Tree::create(id) {
+            Ok(tree) => Tracking::Cgroups(tree),
+            Err(why) => Tracking::Groups(why),
+        }
+    }
+
+    pub fn tree(&self) -> Option<&Tree> {
+        match self {
+            Tracking::Cgroups(tree) => Some(tree),
+            Tracking::Groups(_) => None,
+        }
+    }
+
+    /// For the start-up line.
+    pub fn describe(&self) -> String {
+        match self {
+            Tracking::Cgroups(tree) => {
+                let controllers = if tree.controllers.is_empty() { "none".into() } else { tree.controllers.join(" ") };
+                format!("tracking instances with cgroup v2 in {} (controllers: {controllers})", tree.base.display())
+            }
+            Tracking::Groups(why) => format!("tracking instances with process groups: {why}"),
+        }
+    }
+}
+
+impl Tree {
+    fn create(id: &str) -> Result<Tree, String> {
+        let mountinfo =
+            fs::read_to_string("/proc/self/mountinfo").map_err(|e| format!("cannot read mountinfo: {e}"))?;
+        let (mount, root) = cgroup2_mount(&mountinfo).ok_or("no cgroup v2 hierarchy is mounted")?;
+        let own = fs::read_to_string("/proc/self/cgroup").map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?;
+        let path = own_cgroup(&own).ok_or("this process has no cgroup v2 path")?;
+        let relative = path.strip_prefix(root.as_str()).ok_or("the agent's cgroup is outside the mounted hierarchy")?;
+        let agent = mount.join(relative.trim_start_matches('/'));
+        let base = agent.join(format!("procctl-{id}"));
+        fs::create_dir(&base).map_err(|e| format!("cannot create a cgroup in {}: {e}", agent.display()))?;
+        let tree = Tree { runs: base.join("runs"), base, controllers: vec![] };
+        let cleanup = tree.clone();
+        tree.set_up(&agent).inspect_err(|_| cleanup.remove_all())
+    }
+
+    fn set_up(mut self, agent: &Path) -> Result<Tree, String> {
+        fs::create_dir(&self.runs).map_err(|e| format!("cannot create {}: {e}", self.runs.display()))?;
+        // The real root has no cgroup.events, and may hold processes and controllers both.
+        if agent.join("cgroup.events").exists() {
+            let leaf = self.base.join("agent");
+            fs::create_dir(&leaf).map_err(|e| format!("cannot create {}: {e}", leaf.display()))?;
+            write(&leaf.join("cgroup.procs"), "0")
+                .map_err(|e| format!("cannot move the agent into {}: {e}", leaf.display()))?;
+        }
+        let offered = fs::read_to_string(agent.join("cgroup.controllers")).unwrap_or_default();
+        let wanted: Vec<&str> = WANTED.into_iter().filter(|c| offered.split_whitespace().any(|o| o == *c)).collect();
+        // Enabled down the chain agent → base → runs; a controller that cannot be is left out.
+        for controller in wanted {
+            let enable = format!("+{controller}");
+            let chain = [agent, self.base.as_path(), self.runs.as_path()];
+            if chain.iter().all(|dir| write(&dir.join("cgroup.subtree_control"), &enable).is_ok()) {
+                self.controllers.push(controller.to_string());
+            }
+        }
+        Ok(self)
+    }
+
+    /// The cgroup of run `run` of `id`.
+    pub fn run_path(&self, id: &InstanceId, run: u64) -> PathBuf {
+        self.runs.join(format!("{}.{}.{run}", id.name, id.index))
+    }
+
+    pub fn has(&self, controller: &str) -> bool {
+        self.controllers.iter().any(|c| c == controller)
+    }
+
+    /// At shutdown: the agent's tree, emptied, goes (the agent's own leaf last, if it can).
+    pub fn remove_all(&self) {
+        if let Ok(dir) = fs::read_dir(&self.runs) {
+            for entry in dir.flatten() {
+                let _ = fs::remove_dir(entry.path());
+            }
+        }
+        let _ = fs::remove_dir(&self.runs);
+        let _ = fs::remove_dir(self.base.join("agent"));
+        let _ = fs::remove_dir(&self.base);
+    }
+}
+
+/// The limits a run's cgroup gets before its process moves in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub memory_max: Option<u64>,
+    /// Percent of one CPU.
+    pub cpu_max: Option<u32>,
+}
+
+/// Creates a run's cgroup with its limits and opens its `cgroup.procs`, for the child to
+/// write itself into between fork and exec.
+pub fn create(path: &Path, limits: Limits) -> std::io::Result<OwnedFd> {
+    match fs::create_dir(path) {
+        Ok(()) => {}
+        // Left by an earlier run that is gone: it is empty, or the spawn would not be asked.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    if let Some(bytes) = limits.memory_max {
+        write(&path.join("memory.max"), &bytes.to_string())?;
+    }
+    if let Some(percent) = limits.cpu_max {
+        write(&path.join("cpu.max"), &format!("{} {CPU_PERIOD}", u64::from(percent) * CPU_PERIOD / 100))?;
+    }
+    let procs = fs::OpenOptions::new().write(true).open(path.join("cgroup.procs"))?;
+    Ok(procs.into())
+}
+
+fn write(path: &Path, text: &str) -> std::io::Result<()> {
+    fs::OpenOptions::new().write(true).open(path)?.write_all(text.as_bytes())
+}
+
+/// Whether any process is left in the cgroup or below it. A cgroup that is gone is empty.
+pub fn populated(path: &Path) -> bool {
+    fs::read_to_string(path.join("cgroup.events"))
+        .map(|events| events.lines().any(|line| line == "populated 1"))
+        .unwrap_or(false)
+}
+
+/// The processes in the cgroup itself.
+pub fn procs(path: &Path) -> Vec<i32> {
+    fs::read_to_string(path.join("cgroup.procs"))
+        .map(|text| text.split_whitespace().filter_map(|p| p.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+/// Sends `signal` to every process in the cgroup, then SIGCONT (a stopped process acts on
+/// a signal only once continued). Processes forked meanwhile are caught by `kill` later.
+pub fn signal_all(path: &Path, signal: i32) {
+    for pid in procs(path) {
+        crate::group::signal_process(pid, signal);
+        crate::group::signal_process(pid, libc::SIGCONT);
+    }
+}
+
+/// SIGKILL to everything in the cgroup and below, at once.
+pub fn kill(path: &Path) -> std::io::Result<()> {
+    write(&path.join("cgroup.kill"), "1")
+}
+
+/// Removes an empty run cgroup.
+pub fn remove(path: &Path) {
+    let _ = fs::remove_dir(path);
+}
+
+/// CPU time used by everything that ran in the cgroup, in microseconds (cpu.stat exists
+/// whether the cpu controller is enabled or not).
+pub fn cpu_usec(path: &Path) -> Option<u64> {
+    let stat = fs::read_to_string(path.join("cpu.stat")).ok()?;
+    stat.lines().find_map(|line| line.strip_prefix("usage_usec ")?.trim().parse().ok())
+}
+
+/// memory.current, with the memory controller.
+pub fn memory_current(path: &Path) -> Option<u64> {
+    fs::read_to_string(path.join("memory.current")).ok()?.trim().parse().ok()
+}
+
+/// At start-up: ends what a dead agent left in its tree `base` (recorded in the table),
+/// stop signal first, `cgroup.kill` after `timeout`, then removes the tree.
+pub fn reclaim(base: &Path, signal_of: impl Fn(&str) -> (i32, Duration)) -> usize {
+    let Some(name) = base.file_name().and_then(|n| n.to_str()) else {
+        return 0;
+    };
+    // Only a tree of ours, in a cgroup v2 hierarchy.
+    if !name.starts_with("procctl-") || !base.join("cgroup.events").exists() {
+        return 0;
+    }
+    let runs = base.join("runs");
+    let mut signalled = 0;
+    let mut deadline = Instant::now();
+    for entry in fs::read_dir(&runs).into_iter().flatten().flatten() {
+        let run = entry.path();
+        let process = entry.file_name().to_string_lossy().split('.').next().unwrap_or_default().to_string();
+        let pids = procs(&run);
+        if pids.is_empty() && !populated(&run) {
+            continue;
+        }
+        let (signal, timeout) = signal_of(&process);
+        log!("{} left {} process(es) in {}; stopping them", process, pids.len(), run.display());
+        signal_all(&run, signal);
+        signalled += pids.len();
+        deadline = deadline.max(Instant::now() + timeout);
+    }
+    let gone = |until: Instant| -> bool {
+        while populated(base) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        !populated(base)
+    };
+    if !gone(deadline) {
+        let _ = kill(base);
+        if !gone(Instant::now() + Duration::from_secs(2)) {
+            log!("processes in {} survived cgroup.kill", base.display());
+        }
+    }
+    let tree = Tree { runs, base: base.to_path_buf(), controllers: vec![] };
+    tree.remove_all();
+    signalled
+}
+
+/// The mount point and root of the first cgroup2 mount in mountinfo.
+fn cgroup2_mount(mountinfo: &str) -> Option<(PathBuf, String)> {
+    mountinfo.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        if right.split_whitespace().next()? != "cgroup2" {
+            return None;
+        }
+        let fields: Vec<&str> = left.split_whitespace().collect();
+        Some((PathBuf::from(unescape(fields.get(4)?)), unescape(fields.get(3)?)))
+    })
+}
+
+/// The `0::PATH` line of /proc/self/cgroup.
+fn own_cgroup(text: &str) -> Option<String> {
+    text.lines().find_map(|line| line.strip_prefix("0::")).map(str::to_string)
+}
+
+/// mountinfo writes space, tab, newline and backslash as octal escapes (`\040`).
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .and_then(|d| std::str::from_utf8(d).ok())
+            .and_then(|d| u8::from_str_radix(d, 8).ok());
+        match (bytes[i], octal) {
+            (b'\\', Some(byte)) => {
+                out.push(byte);
+                i += 4;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_cgroup2_mount_wherever_it_is() {
+        let hybrid = "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n\
+                      32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n\
+                      41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n";
+        assert_eq!(cgroup2_mount(hybrid), Some((PathBuf::from("/sys/fs/cgroup/unified"), "/".into())));
+        let unified = "30 24 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate\n";
+        assert_eq!(cgroup2_mount(unified), Some((PathBuf::from("/sys/fs/cgroup"), "/".into())));
+        let escaped = "30 24 0:26 /sub /mnt/my\\040cgroups rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(cgroup2_mount(escaped), Some((PathBuf::from("/mnt/my cgroups"), "/sub".into())));
+        assert_eq!(cgroup2_mount("32 31 0:29 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n"), None);
+    }
+
+    #[test]
+    fn reads_the_own_cgroup_line() {
+        let text = "9:name=systemd:/\n4:memory:/x\n0::/system.slice/procagent.service\n";
+        assert_eq!(own_cgroup(text).as_deref(), Some("/system.slice/procagent.service"));
+        assert_eq!(own_cgroup("4:memory:/x\n"), None);
+    }
+
+    #[test]
+    fn run_cgroups_are_named_by_instance_and_run() {
+        let tree = Tree { base: "/cg/procctl-1".into(), runs: "/cg/procctl-1/runs".into(), controllers: vec![] };
+        assert_eq!(tree.run_path(&InstanceId::new("web", 2), 7), Path::new("/cg/procctl-1/runs/web.2.7"));
+    }
+}
