@@ -117,16 +117,10 @@ impl Tree {
         self.controllers.iter().any(|c| c == controller)
     }
 
-    /// At shutdown: the agent's tree, emptied, goes (the agent's own leaf last, if it can).
+    /// At shutdown: the agent's tree, emptied, goes (the agent's own leaf last, if it can),
+    /// with any cgroup an instance made below its own.
     pub fn remove_all(&self) {
-        if let Ok(dir) = fs::read_dir(&self.runs) {
-            for entry in dir.flatten() {
-                let _ = fs::remove_dir(entry.path());
-            }
-        }
-        let _ = fs::remove_dir(&self.runs);
-        let _ = fs::remove_dir(self.base.join("agent"));
-        let _ = fs::remove_dir(&self.base);
+        remove(&self.base);
     }
 }
 
@@ -148,13 +142,22 @@ pub fn create(path: &Path, limits: Limits) -> std::io::Result<OwnedFd> {
         Err(e) => return Err(e),
     }
     if let Some(bytes) = limits.memory_max {
-        write(&path.join("memory.max"), &bytes.to_string())?;
+        write_limit(&path.join("memory.max"), &bytes.to_string())?;
     }
     if let Some(percent) = limits.cpu_max {
-        write(&path.join("cpu.max"), &format!("{} {CPU_PERIOD}", u64::from(percent) * CPU_PERIOD / 100))?;
+        write_limit(&path.join("cpu.max"), &format!("{} {CPU_PERIOD}", u64::from(percent) * CPU_PERIOD / 100))?;
     }
     let procs = fs::OpenOptions::new().write(true).open(path.join("cgroup.procs"))?;
     Ok(procs.into())
+}
+
+/// A limit whose controller is not enabled for runs has no file: the agent warned about it
+/// once at load, and the run goes without it.
+fn write_limit(path: &Path, text: &str) -> std::io::Result<()> {
+    match write(path, text) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        result => result,
+    }
 }
 
 fn write(path: &Path, text: &str) -> std::io::Result<()> {
@@ -168,14 +171,36 @@ pub fn populated(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// The processes in the cgroup itself.
+/// The processes in the cgroup and in every cgroup below it: an instance may make cgroups of
+/// its own (an agent that is itself an instance moves into one), and its processes are still
+/// the instance's.
 pub fn procs(path: &Path) -> Vec<i32> {
-    fs::read_to_string(path.join("cgroup.procs"))
-        .map(|text| text.split_whitespace().filter_map(|p| p.parse().ok()).collect())
-        .unwrap_or_default()
+    subtree(path)
+        .iter()
+        .flat_map(|dir| {
+            fs::read_to_string(dir.join("cgroup.procs"))
+                .map(|text| text.split_whitespace().filter_map(|p| p.parse().ok()).collect::<Vec<i32>>())
+                .unwrap_or_default()
+        })
+        .collect()
 }
 
-/// Sends `signal` to every process in the cgroup, then SIGCONT (a stopped process acts on
+/// The cgroup and every cgroup below it, each after its parent.
+fn subtree(path: &Path) -> Vec<PathBuf> {
+    let mut all = vec![path.to_path_buf()];
+    let mut next = 0;
+    while let Some(dir) = all.get(next).cloned() {
+        next += 1;
+        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+                all.push(entry.path());
+            }
+        }
+    }
+    all
+}
+
+/// Sends `signal` to every process in the cgroup and below it, then SIGCONT (a stopped process acts on
 /// a signal only once continued). Processes forked meanwhile are caught by `kill` later.
 pub fn signal_all(path: &Path, signal: i32) {
     for pid in procs(path) {
@@ -189,9 +214,12 @@ pub fn kill(path: &Path) -> std::io::Result<()> {
     write(&path.join("cgroup.kill"), "1")
 }
 
-/// Removes an empty run cgroup.
+/// Removes an empty cgroup, and the cgroups below it first (rmdir refuses a cgroup that has
+/// children; one that still holds a process stays).
 pub fn remove(path: &Path) {
-    let _ = fs::remove_dir(path);
+    for dir in subtree(path).iter().rev() {
+        let _ = fs::remove_dir(dir);
+    }
 }
 
 /// CPU time used by everything that ran in the cgroup, in microseconds (cpu.stat exists

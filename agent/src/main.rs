@@ -73,6 +73,9 @@ struct Args {
     /// Clients served at once; past it a client is refused with a message
     #[arg(long, value_name = "N", default_value_t = server::MAX_CONNECTIONS)]
     max_connections: usize,
+    /// Print the procagent(8) man page, generated from these flags, and exit (for packagers)
+    #[arg(long, hide = true)]
+    manpage: bool,
 }
 
 fn main() -> ExitCode {
@@ -83,12 +86,34 @@ fn main() -> ExitCode {
             return if error.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
         }
     };
+    if args.manpage {
+        return manpage();
+    }
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             log::last(format_args!("{error:#}"));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Prints procagent(8), generated from `Args`; man/procagent.8 is this page, and
+/// tests/manuals.rs keeps it up to date.
+fn manpage() -> ExitCode {
+    use clap_mangen::roff::{Roff, roman};
+    let man = clap_mangen::Man::new(<Args as clap::CommandFactory>::command())
+        .section("8")
+        .manual("procctl manual")
+        .source(format!("procctl {}", env!("CARGO_PKG_VERSION")));
+    let mut page = vec![];
+    man.render(&mut page).expect("writing to a Vec cannot fail");
+    let mut extra = Roff::new();
+    extra.control("SH", ["SEE ALSO"]).text([roman("procctl(1), procctl.toml(5), systemd.service(5)")]);
+    page.extend_from_slice(extra.to_roff().as_bytes());
+    match std::io::Write::write_all(&mut std::io::stdout().lock(), &page) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::FAILURE,
     }
 }
 
@@ -285,7 +310,8 @@ async fn reload_on_hangup(context: handlers::Context) {
     }
 }
 
-/// A child must never get one of the agent's sockets as its stdin, stdout or stderr.
+/// A child must never get one of the agent's sockets as its stdin, stdout or stderr, nor
+/// a descriptor the agent inherited from whoever started it (they stay the agent's).
 fn ensure_standard_fds() {
     for fd in 0..3 {
         // SAFETY: F_GETFD only inspects the descriptor table.
@@ -296,6 +322,8 @@ fn ensure_standard_fds() {
             }
         }
     }
+    // SAFETY: marks descriptors 3 and up close-on-exec; nothing is opened yet.
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
 }
 
 /// Each instance holds up to three fds in the agent (message pipe, output pipe, exec check)

@@ -69,9 +69,10 @@ pub fn bind(path: &Path) -> Result<OwnedFd, BindError> {
             return Err(BindError::Foreign(shown, owner, meta.uid()));
         }
         Ok(meta) if meta.file_type().is_socket() => match StdStream::connect(path) {
-            Ok(_) => return Err(BindError::Live(shown)),
-            // Nobody answers: a dead agent's socket.
-            Err(_) => fs::remove_file(path).map_err(|e| BindError::Bind(shown.clone(), e))?,
+            Ok(stream) if answers_hello(&stream) => return Err(BindError::Live(shown)),
+            // Nobody answers: a dead agent's socket (the descriptor may live on for a moment
+            // in a child of it that has not exec'd yet, which accepts nothing).
+            _ => fs::remove_file(path).map_err(|e| BindError::Bind(shown.clone(), e))?,
         },
         Ok(_) => return Err(BindError::NotASocket(shown)),
         Err(e) if e.kind() == IoErrorKind::NotFound => {}
@@ -87,6 +88,22 @@ pub fn bind(path: &Path) -> Result<OwnedFd, BindError> {
         .map_err(|e| BindError::Bind(shown.clone(), e))?;
     fs::set_permissions(path, Permissions::from_mode(0o600)).map_err(|e| BindError::Bind(shown, e))?;
     Ok(OwnedFd::from(listener))
+}
+
+/// How long an agent already on the socket has to answer a hello (it takes microseconds).
+const HELLO_PROBE: Duration = Duration::from_secs(2);
+
+/// Whether an agent answers a hello on `stream` within `HELLO_PROBE`.
+fn answers_hello(stream: &StdStream) -> bool {
+    use std::io::{Read, Write};
+    let Ok(hello) = frame::encode(&Request::Hello { version: PROTOCOL_VERSION }) else {
+        return true;
+    };
+    let _ = stream.set_read_timeout(Some(HELLO_PROBE));
+    let _ = stream.set_write_timeout(Some(HELLO_PROBE));
+    let mut header = [0u8; HEADER_LEN];
+    let mut stream = stream;
+    stream.write_all(&hello).is_ok() && stream.read_exact(&mut header).is_ok()
 }
 
 /// Accepts connections until dropped. Each connection task holds a clone of `alive`, so
@@ -337,11 +354,34 @@ mod tests {
     fn bind_sets_modes_replaces_a_stale_socket_and_refuses_a_live_one() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("run/agent.sock");
-        let first = bind(&path).unwrap();
+        let first = std::os::unix::net::UnixListener::from(bind(&path).unwrap());
         assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
         assert_eq!(fs::metadata(path.parent().unwrap()).unwrap().mode() & 0o777, 0o700);
+        // A listener that accepts but never answers is not an agent: its socket is stale.
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        let silent = std::thread::spawn(move || {
+            let conn = first.accept();
+            let _ = wait.recv();
+            drop(conn);
+        });
+        bind(&path).expect("a socket nobody answers on is replaced");
+        done.send(()).unwrap();
+        silent.join().unwrap();
+        // One that answers the hello is a live agent.
+        let first = std::os::unix::net::UnixListener::from(bind(&path).unwrap());
+        let live = std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let (mut conn, _) = first.accept().unwrap();
+            let mut header = [0u8; HEADER_LEN];
+            conn.read_exact(&mut header).unwrap();
+            let mut body = vec![0u8; frame::body_len(header).unwrap()];
+            conn.read_exact(&mut body).unwrap();
+            let hello = Response::Hello { version: PROTOCOL_VERSION, agent_version: "test".into() };
+            conn.write_all(&frame::encode(&hello).unwrap()).unwrap();
+            first
+        });
         assert!(matches!(bind(&path), Err(BindError::Live(_))));
-        drop(first); // the file stays behind, as after a crash
+        drop(live.join().unwrap()); // the file stays behind, as after a crash
         assert!(path.exists());
         bind(&path).expect("a stale socket is replaced");
     }

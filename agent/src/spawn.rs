@@ -3,6 +3,7 @@
 //! Fork happens on one thread that lives as long as the agent, because the kernel fires
 //! `PR_SET_PDEATHSIG` when the *thread* that forked the child exits, not the process.
 
+use std::collections::HashMap;
 use std::ffi::{CString, OsStr};
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -11,6 +12,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use procctl_proto::InstanceId;
 
@@ -137,8 +139,9 @@ pub enum SpawnReport {
         pipe: Option<OwnedFd>,
         /// The read end of the child's stdout and stderr, when captured.
         output: Option<OwnedFd>,
-        /// Carries errno if exec fails; see `ExecCheck`.
-        exec_check: ExecCheck,
+        /// Why the child could not run its program, when it could not: it has exited (127),
+        /// and its exit comes through the reaper as any other.
+        exec_error: Option<String>,
     },
     /// Nothing was started; `error` says why (without the instance: the supervisor adds it).
     Failed { seq: u64, error: String },
@@ -156,8 +159,21 @@ pub fn start(
 ) -> std::io::Result<mpsc::Sender<SpawnRequest>> {
     let (tx, rx) = mpsc::channel::<SpawnRequest>();
     std::thread::Builder::new().name("spawner".into()).spawn(move || {
+        // No signal handler may run in a child that shares this thread's memory: the
+        // kernel delivers the agent's signals to its other threads instead.
+        // SAFETY: a full set we own, for this thread's mask.
+        unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
+        }
+        let mut stack = vec![0u8; CHILD_STACK];
+        // The agent sets its signal handlers before it starts this thread, and none later.
+        let handled = handled_signals();
+        let mut programs = Programs::default();
         for request in rx {
-            spawn_one(request, &fork_lock, fd_limit, &report);
+            let context = Spawner { fork_lock: &fork_lock, fd_limit, handled: &handled };
+            spawn_one(request, &context, &report, &mut stack, &mut programs);
         }
         // The agent is exiting; children must not lose their parent thread before it does.
         std::thread::park();
@@ -165,7 +181,10 @@ pub fn start(
     Ok(tx)
 }
 
-/// Everything the child needs, allocated before fork.
+/// The child's stack between clone and exec: it runs one small function.
+const CHILD_STACK: usize = 64 * 1024;
+
+/// Everything the child needs, allocated before the clone.
 struct Prepared {
     program: CString,
     /// Owns the strings `argv_ptrs` points into.
@@ -188,62 +207,138 @@ struct Prepared {
     limits: Vec<(libc::__rlimit_resource_t, libc::rlimit)>,
 }
 
-fn spawn_one(request: SpawnRequest, fork_lock: &Mutex<()>, fd_limit: libc::rlimit, report: &impl Fn(SpawnReport)) {
+/// What the child function gets through clone's argument.
+struct ChildArgs<'a> {
+    prepared: &'a Prepared,
+    parent: libc::pid_t,
+    fd_limit: libc::rlimit,
+    err_fd: RawFd,
+    /// Signals whose disposition the child must reset.
+    handled: &'a [i32],
+}
+
+/// What every spawn of the thread shares.
+struct Spawner<'a> {
+    fork_lock: &'a Mutex<()>,
+    fd_limit: libc::rlimit,
+    handled: &'a [i32],
+}
+
+/// The signals this process does not leave at their default (handled or ignored).
+fn handled_signals() -> Vec<i32> {
+    (1..=64)
+        .filter(|&sig| {
+            // SAFETY: sigaction with no new action only reads the current one into `old`.
+            let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+            let read = unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) } == 0;
+            read && old.sa_sigaction != libc::SIG_DFL
+        })
+        .collect()
+}
+
+/// Programs found in PATH, for a second: a start loop of a thousand instances looks each
+/// up once, and a program installed meanwhile is found a second later.
+#[derive(Default)]
+struct Programs {
+    found: HashMap<(String, Option<String>, PathBuf), (PathBuf, Instant)>,
+}
+
+impl Programs {
+    const FRESH: Duration = Duration::from_secs(1);
+
+    fn find(&mut self, program: &str, path_var: Option<&str>, cwd: &Path) -> Result<PathBuf, String> {
+        if program.contains('/') {
+            return find_program(program, path_var, cwd);
+        }
+        let key = (program.to_string(), path_var.map(str::to_string), cwd.to_path_buf());
+        if let Some((path, _)) = self.found.get(&key).filter(|(_, at)| at.elapsed() < Self::FRESH) {
+            return Ok(path.clone());
+        }
+        let path = find_program(program, path_var, cwd)?;
+        self.found.retain(|_, (_, at)| at.elapsed() < Self::FRESH);
+        self.found.insert(key, (path.clone(), Instant::now()));
+        Ok(path)
+    }
+}
+
+fn spawn_one(
+    request: SpawnRequest,
+    spawner: &Spawner,
+    report: &impl Fn(SpawnReport),
+    stack: &mut [u8],
+    programs: &mut Programs,
+) {
     let seq = request.seq;
-    let user_name = request.account.as_ref().map(|a| a.user.clone());
-    let limit_names: Vec<&'static str> = request.limits.iter().map(|l| l.name).collect();
-    let mut prepared = match prepare(request) {
+    let messages = Messages {
+        cwd: request.cwd.display().to_string(),
+        user: request.account.as_ref().map(|a| a.user.clone()),
+        limits: request.limits.iter().map(|l| l.name).collect(),
+        program: String::new(),
+    };
+    let mut prepared = match prepare(request, programs) {
         Ok(prepared) => prepared,
         Err(error) => return report(SpawnReport::Failed { seq, error }),
     };
+    let messages = Messages { program: prepared.program.to_string_lossy().into_owned(), ..messages };
     let (err_read, err_write) = match exec_error_pipe() {
         Ok(pair) => pair,
         Err(e) => return report(SpawnReport::Failed { seq, error: format!("cannot make a pipe: {e}") }),
     };
-    let parent = std::process::id() as libc::pid_t;
-    let guard = fork_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    // SAFETY: the child runs only async-signal-safe calls (see `child`) and then execs or exits.
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
-        // SAFETY: we are the child of fork; `prepared` and the fds stay valid until exec.
-        unsafe { child(&prepared, parent, fd_limit, err_write.as_raw_fd()) }
-    }
+    let args = ChildArgs {
+        prepared: &prepared,
+        parent: std::process::id() as libc::pid_t,
+        fd_limit: spawner.fd_limit,
+        err_fd: err_write.as_raw_fd(),
+        handled: spawner.handled,
+    };
+    let guard = spawner.fork_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    // The stack grows down from its end, which must be 16-byte aligned.
+    let top = (stack.as_mut_ptr() as usize + stack.len()) & !15;
+    // CLONE_VM | CLONE_VFORK, as posix_spawn does: no copy of the agent's page tables, and
+    // this thread waits until the child has exec'd or exited, so the shared memory and stack
+    // are the child's alone meanwhile, and the exec's outcome is known on return.
+    // SAFETY: the child runs only raw system calls on memory prepared before (see `child`)
+    // and then execs or exits; `args` and `stack` outlive it since this thread is suspended.
+    let pid = unsafe {
+        libc::clone(
+            child_entry,
+            top as *mut libc::c_void,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (&args as *const ChildArgs).cast_mut().cast(),
+        )
+    };
     if pid < 0 {
         let error = std::io::Error::last_os_error();
         drop(guard);
-        return report(SpawnReport::Failed { seq, error: format!("fork failed: {error}") });
+        return report(SpawnReport::Failed { seq, error: format!("cannot start a process: {error}") });
     }
-    // Also set from this side, so the group exists whichever of the two runs first.
-    // SAFETY: plain syscall on our own child; failure (it already exec'd) is harmless.
-    unsafe { libc::setpgid(pid, pid) };
     drop(err_write);
     prepared.pipe_child = None;
     prepared.output_write = None;
     let start_time = procfs::stat(pid).map(|s| s.start_time);
     let output = prepared.output_read.take();
-    let exec_check = ExecCheck {
-        fd: err_read,
-        program: prepared.program.to_string_lossy().into_owned(),
-        cwd: prepared.cwd.to_string_lossy().into_owned(),
-        user: user_name,
-        limits: limit_names,
-    };
-    report(SpawnReport::Spawned { seq, pid, start_time, pipe: prepared.pipe_parent.take(), output, exec_check });
+    let exec_error = read_exec_error(&err_read, &messages);
+    report(SpawnReport::Spawned { seq, pid, start_time, pipe: prepared.pipe_parent.take(), output, exec_error });
     drop(guard);
-    // `prepared` is dropped here, closing the agent's copies of the child's ends; the child
-    // execs while this thread forks the next one.
+    // `prepared` is dropped here, closing the agent's copies of the child's ends.
 }
 
-/// The read end of a child's exec-error pipe, and what its messages need to name.
-pub struct ExecCheck {
-    fd: OwnedFd,
+extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `ChildArgs` of `spawn_one`, alive while its thread is suspended.
+    let args = unsafe { &*(arg as *const ChildArgs) };
+    // SAFETY: we are the child of clone; see `child`.
+    unsafe { child(args) }
+}
+
+/// What the messages about a failed start name.
+struct Messages {
     program: String,
     cwd: String,
     user: Option<String>,
     limits: Vec<&'static str>,
 }
 
-/// Where between fork and exec a child failed, as it writes it before errno.
+/// Where between clone and exec a child failed, as it writes it before errno.
 mod step {
     pub const FDS: u32 = 1;
     pub const CHDIR: u32 = 3;
@@ -254,64 +349,35 @@ mod step {
     pub const LIMIT: u32 = 100;
 }
 
-/// What the exec-error pipe says about a child.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Exec {
-    /// The child exec'd (its end closed with nothing written).
-    Done,
-    /// The child could not exec; why.
-    Failed(String),
-    /// Not known yet: the child is still between fork and exec.
-    Pending,
+/// Why the child could not exec, when it could not. By the time clone(CLONE_VFORK) returns
+/// the child has either passed exec's point of no return or written its report and exited,
+/// so nothing written means it runs its program.
+fn read_exec_error(fd: &OwnedFd, messages: &Messages) -> Option<String> {
+    let mut report = [0u8; 8];
+    // SAFETY: read on a descriptor we own (non-blocking since `exec_error_pipe`), into a
+    // buffer of 8 bytes.
+    let n = unsafe { libc::read(fd.as_raw_fd(), report.as_mut_ptr().cast(), report.len()) };
+    if n != 8 {
+        return None;
+    }
+    let step = u32::from_ne_bytes(report[..4].try_into().expect("4 bytes"));
+    let error = std::io::Error::from_raw_os_error(i32::from_ne_bytes(report[4..].try_into().expect("4 bytes")));
+    Some(match step {
+        step::EXEC => format!("cannot run `{}`: {error}", messages.program),
+        step::CHDIR => format!("cannot enter the working directory {}: {error}", messages.cwd),
+        step::CGROUP => format!("cannot move into its cgroup: {error}"),
+        step::USER => format!("cannot switch to user {}: {error}", messages.user.as_deref().unwrap_or("?")),
+        n if n >= step::LIMIT => {
+            let name = messages.limits.get((n - step::LIMIT) as usize).copied().unwrap_or("?");
+            format!("cannot set the limit {name}: {error}")
+        }
+        _ => format!("cannot set up its file descriptors: {error}"),
+    })
 }
 
-impl ExecCheck {
-    /// Resolves once the child has exec'd or failed to. It watches a duplicate of the fd,
-    /// so the supervisor reads the answer itself with `read`, in order with its other events.
-    pub fn settled(&self) -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
-        let watched = tokio::net::unix::pipe::Receiver::from_owned_fd(self.fd.try_clone()?)?;
-        Ok(async move {
-            let _ = watched.readable().await;
-        })
-    }
-
-    /// Reads the pipe without waiting. Once the child is reaped the answer is never
-    /// `Pending`: a child that failed wrote errno before it exited.
-    pub fn read(&self) -> Exec {
-        let mut report = [0u8; 8];
-        // SAFETY: read on a descriptor we own (non-blocking since `exec_error_pipe`), into a
-        // buffer of 8 bytes.
-        let n = unsafe { libc::read(self.fd.as_raw_fd(), report.as_mut_ptr().cast(), report.len()) };
-        match n {
-            0 => Exec::Done,
-            8 => {
-                let step = u32::from_ne_bytes(report[..4].try_into().expect("4 bytes"));
-                let error =
-                    std::io::Error::from_raw_os_error(i32::from_ne_bytes(report[4..].try_into().expect("4 bytes")));
-                Exec::Failed(self.describe(step, error))
-            }
-            _ => Exec::Pending,
-        }
-    }
-
-    fn describe(&self, step: u32, error: std::io::Error) -> String {
-        match step {
-            step::EXEC => format!("cannot run `{}`: {error}", self.program),
-            step::CHDIR => format!("cannot enter the working directory {}: {error}", self.cwd),
-            step::CGROUP => format!("cannot move into its cgroup: {error}"),
-            step::USER => format!("cannot switch to user {}: {error}", self.user.as_deref().unwrap_or("?")),
-            n if n >= step::LIMIT => {
-                let name = self.limits.get((n - step::LIMIT) as usize).copied().unwrap_or("?");
-                format!("cannot set the limit {name}: {error}")
-            }
-            _ => format!("cannot set up its file descriptors: {error}"),
-        }
-    }
-}
-
-fn prepare(request: SpawnRequest) -> Result<Prepared, String> {
+fn prepare(request: SpawnRequest, programs: &mut Programs) -> Result<Prepared, String> {
     let path_var = request.env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str());
-    let program = find_program(&request.argv[0], path_var, &request.cwd)?;
+    let program = programs.find(&request.argv[0], path_var, &request.cwd)?;
     let cstring = |s: &[u8]| CString::new(s).map_err(|_| "an argument contains a NUL byte".to_string());
     let argv = request.argv.iter().map(|a| cstring(a.as_bytes())).collect::<Result<Vec<_>, _>>()?;
     let envp =
@@ -411,7 +477,7 @@ fn cloexec_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
 /// whose read end does not block.
 fn exec_error_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     let (read, write) = cloexec_pipe()?;
-    // The agent's end never blocks: `ExecCheck` reads it when it knows there is an answer.
+    // The agent's end never blocks: it is read once, when the child has exec'd or exited.
     // SAFETY: F_SETFL on a descriptor we own.
     unsafe { libc::fcntl(read.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
     if write.as_raw_fd() > PIPE_FD {
@@ -426,14 +492,27 @@ fn exec_error_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     Ok((read, unsafe { OwnedFd::from_raw_fd(high) }))
 }
 
-/// The child side of fork: only async-signal-safe calls, then exec. The order matters:
-/// what needs root (the cgroup move, raising limits) comes before the switch of user, and
-/// PDEATHSIG after it, since the kernel clears PDEATHSIG when credentials change.
-unsafe fn child(p: &Prepared, parent: libc::pid_t, fd_limit: libc::rlimit, err_fd: RawFd) -> ! {
-    // SAFETY: each call below is async-signal-safe and uses memory prepared before fork.
+/// The child side of the clone: it shares the agent's memory until it execs, so it only
+/// makes system calls on memory prepared before (no allocation, no lock), with signals
+/// blocked until their dispositions are reset. The order matters: what needs root (the
+/// cgroup move, raising limits) comes before the switch of user, and PDEATHSIG after it,
+/// since the kernel clears PDEATHSIG when credentials change. The switch is made with raw
+/// system calls: glibc's setuid would try to change the credentials of every thread it
+/// knows, and the ones it knows here are the agent's.
+unsafe fn child(args: &ChildArgs) -> ! {
+    let (p, parent, fd_limit, err_fd) = (args.prepared, args.parent, args.fd_limit, args.err_fd);
+    // SAFETY: each call below is a system call on memory prepared before the clone.
     unsafe {
         // Its own process group, so a stop or a signal reaches everything the instance starts.
         libc::setpgid(0, 0);
+        // Die with the agent. The kernel sends this when the forking thread exits, and the
+        // spawner thread lives as long as the agent; the getppid check closes the window
+        // in which the agent died before the prctl. Set again after a change of user,
+        // which clears it.
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+        if libc::getppid() != parent {
+            libc::_exit(1);
+        }
         // Into the run's cgroup before anything can fork: writing 0 moves the writer.
         if let Some(procs) = &p.cgroup_procs
             && libc::write(procs.as_raw_fd(), c"0".as_ptr().cast(), 1) != 1
@@ -451,25 +530,23 @@ unsafe fn child(p: &Prepared, parent: libc::pid_t, fd_limit: libc::rlimit, err_f
             libc::umask(mask);
         }
         if let Some((uid, gid, groups)) = &p.credentials
-            && (libc::setgroups(groups.len(), groups.as_ptr()) != 0
-                || libc::setgid(*gid) != 0
-                || libc::setuid(*uid) != 0)
+            && (libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) != 0
+                || libc::syscall(libc::SYS_setgid, *gid) != 0
+                || libc::syscall(libc::SYS_setuid, *uid) != 0)
         {
             fail(err_fd, step::USER);
         }
-        // Die with the agent. The kernel sends this when the forking thread exits, and the
-        // spawner thread lives as long as the agent; the getppid check closes the window
-        // in which the agent died before the prctl.
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
-        if libc::getppid() != parent {
-            libc::_exit(1);
+        if p.credentials.is_some() {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
         }
         // Handlers reset at exec, but ignored signals and the mask would be inherited:
-        // the Rust runtime ignores SIGPIPE.
-        for sig in 1..32 {
-            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::signal(sig, libc::SIG_DFL);
-            }
+        // the Rust runtime ignores SIGPIPE. Reset before the mask is cleared, so no handler
+        // of the agent's ever runs here.
+        for &sig in args.handled {
+            libc::signal(sig, libc::SIG_DFL);
         }
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);

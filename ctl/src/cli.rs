@@ -110,6 +110,14 @@ pub enum Command {
     Shutdown,
     /// Print a completion script for a shell
     Completions { shell: clap_complete::Shell },
+    /// Write the man pages (procctl.1 and one procctl-SUBCOMMAND.1 each) into DIR
+    ///
+    /// For packagers; the copies in man/ are kept up to date by a test.
+    #[command(hide = true)]
+    Manpages {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {

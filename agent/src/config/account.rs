@@ -134,21 +134,13 @@ pub fn resolve(user: &str, group: Option<&str>) -> Result<Account, (&'static str
 
 /// What the limits of an instance leave to check against the agent's own: a hard limit above
 /// the agent's can only be set with CAP_SYS_RESOURCE, and nofile never above fs.nr_open.
+/// `privileged` is whether the agent runs as root; root without CAP_SYS_RESOURCE (as in many
+/// containers) cannot raise one either, so that is checked here rather than left to fail at
+/// every spawn.
 pub fn check_limits(limits: &[Limit], privileged: bool) -> Result<(), String> {
+    let can_raise = privileged && can_raise_limits().unwrap_or(true);
     for limit in limits {
-        let mut own = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-        // SAFETY: getrlimit writes into a struct we own.
-        if unsafe { libc::getrlimit(limit.resource, &mut own) } != 0 {
-            continue;
-        }
-        if limit.value > own.rlim_max && !privileged {
-            return Err(format!(
-                "`{}` = {} is above this agent's own hard limit ({}); only root can raise it",
-                limit.name,
-                shown(limit.value),
-                shown(own.rlim_max)
-            ));
-        }
+        // Above fs.nr_open, not even CAP_SYS_RESOURCE helps: said first.
         if limit.resource == libc::RLIMIT_NOFILE {
             let nr_open =
                 std::fs::read_to_string("/proc/sys/fs/nr_open").ok().and_then(|s| s.trim().parse::<u64>().ok());
@@ -156,8 +148,35 @@ pub fn check_limits(limits: &[Limit], privileged: bool) -> Result<(), String> {
                 return Err(format!("`nofile` = {} is above the kernel's fs.nr_open ({nr_open})", shown(limit.value)));
             }
         }
+        let mut own = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit writes into a struct we own.
+        if unsafe { libc::getrlimit(limit.resource, &mut own) } != 0 {
+            continue;
+        }
+        if limit.value > own.rlim_max && !can_raise {
+            let who = if privileged {
+                "raising it needs CAP_SYS_RESOURCE, which this agent does not have"
+            } else {
+                "only root can raise it"
+            };
+            return Err(format!(
+                "`{}` = {} is above this agent's own hard limit ({}); {who}",
+                limit.name,
+                shown(limit.value),
+                shown(own.rlim_max)
+            ));
+        }
     }
     Ok(())
+}
+
+/// Whether CAP_SYS_RESOURCE is in this process's effective set, from /proc/self/status.
+fn can_raise_limits() -> Option<bool> {
+    const CAP_SYS_RESOURCE: u32 = 24;
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let effective = status.lines().find_map(|line| line.strip_prefix("CapEff:"))?;
+    let caps = u64::from_str_radix(effective.trim(), 16).ok()?;
+    Some(caps & (1 << CAP_SYS_RESOURCE) != 0)
 }
 
 fn shown(value: u64) -> String {

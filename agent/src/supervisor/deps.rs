@@ -4,10 +4,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use procctl_proto::{EventKind, Exit, InstanceId, State};
+use procctl_proto::{EventKind, Exit, InstanceId, State, Target};
 
-use super::Supervisor;
-use super::api::Settled;
+use super::api::{Command, Settled};
+use super::{Event, Supervisor};
 use crate::config::Dependency;
 use crate::instance::Input;
 
@@ -94,18 +94,31 @@ impl Supervisor {
         spec.depends_on
             .iter()
             .map(|(name, kind)| {
-                let instances = self.instances_of(name);
-                // Instances that are wanted but not in the table yet (the agent or a reload is
-                // still creating them, in name order) are not met: only a process with no
-                // instances wanted is.
-                let standing = if (instances.len() as u64) < u64::from(self.desired(name)) {
+                // Only a process with no instances wanted is met without any; one whose
+                // instances are not all in the table yet is not.
+                let standing = if self.not_all_there(name) {
                     Standing::Pending
                 } else {
-                    standing(*kind, &instances)
+                    standing(*kind, &self.instances_of(name))
                 };
                 (name.clone(), *kind, standing)
             })
             .collect()
+    }
+
+    /// Whether some of the instances `name` should have are not in the table yet: the agent
+    /// (at start-up) and a reload create the instances of one process after the other, in
+    /// name order, starting each as they go.
+    fn not_all_there(&self, name: &str) -> bool {
+        (self.instances_of(name).len() as u64) < u64::from(self.desired(name))
+    }
+
+    /// Starts `name` once the agent is done with what it is doing (creating instances): a
+    /// command to the supervisor itself, behind the one being carried out.
+    fn start_later(&self, name: &str) {
+        let (reply, _) = tokio::sync::oneshot::channel();
+        let start = Command::Start { target: Target::Name(name.to_string()), reply };
+        let _ = self.events.send(Event::Command(start));
     }
 
     /// A start (by autostart or a user) of an instance at rest: straight away when its
@@ -122,6 +135,11 @@ impl Supervisor {
         self.bus.emit(EventKind::Waiting { id: id.clone(), on });
         self.waiting.insert(id.clone());
         for (name, kind, _) in unmet {
+            if self.not_all_there(name) {
+                // Not created yet, so not startable yet (a dependency with autostart = false
+                // named after its dependent): started once it is there.
+                self.start_later(name);
+            }
             for (dep, state, last_exit) in self.instances_of(name) {
                 let done = *kind == Dependency::Completed && state == State::Exited && last_exit == Some(Exit::Code(0));
                 if !done && matches!(state, State::Stopped | State::Exited | State::Fatal) {

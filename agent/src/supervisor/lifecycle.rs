@@ -16,7 +16,7 @@ use crate::group;
 use crate::instance::{Action, Input};
 use crate::logs::{self, LineWatch};
 use crate::pipe;
-use crate::spawn::{Context, Exec, SpawnReport, SpawnRequest};
+use crate::spawn::{Context, SpawnReport, SpawnRequest};
 
 /// The first wait after a SIGKILL before checking that the group is gone; it doubles up to a second.
 const RECHECK_FIRST: Duration = Duration::from_millis(20);
@@ -213,11 +213,11 @@ impl Supervisor {
 
     pub(super) fn on_spawn_report(&mut self, report: SpawnReport) {
         match report {
-            SpawnReport::Spawned { seq, pid, start_time, pipe, output, exec_check } => {
+            SpawnReport::Spawned { seq, pid, start_time, pipe, output, exec_error } => {
                 let id = match self.spawning.remove(&seq) {
                     Some(Spawning::Run(id)) => id,
                     Some(Spawning::Probe { id, run, purpose, timeout }) => {
-                        return self.exec_probe_spawned(pid, (id, run, purpose, timeout), exec_check);
+                        return self.exec_probe_spawned(pid, (id, run, purpose, timeout), exec_error);
                     }
                     None => {
                         // Nobody wants this child any more; it is reaped as a stray.
@@ -225,23 +225,11 @@ impl Supervisor {
                         return;
                     }
                 };
-                match exec_check.settled() {
-                    Ok(settled) => {
-                        let (events, id) = (self.events.clone(), id.clone());
-                        tokio::spawn(async move {
-                            settled.await;
-                            let _ = events.send(super::Event::ExecSettled { id, pid });
-                        });
-                    }
-                    // Then the answer is read when the child is reaped.
-                    Err(e) => log!("{id}: cannot watch the exec of pid {pid}: {e}"),
-                }
                 let Some(slot) = self.slots.get_mut(&id) else {
                     return;
                 };
                 slot.spawn_seq = None;
                 slot.start_error = None;
-                slot.exec_check = Some(exec_check);
                 slot.cgroup = self.tracking.tree().map(|tree| tree.run_path(&id, slot.inst.run + 1));
                 slot.cpu_sample = None;
                 slot.start_time = start_time;
@@ -278,6 +266,10 @@ impl Supervisor {
                         None
                     }
                 });
+                if let Some(error) = exec_error {
+                    // It has exited already; its exit comes from the reaper.
+                    self.start_failed(&id, error);
+                }
                 self.by_pid.insert(pid, id.clone());
                 self.bus.emit(EventKind::Spawned { id: id.clone(), pid: pid as u32 });
                 self.step(&id, Input::Spawned { pid, at: SystemTime::now() });
@@ -329,36 +321,7 @@ impl Supervisor {
         slot.pipe = None;
         let group_left = run_alive(slot);
         self.end_checks(id);
-        // The child is gone, so the pipe holds its answer if the watcher has not had it read.
-        self.read_exec(id);
-        if let Some(slot) = self.slots.get_mut(id) {
-            slot.exec_check = None;
-        }
         self.step(id, Input::Exited { exit, group_left });
-    }
-
-    /// The watcher saw the exec-error pipe of run `pid` become readable.
-    pub(super) fn on_exec_settled(&mut self, id: &InstanceId, pid: i32) {
-        if self.slots.get(id).is_some_and(|slot| slot.inst.pid == Some(pid)) {
-            self.read_exec(id);
-        } // else already reaped: the answer was read then
-    }
-
-    /// Reads the current run's exec-error pipe: closes it once the child has exec'd, says
-    /// why when it could not, and keeps it while the answer is not there yet.
-    fn read_exec(&mut self, id: &InstanceId) {
-        let Some(check) = self.slots.get_mut(id).and_then(|slot| slot.exec_check.take()) else {
-            return;
-        };
-        match check.read() {
-            Exec::Done => {}
-            Exec::Failed(error) => self.start_failed(id, error),
-            Exec::Pending => {
-                if let Some(slot) = self.slots.get_mut(id) {
-                    slot.exec_check = Some(check);
-                }
-            }
-        }
     }
 
     fn check_draining_groups(&mut self) {

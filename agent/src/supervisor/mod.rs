@@ -40,7 +40,7 @@ use crate::events::Bus;
 use crate::instance::{Input, Instance};
 use crate::logs::{Follow, SharedSink, Sink};
 use crate::pipe::PipeRef;
-use crate::spawn::{ExecCheck, SpawnReport, SpawnRequest};
+use crate::spawn::{SpawnReport, SpawnRequest};
 use crate::table::{self, ScaleOverride, TableFile};
 
 pub enum Event {
@@ -52,11 +52,6 @@ pub enum Event {
     },
     /// The `cgroup.events` of a draining run changed.
     CgroupChanged(inotify::WatchDescriptor),
-    /// The exec-error pipe of this run has something to say (exec done, or errno).
-    ExecSettled {
-        id: InstanceId,
-        pid: i32,
-    },
     /// An sd_notify datagram on the notify socket.
     Notify(crate::notify::Message),
     /// A try of a ready or health probe of run `run` ended.
@@ -103,8 +98,6 @@ struct Slot {
     sink: SharedSink,
     /// Why the last start failed, when it did (bad cwd, program not found, exec error).
     start_error: Option<String>,
-    /// Whether the current run could exec its program, until that is known.
-    exec_check: Option<ExecCheck>,
     up_waiters: Vec<oneshot::Sender<Settled>>,
     down_waiters: Vec<oneshot::Sender<Settled>>,
     timers: Armed,
@@ -132,7 +125,6 @@ impl Slot {
             pipe: None,
             sink,
             start_error: None,
-            exec_check: None,
             up_waiters: vec![],
             down_waiters: vec![],
             timers: Armed::default(),
@@ -360,7 +352,6 @@ impl Supervisor {
         match event {
             Event::Command(command) => self.on_command(command),
             Event::Spawn(report) => self.on_spawn_report(report),
-            Event::ExecSettled { id, pid } => self.on_exec_settled(&id, pid),
             Event::Notify(message) => self.on_notify(message),
             Event::CgroupChanged(watch) => self.on_cgroup_event(watch),
             Event::Probed { id, run, purpose, result } => self.on_probed(id, run, purpose, result),

@@ -1,6 +1,8 @@
 //! Writing the pid table: a change after a quiet spell is written at once, and further
-//! changes within `SAVE_WINDOW` are written together at its end. The writer thread does the
-//! disk work; here is what to write and when.
+//! changes within the save window are written together at its end. A save costs in
+//! proportion to the rows, so the window grows with them (10 ms up to 100 instances, 100 ms
+//! at 1,000, at most 200 ms): saves take a bounded share of the agent however large the
+//! table. The writer thread does the disk work; here is what to write and when.
 
 use std::time::{Duration, Instant};
 
@@ -9,6 +11,12 @@ use super::timers::Due;
 use crate::table::{self, Row, TableFile};
 
 pub const SAVE_WINDOW: Duration = Duration::from_millis(10);
+const SAVE_WINDOW_MAX: Duration = Duration::from_millis(200);
+
+/// The save window for a table of `rows`.
+fn window(rows: usize) -> Duration {
+    (Duration::from_micros(100) * rows as u32).clamp(SAVE_WINDOW, SAVE_WINDOW_MAX)
+}
 
 pub struct Persist {
     writer: table::Writer,
@@ -39,11 +47,12 @@ impl Supervisor {
             return;
         }
         let since = self.persist.last_save.elapsed();
-        if since >= SAVE_WINDOW {
+        let window = window(self.slots.len());
+        if since >= window {
             self.save();
         } else {
             self.persist.armed = true;
-            self.timers.after(SAVE_WINDOW - since, Due::Save);
+            self.timers.after(window - since, Due::Save);
         }
     }
 
@@ -81,6 +90,20 @@ impl Supervisor {
             cgroup_base: self.tracking.tree().map(|tree| tree.base.clone()),
             instances,
             scaled: self.scaled.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_grows_with_the_table() {
+        // (rows, window)
+        let cases = [(0, 10), (100, 10), (250, 25), (1000, 100), (2000, 200), (10_000, 200)];
+        for (rows, ms) in cases {
+            assert_eq!(window(rows), Duration::from_millis(ms), "{rows} rows");
         }
     }
 }

@@ -14,7 +14,7 @@ use crate::config::{Probe, ProcessSpec, Ready};
 use crate::instance::Input;
 use crate::notify;
 use crate::procfs;
-use crate::spawn::{Context, ExecCheck, SpawnRequest};
+use crate::spawn::{Context, SpawnRequest};
 
 /// The first wait before a ready probe, and its doubling cap.
 const READY_FIRST: Duration = Duration::from_millis(50);
@@ -46,8 +46,11 @@ pub struct ExecProbe {
     pub id: InstanceId,
     pub run: u64,
     pub purpose: Purpose,
-    pub check: Option<ExecCheck>,
-    pub timeout: Key,
+    /// Why it could not run, when it could not.
+    pub error: Option<String>,
+    /// Its timeout timer, until that fires: the queue reuses keys, so a key that has fired
+    /// must not be removed later (it may be another timer's by then).
+    pub timeout: Option<Key>,
 }
 
 impl Supervisor {
@@ -85,7 +88,18 @@ impl Supervisor {
     }
 
     /// The run's probes and watchdog stop (it ended, or left the state they are for).
+    /// Its health and status are the run's: `list` shows neither once it is over (or being
+    /// stopped; a STATUS= sent while stopping still shows).
     pub(super) fn end_checks(&mut self, id: &InstanceId) {
+        self.cancel_checks(id);
+        if let Some(slot) = self.slots.get_mut(id) {
+            slot.health = None;
+            slot.status = None;
+        }
+    }
+
+    /// No more probe or watchdog for the run (its last health result stays shown).
+    fn cancel_checks(&mut self, id: &InstanceId) {
         let Some(slot) = self.slots.get_mut(id) else {
             return;
         };
@@ -100,7 +114,6 @@ impl Supervisor {
         if let Some(key) = slot.watchdog.take() {
             self.timers.remove(&key);
         }
-        slot.health = None;
     }
 
     fn schedule_check(&mut self, id: &InstanceId, purpose: Purpose, after: Duration) {
@@ -179,7 +192,7 @@ impl Supervisor {
         &mut self,
         pid: i32,
         (id, run, purpose, timeout): (InstanceId, u64, Purpose, Duration),
-        check: ExecCheck,
+        error: Option<String>,
     ) {
         let live = self.slots.get_mut(&id).and_then(|slot| slot.checks.as_mut()).filter(|c| c.run == run);
         let Some(checks) = live else {
@@ -188,14 +201,15 @@ impl Supervisor {
         };
         checks.exec = Some(pid);
         let key = self.timers.after_key(timeout, Due::ProbeTimeout { pid });
-        self.probe_pids.insert(pid, ExecProbe { id, run, purpose, check: Some(check), timeout: key });
+        self.probe_pids.insert(pid, ExecProbe { id, run, purpose, error, timeout: Some(key) });
     }
 
     pub(super) fn on_probe_timeout(&mut self, pid: i32) {
         if self.probe_pids.contains_key(&pid) {
             let _ = crate::group::kill(pid);
             if let Some(probe) = self.probe_pids.get_mut(&pid) {
-                probe.check = None; // the reason is the timeout
+                probe.timeout = None; // fired: its key is free for other timers
+                probe.error = None; // the reason is the timeout
             }
             self.timed_out.insert(pid);
         }
@@ -206,7 +220,12 @@ impl Supervisor {
         let Some(probe) = self.probe_pids.remove(&pid) else {
             return;
         };
-        self.timers.remove(&probe.timeout);
+        // What it left in its group (a background child) goes with it: nothing else would
+        // ever stop it. The group keeps its number while anything is in it.
+        let _ = crate::group::kill(pid);
+        if let Some(key) = &probe.timeout {
+            self.timers.remove(key);
+        }
         let timed_out = self.timed_out.remove(&pid);
         let argv0 = self.config.processes.get(&probe.id.name).and_then(|spec| probe_of(spec, probe.purpose)).map_or(
             String::new(),
@@ -215,9 +234,9 @@ impl Supervisor {
                 _ => String::new(),
             },
         );
-        let result = match (exit, timed_out, probe.check.map(|c| c.read())) {
+        let result = match (exit, timed_out, probe.error) {
             (_, true, _) => Err(format!("exec {argv0}: no result within its timeout")),
-            (_, _, Some(crate::spawn::Exec::Failed(error))) => Err(error),
+            (_, _, Some(error)) => Err(error),
             (Exit::Code(0), ..) => Ok(()),
             (exit, ..) => Err(format!("exec {argv0}: {exit}")),
         };
@@ -274,6 +293,9 @@ impl Supervisor {
     }
 
     fn unhealthy(&mut self, id: &InstanceId, reason: String) {
+        // The run is being stopped: neither its health check nor its watchdog may find it
+        // unhealthy a second time meanwhile.
+        self.cancel_checks(id);
         log!("{id} is unhealthy: {reason}; restarting it");
         self.bus.emit(EventKind::Unhealthy { id: id.clone(), reason });
         self.step(id, Input::Unhealthy);

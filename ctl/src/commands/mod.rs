@@ -4,6 +4,7 @@ mod completions;
 mod events;
 mod list;
 mod logs;
+mod manpages;
 mod pid;
 mod reload;
 mod restart;
@@ -28,6 +29,7 @@ pub fn run(cli: Cli) -> Result<Status, CtlError> {
     let socket = procctl_proto::socket::socket_path(cli.socket);
     match cli.command {
         Command::Completions { shell } => completions::run(shell),
+        Command::Manpages { dir } => manpages::run(&dir),
         Command::List { target, json } => list::run(&mut Client::connect(&socket)?, target, json),
         Command::Pid { target } => pid::run(&mut Client::connect(&socket)?, target),
         Command::Start { target } => start::run(&mut Client::connect(&socket)?, target),
