@@ -79,6 +79,7 @@ impl Tree {
         let path = own_cgroup(&own).ok_or("this process has no cgroup v2 path")?;
         let relative = path.strip_prefix(root.as_str()).ok_or("the agent's cgroup is outside the mounted hierarchy")?;
         let agent = mount.join(relative.trim_start_matches('/'));
+        sweep(&agent);
         let base = agent.join(format!("procctl-{id}"));
         fs::create_dir(&base).map_err(|e| format!("cannot create a cgroup in {}: {e}", agent.display()))?;
         let tree = Tree { runs: base.join("runs"), base, controllers: vec![] };
@@ -121,6 +122,29 @@ impl Tree {
     /// with any cgroup an instance made below its own.
     pub fn remove_all(&self) {
         remove(&self.base);
+    }
+}
+
+/// Removes the empty trees of dead agents beside ours (an agent killed with no successor on
+/// its state directory leaves one). A tree that still holds processes is left for the
+/// next agent of its own state directory, which knows their stop signals.
+fn sweep(agent: &Path) {
+    for entry in fs::read_dir(agent).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(token) = name.strip_prefix("procctl-") else {
+            continue;
+        };
+        // The token is PID.STARTTIME.NANOS of the agent that made it.
+        let mut parts = token.split('.');
+        let (Some(pid), Some(start)) =
+            (parts.next().and_then(|p| p.parse::<i32>().ok()), parts.next().and_then(|s| s.parse::<u64>().ok()))
+        else {
+            continue;
+        };
+        let alive = crate::procfs::stat(pid).is_some_and(|stat| stat.start_time == start);
+        if !alive && !populated(&entry.path()) {
+            remove(&entry.path());
+        }
     }
 }
 
@@ -183,6 +207,20 @@ pub fn procs(path: &Path) -> Vec<i32> {
                 .unwrap_or_default()
         })
         .collect()
+}
+
+/// The processes of a run for sampling: those of its own cgroup, which holds the main
+/// process; only when that is empty (the main process moved into a cgroup of its own, as
+/// an agent that is an instance does) the whole subtree, which costs a directory walk.
+pub fn members(path: &Path) -> Vec<i32> {
+    let own = read_procs(path);
+    if own.is_empty() { procs(path) } else { own }
+}
+
+fn read_procs(path: &Path) -> Vec<i32> {
+    fs::read_to_string(path.join("cgroup.procs"))
+        .map(|text| text.split_whitespace().filter_map(|p| p.parse().ok()).collect())
+        .unwrap_or_default()
 }
 
 /// The cgroup and every cgroup below it, each after its parent.

@@ -88,6 +88,12 @@ fn env_entry(environ: &[u8], entry: &str, name_prefix: &str) -> Option<Option<St
     found.then_some(name)
 }
 
+/// The resident pages of `pid`, from /proc/PID/statm (cheaper to make than stat).
+pub fn rss_pages(pid: i32) -> Option<u64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    text.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// CPU ticks and resident pages of every live process, summed by process group.
 pub fn usage_by_group() -> std::collections::HashMap<i32, (u64, u64)> {
     let mut usage = std::collections::HashMap::new();

@@ -141,7 +141,7 @@ pub async fn serve(listener: OwnedFd, context: Context, alive: mpsc::Sender<()>,
 }
 
 async fn connection(stream: uds::tokio::Stream, context: Context, own_uid: u32, open: usize, max_connections: usize) {
-    let peer_uid = stream.peer_creds().ok().and_then(|creds| creds.euid());
+    let peer_uid = peer_uid(&stream);
     let mut stream = UnixStream::from(stream);
     if !peer_uid.is_some_and(|uid| uid == own_uid || uid == 0) {
         let who = peer_uid.map_or("an unknown uid".to_string(), |uid| format!("uid {uid}"));
@@ -251,6 +251,15 @@ async fn forward<T: Clone>(
             return;
         }
     }
+}
+
+/// The uid of the process on the other end: interprocess's peer credentials, else the
+/// kernel's SO_PEERCRED read directly (interprocess takes a peer in another PID namespace,
+/// which the kernel shows with pid 0, for a reset connection; its uid is still good).
+fn peer_uid(stream: &uds::tokio::Stream) -> Option<u32> {
+    stream.peer_creds().ok().and_then(|creds| creds.euid()).or_else(|| {
+        nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials).ok().map(|creds| creds.uid())
+    })
 }
 
 /// A request that changes nothing, so nothing is lost when it is dropped with its client:

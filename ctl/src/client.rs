@@ -106,7 +106,12 @@ impl Client {
 
 fn check_peer(stream: &Stream, path: &Path) -> Result<(), CtlError> {
     let own = nix::unistd::geteuid().as_raw();
-    let uid = stream.peer_creds().ok().and_then(|creds| creds.euid());
+    // interprocess takes a peer in another PID namespace (pid 0) for a reset connection:
+    // then SO_PEERCRED, read directly, still gives its uid.
+    let uid = stream.peer_creds().ok().and_then(|creds| creds.euid()).or_else(|| {
+        let Stream::UdSocket(socket) = stream;
+        nix::sys::socket::getsockopt(socket, nix::sys::socket::sockopt::PeerCredentials).ok().map(|creds| creds.uid())
+    });
     match uid {
         Some(uid) if uid == own || uid == 0 => Ok(()),
         _ => {

@@ -225,6 +225,15 @@ impl Supervisor {
                         return;
                     }
                 };
+                if let Some(error) = exec_error {
+                    // It never ran its program and has exited already (the reaper reaps it
+                    // as a stranger): a failed start like any other.
+                    if let Some(slot) = self.slots.get_mut(&id) {
+                        slot.spawn_seq = None;
+                    }
+                    self.start_failed(&id, error);
+                    return self.step(&id, Input::SpawnFailed);
+                }
                 let Some(slot) = self.slots.get_mut(&id) else {
                     return;
                 };
@@ -266,10 +275,6 @@ impl Supervisor {
                         None
                     }
                 });
-                if let Some(error) = exec_error {
-                    // It has exited already; its exit comes from the reaper.
-                    self.start_failed(&id, error);
-                }
                 self.by_pid.insert(pid, id.clone());
                 self.bus.emit(EventKind::Spawned { id: id.clone(), pid: pid as u32 });
                 self.step(&id, Input::Spawned { pid, at: SystemTime::now() });

@@ -31,13 +31,7 @@ impl Supervisor {
                     let memory = if memory_controller {
                         cgroup::memory_current(path)
                     } else {
-                        Some(
-                            cgroup::procs(path)
-                                .iter()
-                                .filter_map(|&pid| procfs::stat(pid))
-                                .map(|s| s.rss_pages * page)
-                                .sum(),
-                        )
+                        Some(cgroup::members(path).iter().filter_map(|&pid| procfs::rss_pages(pid)).sum::<u64>() * page)
                     };
                     (cgroup::cpu_usec(path), memory)
                 }
