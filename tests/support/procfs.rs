@@ -30,12 +30,17 @@ pub fn all_pids() -> Vec<i32> {
 }
 
 /// Live processes in the groups led by `seen` pids, started no earlier than their leader.
+/// A group whose leader's number now belongs to a later process is not ours any more: a
+/// pid in use as a group id is never handed out again, so ours is gone, and what is in the
+/// group now is someone else's (another test's, with pids churning through pid_max).
 pub fn leftovers_of(seen: &HashMap<i32, u64>) -> Vec<i32> {
+    let ours = |pgrp: i32, leader_start: u64| stat(pgrp).is_none_or(|(_, _, start)| start == leader_start);
     all_pids()
         .into_iter()
         .filter(|&pid| {
             stat(pid).is_some_and(|(state, pgrp, start)| {
-                state != 'Z' && seen.get(&pgrp).is_some_and(|&leader_start| start >= leader_start)
+                state != 'Z'
+                    && seen.get(&pgrp).is_some_and(|&leader_start| start >= leader_start && ours(pgrp, leader_start))
             })
         })
         .collect()

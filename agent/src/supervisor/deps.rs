@@ -4,10 +4,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use procctl_proto::{EventKind, Exit, InstanceId, State, Target};
+use procctl_proto::{EventKind, Exit, InstanceId, State};
 
-use super::api::{Command, Settled};
-use super::{Event, Supervisor};
+use super::api::Settled;
+use super::Supervisor;
 use crate::config::Dependency;
 use crate::instance::Input;
 
@@ -113,14 +113,6 @@ impl Supervisor {
         (self.instances_of(name).len() as u64) < u64::from(self.desired(name))
     }
 
-    /// Starts `name` once the agent is done with what it is doing (creating instances): a
-    /// command to the supervisor itself, behind the one being carried out.
-    fn start_later(&self, name: &str) {
-        let (reply, _) = tokio::sync::oneshot::channel();
-        let start = Command::Start { target: Target::Name(name.to_string()), reply };
-        let _ = self.events.send(Event::Command(start));
-    }
-
     /// A start (by autostart or a user) of an instance at rest: straight away when its
     /// dependencies are met; otherwise it waits in `waiting`, and the dependencies that
     /// are not there yet are started too (a completed one is not run again).
@@ -135,11 +127,6 @@ impl Supervisor {
         self.bus.emit(EventKind::Waiting { id: id.clone(), on });
         self.waiting.insert(id.clone());
         for (name, kind, _) in unmet {
-            if self.not_all_there(name) {
-                // Not created yet, so not startable yet (a dependency with autostart = false
-                // named after its dependent): started once it is there.
-                self.start_later(name);
-            }
             for (dep, state, last_exit) in self.instances_of(name) {
                 let done = *kind == Dependency::Completed && state == State::Exited && last_exit == Some(Exit::Code(0));
                 if !done && matches!(state, State::Stopped | State::Exited | State::Fatal) {

@@ -94,6 +94,9 @@ impl Supervisor {
         let removed: Vec<InstanceId> =
             self.slots.keys().filter(|id| diff.removed.contains(&id.name)).cloned().collect();
         plan.stopping.extend(self.remove(removed));
+        // Every added instance exists before any starts, so one that depends on another
+        // added process finds all of it, whatever the names' order.
+        let mut autostarted = vec![];
         for name in &diff.added {
             self.scaled.remove(name);
             // Removed by an earlier reload and back before its instances were gone.
@@ -109,10 +112,13 @@ impl Supervisor {
                     self.slots.insert(id.clone(), slot);
                 }
                 if autostart {
-                    plan.starting.push(self.start(id));
+                    autostarted.push(id);
                 }
             }
             // Old instances above the new count keep going away.
+        }
+        for id in autostarted {
+            plan.starting.push(self.start(id));
         }
         for (name, to) in &diff.rescaled {
             // New instances follow `autostart`, as they would at agent start.
