@@ -209,20 +209,6 @@ pub fn procs(path: &Path) -> Vec<i32> {
         .collect()
 }
 
-/// The processes of a run for sampling: those of its own cgroup, which holds the main
-/// process; only when that is empty (the main process moved into a cgroup of its own, as
-/// an agent that is an instance does) the whole subtree, which costs a directory walk.
-pub fn members(path: &Path) -> Vec<i32> {
-    let own = read_procs(path);
-    if own.is_empty() { procs(path) } else { own }
-}
-
-fn read_procs(path: &Path) -> Vec<i32> {
-    fs::read_to_string(path.join("cgroup.procs"))
-        .map(|text| text.split_whitespace().filter_map(|p| p.parse().ok()).collect())
-        .unwrap_or_default()
-}
-
 /// The cgroup and every cgroup below it, each after its parent.
 fn subtree(path: &Path) -> Vec<PathBuf> {
     let mut all = vec![path.to_path_buf()];
@@ -258,18 +244,6 @@ pub fn remove(path: &Path) {
     for dir in subtree(path).iter().rev() {
         let _ = fs::remove_dir(dir);
     }
-}
-
-/// CPU time used by everything that ran in the cgroup, in microseconds (cpu.stat exists
-/// whether the cpu controller is enabled or not).
-pub fn cpu_usec(path: &Path) -> Option<u64> {
-    let stat = fs::read_to_string(path.join("cpu.stat")).ok()?;
-    stat.lines().find_map(|line| line.strip_prefix("usage_usec ")?.trim().parse().ok())
-}
-
-/// memory.current, with the memory controller.
-pub fn memory_current(path: &Path) -> Option<u64> {
-    fs::read_to_string(path.join("memory.current")).ok()?.trim().parse().ok()
 }
 
 /// At start-up: ends what a dead agent left in its tree `base` (recorded in the table),

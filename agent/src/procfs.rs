@@ -21,7 +21,7 @@ pub fn stat(pid: i32) -> Option<Stat> {
     parse_stat(&text)
 }
 
-fn parse_stat(text: &str) -> Option<Stat> {
+pub fn parse_stat(text: &str) -> Option<Stat> {
     // The command name may hold spaces and parentheses; the fields start after the last `)`.
     let fields: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
     let number = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
@@ -86,28 +86,6 @@ fn env_entry(environ: &[u8], entry: &str, name_prefix: &str) -> Option<Option<St
         }
     }
     found.then_some(name)
-}
-
-/// The resident pages of `pid`, from /proc/PID/statm (cheaper to make than stat).
-pub fn rss_pages(pid: i32) -> Option<u64> {
-    let text = fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
-    text.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// CPU ticks and resident pages of every live process, summed by process group.
-pub fn usage_by_group() -> std::collections::HashMap<i32, (u64, u64)> {
-    let mut usage = std::collections::HashMap::new();
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return usage;
-    };
-    for pid in dir.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
-        if let Some(stat) = stat(pid).filter(|s| !s.zombie) {
-            let entry = usage.entry(stat.pgrp).or_insert((0, 0));
-            entry.0 += stat.cpu_ticks;
-            entry.1 += stat.rss_pages;
-        }
-    }
-    usage
 }
 
 /// Clock ticks per second and bytes per page, for the figures above.

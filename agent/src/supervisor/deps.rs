@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use procctl_proto::{EventKind, Exit, InstanceId, State};
 
-use super::api::Settled;
 use super::Supervisor;
+use super::api::Settled;
 use crate::config::Dependency;
 use crate::instance::Input;
 

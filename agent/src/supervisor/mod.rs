@@ -114,6 +114,8 @@ struct Slot {
     cgroup_watch: Option<inotify::WatchDescriptor>,
     /// The last CPU sample: microseconds used, and when.
     cpu_sample: Option<(u64, std::time::Instant)>,
+    /// The files CPU and memory are read from.
+    usage: usage::Files,
 }
 
 impl Slot {
@@ -135,6 +137,7 @@ impl Slot {
             cgroup: None,
             cgroup_watch: None,
             cpu_sample: None,
+            usage: usage::Files::default(),
         }
     }
 
