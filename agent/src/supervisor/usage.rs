@@ -11,6 +11,8 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Instant, SystemTime};
 
 use procctl_proto::InstanceInfo;
@@ -18,17 +20,75 @@ use procctl_proto::InstanceInfo;
 use super::Supervisor;
 use crate::procfs;
 
-/// The open files one run is sampled from.
+/// Files kept open for sampling, in the whole agent, and how many may be: a quarter of its
+/// descriptors, so that sampling never takes the ones spawns and clients need.
+static KEPT: AtomicUsize = AtomicUsize::new(0);
+
+fn budget() -> usize {
+    static BUDGET: OnceLock<usize> = OnceLock::new();
+    *BUDGET.get_or_init(|| {
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit writes into a struct we own.
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+        (limit.rlim_cur / 4) as usize
+    })
+}
+
+/// One file a sample is read from: opened once and read again with pread (within the
+/// budget), or read by its path each time (past it), or known to be missing.
+#[derive(Default)]
+enum Source {
+    #[default]
+    Unopened,
+    Open(File),
+    Missing,
+}
+
+impl Drop for Source {
+    fn drop(&mut self) {
+        if let Source::Open(_) = self {
+            KEPT.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Source {
+    /// The file's bytes, from its start; `path` is made only when the file is not open.
+    fn read<'b, P: AsRef<Path>>(&mut self, path: impl FnOnce() -> P, buf: &'b mut [u8]) -> Option<&'b [u8]> {
+        if let Source::Unopened = self {
+            match File::open(path()) {
+                Ok(file) if KEPT.load(Ordering::Relaxed) < budget() => {
+                    KEPT.fetch_add(1, Ordering::Relaxed);
+                    *self = Source::Open(file);
+                }
+                Ok(file) => return whole(&file, buf),
+                Err(_) => *self = Source::Missing,
+            }
+        }
+        match self {
+            Source::Open(file) => whole(file, buf),
+            _ => None,
+        }
+    }
+}
+
+/// A read of a whole small file, from its start.
+fn whole<'b>(file: &File, buf: &'b mut [u8]) -> Option<&'b [u8]> {
+    let n = file.read_at(buf, 0).ok().filter(|&n| n < buf.len())?;
+    Some(&buf[..n])
+}
+
+/// The files one run is sampled from.
 #[derive(Default)]
 pub struct Files {
     /// The pid the files below were opened for: a new run opens them anew.
     run: Option<i32>,
-    cpu_stat: Option<File>,
-    memory_current: Option<File>,
-    procs: Option<File>,
+    cpu_stat: Source,
+    memory_current: Source,
+    procs: Source,
     /// `/proc/PID/statm` (cgroup tracking) or `/proc/PID/stat` (process groups) of each
     /// process last seen in the run.
-    per_pid: Vec<(i32, File)>,
+    per_pid: Vec<(i32, Source)>,
     /// When `cgroup.procs` was last read: the members are read again after a second, or
     /// at once when one of them is gone.
     members_at: Option<Instant>,
@@ -37,15 +97,6 @@ pub struct Files {
 /// How long the members of a run's cgroup are taken as known.
 const MEMBERS_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// A read of a whole small file, from its start.
-fn read(file: &File, buf: &mut [u8]) -> Option<usize> {
-    file.read_at(buf, 0).ok().filter(|&n| n < buf.len())
-}
-
-fn open(path: &Path) -> Option<File> {
-    File::open(path).ok()
-}
-
 impl Files {
     fn for_run(&mut self, pid: i32) {
         if self.run != Some(pid) {
@@ -53,15 +104,22 @@ impl Files {
         }
     }
 
-    /// Moves the file of `pid` named `name` in /proc (the one open already, or a new one)
-    /// into `kept`, for this sample and the next.
-    fn keep(&mut self, pid: i32, name: &str, kept: &mut Vec<(i32, File)>) {
-        let at = self.per_pid.iter().position(|(p, _)| *p == pid);
-        let file = match at {
-            Some(at) => Some(self.per_pid.swap_remove(at).1),
-            None => open(Path::new(&format!("/proc/{pid}/{name}"))),
-        };
-        kept.extend(file.map(|file| (pid, file)));
+    /// The sources of `pids`: the ones open already, and new ones for the others.
+    fn members(&mut self, pids: &[i32]) {
+        let mut old = std::mem::take(&mut self.per_pid);
+        for &pid in pids {
+            let source = old.iter().position(|(p, _)| *p == pid).map_or(Source::Unopened, |at| old.swap_remove(at).1);
+            self.per_pid.push((pid, source));
+        }
+    }
+
+    /// The resident pages of the members, or `None` when one of them is gone.
+    fn resident(&mut self, buf: &mut [u8]) -> Option<u64> {
+        let mut pages = 0;
+        for (pid, source) in &mut self.per_pid {
+            pages += source.read(|| format!("/proc/{pid}/statm"), buf).and_then(statm_resident)?;
+        }
+        Some(pages)
     }
 }
 
@@ -83,42 +141,30 @@ impl Supervisor {
             files.for_run(pid);
             let (cpu_usec, memory) = match &slot.cgroup {
                 Some(cgroup) => {
-                    let cpu = files.cpu_stat.get_or_insert_with(|| open(&cgroup.join("cpu.stat")).unwrap_or_else(null));
-                    let cpu = read(cpu, &mut buf).and_then(|n| cpu_usec(&buf[..n]));
+                    let cpu = files.cpu_stat.read(|| cgroup.join("cpu.stat"), &mut buf).and_then(cpu_usec);
                     let memory = if memory_controller {
-                        let file = files
+                        files
                             .memory_current
-                            .get_or_insert_with(|| open(&cgroup.join("memory.current")).unwrap_or_else(null));
-                        read(file, &mut buf).and_then(|n| std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok())
+                            .read(|| cgroup.join("memory.current"), &mut buf)
+                            .and_then(|bytes| std::str::from_utf8(bytes).ok()?.trim().parse().ok())
                     } else {
-                        let resident = |files: &mut Files, buf: &mut [u8]| -> Option<u64> {
-                            let mut pages = 0;
-                            for (_, file) in &files.per_pid {
-                                pages += read(file, buf).and_then(|n| statm_resident(&buf[..n]))?;
-                            }
-                            Some(pages)
-                        };
                         let known = files.members_at.is_some_and(|at| at.elapsed() < MEMBERS_FRESH);
-                        let pages = match known.then(|| resident(files, &mut buf)).flatten() {
+                        let pages = match known.then(|| files.resident(&mut buf)).flatten() {
                             Some(pages) => pages,
                             None => {
-                                let procs = files
+                                let mut pids = files
                                     .procs
-                                    .get_or_insert_with(|| open(&cgroup.join("cgroup.procs")).unwrap_or_else(null));
-                                let mut pids: Vec<i32> =
-                                    read(procs, &mut buf).map(|n| parse_pids(&buf[..n])).unwrap_or_default();
+                                    .read(|| cgroup.join("cgroup.procs"), &mut buf)
+                                    .map(parse_pids)
+                                    .unwrap_or_default();
                                 if pids.is_empty() {
                                     // The main process moved into a cgroup of its own (an agent
                                     // that is an instance): the whole subtree, walked.
                                     pids = crate::cgroup::procs(cgroup);
                                 }
-                                let mut kept = vec![];
-                                for pid in pids {
-                                    files.keep(pid, "statm", &mut kept);
-                                }
-                                files.per_pid = kept;
+                                files.members(&pids);
                                 files.members_at = Some(Instant::now());
-                                resident(files, &mut buf).unwrap_or(0)
+                                files.resident(&mut buf).unwrap_or(0)
                             }
                         };
                         Some(pages * page)
@@ -128,21 +174,25 @@ impl Supervisor {
                 None => {
                     // The main process and what it started, by its children, as far as they
                     // are still its own descendants.
-                    let mut kept = vec![];
-                    let (mut ticks, mut pages) = (0, 0);
                     let mut family = vec![pid];
+                    let mut members = vec![];
                     while let Some(member) = family.pop() {
-                        files.keep(member, "stat", &mut kept);
-                        if let Some((_, file)) = kept.last().filter(|(p, _)| *p == member)
-                            && let Some(n) = read(file, &mut buf)
-                            && let Some(stat) = std::str::from_utf8(&buf[..n]).ok().and_then(procfs::parse_stat)
+                        members.push(member);
+                        family.extend(procfs::children(member));
+                    }
+                    files.members(&members);
+                    let (mut ticks, mut pages) = (0, 0);
+                    for (member, source) in &mut files.per_pid {
+                        let member = *member;
+                        if let Some(stat) = source
+                            .read(|| format!("/proc/{member}/stat"), &mut buf)
+                            .and_then(|b| std::str::from_utf8(b).ok())
+                            .and_then(procfs::parse_stat)
                         {
                             ticks += stat.cpu_ticks;
                             pages += stat.rss_pages;
                         }
-                        family.extend(procfs::children(member));
                     }
-                    files.per_pid = kept;
                     (Some(ticks * 1_000_000 / ticks_per_sec), Some(pages * page))
                 }
             };
@@ -162,11 +212,6 @@ impl Supervisor {
             slot.cpu_sample = Some((used, now));
         }
     }
-}
-
-/// A file that reads as nothing, for one that could not be opened (no retry each sample).
-fn null() -> File {
-    File::open("/dev/null").expect("/dev/null opens")
 }
 
 fn cpu_usec(stat: &[u8]) -> Option<u64> {
@@ -197,11 +242,16 @@ mod tests {
 
     #[test]
     fn a_file_read_again_at_its_start_is_made_anew() {
-        let stat = File::open(format!("/proc/{}/stat", std::process::id())).unwrap();
+        let path = format!("/proc/{}/stat", std::process::id());
+        let mut source = Source::Unopened;
         let mut buf = [0u8; 4096];
-        let first = read(&stat, &mut buf).unwrap();
+        let first = source.read(|| &path, &mut buf).unwrap().len();
         assert!(first > 0);
-        let again = read(&stat, &mut buf).unwrap();
+        assert!(matches!(source, Source::Open(_)), "kept open within the budget");
+        let again = source.read(|| &path, &mut buf).unwrap().len();
         assert!(again > 0, "pread at 0 reads it whole again");
+        let mut missing = Source::Unopened;
+        assert!(missing.read(|| "/proc/no/such/file", &mut buf).is_none());
+        assert!(matches!(missing, Source::Missing), "not tried again");
     }
 }
