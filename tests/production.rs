@@ -1233,3 +1233,15 @@ fn ready_1_comes_once_every_autostart_instance_is_up_stopping_1_at_shutdown_and_
     assert_eq!(daemon.wait_exit(WAIT), Some(0), "{}", agent.log());
     assert!(markers.alive().is_empty(), "{:?}", markers.alive());
 }
+
+#[test]
+fn no_cgroups_keeps_process_groups_and_says_so() {
+    let mut agent = Agent::new(&crate::support::sleepers(1));
+    agent.launch_with(&["--no-cgroups"]);
+    let pid = agent.wait_running("worker", 1)[0];
+    let log = agent.log();
+    assert!(log.contains("tracking instances with process groups: turned off with --no-cgroups"), "{log}");
+    assert_eq!(cgroup_of(pid), cgroup_of(agent.pid()), "the instance stays in the agent's own cgroup");
+    agent.ctl(&["stop", "worker"]).ok();
+    agent.ctl(&["start", "worker"]).ok();
+}

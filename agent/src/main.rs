@@ -73,6 +73,10 @@ struct Args {
     /// Clients served at once; past it a client is refused with a message
     #[arg(long, value_name = "N", default_value_t = server::MAX_CONNECTIONS)]
     max_connections: usize,
+    /// Track instances with process groups even where cgroups could be used (when something
+    /// else owns this cgroup)
+    #[arg(long)]
+    no_cgroups: bool,
     /// Print the procagent(8) man page, generated from these flags, and exit (for packagers)
     #[arg(long, hide = true)]
     manpage: bool,
@@ -155,7 +159,11 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     // Before any thread: the agent may move itself into a leaf of its own cgroup, and its
     // service manager's variables leave its environment.
-    let tracking = cgroup::Tracking::detect(reclaim::token());
+    let tracking = if args.no_cgroups {
+        cgroup::Tracking::Groups("turned off with --no-cgroups".into())
+    } else {
+        cgroup::Tracking::detect(reclaim::token())
+    };
     let service = supervisor::Service::from_env();
 
     let runtime =
