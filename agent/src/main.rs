@@ -334,8 +334,8 @@ fn ensure_standard_fds() {
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
 }
 
-/// Each instance holds up to three fds in the agent (message pipe, output pipe, exec check)
-/// and each client one: take the hard limit, not the usual soft 1024. Returns the limit the
+/// Each instance holds up to three fds in the agent (message pipe, output pipe, and
+/// with cgroups the `cgroup.events` watch and sampled files) and each client one: take the hard limit, not the usual soft 1024. Returns the limit the
 /// agent was given, which children get back (programs built on select() need it).
 fn raise_fd_limit() -> libc::rlimit {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };

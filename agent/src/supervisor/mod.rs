@@ -2,11 +2,14 @@
 //! and the config (a reload swaps it).
 //!
 //! Everything else sends it an `Event`: a command from a handler (with a reply channel), a
-//! spawn report, a reaped exit, or a signal to the agent; its own timers wake it too. It
-//! feeds each instance's state machine (`instance.rs`) and carries out the actions. By
-//! concern: `api` is what handlers ask and get, `lifecycle` runs instances (spawn, reap,
-//! exec check, signals, rechecks), `scale`, `reload` and `routes` plan and apply those
-//! requests, `persist` writes the table, `timers` is the one timer queue.
+//! spawn report, a reaped exit, a cgroup change, a notify message, a probe result, or a
+//! signal to the agent; its own timers wake it too. It feeds each instance's state machine
+//! (`instance.rs`) and carries out the actions. By concern: `api` is what handlers ask and
+//! get, `lifecycle` runs instances (spawn, reap, signals, rechecks), `scale`, `reload` and
+//! `routes` plan and apply those requests, `readiness` and `deps` decide when a run is ready
+//! and when a dependent may start, `service` speaks to the agent's own service manager,
+//! `usage` samples CPU and memory, `persist` writes the table, `timers` is the one timer
+//! queue.
 
 mod api;
 mod deps;
