@@ -170,6 +170,40 @@ fn an_idle_agent_does_not_wake_up() {
     assert_eq!(switches(pid), before, "an idle agent runs no timer and no poll");
 }
 
+/// Each clone copies the spawner thread's descriptor table into the child, and exec closes
+/// the copies: with the agent's table (two descriptors per instance) starting n instances
+/// cost time in n². The spawner keeps a table of its own, as small with 300 instances as
+/// with one, and the children still get only their own descriptors.
+#[test]
+fn the_spawner_keeps_a_descriptor_table_of_its_own_that_does_not_grow_with_the_instances() {
+    let mut agent = Agent::start(&sleepers(300));
+    let pids = agent.wait_running("worker", 300);
+    let agent_pid = agent.pid();
+    let table = |task: &str| std::fs::read_dir(format!("/proc/{agent_pid}/task/{task}/fd")).unwrap().count();
+    let spawner = std::fs::read_dir(format!("/proc/{agent_pid}/task"))
+        .unwrap()
+        .flatten()
+        .map(|task| task.file_name().into_string().unwrap())
+        .find(|task| {
+            std::fs::read_to_string(format!("/proc/{agent_pid}/task/{task}/comm")).is_ok_and(|c| c.trim() == "spawner")
+        })
+        .expect("the agent has a thread named spawner");
+    let (own, agents) = (table(&spawner), table(&agent_pid.to_string()));
+    assert!(agents >= 600, "the agent holds two descriptors per instance: {agents}");
+    assert!(own < 50, "the spawner's table holds {own} descriptors, the agent's {agents}");
+    // A child started now, with the agent's table at its largest, still gets only its own.
+    kill(pids[299], libc::SIGKILL);
+    wait_until(WAIT, "worker:299 has a new pid", || agent.pid_of("worker", 299).is_some_and(|pid| pid != pids[299]));
+    let child = agent.pid_of("worker", 299).unwrap();
+    let mut fds: Vec<i32> = std::fs::read_dir(format!("/proc/{child}/fd"))
+        .unwrap()
+        .flatten()
+        .map(|fd| fd.file_name().into_string().unwrap().parse().unwrap())
+        .collect();
+    fds.sort();
+    assert_eq!(fds, [0, 1, 2, 3], "stdin, stdout, stderr and the message pipe");
+}
+
 #[test]
 fn stop_reaches_an_instance_frozen_with_sigstop() {
     let mut agent = Agent::start(

@@ -18,6 +18,7 @@ macro_rules! log {
 mod cgroup;
 mod config;
 mod events;
+mod fdpass;
 mod group;
 mod handlers;
 mod instance;

@@ -18,6 +18,7 @@ use procctl_proto::InstanceId;
 
 use crate::cgroup;
 use crate::config::{Account, Limit, Pipe, ProcessSpec};
+use crate::fdpass;
 use crate::procfs;
 
 pub struct SpawnRequest {
@@ -147,17 +148,79 @@ pub enum SpawnReport {
     Failed { seq: u64, error: String },
 }
 
+/// What the spawner thread reports. The agent's ends of the child's pipes travel apart,
+/// through the hand-off socket (`handed` says they were sent), because the spawner has a
+/// descriptor table of its own; `Spawner::claim` puts the two together as a `SpawnReport`.
+pub enum Sent {
+    Spawned { seq: u64, pid: i32, start_time: Option<u64>, exec_error: Option<String>, handed: bool },
+    Failed { seq: u64, error: String, handed: bool },
+}
+
+/// The agent's side of the spawner: where requests go and where the pipes come back.
+pub struct Spawner {
+    requests: mpsc::Sender<SpawnRequest>,
+    handoff: OwnedFd,
+}
+
+impl Spawner {
+    /// Queues a spawn; false when the spawner thread is gone.
+    pub fn send(&self, request: SpawnRequest) -> bool {
+        self.requests.send(request).is_ok()
+    }
+
+    /// The report of a spawn, with the agent's ends of its pipes in the agent's table. The
+    /// spawner sends them before its report, so they are there already.
+    pub fn claim(&self, sent: Sent) -> SpawnReport {
+        match sent {
+            Sent::Spawned { seq, pid, start_time, exec_error, handed } => {
+                let [pipe, output] = if handed { self.take(seq) } else { Default::default() };
+                SpawnReport::Spawned { seq, pid, start_time, pipe, output, exec_error }
+            }
+            Sent::Failed { seq, error, handed } => {
+                if handed {
+                    drop(self.take(seq));
+                }
+                SpawnReport::Failed { seq, error }
+            }
+        }
+    }
+
+    fn take(&self, seq: u64) -> [Option<OwnedFd>; fdpass::SLOTS] {
+        match fdpass::receive(&self.handoff) {
+            Ok((got, fds)) if got == seq => fds,
+            Ok((got, _)) => {
+                log!("internal error: the pipes of spawn {got} came where those of spawn {seq} were expected");
+                Default::default()
+            }
+            Err(e) => {
+                log!("internal error: the pipes of spawn {seq} did not come over: {e}");
+                Default::default()
+            }
+        }
+    }
+}
+
 /// The number the message pipe gets in the child.
 pub const PIPE_FD: RawFd = 3;
 
 /// Starts the spawner thread. `report` is called with the fork lock held, so that a
 /// `Spawned` report always reaches the supervisor before the reaper's report of that pid.
+///
+/// The thread unshares its descriptor table at once: a clone copies the spawner's table into
+/// the child (and exec closes the copies again), so with the agent's table that cost grows
+/// with every instance and client, and starting n instances took time in n². The copy it
+/// begins with holds what the agent had open then (the runtime's waker among them, which
+/// `report` writes to); what the spawner opens later is its own, and the agent's ends of the
+/// pipes go over by `fdpass`.
 pub fn start(
     fork_lock: Arc<Mutex<()>>,
     fd_limit: libc::rlimit,
-    report: impl Fn(SpawnReport) + Send + 'static,
-) -> std::io::Result<mpsc::Sender<SpawnRequest>> {
+    report: impl Fn(Sent) + Send + 'static,
+) -> std::io::Result<Spawner> {
     let (tx, rx) = mpsc::channel::<SpawnRequest>();
+    let (agent_end, spawner_end) = fdpass::pair()?;
+    let (agent_raw, spawner_raw) = (agent_end.as_raw_fd(), spawner_end.as_raw_fd());
+    let (unshared_tx, unshared_rx) = mpsc::channel::<bool>();
     std::thread::Builder::new().name("spawner".into()).spawn(move || {
         // No signal handler may run in a child that shares this thread's memory: the
         // kernel delivers the agent's signals to its other threads instead.
@@ -167,18 +230,35 @@ pub fn start(
             libc::sigfillset(&mut all);
             libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
         }
+        // SAFETY: unshare of this thread's descriptor table; close of the agent's end of the
+        // pair in our copy only.
+        let private = unsafe { libc::unshare(libc::CLONE_FILES) } == 0;
+        if private {
+            unsafe { libc::close(agent_raw) };
+        } else {
+            log!(
+                "the spawner cannot have a descriptor table of its own ({}): each start copies the agent's",
+                std::io::Error::last_os_error()
+            );
+        }
+        let _ = unshared_tx.send(private);
         let mut stack = vec![0u8; CHILD_STACK];
         // The agent sets its signal handlers before it starts this thread, and none later.
         let handled = handled_signals();
         let mut programs = Programs::default();
         for request in rx {
-            let context = Spawner { fork_lock: &fork_lock, fd_limit, handled: &handled };
+            let context = Shared { fork_lock: &fork_lock, fd_limit, handled: &handled, handoff: &spawner_end };
             spawn_one(request, &context, &report, &mut stack, &mut programs);
         }
         // The agent is exiting; children must not lose their parent thread before it does.
         std::thread::park();
     })?;
-    Ok(tx)
+    if unshared_rx.recv().unwrap_or(false) {
+        // The spawner's end now lives in the spawner's table; this copy is not needed.
+        // SAFETY: the number is still the pair's end in this table: nothing closed it here.
+        unsafe { libc::close(spawner_raw) };
+    }
+    Ok(Spawner { requests: tx, handoff: agent_end })
 }
 
 /// The child's stack between clone and exec: it runs one small function.
@@ -218,10 +298,12 @@ struct ChildArgs<'a> {
 }
 
 /// What every spawn of the thread shares.
-struct Spawner<'a> {
+struct Shared<'a> {
     fork_lock: &'a Mutex<()>,
     fd_limit: libc::rlimit,
     handled: &'a [i32],
+    /// The spawner's end of the hand-off socket.
+    handoff: &'a OwnedFd,
 }
 
 /// The signals this process does not leave at their default (handled or ignored).
@@ -263,8 +345,8 @@ impl Programs {
 
 fn spawn_one(
     request: SpawnRequest,
-    spawner: &Spawner,
-    report: &impl Fn(SpawnReport),
+    spawner: &Shared,
+    report: &impl Fn(Sent),
     stack: &mut [u8],
     programs: &mut Programs,
 ) {
@@ -277,13 +359,24 @@ fn spawn_one(
     };
     let mut prepared = match prepare(request, programs) {
         Ok(prepared) => prepared,
-        Err(error) => return report(SpawnReport::Failed { seq, error }),
+        Err(error) => return report(Sent::Failed { seq, error, handed: false }),
     };
     let messages = Messages { program: prepared.program.to_string_lossy().into_owned(), ..messages };
     let (err_read, err_write) = match exec_error_pipe() {
         Ok(pair) => pair,
-        Err(e) => return report(SpawnReport::Failed { seq, error: format!("cannot make a pipe: {e}") }),
+        Err(e) => return report(Sent::Failed { seq, error: format!("cannot make a pipe: {e}"), handed: false }),
     };
+    // The agent's ends go over before the clone (without the fork lock, as the send may wait
+    // for the supervisor to take earlier ones), and this table's copies are closed at once.
+    let parent_ends = [prepared.pipe_parent.take(), prepared.output_read.take()];
+    let handed = parent_ends.iter().any(Option::is_some);
+    if handed
+        && let Err(e) =
+            fdpass::send(spawner.handoff, seq, parent_ends.each_ref().map(|fd| fd.as_ref().map(|fd| fd.as_raw_fd())))
+    {
+        return report(Sent::Failed { seq, error: format!("cannot hand its pipes to the agent: {e}"), handed: false });
+    }
+    drop(parent_ends);
     let args = ChildArgs {
         prepared: &prepared,
         parent: std::process::id() as libc::pid_t,
@@ -310,15 +403,14 @@ fn spawn_one(
     if pid < 0 {
         let error = std::io::Error::last_os_error();
         drop(guard);
-        return report(SpawnReport::Failed { seq, error: format!("cannot start a process: {error}") });
+        return report(Sent::Failed { seq, error: format!("cannot start a process: {error}"), handed });
     }
     drop(err_write);
     prepared.pipe_child = None;
     prepared.output_write = None;
     let start_time = procfs::stat(pid).map(|s| s.start_time);
-    let output = prepared.output_read.take();
     let exec_error = read_exec_error(&err_read, &messages);
-    report(SpawnReport::Spawned { seq, pid, start_time, pipe: prepared.pipe_parent.take(), output, exec_error });
+    report(Sent::Spawned { seq, pid, start_time, exec_error, handed });
     drop(guard);
     // `prepared` is dropped here, closing the agent's copies of the child's ends.
 }

@@ -156,17 +156,19 @@ impl Agent {
         self.launch_logging_to(flags, log.into());
     }
 
-    /// `launch` with the agent's stderr going to `log`.
+    /// `launch` with the agent's stderr going to `log`. The agent gets SIGKILL when the test's
+    /// thread ends, so a test binary that is itself killed leaves no agent running.
     pub fn launch_logging_to(&mut self, flags: &[&str], log: Stdio) {
-        let child = self
-            .command()
-            .args(flags)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .expect("start procagent");
+        let mut command = self.command();
+        command.args(flags).stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).process_group(0);
+        // SAFETY: prctl is async-signal-safe; it touches only the new process.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = command.spawn().expect("start procagent");
         self.child = Some(child);
         wait_until(START_TIMEOUT, "the agent answers `procctl list`", || {
             assert!(self.is_running(), "procagent exited: {}", self.log());

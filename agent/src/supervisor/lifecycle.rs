@@ -139,7 +139,7 @@ impl Supervisor {
                 let context = Context { base: &self.base_env, socket: &self.socket, notify: Some(&self.notify_name) };
                 let cgroup = self.tracking.tree().map(|tree| tree.run_path(id, slot.inst.run + 1));
                 let request = SpawnRequest::new(seq, id, spec, &context, cgroup);
-                if self.spawner.send(request).is_err() {
+                if !self.spawner.send(request) {
                     self.spawning.remove(&seq);
                     self.step(id, Input::SpawnFailed);
                 }

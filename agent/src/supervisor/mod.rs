@@ -25,7 +25,6 @@ mod usage;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::mpsc;
 use std::time::{Duration, SystemTime};
 
 use procctl_proto::{ErrorKind, Exit, Health, InstanceId, InstanceInfo, Target, WireError};
@@ -43,12 +42,12 @@ use crate::events::Bus;
 use crate::instance::{Input, Instance};
 use crate::logs::{Follow, SharedSink, Sink};
 use crate::pipe::PipeRef;
-use crate::spawn::{SpawnReport, SpawnRequest};
+use crate::spawn::{Sent, Spawner};
 use crate::table::{self, ScaleOverride, TableFile};
 
 pub enum Event {
     Command(Command),
-    Spawn(SpawnReport),
+    Spawn(Sent),
     Reaped {
         pid: i32,
         exit: Exit,
@@ -179,7 +178,7 @@ pub struct Supervisor {
     next_seq: u64,
     scaled: BTreeMap<String, ScaleOverride>,
     base_env: Vec<(String, String)>,
-    spawner: mpsc::Sender<SpawnRequest>,
+    spawner: Spawner,
     persist: persist::Persist,
     timers: Timers,
     events: tokio_mpsc::UnboundedSender<Event>,
@@ -199,7 +198,7 @@ pub struct Parts {
     pub socket: PathBuf,
     pub state_dir: PathBuf,
     pub previous: Option<TableFile>,
-    pub spawner: mpsc::Sender<SpawnRequest>,
+    pub spawner: Spawner,
     pub writer: table::Writer,
     pub events: tokio_mpsc::UnboundedSender<Event>,
     pub bus: Bus,
@@ -357,7 +356,10 @@ impl Supervisor {
     fn handle(&mut self, event: Event) {
         match event {
             Event::Command(command) => self.on_command(command),
-            Event::Spawn(report) => self.on_spawn_report(report),
+            Event::Spawn(sent) => {
+                let report = self.spawner.claim(sent);
+                self.on_spawn_report(report)
+            }
             Event::Notify(message) => self.on_notify(message),
             Event::CgroupChanged(watch) => self.on_cgroup_event(watch),
             Event::Probed { id, run, purpose, result } => self.on_probed(id, run, purpose, result),

@@ -153,7 +153,7 @@ impl Supervisor {
                 self.spawning.insert(seq, Spawning::Probe { id: id.clone(), run, purpose, timeout });
                 let context = Context { base: &self.base_env, socket: &self.socket, notify: Some(&self.notify_name) };
                 let request = SpawnRequest::probe(seq, &id, spec, argv, &context);
-                if self.spawner.send(request).is_err() {
+                if !self.spawner.send(request) {
                     self.spawning.remove(&seq);
                 }
             }
