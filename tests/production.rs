@@ -940,8 +940,18 @@ fn clock_ticks() -> f64 {
 
 #[test]
 fn list_shows_cpu_and_memory_of_running_instances_and_dashes_for_stopped_ones() {
-    let markers = Markers::new(&[50, 51]);
-    let mut agent = Agent::start(&format!(
+    cpu_and_memory(&[], [50, 51]);
+}
+
+/// The same from /proc, over the main process and its descendants.
+#[test]
+fn list_shows_cpu_and_memory_without_cgroups_too() {
+    cpu_and_memory(&["--no-cgroups"], [52, 53]);
+}
+
+fn cpu_and_memory(flags: &[&str], tags: [u32; 2]) {
+    let markers = Markers::new(&tags);
+    let mut agent = Agent::new(&format!(
         "[process.burn]\ncommand = {}\nstart_secs = \"0s\"\nstop_timeout = \"5s\"\n\n\
          [process.idle]\ncommand = {}\nstart_secs = \"0s\"\nstop_timeout = \"5s\"\n\n\
          [process.off]\ncommand = [\"sleep\", \"{}\"]\nautostart = false\n",
@@ -949,6 +959,7 @@ fn list_shows_cpu_and_memory_of_running_instances_and_dashes_for_stopped_ones() 
         sh(&format!("sleep {m} & sleep {m} & wait", m = markers.get(0))),
         markers.get(1)
     ));
+    agent.launch_with(flags);
     let burn = agent.wait_running("burn", 1)[0];
     let idle = agent.wait_running("idle", 1)[0];
     wait_until(WAIT, "idle has both its sleeps", || sleeping(markers.get(0)).len() == 2);

@@ -89,8 +89,8 @@ pub struct Files {
     /// `/proc/PID/statm` (cgroup tracking) or `/proc/PID/stat` (process groups) of each
     /// process last seen in the run.
     per_pid: Vec<(i32, Source)>,
-    /// When `cgroup.procs` was last read: the members are read again after a second, or
-    /// at once when one of them is gone.
+    /// When the members were last found (`cgroup.procs`, or a walk of the main process's
+    /// descendants): they are found again after a second, or at once when one is gone.
     members_at: Option<Instant>,
 }
 
@@ -111,6 +111,21 @@ impl Files {
             let source = old.iter().position(|(p, _)| *p == pid).map_or(Source::Unopened, |at| old.swap_remove(at).1);
             self.per_pid.push((pid, source));
         }
+    }
+
+    /// The CPU ticks and resident pages of the members from their /proc/PID/stat, or `None`
+    /// when one of them is gone.
+    fn stat_sum(&mut self, buf: &mut [u8]) -> Option<(u64, u64)> {
+        let (mut ticks, mut pages) = (0, 0);
+        for (pid, source) in &mut self.per_pid {
+            let stat = source
+                .read(|| format!("/proc/{pid}/stat"), buf)
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .and_then(procfs::parse_stat)?;
+            ticks += stat.cpu_ticks;
+            pages += stat.rss_pages;
+        }
+        Some((ticks, pages))
     }
 
     /// The resident pages of the members, or `None` when one of them is gone.
@@ -173,26 +188,23 @@ impl Supervisor {
                 }
                 None => {
                     // The main process and what it started, by its children, as far as they
-                    // are still its own descendants.
-                    let mut family = vec![pid];
-                    let mut members = vec![];
-                    while let Some(member) = family.pop() {
-                        members.push(member);
-                        family.extend(procfs::children(member));
-                    }
-                    files.members(&members);
-                    let (mut ticks, mut pages) = (0, 0);
-                    for (member, source) in &mut files.per_pid {
-                        let member = *member;
-                        if let Some(stat) = source
-                            .read(|| format!("/proc/{member}/stat"), &mut buf)
-                            .and_then(|b| std::str::from_utf8(b).ok())
-                            .and_then(procfs::parse_stat)
-                        {
-                            ticks += stat.cpu_ticks;
-                            pages += stat.rss_pages;
+                    // are still its own descendants: walked again after a second, or at once
+                    // when one of them is gone.
+                    let known = files.members_at.is_some_and(|at| at.elapsed() < MEMBERS_FRESH);
+                    let (ticks, pages) = match known.then(|| files.stat_sum(&mut buf)).flatten() {
+                        Some(sum) => sum,
+                        None => {
+                            let mut family = vec![pid];
+                            let mut members = vec![];
+                            while let Some(member) = family.pop() {
+                                members.push(member);
+                                family.extend(procfs::children(member));
+                            }
+                            files.members(&members);
+                            files.members_at = Some(Instant::now());
+                            files.stat_sum(&mut buf).unwrap_or((0, 0))
                         }
-                    }
+                    };
                     (Some(ticks * 1_000_000 / ticks_per_sec), Some(pages * page))
                 }
             };
