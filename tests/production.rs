@@ -370,14 +370,29 @@ impl Place {
 
 #[test]
 fn with_cgroups_each_instance_runs_in_a_cgroup_of_its_own_under_the_agents_tree() {
+    cgroup_per_run(false, 1);
+}
+
+/// The same where clone3 cannot make a child in its cgroup (kernels before 5.7, seccomp
+/// filters that refuse clone3): the child moves itself there before exec.
+#[test]
+fn without_clone_into_cgroup_each_child_moves_itself_into_its_cgroup() {
+    cgroup_per_run(true, 2);
+}
+
+fn cgroup_per_run(without_clone3: bool, tag: u32) {
     if !cgroups_usable() {
         return;
     }
-    let markers = Markers::new(&[1]);
-    let mut agent = Agent::start(&format!(
+    let markers = Markers::new(&[tag]);
+    let mut agent = Agent::new(&format!(
         "[process.w]\ncommand = [\"sleep\", \"{}\"]\ninstances = 2\nstart_secs = \"0s\"\nstop_timeout = \"5s\"\n",
         markers.get(0)
     ));
+    if without_clone3 {
+        agent.env.push(("PROCCTL_NO_CLONE_INTO_CGROUP".into(), "1".into()));
+    }
+    agent.launch();
     let log = agent.log();
     assert!(log.contains("tracking instances with cgroup v2 in "), "the start-up line says how it tracks: {log}");
     let tree = tracked_tree(&log);

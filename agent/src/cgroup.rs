@@ -13,6 +13,7 @@
 use std::fs;
 use std::io::Write;
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -156,8 +157,8 @@ pub struct Limits {
     pub cpu_max: Option<u32>,
 }
 
-/// Creates a run's cgroup with its limits and opens its `cgroup.procs`, for the child to
-/// write itself into between fork and exec.
+/// Creates a run's cgroup with its limits and opens its directory: the child is made in it
+/// (`CLONE_INTO_CGROUP`), or writes itself into its `cgroup.procs` between clone and exec.
 pub fn create(path: &Path, limits: Limits) -> std::io::Result<OwnedFd> {
     match fs::create_dir(path) {
         Ok(()) => {}
@@ -171,8 +172,8 @@ pub fn create(path: &Path, limits: Limits) -> std::io::Result<OwnedFd> {
     if let Some(percent) = limits.cpu_max {
         write_limit(&path.join("cpu.max"), &format!("{} {CPU_PERIOD}", u64::from(percent) * CPU_PERIOD / 100))?;
     }
-    let procs = fs::OpenOptions::new().write(true).open(path.join("cgroup.procs"))?;
-    Ok(procs.into())
+    let dir = fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY).open(path)?;
+    Ok(dir.into())
 }
 
 /// A limit whose controller is not enabled for runs has no file: the agent warned about it

@@ -245,6 +245,9 @@ pub fn start(
         let mut stack = vec![0u8; CHILD_STACK];
         // The agent sets its signal handlers before it starts this thread, and none later.
         let handled = handled_signals();
+        if std::env::var_os("PROCCTL_NO_CLONE_INTO_CGROUP").is_some_and(|v| v == "1") {
+            CLONE3.store(false, std::sync::atomic::Ordering::Relaxed);
+        }
         let mut programs = Programs::default();
         for request in rx {
             let context = Shared { fork_lock: &fork_lock, fd_limit, handled: &handled, handoff: &spawner_end };
@@ -279,8 +282,8 @@ struct Prepared {
     output_read: Option<OwnedFd>,
     pipe_child: Option<OwnedFd>,
     pipe_parent: Option<OwnedFd>,
-    /// The run's `cgroup.procs`, which the child writes itself into.
-    cgroup_procs: Option<OwnedFd>,
+    /// The run's cgroup directory, which the child is made in or moves itself into.
+    cgroup: Option<OwnedFd>,
     /// (uid, gid, supplementary groups) to switch to.
     credentials: Option<(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)>,
     umask: Option<libc::mode_t>,
@@ -295,6 +298,8 @@ struct ChildArgs<'a> {
     err_fd: RawFd,
     /// Signals whose disposition the child must reset.
     handled: &'a [i32],
+    /// The child moves itself into its cgroup (the clone could not make it there).
+    join_cgroup: bool,
 }
 
 /// What every spawn of the thread shares.
@@ -377,34 +382,34 @@ fn spawn_one(
         return report(Sent::Failed { seq, error: format!("cannot hand its pipes to the agent: {e}"), handed: false });
     }
     drop(parent_ends);
-    let args = ChildArgs {
+    let mut args = ChildArgs {
         prepared: &prepared,
         parent: std::process::id() as libc::pid_t,
         fd_limit: spawner.fd_limit,
         err_fd: err_write.as_raw_fd(),
         handled: spawner.handled,
+        join_cgroup: false,
     };
     let guard = spawner.fork_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    // The stack grows down from its end, which must be 16-byte aligned.
-    let top = (stack.as_mut_ptr() as usize + stack.len()) & !15;
-    // CLONE_VM | CLONE_VFORK, as posix_spawn does: no copy of the agent's page tables, and
-    // this thread waits until the child has exec'd or exited, so the shared memory and stack
-    // are the child's alone meanwhile, and the exec's outcome is known on return.
-    // SAFETY: the child runs only raw system calls on memory prepared before (see `child`)
-    // and then execs or exits; `args` and `stack` outlive it since this thread is suspended.
-    let pid = unsafe {
-        libc::clone(
-            child_entry,
-            top as *mut libc::c_void,
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-            (&args as *const ChildArgs).cast_mut().cast(),
-        )
+    let made = match &prepared.cgroup {
+        Some(dir) => clone_into_cgroup(dir, stack, &args),
+        None => None,
     };
-    if pid < 0 {
-        let error = std::io::Error::last_os_error();
-        drop(guard);
-        return report(Sent::Failed { seq, error: format!("cannot start a process: {error}"), handed });
-    }
+    let pid = match made {
+        Some(result) => result,
+        None => {
+            args.join_cgroup = prepared.cgroup.is_some();
+            clone_vfork(stack, &args)
+        }
+    };
+    let pid = match pid {
+        Ok(pid) => pid,
+        Err(error) => {
+            drop(guard);
+            let error = format!("cannot start a process: {error}");
+            return report(Sent::Failed { seq, error, handed });
+        }
+    };
     drop(err_write);
     prepared.pipe_child = None;
     prepared.output_write = None;
@@ -413,6 +418,140 @@ fn spawn_one(
     report(Sent::Spawned { seq, pid, start_time, exec_error, handed });
     drop(guard);
     // `prepared` is dropped here, closing the agent's copies of the child's ends.
+}
+
+/// CLONE_VM | CLONE_VFORK, as posix_spawn does: no copy of the agent's page tables, and this
+/// thread waits until the child has exec'd or exited, so the shared memory and stack are the
+/// child's alone meanwhile, and the exec's outcome is known on return.
+fn clone_vfork(stack: &mut [u8], args: &ChildArgs) -> std::io::Result<i32> {
+    // The stack grows down from its end, which must be 16-byte aligned.
+    let top = (stack.as_mut_ptr() as usize + stack.len()) & !15;
+    // SAFETY: the child runs only raw system calls on memory prepared before (see `child`)
+    // and then execs or exits; `args` and `stack` outlive it since this thread is suspended.
+    let pid = unsafe {
+        libc::clone(
+            child_entry,
+            top as *mut libc::c_void,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (args as *const ChildArgs).cast_mut().cast(),
+        )
+    };
+    if pid < 0 { Err(std::io::Error::last_os_error()) } else { Ok(pid) }
+}
+
+/// Whether clone3 with CLONE_INTO_CGROUP may be tried: cleared the first time the kernel (or
+/// a seccomp filter, as container runtimes have) says it does not know it, and at start by
+/// `PROCCTL_NO_CLONE_INTO_CGROUP=1` (the children then move themselves, as on older kernels).
+static CLONE3: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// As `clone_vfork`, with the child made directly in the cgroup `dir` (clone3 with
+/// CLONE_INTO_CGROUP, Linux 5.7). Moving a process into a cgroup afterwards waits for an RCU
+/// grace period in the kernel (about 7 ms here), which would be most of the time of a
+/// restart; a child made in its cgroup costs nothing more. `None` when clone3 cannot be
+/// used here: the child then moves itself.
+fn clone_into_cgroup(dir: &OwnedFd, stack: &mut [u8], args: &ChildArgs) -> Option<std::io::Result<i32>> {
+    use std::sync::atomic::Ordering;
+    if !cfg!(target_arch = "x86_64") || !CLONE3.load(Ordering::Relaxed) {
+        return None;
+    }
+    // clone3 takes the lowest address of the stack and its size, and starts the child at
+    // their end: both 16-byte aligned.
+    let base = (stack.as_mut_ptr() as usize).next_multiple_of(16);
+    let size = (stack.as_mut_ptr() as usize + stack.len() - base) & !15;
+    let mut clone = CloneArgs {
+        flags: (libc::CLONE_VM | libc::CLONE_VFORK) as u64 | CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        stack: base as u64,
+        stack_size: size as u64,
+        cgroup: dir.as_raw_fd() as u64,
+        ..CloneArgs::default()
+    };
+    // SAFETY: as in `clone_vfork`: the child runs `child_entry` on `stack`, with `args`,
+    // while this thread is suspended.
+    let ret = unsafe { clone3(&mut clone, child_entry, (args as *const ChildArgs).cast_mut().cast()) };
+    if ret >= 0 {
+        return Some(Ok(ret as i32));
+    }
+    let error = std::io::Error::from_raw_os_error(-ret as i32);
+    match error.raw_os_error() {
+        Some(libc::ENOSYS) => {
+            CLONE3.store(false, Ordering::Relaxed);
+            None
+        }
+        // An older seccomp profile refuses clone3 this way; a cgroup we may not use fails
+        // the same when the child moves itself, and says so.
+        Some(libc::EPERM) => None,
+        _ => Some(Err(error)),
+    }
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// The kernel's `struct clone_args` up to `cgroup` (CLONE_ARGS_SIZE_VER2).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// clone3 with a child that calls `entry(arg)` on the stack of `args` and exits with what it
+/// returns. No libc wrapper exists: after the system call the child runs on its new stack,
+/// so it must not return through the caller's frames, and calls `entry` from here.
+/// Returns the child's pid, or a negated errno.
+///
+/// # Safety
+/// `args` names a valid stack that nothing else uses while the child runs (CLONE_VFORK), and
+/// `entry` only makes system calls and ends with exec or exit.
+#[cfg(target_arch = "x86_64")]
+unsafe fn clone3(
+    args: &mut CloneArgs,
+    entry: extern "C" fn(*mut libc::c_void) -> libc::c_int,
+    arg: *mut libc::c_void,
+) -> i64 {
+    let ret: i64;
+    // SAFETY: see the function's contract. The parent returns from `syscall` with the pid
+    // or an error in rax; the child with 0, on its own stack (16-byte aligned, so `call`
+    // leaves it as a function expects), never to leave this block.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "xor ebp, ebp",
+            "mov rdi, r13",
+            "call r12",
+            "mov edi, eax",
+            "mov eax, {exit}",
+            "syscall",
+            "ud2",
+            "2:",
+            exit = const libc::SYS_exit,
+            inlateout("rax") libc::SYS_clone3 => ret,
+            in("rdi") args as *mut CloneArgs,
+            in("rsi") std::mem::size_of::<CloneArgs>(),
+            in("r12") entry,
+            in("r13") arg,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    ret
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn clone3(_: &mut CloneArgs, _: extern "C" fn(*mut libc::c_void) -> libc::c_int, _: *mut libc::c_void) -> i64 {
+    -(libc::ENOSYS as i64)
 }
 
 extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {
@@ -504,7 +643,7 @@ fn prepare(request: SpawnRequest, programs: &mut Programs) -> Result<Prepared, S
         _ => OwnedFd::from(File::open("/dev/null").map_err(|e| format!("cannot open /dev/null: {e}"))?),
     };
     let pipe_child = if request.pipe == Pipe::Fd { pipe_child } else { None };
-    let cgroup_procs = match &request.cgroup {
+    let cgroup = match &request.cgroup {
         Some((path, limits)) => Some(
             cgroup::create(path, *limits).map_err(|e| format!("cannot create its cgroup {}: {e}", path.display()))?,
         ),
@@ -525,7 +664,7 @@ fn prepare(request: SpawnRequest, programs: &mut Programs) -> Result<Prepared, S
         output_read,
         pipe_child,
         pipe_parent,
-        cgroup_procs,
+        cgroup,
         credentials,
         umask: request.umask.map(|mask| mask as libc::mode_t),
         limits,
@@ -605,11 +744,14 @@ unsafe fn child(args: &ChildArgs) -> ! {
         if libc::getppid() != parent {
             libc::_exit(1);
         }
-        // Into the run's cgroup before anything can fork: writing 0 moves the writer.
-        if let Some(procs) = &p.cgroup_procs
-            && libc::write(procs.as_raw_fd(), c"0".as_ptr().cast(), 1) != 1
-        {
-            fail(err_fd, step::CGROUP);
+        // Into the run's cgroup before anything can fork, when the clone did not make it
+        // there: writing 0 to `cgroup.procs` moves the writer.
+        if let (Some(dir), true) = (&p.cgroup, args.join_cgroup) {
+            let procs = libc::openat(dir.as_raw_fd(), c"cgroup.procs".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if procs < 0 || libc::write(procs, c"0".as_ptr().cast(), 1) != 1 {
+                fail(err_fd, step::CGROUP);
+            }
+            libc::close(procs);
         }
         // The fd limit the agent itself was given, not the one it raised for itself.
         libc::setrlimit(libc::RLIMIT_NOFILE, &fd_limit);

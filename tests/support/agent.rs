@@ -92,6 +92,8 @@ pub struct Agent {
     child: Option<Child>,
     /// Every instance pid seen, with its start time: the cleanup kills what is left of their groups.
     seen: HashMap<i32, u64>,
+    /// Environment variables for the agent process, besides the test's own.
+    pub env: Vec<(String, String)>,
 }
 
 impl Agent {
@@ -114,6 +116,7 @@ impl Agent {
             dir,
             child: None,
             seen: HashMap::new(),
+            env: vec![],
         }
     }
 
@@ -141,7 +144,8 @@ impl Agent {
             .arg("--state-dir")
             .arg(state)
             .current_dir(self.dir.path())
-            .env("NO_COLOR", "1");
+            .env("NO_COLOR", "1")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         command
     }
 
