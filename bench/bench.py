@@ -12,6 +12,7 @@ Figures vary from run to run on a shared machine: compare medians and ratios.
 import argparse
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -21,6 +22,7 @@ import sys
 import sysconfig
 import tempfile
 import textwrap
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -106,8 +108,9 @@ def memory(pid):
 class Procctl:
     name = "procctl"
 
-    def __init__(self, tmp, processes):
+    def __init__(self, tmp, processes, agent_args=()):
         self.dir = tmp
+        self.agent_args = list(agent_args)
         self.sock = os.path.join(tmp, "agent.sock")
         self.env = dict(os.environ, PROCCTL_SOCKET=self.sock)
         cfg = []
@@ -129,7 +132,7 @@ class Procctl:
     def start(self):
         self.t0 = time.perf_counter()
         self.proc = subprocess.Popen([AGENT, "--config", self.config, "--socket", self.sock,
-                                      "--state-dir", os.path.join(self.dir, "state")],
+                                      "--state-dir", os.path.join(self.dir, "state"), *self.agent_args],
                                      stderr=subprocess.DEVNULL, env=self.env, start_new_session=True)
         return self
 
@@ -246,7 +249,13 @@ def s_list(make, runs):
     def body(sup):
         ready(sup, "sleep", 100)
         sup.list_cmd()
-        return [sup.list_cmd()[0] * 1000 for _ in range(runs)]
+        times = []
+        for _ in range(runs):
+            t, rc = sup.list_cmd()
+            if rc != 0:
+                raise RuntimeError(f"{sup.name} list exited {rc}")
+            times.append(t * 1000)
+        return times
     return with_system(make, [{"name": "w", "argv": SLEEP, "n": 100}], body)
 
 
@@ -274,14 +283,31 @@ def s_restart(make, runs):
     return with_system(make, [{"name": "w", "argv": SLEEP, "n": 1}], body)
 
 
-def s_spawn(make, n, runs):
+def tracking(sup):
+    """How the supervisor's children are tracked: the cgroup v2 path of one of them."""
+    for kid in children(sup.pid):
+        try:
+            with open(f"/proc/{kid}/cgroup") as f:
+                for line in f:
+                    if line.startswith("0::"):
+                        path = line[3:].strip()
+                        return "cgroup" if "/procctl-" in path else "process groups"
+        except OSError:
+            continue
+    return "unknown"
+
+
+def s_spawn(make, n, runs, notes=None):
     times = []
     for _ in range(runs):
         def body(sup):
             ready(sup, "sleep", n, timeout=300)
-            return (time.perf_counter() - sup.t0) * 1000
+            elapsed = (time.perf_counter() - sup.t0) * 1000
+            if notes is not None:
+                notes["tracking"] = tracking(sup)
+            return elapsed
         times.append(with_system(make, [{"name": "w", "argv": SLEEP, "n": n}], body))
-    return times
+    return (times, notes) if notes is not None else times
 
 
 def s_scale(make, runs):
@@ -304,7 +330,7 @@ def s_footprint(make):
         rss, pss = memory(sup.pid)
         t0 = cpu_ticks(sup.pid)
         time.sleep(10)
-        return rss, pss, cpu_ticks(sup.pid) - t0
+        return rss, pss, cpu_ticks(sup.pid) - t0, tracking(sup)
     return with_system(make, [{"name": "w", "argv": SLEEP, "n": 1000}], body)
 
 
@@ -363,10 +389,353 @@ def s_storm():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+# The worker of `ready_event` and `wait_latency`: a `ready = "notify"` instance that blocks
+# opening a FIFO until the bench writes a token to it, takes CLOCK_REALTIME right before its
+# sendto of READY=1, then writes the stamp to STAMPS/TOKEN (renamed into place, so the bench
+# never reads half a file).
+NOTIFY_WORKER = r"""
+import os, socket, sys, time
+fifo, stamps = sys.argv[1], sys.argv[2]
+address = os.environ["NOTIFY_SOCKET"]
+if address.startswith("@"):
+    address = "\0" + address[1:]
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+with open(fifo, "rb") as f:
+    token = f.readline().strip().decode()
+t = time.time_ns()
+sock.sendto(b"READY=1", address)
+part = os.path.join(stamps, "." + token)
+with open(part, "w") as f:
+    f.write(str(t))
+os.rename(part, os.path.join(stamps, token))
+while True:
+    time.sleep(3600)
+"""
+
+
+class Watcher:
+    """A `procctl events --json` process; each line is stamped with time.time_ns() when the
+    read that brought it returns."""
+
+    def __init__(self, sup):
+        self.proc = subprocess.Popen([CTL, "events", "--json"], env=sup.env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL)
+        self.fd = self.proc.stdout.fileno()
+        self.buf = b""
+        self.lines = []
+
+    def feed(self, stamp):
+        data = os.read(self.fd, 65536)
+        if not data:
+            raise EOFError("procctl events ended")
+        self.buf += data
+        *complete, self.buf = self.buf.split(b"\n")
+        self.lines += [(stamp, json.loads(line)) for line in complete if line.strip()]
+
+    def take(self, pred):
+        for i, (stamp, event) in enumerate(self.lines):
+            if pred(event):
+                del self.lines[:i + 1]
+                return stamp, event
+        return None
+
+    def next(self, pred, timeout):
+        end = time.monotonic() + timeout
+        while True:
+            found = self.take(pred)
+            if found:
+                return found
+            left = end - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no matching event within %ss" % timeout)
+            readable, _, _ = select.select([self.fd], [], [], left)
+            if readable:
+                self.feed(time.time_ns())
+
+    def sync(self, sup):
+        """Returns once the watcher is known to be subscribed: it has seen a `scaled` event of
+        the `mark` process, caused here (mark is scaled between 0 and 1 until one shows)."""
+        for i in range(20):
+            subprocess.run([CTL, "scale", "mark", str((i + 1) % 2)], env=sup.env, stdout=subprocess.DEVNULL,
+                           check=True, timeout=30)
+            try:
+                self.next(lambda e: e.get("event") == "scaled" and e.get("name") == "mark", 1.0)
+                return
+            except TimeoutError:
+                continue
+        raise TimeoutError("procctl events never showed an event")
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.proc.stdout.close()
+
+
+def spawn_quiet(argv, env):
+    return os.posix_spawn(argv[0], argv, env, file_actions=[
+        (os.POSIX_SPAWN_OPEN, 1, "/dev/null", os.O_WRONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 2, "/dev/null", os.O_WRONLY, 0)])
+
+
+def reap(pid, timeout):
+    """waitpid with a timeout; SIGKILL at the timeout. Returns the exit code (None if killed)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.001)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return None
+
+
+def blocked_reading(pid):
+    try:
+        with open(f"/proc/{pid}/wchan") as f:
+            return f.read().strip() == "unix_stream_read_generic"
+    except OSError:
+        return False
+
+
+def s_notify(runs, with_wait):
+    """ready_event (with_wait False): READY=1 sendto -> `started` at a watcher, in ms.
+    wait_latency (with_wait True): `started` at a watcher -> exit of a `procctl wait n`
+    spawned before the trigger, in ms; also READY=1 -> that exit."""
+    tmp = tempfile.mkdtemp(prefix="procctl-bench")
+    fifo, stamps, script = os.path.join(tmp, "trigger"), os.path.join(tmp, "stamps"), os.path.join(tmp, "notify.py")
+    os.mkfifo(fifo)
+    os.mkdir(stamps)
+    with open(script, "w") as f:
+        f.write(NOTIFY_WORKER)
+    worker = {"name": "n", "argv": [sys.executable, script, fifo, stamps], "n": 1, "extra": 'ready = "notify"'}
+    mark = {"name": "mark", "argv": SLEEP, "n": 0}
+    sup = Procctl(tmp, [worker, mark]).start()
+    watcher = restart = waiter = None
+    event_ms, exit_ms, ready_to_exit_ms = [], [], []
+    try:
+        wait_until(lambda: sup.ctl("list")[1] == 0, 30, step=0.01)
+        watcher = Watcher(sup)
+        watcher.sync(sup)
+        for run in range(runs + 1):  # the first, the autostart, is a warm-up
+            if run:
+                restart = subprocess.Popen([CTL, "restart", "n:0"], env=sup.env, stdout=subprocess.DEVNULL)
+
+            def writer():  # the new worker waits in open(): a non-blocking open for writing succeeds
+                try:
+                    return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+                except OSError:
+                    return None
+            fd = wait_until(writer, 30)
+            if with_wait:
+                waiter = spawn_quiet([CTL, "wait", "n", "--timeout", "60s"], sup.env)
+                pidfd = os.pidfd_open(waiter)
+                # Blocked reading, and still after 20 ms: its hello was answered (that takes
+                # microseconds) and the agent has its request.
+                wait_until(lambda: blocked_reading(waiter), 10)
+                time.sleep(0.02)
+                wait_until(lambda: blocked_reading(waiter), 10)
+            token = f"run{run}"
+            os.write(fd, (token + "\n").encode())
+            os.close(fd)
+            is_started = lambda e: e.get("event") == "started" and e.get("name") == "n"
+            if not with_wait:
+                arrived, _ = watcher.next(is_started, 30)
+            else:
+                arrived = exited = None
+                end = time.monotonic() + 30
+                while arrived is None or exited is None:
+                    if arrived is None:
+                        found = watcher.take(is_started)
+                        if found:
+                            arrived = found[0]
+                            continue
+                    left = end - time.monotonic()
+                    if left <= 0:
+                        raise TimeoutError("no started event or no exit of procctl wait within 30 s")
+                    fds = ([watcher.fd] if arrived is None else []) + ([pidfd] if exited is None else [])
+                    readable, _, _ = select.select(fds, [], [], left)
+                    now = time.time_ns()
+                    if pidfd in readable:
+                        exited = now
+                    if watcher.fd in readable:
+                        watcher.feed(now)
+                os.close(pidfd)
+                code, waiter = reap(waiter, 10), None
+                if code != 0:
+                    raise RuntimeError(f"procctl wait n exited {code}")
+            sent = int(wait_until(lambda: open(os.path.join(stamps, token)).read()
+                                  if os.path.exists(os.path.join(stamps, token)) else None, 30))
+            if restart:
+                if restart.wait(30) != 0:
+                    raise RuntimeError("procctl restart n:0 failed")
+                restart = None
+            if run:
+                event_ms.append((arrived - sent) / 1e6)
+                if with_wait:
+                    exit_ms.append((exited - arrived) / 1e6)
+                    ready_to_exit_ms.append((exited - sent) / 1e6)
+    finally:
+        if waiter:
+            reap(waiter, 0)
+        if restart and restart.poll() is None:
+            restart.kill()
+            restart.wait(10)
+        if watcher:
+            watcher.close()
+        sup.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    if with_wait:
+        return exit_ms, {"ready_to_started_ms": summary(event_ms), "ready_to_wait_exit_ms": summary(ready_to_exit_ms)}
+    return event_ms
+
+
+def listen_loopback():
+    """A TCP listener on 127.0.0.1 on a port below 32768 (outside Linux's default ephemeral
+    range, so no probe's own source port can take it)."""
+    base = 20000 + os.getpid() % 10000
+    for port in list(range(base, 32768)) + list(range(10000, base)):
+        srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            srv.bind(("127.0.0.1", port))
+        except OSError:
+            srv.close()
+            continue
+        srv.listen(1024)
+        return srv, port
+    raise RuntimeError("no free loopback port below 32768")
+
+
+def s_health_cpu(n=100, seconds=10):
+    """n `sleep` instances, each with a 1 s tcp health check against one listener of the
+    bench's (accept, close): agent CPU ticks over `seconds` once every check has passed."""
+    srv, port = listen_loopback()
+    accepted = [0]
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            readable, _, _ = select.select([srv], [], [], 0.2)
+            if readable:
+                try:
+                    conn, _ = srv.accept()
+                except OSError:
+                    continue
+                conn.close()
+                accepted[0] += 1
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    tmp = tempfile.mkdtemp(prefix="procctl-bench")
+    health = f'health = {{ tcp = "127.0.0.1:{port}", every = "1s" }}'
+    sup = Procctl(tmp, [{"name": "h", "argv": SLEEP, "n": n, "extra": health}]).start()
+    try:
+        ready(sup, "sleep", n)
+
+        def all_ok():
+            out = subprocess.run([CTL, "list", "--json"], env=sup.env, capture_output=True, text=True,
+                                 timeout=30).stdout
+            return out and len(json.loads(out)) == n and all(r["health"] == "ok" for r in json.loads(out))
+        wait_until(all_ok, 60, step=0.5)
+        time.sleep(1)
+        a0, c0, t0 = accepted[0], cpu_ticks(sup.pid), time.perf_counter()
+        time.sleep(seconds)
+        ticks, elapsed, checks = cpu_ticks(sup.pid) - c0, time.perf_counter() - t0, accepted[0] - a0
+        return {"instances": n, "seconds": elapsed, "cpu_ticks": ticks, "ticks_per_s": ticks / elapsed,
+                "cpu_percent_of_one_core": ticks / TICKS / elapsed * 100, "checks": checks,
+                "checks_per_s": checks / elapsed, "port": port}
+    finally:
+        sup.stop()
+        stop.set()
+        server.join(5)
+        srv.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def socket_fds(pid):
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:"):
+                count += 1
+        except OSError:
+            pass
+    return count
+
+
+def s_hangup(runs, clients=2000, batch=200):
+    """`clients` procctl send --reply --timeout 1h to a worker that never answers, in batches
+    killed once the worker has every message of theirs; then `list` latency, and the socket
+    fds the agent still holds."""
+    tmp = tempfile.mkdtemp(prefix="procctl-bench")
+    received = os.path.join(tmp, "received")
+    worker = {"name": "h", "argv": ["sh", "-c", f'exec cat <&"$PROCCTL_PIPE_FD" >> {received}'], "n": 1}
+    sup = Procctl(tmp, [worker]).start()
+    pids = []
+
+    def lines():
+        try:
+            with open(received, "rb") as f:
+                return f.read().count(b"\n")
+        except OSError:
+            return 0
+    try:
+        ready(sup, "cat", 1)
+        wait_until(lambda: sup.ctl("list")[1] == 0, 30, step=0.01)
+        sup.ctl("list")
+        idle_list = [sup.ctl("list")[0] * 1000 for _ in range(runs)]
+        idle_fds = socket_fds(sup.pid)
+        exited_early, timed_out = 0, 0
+        for start in range(0, clients, batch):
+            pids = [spawn_quiet([CTL, "send", "--reply", "--timeout", "1h", "h", f"m{i:05d}"], sup.env)
+                    for i in range(start, min(start + batch, clients))]
+            target = min(start + batch, clients)
+            try:
+                wait_until(lambda: lines() >= target, 60, step=0.005)
+            except TimeoutError:
+                timed_out += 1
+            peak_fds = socket_fds(sup.pid)
+            for pid in pids:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    exited_early += 1
+                else:
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+            pids = []
+        after_kill_fds = socket_fds(sup.pid)
+        after_list = [sup.ctl("list")[0] * 1000 for _ in range(runs)]
+        after_list_fds = socket_fds(sup.pid)
+        extra = {"clients": clients, "batch": batch, "delivered": lines(), "exited_before_kill": exited_early,
+                 "batches_not_fully_delivered": timed_out, "list_idle_ms": summary(idle_list),
+                 "socket_fds": {"idle": idle_fds, "last_batch_connected": peak_fds,
+                                "right_after_last_kill": after_kill_fds, "after_list_runs": after_list_fds}}
+        return after_list, extra
+    finally:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except OSError:
+                pass
+        sup.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def summary(values):
     if not values:
         return None
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": len(values)}
+
+
+def unpack(out):
+    """A scenario returns its values, or its values and a dict of further figures."""
+    return out if isinstance(out, tuple) else (out, None)
 
 
 def main():
@@ -382,6 +751,7 @@ def main():
     if not sv:
         print("supervisord not found: `pip install supervisor` to compare with it", file=sys.stderr)
     make_sv = (lambda tmp, p: Supervisord(tmp, p, sv)) if sv else None
+    no_cgroups = lambda tmp, p: Procctl(tmp, p, agent_args=["--no-cgroups"])
     q = args.quick
     runs = 5 if q else 21
 
@@ -390,14 +760,25 @@ def main():
         ("crash", "SIGKILL to replacement running (ms)", lambda m: s_crash(m, 5 if q else 12), True),
         ("restart", "restart of one instance, CLI returns (ms)", lambda m: s_restart(m, runs), True),
         ("spawn100", "100 instances up from agent start (ms)", lambda m: s_spawn(m, 100, 2 if q else 5), True),
-        ("spawn1000", "1,000 instances up from agent start (ms)", lambda m: s_spawn(m, 1000, 1 if q else 3), True),
+        ("spawn1000", "1,000 instances up from agent start (ms)", lambda m: s_spawn(m, 1000, 1 if q else 3, notes={}), True),
         ("scale1000", "scale 0 -> 1,000, CLI returns (ms)", lambda m: s_scale(m, 1 if q else 3), False),
         ("stream", "send - stream into one worker (messages/s)", lambda m: s_stream(3 if q else 5, 50_000 if q else 200_000), False),
         ("reply", "one send --reply, whole process (ms)", lambda m: s_reply(runs), False),
         ("list_crashing", "list while 100 instances crash-loop (ms)", lambda m: s_list_under_crashes(m, runs), True),
         ("footprint", "agent with 1,000 idle instances", None, False),
         ("storm", "crash storm: 100 instances exiting at once until all fatal", None, False),
+        ("spawn1000_groups", "1,000 instances up from agent start, --no-cgroups (ms)",
+         lambda m: s_spawn(no_cgroups, 1000, 1 if q else 3, notes={}), False),
+        ("footprint_groups", "agent with 1,000 idle instances, --no-cgroups", None, False),
+        ("ready_event", "READY=1 sendto to `started` at a watcher (ms)", lambda m: s_notify(runs, False), False),
+        ("wait_latency", "`started` at a watcher to `procctl wait` exit (ms)", lambda m: s_notify(runs, True), False),
+        ("health_cpu", "agent CPU, 100 instances with a 1 s tcp health check", None, False),
+        ("hangup", f"list after {400 if q else 2000:,} send --reply clients hung up (ms)",
+         lambda m: s_hangup(runs, 400 if q else 2000), False),
     ]
+    keys = {k for k, _, _, _ in scenarios}
+    if args.only and set(args.only.split(",")) - keys:
+        ap.error("unknown scenario: " + ", ".join(sorted(set(args.only.split(",")) - keys)))
     only = set(args.only.split(",")) if args.only else None
     results = {}
     rows = []
@@ -410,27 +791,52 @@ def main():
             results[key] = {"procctl": {"seconds": seconds, "cpu_ticks": ticks, "cpu_percent_of_one_core": share}}
             rows.append(("crash storm, 100 instances, agent CPU until all fatal", f"{ticks} ticks in {seconds:.0f} s ({share:.1f}% of a core)", "", ""))
             continue
-        if key == "footprint":
-            rss, pss, ticks = s_footprint(Procctl)
-            results[key] = {"procctl": {"rss_mib": rss, "pss_mib": pss, "idle_ticks_10s": ticks}}
+        if key in ("footprint", "footprint_groups"):
+            groups = key == "footprint_groups"
+            suffix = ", --no-cgroups" if groups else ""
+            rss, pss, ticks, how = s_footprint(no_cgroups if groups else Procctl)
+            results[key] = {"procctl": {"rss_mib": rss, "pss_mib": pss, "idle_ticks_10s": ticks, "tracking": how}}
             theirs = ("", "")
-            if make_sv:
-                srss, spss, sticks = s_footprint(make_sv)
+            if make_sv and not groups:
+                srss, spss, sticks, _ = s_footprint(make_sv)
                 results[key]["supervisord"] = {"rss_mib": srss, "pss_mib": spss, "idle_ticks_10s": sticks}
                 theirs = (f"{srss:.1f} / {spss:.1f}", str(sticks))
-            rows.append(("agent RSS / PSS, 1,000 instances (MiB)", f"{rss:.1f} / {pss:.1f}", theirs[0], ""))
-            rows.append(("idle CPU over 10 s, 1,000 instances (ticks)", str(ticks), theirs[1], ""))
+            rows.append((f"agent RSS / PSS, 1,000 instances{suffix} (MiB)", f"{rss:.1f} / {pss:.1f}", theirs[0], ""))
+            rows.append((f"idle CPU over 10 s, 1,000 instances{suffix} (ticks)", str(ticks), theirs[1], ""))
             continue
-        ours = summary(run(Procctl))
-        theirs = summary(run(make_sv)) if (compare and make_sv) else None
+        if key == "health_cpu":
+            r = s_health_cpu(100, 5 if q else 10)
+            results[key] = {"title": title, "procctl": r}
+            rows.append(("agent CPU, 100 instances with a 1 s tcp health check",
+                         f"{r['ticks_per_s']:.1f} ticks/s ({r['cpu_percent_of_one_core']:.1f}% of a core)", "", ""))
+            print(f"  {title}: {r['cpu_ticks']} ticks in {r['seconds']:.1f} s, {r['checks']} checks", file=sys.stderr)
+            continue
+        values, extra = unpack(run(Procctl))
+        ours = summary(values)
+        theirs = summary(unpack(run(make_sv))[0]) if (compare and make_sv) else None
         results[key] = {"title": title, "procctl": ours, "supervisord": theirs}
+        if extra:
+            results[key]["procctl"].update(extra)
         fmt = (lambda v: f"{v:,.0f}") if key == "stream" else (lambda v: f"{v:.2f}" if v < 100 else f"{v:.0f}")
+        if key in ("ready_event", "wait_latency"):
+            fmt = lambda v: f"{v:.3f}"
         cell = f"{fmt(ours['median'])} ({fmt(ours['min'])}-{fmt(ours['max'])})"
         ratio = ""
         if theirs:
             ratio = f"{theirs['median'] / ours['median']:.0f}x"
         rows.append((title, cell, fmt(theirs["median"]) if theirs else "", ratio))
         print(f"  {title}: {cell}", file=sys.stderr)
+        if key == "hangup":
+            fds = extra["socket_fds"]
+            idle = extra["list_idle_ms"]
+            rows.append(("  list before the clients (ms)", f"{fmt(idle['median'])} ({fmt(idle['min'])}-{fmt(idle['max'])})", "", ""))
+            rows.append(("  agent socket fds: idle / last batch / after", f"{fds['idle']} / {fds['last_batch_connected']} / {fds['after_list_runs']}", "", ""))
+            rows.append(("  messages received / sent", f"{extra['delivered']} / {extra['clients']}", "", ""))
+        if key == "wait_latency":
+            total = extra["ready_to_wait_exit_ms"]
+            rows.append(("  READY=1 sendto to `procctl wait` exit (ms)", f"{fmt(total['median'])} ({fmt(total['min'])}-{fmt(total['max'])})", "", ""))
+        if extra and "tracking" in extra:
+            rows[-1] = (rows[-1][0], rows[-1][1] + f" [{extra['tracking']}]", rows[-1][2], rows[-1][3])
     width = max(len(r[0]) for r in rows)
     print(f"{'scenario'.ljust(width)}  {'procctl median (min-max)':<30}  {'supervisord':>12}  ratio")
     for title, ours, theirs, ratio in rows:
