@@ -1,71 +1,13 @@
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::process::{Child, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
 
 use procctl_proto::{PROTOCOL_VERSION, Request, Response, frame};
 use serde_json::Value;
 
-use crate::support::{Agent, WAIT, kill, sh, sleepers, wait_until};
-
-/// A running `procctl events`, its lines arriving on a channel.
-struct Watcher {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Watcher {
-    fn start(agent: &Agent, json: bool) -> Watcher {
-        let args: &[&str] = if json { &["events", "--json"] } else { &["events"] };
-        // stderr is only read once procctl has ended: it says a line at most.
-        let mut child = agent.ctl_command(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-        let (tx, lines) = mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        Watcher { child, lines }
-    }
-
-    /// Lines until one satisfies `done`; panics after the deadline.
-    fn until(&self, what: &str, mut done: impl FnMut(&str) -> bool) -> Vec<String> {
-        let mut seen = vec![];
-        wait_until(WAIT, what, || {
-            while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(20)) {
-                let stop = done(&line);
-                seen.push(line);
-                if stop {
-                    return true;
-                }
-            }
-            false
-        });
-        seen
-    }
-}
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Makes sure a watcher is subscribed: scale a spare process until its `scaled` event shows.
-fn subscribed(agent: &Agent, watcher: &Watcher) {
-    let mut count = 0;
-    wait_until(WAIT, "the watcher is subscribed", || {
-        count = 1 - count;
-        agent.ctl(&["scale", "spare", &count.to_string()]).ok();
-        watcher.lines.recv_timeout(Duration::from_millis(100)).is_ok_and(|l| l.contains("scaled"))
-    });
-}
+use crate::support::{Agent, SPARE, WAIT, Watcher, kill, sh, sleepers, wait_until};
 
 fn with_spare(toml: &str) -> String {
-    format!("{toml}\n[process.spare]\ncommand = [\"sleep\", \"100000\"]\ninstances = 0\nstart_secs = \"0s\"\n")
+    format!("{toml}\n{SPARE}")
 }
 
 #[test]
@@ -75,8 +17,8 @@ fn events_show_a_kill_9_and_its_restart() {
     // Two watchers at once, each seeing everything.
     let watcher = Watcher::start(&agent, false);
     let second = Watcher::start(&agent, true);
-    subscribed(&agent, &watcher);
-    subscribed(&agent, &second);
+    watcher.wait_subscribed(&agent);
+    second.wait_subscribed(&agent);
     kill(old, libc::SIGKILL);
     let seen = watcher.until("the replacement starts", |l| l.contains(" started worker:0 "));
     second.until("the second watcher sees the kill too", |l| l.contains("\"signal\":\"KILL\""));
@@ -100,7 +42,7 @@ fn events_json_has_stable_keys_for_each_kind() {
     agent.launch();
     agent.wait_running("echo", 1);
     let watcher = Watcher::start(&agent, true);
-    subscribed(&agent, &watcher);
+    watcher.wait_subscribed(&agent);
     agent.ctl(&["send", "echo", "unclaimed"]).ok();
     assert_eq!(agent.ctl(&["start", "crashy"]).code, Some(1));
     let seen: Vec<Value> = watcher
@@ -167,7 +109,7 @@ fn the_stream_ends_with_a_clear_message_when_the_agent_goes() {
     let mut agent = Agent::start(&with_spare(&sleepers(1)));
     agent.wait_running("worker", 1);
     let mut watcher = Watcher::start(&agent, false);
-    subscribed(&agent, &watcher);
+    watcher.wait_subscribed(&agent);
     agent.shutdown();
     let mut status = None;
     wait_until(WAIT, "procctl events ends", || {

@@ -5,14 +5,12 @@ use std::os::unix::net::UnixStream;
 use procctl_proto::{PROTOCOL_VERSION, Request, Response, frame};
 
 use crate::support::{
-    Agent, WAIT, closed_by_agent, connect, hello, read_response, run, sleepers, status_kib, wait_until,
+    Agent, WAIT, as_nobody, closed_by_agent, connect, hello, read_response, root, run, sleepers, status_kib, wait_until,
 };
 
 #[test]
 fn only_the_owner_and_root_get_in() {
-    // SAFETY: getuid has no preconditions.
-    if unsafe { libc::getuid() } != 0 {
-        eprintln!("skipped: switching to another user needs root (CI runs as root)");
+    if !root() {
         return;
     }
     let mut agent = Agent::start(&sleepers(1));
@@ -22,8 +20,7 @@ fn only_the_owner_and_root_get_in() {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     std::fs::set_permissions(&agent.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let mut command = std::process::Command::new("setpriv");
-    command.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(crate::support::bin("procctl"));
+    let mut command = as_nobody(crate::support::bin("procctl"));
     command.arg("--socket").arg(&agent.socket).arg("list");
     let out = run(&mut command, None, WAIT);
     assert_eq!(out.code, Some(1), "{out:?}");

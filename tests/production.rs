@@ -20,21 +20,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{Agent, CTL_TIMEOUT, WAIT, alive, bin, children_of, lines, run, sh, stat, wait_until};
-
-const NOBODY: u32 = 65534;
+use crate::support::{
+    Agent, CTL_TIMEOUT, NOBODY, WAIT, alive, bin, children_of, lines, nobody_argv, root, run, sh, stat, wait_until,
+};
 
 // ---------------------------------------------------------------------------------------
 // Helpers
-
-fn root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        eprintln!("skipped: this needs root (CI runs as root)");
-    }
-    root
-}
 
 /// A number of seconds for `sleep` that only this test binary and `tag` use.
 fn marker(tag: u32) -> String {
@@ -183,14 +174,6 @@ fn write_script(path: &Path, text: &str) {
 
 fn chown(path: &Path, uid: u32) {
     std::os::unix::fs::chown(path, Some(uid), Some(uid)).unwrap();
-}
-
-/// The setpriv prefix that runs a program as `nobody`.
-fn as_nobody(program: impl Into<OsString>) -> Vec<OsString> {
-    let mut prefix: Vec<OsString> =
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"].iter().map(OsString::from).collect();
-    prefix.push(program.into());
-    prefix
 }
 
 fn command_of(argv: &[OsString]) -> Command {
@@ -347,7 +330,7 @@ impl Place {
 
     /// procagent as nobody on this place.
     fn agent_argv(&self) -> Vec<OsString> {
-        let mut argv = as_nobody(bin("procagent"));
+        let mut argv = nobody_argv(bin("procagent"));
         argv.extend(["--config".into(), self.config().into(), "--socket".into(), self.socket().into()]);
         argv.extend(["--state-dir".into(), self.path("state").into()]);
         argv
@@ -355,7 +338,7 @@ impl Place {
 
     /// Starts the agent as nobody and waits until it serves nobody's procctl.
     fn launch(&self) -> Daemon {
-        let mut ctl = as_nobody(bin("procctl"));
+        let mut ctl = nobody_argv(bin("procctl"));
         ctl.extend(["--socket".into(), self.socket().into()]);
         let mut command = command_of(&self.agent_argv());
         command.current_dir(self.dir.path());
@@ -735,7 +718,7 @@ fn a_limit_refused_at_spawn(start_secs: &str, tag: u32) {
         markers.get(0)
     ));
     let agent = place.launch();
-    let mut prlimit = as_nobody("prlimit");
+    let mut prlimit = nobody_argv("prlimit");
     prlimit.extend(["--pid".into(), agent.agent.to_string().into(), "--core=0:0".into()]);
     let out = run(&mut command_of(&prlimit), None, WAIT);
     assert_eq!(out.code, Some(0), "{out:?}");

@@ -2,15 +2,15 @@
 //! real programs: redis-server speaking sd_notify, the example notify workers, python web
 //! servers behind tcp and http probes, exec and log probes, and `procctl wait`.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{Agent, CTL_TIMEOUT, WAIT, alive, holds_for, kill, lines, run, sh, status_kib, wait_until};
+use crate::support::{
+    Agent, CTL_TIMEOUT, SPARE, WAIT, Watcher, alive, holds_for, kill, lines, run, sh, status_kib, wait_until,
+};
 
 /// examples/workers, where notify.py and notify.sh live.
 fn workers() -> PathBuf {
@@ -58,63 +58,6 @@ impl Background {
         self.0.join().expect("the procctl thread")
     }
 }
-
-/// A running `procctl events --json`, its lines arriving on a channel (as in events.rs).
-struct Watcher {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Watcher {
-    /// Starts watching and makes sure it is subscribed: the config must have a process
-    /// `spare` with `instances = 0` (see `SPARE`), which it scales until it sees that.
-    fn subscribed(agent: &Agent) -> Watcher {
-        let mut child =
-            agent.ctl_command(&["events", "--json"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-        let (tx, lines) = mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let watcher = Watcher { child, lines };
-        let mut count = 0;
-        wait_until(WAIT, "the watcher is subscribed", || {
-            count = 1 - count;
-            agent.ctl(&["scale", "spare", &count.to_string()]).ok();
-            watcher.lines.recv_timeout(Duration::from_millis(100)).is_ok_and(|l| l.contains("scaled"))
-        });
-        watcher
-    }
-
-    /// Events until one satisfies `done` (that one included); panics after the deadline.
-    fn until(&self, what: &str, mut done: impl FnMut(&Value) -> bool) -> Vec<Value> {
-        let mut seen = vec![];
-        wait_until(WAIT, what, || {
-            while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(20)) {
-                let event: Value = serde_json::from_str(&line).expect("events --json is JSON lines");
-                let stop = done(&event);
-                seen.push(event);
-                if stop {
-                    return true;
-                }
-            }
-            false
-        });
-        seen
-    }
-}
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The process a `Watcher` scales to see that it is subscribed.
-const SPARE: &str = "[process.spare]\ncommand = [\"sleep\", \"100000\"]\ninstances = 0\nstart_secs = \"0s\"\n";
 
 /// Whether `event` is `kind` about `name:index`.
 fn is(event: &Value, kind: &str, name: &str, index: u64) -> bool {
@@ -467,7 +410,7 @@ fn a_frozen_http_server_fails_its_health_checks_and_is_restarted() {
         sh("exec python3 -m http.server \"$PORT\" --bind 127.0.0.1")
     ));
     agent.launch();
-    let watcher = Watcher::subscribed(&agent);
+    let watcher = Watcher::subscribed(&agent, true);
     agent.ctl(&["wait", "web", "--timeout", "10s"]).ok();
     let old = agent.pid_of("web", 0).unwrap();
     wait_until(WAIT, "the first health check passes", || agent.row("web", 0)["health"] == "ok");
@@ -478,10 +421,10 @@ fn a_frozen_http_server_fails_its_health_checks_and_is_restarted() {
     kill(old, libc::SIGSTOP);
     wait_until(WAIT, "health is failing", || agent.row("web", 0)["health"] == "failing");
     assert_eq!(agent.pid_of("web", 0), Some(old), "one failure is not enough");
-    let seen = watcher.until("an unhealthy event", |e| is(e, "unhealthy", "web", 0));
+    let seen = watcher.until_json("an unhealthy event", |e| is(e, "unhealthy", "web", 0));
     let reason = seen.last().unwrap()["reason"].as_str().unwrap().to_string();
     assert!(reason.contains("3 health checks failed in a row") && reason.contains("18120"), "{reason}");
-    watcher.until("the replacement is running", |e| is(e, "started", "web", 0));
+    watcher.until_json("the replacement is running", |e| is(e, "started", "web", 0));
     let row = agent.row("web", 0);
     let new = row["pid"].as_i64().unwrap() as i32;
     assert_ne!(new, old, "{row}");
@@ -498,8 +441,8 @@ fn an_instance_that_stays_unhealthy_backs_off_but_never_goes_fatal() {
         "[process.sick]\ncommand = [\"sleep\", \"100000\"]\nstart_secs = \"0s\"\nstart_retries = 1\n\
          health = {{ exec = [\"false\"], every = \"100ms\", failures = 1 }}\n{SPARE}"
     ));
-    let watcher = Watcher::subscribed(&agent);
-    let seen = watcher.until("the fourth health restart backs off", |e| {
+    let watcher = Watcher::subscribed(&agent, true);
+    let seen = watcher.until_json("the fourth health restart backs off", |e| {
         e["event"] == "backoff" && e["name"] == "sick" && e["delay_ms"].as_u64() >= Some(350)
     });
     let unhealthy: Vec<&Value> = seen.iter().filter(|e| is(e, "unhealthy", "sick", 0)).collect();
@@ -525,7 +468,7 @@ fn a_notify_worker_that_stops_feeding_its_watchdog_is_restarted() {
         q(&hang.display().to_string())
     ));
     agent.launch();
-    let watcher = Watcher::subscribed(&agent);
+    let watcher = Watcher::subscribed(&agent, true);
     agent.ctl(&["wait", "api", "--timeout", "10s"]).ok();
     let old = agent.pid_of("api", 0).unwrap();
     holds_for(Duration::from_millis(1200), Duration::from_millis(50), "a fed watchdog keeps it running", || {
@@ -533,11 +476,11 @@ fn a_notify_worker_that_stops_feeding_its_watchdog_is_restarted() {
         row["state"] == "running" && row["pid"] == old
     });
     std::fs::write(&hang, "").unwrap();
-    let seen = watcher.until("an unhealthy event", |e| is(e, "unhealthy", "api", 0));
+    let seen = watcher.until_json("an unhealthy event", |e| is(e, "unhealthy", "api", 0));
     std::fs::remove_file(&hang).unwrap();
     let reason = seen.last().unwrap()["reason"].as_str().unwrap();
     assert!(reason.contains("WATCHDOG=1") && reason.contains("400ms"), "{reason}");
-    watcher.until("the replacement is running", |e| is(e, "started", "api", 0));
+    watcher.until_json("the replacement is running", |e| is(e, "started", "api", 0));
     let row = agent.row("api", 0);
     assert_ne!(row["pid"], old, "{row}");
     assert!(row["restarts"].as_u64() >= Some(1), "{row}");
@@ -616,10 +559,10 @@ fn starting_a_dependent_starts_its_dependencies_and_says_what_it_waits_on() {
         sh(&format!("sleep 0.2; echo migrate >> {}; exit 0", log.display())),
     ));
     agent.launch();
-    let watcher = Watcher::subscribed(&agent);
+    let watcher = Watcher::subscribed(&agent, true);
     let out = agent.ctl(&["start", "web"]);
     out.ok();
-    let seen = watcher.until("web starts", |e| is(e, "started", "web", 0));
+    let seen = watcher.until_json("web starts", |e| is(e, "started", "web", 0));
     let waiting = seen.iter().find(|e| is(e, "waiting", "web", 0)).unwrap_or_else(|| panic!("no waiting: {seen:?}"));
     let mut on: Vec<&str> = waiting["on"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     on.sort();

@@ -6,25 +6,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use crate::support::{Agent, WAIT, lines, run, sleepers, wait_until};
-
-const NOBODY: &str = "65534";
-
-fn root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        eprintln!("skipped: acting as another user needs root (CI runs as root)");
-    }
-    root
-}
-
-/// A command run as `nobody`.
-fn as_nobody(program: &str) -> Command {
-    let mut command = Command::new("setpriv");
-    command.args([&format!("--reuid={NOBODY}"), &format!("--regid={NOBODY}"), "--clear-groups", program]);
-    command
-}
+use crate::support::{Agent, WAIT, as_nobody, lines, root, run, sleepers, wait_until};
 
 /// A world-writable sticky directory in which `nobody` can make its own, like /tmp; removed on drop.
 struct Playground(tempfile::TempDir);
@@ -202,7 +184,7 @@ fn procctl_run_by_someone_else_still_talks_to_roots_agent_and_is_refused_by_it()
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     std::fs::set_permissions(&agent.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let mut command = as_nobody(crate::support::bin("procctl").to_str().unwrap());
+    let mut command = as_nobody(crate::support::bin("procctl"));
     command.arg("--socket").arg(&agent.socket).arg("list");
     let out = run(&mut command, None, WAIT);
     assert_eq!(out.code, Some(1), "{out:?}");

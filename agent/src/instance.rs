@@ -414,9 +414,7 @@ impl Instance {
             self.state = State::Fatal;
             return vec![];
         }
-        self.state = State::Backoff;
-        let delay = backoff_delay(self.quick_failures);
-        if delay.is_zero() { self.restart_now() } else { vec![self.arm(Timer::Backoff, delay)] }
+        self.back_off(self.quick_failures)
     }
 
     /// The end of a run stopped as unhealthy: restarted like an unexpected exit of a running
@@ -427,8 +425,14 @@ impl Instance {
             self.state = State::Exited;
             return vec![];
         }
+        self.back_off(self.unhealthy_streak)
+    }
+
+    /// Into `backoff` for the delay a streak of `failures` earns: restarted at once for the
+    /// first, else when the backoff timer fires.
+    fn back_off(&mut self, failures: u32) -> Vec<Action> {
         self.state = State::Backoff;
-        let delay = backoff_delay(self.unhealthy_streak);
+        let delay = backoff_delay(failures);
         if delay.is_zero() { self.restart_now() } else { vec![self.arm(Timer::Backoff, delay)] }
     }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use http_body_util::Empty;
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
+use procctl_proto::duration::human;
 use tokio::net::TcpStream;
 
 /// Passes when a connection to `addr` is accepted within `timeout`.
@@ -46,14 +47,6 @@ async fn get(url: &str) -> Result<(), String> {
     driver.abort();
     let status = response?.status();
     if status.is_success() { Ok(()) } else { Err(format!("answered {status}")) }
-}
-
-pub fn human(duration: Duration) -> String {
-    if duration.subsec_millis() == 0 {
-        format!("{}s", duration.as_secs())
-    } else {
-        format!("{}ms", duration.as_millis())
-    }
 }
 
 #[cfg(test)]

@@ -18,6 +18,16 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(number * scale).map_err(|_| bad())
 }
 
+/// A duration as messages write it, and `parse` reads it back: whole seconds as `10s`,
+/// anything else in milliseconds (`1500ms`).
+pub fn human(duration: Duration) -> String {
+    if duration.subsec_millis() == 0 {
+        format!("{}s", duration.as_secs())
+    } else {
+        format!("{}ms", duration.as_millis())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -30,6 +40,14 @@ mod tests {
         assert_eq!(parse("1h"), Ok(Duration::from_secs(3600)));
         for bad in ["10", "-1s", "s", "1d", "", "1..5s"] {
             assert!(parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn human_writes_what_parse_reads() {
+        for (duration, text) in [(Duration::from_secs(10), "10s"), (Duration::from_millis(1500), "1500ms")] {
+            assert_eq!(human(duration), text);
+            assert_eq!(parse(text), Ok(duration));
         }
     }
 }

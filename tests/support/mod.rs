@@ -1,16 +1,21 @@
 //! What every black-box test uses: the `Agent` fixture and `run` (agent.rs), the one
 //! deadline helper `wait_until` (wait.rs), /proc readers (procfs.rs), raw protocol access
-//! (wire.rs), and small config helpers here.
+//! (wire.rs), a `procctl events` watcher (events.rs), acting as `nobody` (users.rs), and
+//! small config helpers here.
 
 mod agent;
+mod events;
 mod procfs;
+mod users;
 mod wait;
 mod wire;
 
 use std::path::Path;
 
 pub use agent::{Agent, bin, run};
+pub use events::{SPARE, Watcher};
 pub use procfs::{alive, children_of, kill, start_time, stat, status_kib, zombies_of};
+pub use users::{NOBODY, as_nobody, nobody_argv, root};
 pub use wait::{CTL_TIMEOUT, WAIT, holds_for, wait_until};
 pub use wire::{closed_by_agent, connect, hello, read_response};
 

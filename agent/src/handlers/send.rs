@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use procctl_proto::duration::human;
 use procctl_proto::{Delivery, ErrorKind, InstanceId, Response, SendRequest, WireError};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
@@ -138,14 +139,6 @@ fn chunks(messages: &[String]) -> Vec<(Vec<u8>, u32)> {
         out.push((bytes, count));
     }
     out
-}
-
-fn human(duration: Duration) -> String {
-    if duration.subsec_millis() == 0 {
-        format!("{}s", duration.as_secs())
-    } else {
-        format!("{}ms", duration.as_millis())
-    }
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ pub async fn run(context: &Context, target: Target, until: WaitFor, timeout_ms: 
                 let list: Vec<String> = behind.iter().map(|row| format!("{} is {}", row.id, row.state)).collect();
                 let message = format!(
                     "timed out after {} waiting for {target} to be {until}: {}",
-                    crate::probe::human(Duration::from_millis(timeout_ms)),
+                    procctl_proto::duration::human(Duration::from_millis(timeout_ms)),
                     list.join(", ")
                 );
                 return Err(WireError::new(ErrorKind::Timeout, message));

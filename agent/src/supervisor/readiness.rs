@@ -310,7 +310,7 @@ impl Supervisor {
             return;
         }
         let watchdog = self.config.processes[&id.name].watchdog.unwrap_or_default();
-        self.unhealthy(&id, format!("no WATCHDOG=1 for {}", crate::probe::human(watchdog)));
+        self.unhealthy(&id, format!("no WATCHDOG=1 for {}", procctl_proto::duration::human(watchdog)));
     }
 
     /// A `ready = { log = … }` run printed its line.
