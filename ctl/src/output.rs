@@ -5,11 +5,11 @@
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 
-use comfy_table::{CellAlignment, ContentArrangement, Table, presets};
 use procctl_proto::{
     Delivery, Event, EventKind, Exit, InstanceId, InstanceInfo, LogLine, Outcome, OutcomeKind, ReloadReport, Target,
 };
 use serde_json::{Value, json};
+use unicode_width::UnicodeWidthStr;
 
 use crate::Status;
 
@@ -28,8 +28,7 @@ fn list_table(rows: &[InstanceInfo]) -> String {
     let mut header = vec!["NAME", "INSTANCE", "PID", "STATE", "UPTIME", "RESTARTS", "LAST EXIT", "CPU", "MEM"];
     header.extend(health.then_some("HEALTH"));
     header.extend(status.then_some("STATUS"));
-    let mut table = Table::new();
-    table.load_preset(presets::NOTHING).set_content_arrangement(ContentArrangement::Disabled).set_header(header);
+    let mut table = vec![header.into_iter().map(String::from).collect()];
     for row in rows {
         let mut cells = vec![
             row.id.name.clone(),
@@ -48,16 +47,41 @@ fn list_table(rows: &[InstanceInfo]) -> String {
         if status {
             cells.push(row.status.clone().unwrap_or_else(|| "-".into()));
         }
-        table.add_row(cells);
+        table.push(cells);
     }
-    for (index, column) in table.column_iter_mut().enumerate() {
-        column.set_padding((0, 2));
-        if [1, 2, 5, 7, 8].contains(&index) {
-            column.set_cell_alignment(CellAlignment::Right);
+    columns(&table, &[1, 2, 5, 7, 8])
+}
+
+/// Lines of cells in columns two spaces apart, each as wide as its widest cell on screen
+/// (a CJK character takes two), the columns in `right` aligned right, no trailing blanks.
+fn columns(lines: &[Vec<String>], right: &[usize]) -> String {
+    let count = lines.iter().map(Vec::len).max().unwrap_or(0);
+    let mut widths = vec![0; count];
+    for line in lines {
+        for (width, cell) in widths.iter_mut().zip(line) {
+            *width = (*width).max(cell.width());
         }
     }
-    // The borderless preset pads each line; scripts prefer no trailing blanks.
-    table.lines().map(|line| line.trim_end().to_string()).collect::<Vec<_>>().join("\n")
+    let mut text = String::with_capacity(lines.len() * (widths.iter().sum::<usize>() + 2 * count + 1));
+    for (number, line) in lines.iter().enumerate() {
+        if number > 0 {
+            text.push('\n');
+        }
+        let start = text.len();
+        for (index, (cell, width)) in line.iter().zip(&widths).enumerate() {
+            let pad = width - cell.width();
+            if right.contains(&index) {
+                text.extend(std::iter::repeat_n(' ', pad));
+                text.push_str(cell);
+            } else {
+                text.push_str(cell);
+                text.extend(std::iter::repeat_n(' ', pad));
+            }
+            text.push_str("  ");
+        }
+        text.truncate(start + text[start..].trim_end().len());
+    }
+    text
 }
 
 /// Resident memory as `ps` and `top` show it: `340K`, `12.4M`, `1.02G`.
@@ -334,7 +358,7 @@ fn rfc3339(time_ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use procctl_proto::{ErrorKind, Signal, State, WireError};
+    use procctl_proto::{ErrorKind, Health, Signal, State, WireError};
 
     /// What a printer wrote to stdout and to stderr, and the status it returned.
     fn print(printer: impl FnOnce(&mut Vec<u8>, &mut Vec<u8>) -> io::Result<Status>) -> (String, String, Status) {
@@ -397,6 +421,34 @@ mod tests {
         }
         assert!(text.contains("1m15s") && text.contains("running") && text.contains("42"));
         assert!(text.lines().all(|line| !line.ends_with(' ')));
+    }
+
+    #[test]
+    fn the_table_aligns_columns_by_their_width_on_screen() {
+        let mut a = row(Some(42), State::Running, None);
+        a.status = Some("listening on :8080 ✓ — ready".into());
+        a.health = Some(Health::Ok);
+        let mut b = row(None, State::Exited, Some(Exit::Code(3)));
+        b.id = InstanceId::new("一个很长的名字-worker", 10);
+        b.restarts = 12345;
+        let mut c = row(Some(1234567), State::Backoff, None);
+        c.cpu_tenths = Some(1999);
+        c.memory_bytes = Some(3 << 30);
+        c.uptime_secs = Some(90061);
+        let all = [
+            "NAME                   INSTANCE      PID  STATE    UPTIME  RESTARTS  LAST EXIT     CPU    MEM  HEALTH  STATUS",
+            "web                           1       42  running  1m15s          2  -           12.5%  13.0M  ok      listening on :8080 ✓ — ready",
+            "一个很长的名字-worker        10        -  exited   -          12345  code 3          -      -  -       -",
+            "web                           1  1234567  backoff  1d1h           2  -          199.9%  3.00G  -       -",
+        ];
+        assert_eq!(list_table(&[a, b.clone(), c.clone()]), all.join("\n"));
+        let without_health_and_status = [
+            "NAME                   INSTANCE      PID  STATE    UPTIME  RESTARTS  LAST EXIT     CPU    MEM",
+            "一个很长的名字-worker        10        -  exited   -          12345  code 3          -      -",
+            "web                           1  1234567  backoff  1d1h           2  -          199.9%  3.00G",
+        ];
+        assert_eq!(list_table(&[b, c]), without_health_and_status.join("\n"));
+        assert_eq!(list_table(&[]), "NAME  INSTANCE  PID  STATE  UPTIME  RESTARTS  LAST EXIT  CPU  MEM");
     }
 
     #[test]
