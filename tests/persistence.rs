@@ -1,3 +1,4 @@
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
@@ -49,6 +50,45 @@ fn after_kill_9_of_the_agent_children_die_and_the_next_agent_stops_the_leftovers
     let log = agent.log();
     assert!(log.contains("left 1 process(es) behind") || log.contains("left 1 process(es) in"), "{log}");
     agent.wait_running("tree", 1);
+}
+
+#[test]
+fn after_kill_9_of_the_agent_a_leftover_whose_name_is_not_utf8_is_stopped_too() {
+    // Process groups only: the next agent finds the leftovers by reading /proc, and a
+    // program's name is whatever bytes its file has (here 0xff 0xfe, no UTF-8).
+    let mut agent = Agent::new("");
+    let grandchild = agent.path("grandchild");
+    let odd = agent.path("odd-links");
+    std::fs::create_dir(&odd).unwrap();
+    let link = odd.join(std::ffi::OsStr::from_bytes(b"\xff\xfe"));
+    std::os::unix::fs::symlink(which_sleep(), &link).unwrap();
+    agent.write_config(&format!(
+        "[process.tree]\ncommand = {}\nstart_secs = \"0s\"\nstop_timeout = \"2s\"\n",
+        sh(&format!("\"$(printf '{}/\\377\\376')\" 100000 & echo $! > {}; wait", odd.display(), grandchild.display()))
+    ));
+    agent.launch_with(&["--no-cgroups"]);
+    let main = agent.wait_running("tree", 1)[0];
+    wait_until(WAIT, "the grandchild is up", || !lines(&grandchild).is_empty());
+    let escaped: i32 = lines(&grandchild)[0].parse().unwrap();
+    agent.remember(escaped);
+    assert_eq!(std::fs::read(format!("/proc/{escaped}/comm")).unwrap(), b"\xff\xfe\n", "the leftover's name");
+    let table = agent.state.join("table.json");
+    wait_until(WAIT, "the table on disk has the instance", || {
+        std::fs::read_to_string(&table).is_ok_and(|t| t.contains(&format!("\"pgid\": {main}")))
+    });
+
+    agent.kill9();
+    wait_until(WAIT, "the direct child dies with the agent", || !alive(main));
+    assert!(alive(escaped), "the grandchild escaped (this is what the next agent must handle)");
+    std::fs::remove_file(&grandchild).unwrap();
+    agent.launch_with(&["--no-cgroups"]);
+    assert!(!alive(escaped), "the next agent stopped the leftover before serving:\n{}", agent.log());
+    agent.wait_running("tree", 1);
+}
+
+/// Where `sleep` is, for a link to it.
+fn which_sleep() -> std::path::PathBuf {
+    ["/usr/bin/sleep", "/bin/sleep"].iter().map(std::path::PathBuf::from).find(|p| p.exists()).expect("sleep")
 }
 
 #[test]

@@ -73,8 +73,9 @@ impl Tracking {
 
 impl Tree {
     fn create(id: &str) -> Result<Tree, String> {
-        let mountinfo =
-            fs::read_to_string("/proc/self/mountinfo").map_err(|e| format!("cannot read mountinfo: {e}"))?;
+        // Any mount point may have a name that is no UTF-8; only the cgroup2 line is read.
+        let mountinfo = fs::read("/proc/self/mountinfo").map_err(|e| format!("cannot read mountinfo: {e}"))?;
+        let mountinfo = String::from_utf8_lossy(&mountinfo);
         let (mount, root) = cgroup2_mount(&mountinfo).ok_or("no cgroup v2 hierarchy is mounted")?;
         let own = fs::read_to_string("/proc/self/cgroup").map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?;
         let path = own_cgroup(&own).ok_or("this process has no cgroup v2 path")?;

@@ -16,9 +16,24 @@ pub struct Stat {
     pub rss_pages: u64,
 }
 
+/// `/proc/PID/stat`, read into a buffer that holds it whole (52 numbers and a name of 16
+/// bytes at most): an open, a read or two and a close, where `read_to_string` also asks
+/// for the size and grows its buffer read by read. The spawner reads it at every start.
 pub fn stat(pid: i32) -> Option<Stat> {
-    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_stat(&text)
+    use std::io::Read;
+    let mut file = fs::File::open(format!("/proc/{pid}/stat")).ok()?;
+    let mut buf = [0u8; 2048];
+    let mut len = 0;
+    while len < buf.len() {
+        match file.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    // The name is any bytes the program chose; only the numbers after it are read.
+    parse_stat(&String::from_utf8_lossy(&buf[..len]))
 }
 
 pub fn parse_stat(text: &str) -> Option<Stat> {
@@ -151,5 +166,27 @@ mod tests {
         let me = stat(std::process::id() as i32).expect("own stat");
         assert!(!me.zombie);
         assert!(me.start_time > 0);
+    }
+
+    #[test]
+    fn reads_a_process_whose_name_is_not_utf8() {
+        // A thread's /proc/TID/stat is read like a process's; its name is set to bytes that
+        // are no UTF-8, as a program named so would have.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            // SAFETY: PR_SET_NAME reads a NUL-terminated name of at most 16 bytes.
+            unsafe { libc::prctl(libc::PR_SET_NAME, c"\xff\xfe) odd".as_ptr() as libc::c_ulong, 0, 0, 0) };
+            // SAFETY: gettid has no preconditions.
+            tx.send(unsafe { libc::gettid() }).unwrap();
+            done_rx.recv().ok();
+        });
+        let tid = rx.recv().unwrap();
+        let stat = stat(tid);
+        done_tx.send(()).unwrap();
+        thread.join().unwrap();
+        let stat = stat.expect("the stat of a thread with a name that is no UTF-8");
+        assert_eq!(stat.ppid, std::os::unix::process::parent_id() as i32);
+        assert!(stat.start_time > 0);
     }
 }

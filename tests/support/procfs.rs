@@ -4,16 +4,21 @@
 use std::collections::HashMap;
 use std::fs;
 
+/// A /proc file as text: a process's name is any bytes, and must not make it unreadable.
+fn read_lossy(path: String) -> Option<String> {
+    fs::read(path).ok().map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+}
+
 /// /proc/PID/stat: (state, pgrp, start time).
 pub fn stat(pid: i32) -> Option<(char, i32, u64)> {
-    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let text = read_lossy(format!("/proc/{pid}/stat"))?;
     let fields: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
     Some((fields[0].chars().next()?, fields[2].parse().ok()?, fields[19].parse().ok()?))
 }
 
 /// The parent of `pid`.
 pub fn ppid(pid: i32) -> Option<i32> {
-    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let text = read_lossy(format!("/proc/{pid}/stat"))?;
     text.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
 }
 
@@ -48,7 +53,7 @@ pub fn leftovers_of(seen: &HashMap<i32, u64>) -> Vec<i32> {
 
 /// A `kB` field of /proc/PID/status, such as `VmRSS` or `VmHWM`.
 pub fn status_kib(pid: i32, field: &str) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
+    read_lossy(format!("/proc/{pid}/status"))
         .unwrap()
         .lines()
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
