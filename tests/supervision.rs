@@ -232,10 +232,11 @@ fn a_start_that_cannot_run_says_why_in_its_answer_and_in_the_logs() {
         script.display()
     ));
     agent.launch();
+    let bad_interpreter = format!("cannot run `{}`: No such file or directory", script.display());
     for (name, why) in [
         ("nocwd", "working directory /nonexistent/dir does not exist"),
         ("noprog", "program `no-such-program-here` not found in PATH"),
-        ("badexec", "No such file or directory"),
+        ("badexec", bad_interpreter.as_str()),
     ] {
         let out = agent.ctl(&["start", name]);
         assert_eq!(out.code, Some(1), "{out:?}");
