@@ -21,18 +21,18 @@ fn the_pid_table_is_on_disk_and_follows_every_change() {
     assert!(read()["agent_token"].is_null(), "nothing is left after a clean shutdown: no token to search for");
 }
 
-#[test]
-fn after_kill_9_of_the_agent_children_die_and_the_next_agent_stops_the_leftovers() {
-    let mut agent = Agent::new("");
-    let grandchild = agent.path("grandchild");
+/// Starts `tree`, whose `script` starts a background job and writes its pid to the file
+/// `grandchild`, then kills the agent with SIGKILL: the direct child dies with it, the
+/// job is left behind. Its pid.
+fn kill_9_leaving_a_grandchild(agent: &mut Agent, grandchild: &std::path::Path, script: &str, flags: &[&str]) -> i32 {
     agent.write_config(&format!(
         "[process.tree]\ncommand = {}\nstart_secs = \"0s\"\nstop_timeout = \"2s\"\n",
-        sh(&format!("sleep 100000 & echo $! > {}; wait", grandchild.display()))
+        sh(&format!("{script} & echo $! > {}; wait", grandchild.display()))
     ));
-    agent.launch();
+    agent.launch_with(flags);
     let main = agent.wait_running("tree", 1)[0];
-    wait_until(WAIT, "the grandchild is up", || !lines(&grandchild).is_empty());
-    let escaped: i32 = lines(&grandchild)[0].parse().unwrap();
+    wait_until(WAIT, "the grandchild is up", || !lines(grandchild).is_empty());
+    let escaped: i32 = lines(grandchild)[0].parse().unwrap();
     agent.remember(escaped);
     let table = agent.state.join("table.json");
     wait_until(WAIT, "the table on disk has the instance", || {
@@ -42,8 +42,15 @@ fn after_kill_9_of_the_agent_children_die_and_the_next_agent_stops_the_leftovers
     agent.kill9();
     wait_until(WAIT, "the direct child dies with the agent", || !alive(main));
     assert!(alive(escaped), "the grandchild escaped (this is what the next agent must handle)");
+    std::fs::remove_file(grandchild).unwrap();
+    escaped
+}
 
-    std::fs::remove_file(&grandchild).unwrap();
+#[test]
+fn after_kill_9_of_the_agent_children_die_and_the_next_agent_stops_the_leftovers() {
+    let mut agent = Agent::new("");
+    let grandchild = agent.path("grandchild");
+    let escaped = kill_9_leaving_a_grandchild(&mut agent, &grandchild, "sleep 100000", &[]);
     agent.launch();
     assert!(!alive(escaped), "the next agent stopped the leftover before serving");
     // In its cgroup (with cgroup tracking), or in its process group.
@@ -60,29 +67,13 @@ fn after_kill_9_of_the_agent_a_leftover_whose_name_is_not_utf8_is_stopped_too() 
     let grandchild = agent.path("grandchild");
     let odd = agent.path("odd-links");
     std::fs::create_dir(&odd).unwrap();
-    let link = odd.join(std::ffi::OsStr::from_bytes(b"\xff\xfe"));
-    std::os::unix::fs::symlink(which_sleep(), &link).unwrap();
-    agent.write_config(&format!(
-        "[process.tree]\ncommand = {}\nstart_secs = \"0s\"\nstop_timeout = \"2s\"\n",
-        sh(&format!("\"$(printf '{}/\\377\\376')\" 100000 & echo $! > {}; wait", odd.display(), grandchild.display()))
-    ));
-    agent.launch_with(&["--no-cgroups"]);
-    let main = agent.wait_running("tree", 1)[0];
-    wait_until(WAIT, "the grandchild is up", || !lines(&grandchild).is_empty());
-    let escaped: i32 = lines(&grandchild)[0].parse().unwrap();
-    agent.remember(escaped);
+    std::os::unix::fs::symlink(which_sleep(), odd.join(std::ffi::OsStr::from_bytes(b"\xff\xfe"))).unwrap();
+    let script = format!("\"$(printf '{}/\\377\\376')\" 100000", odd.display());
+    let escaped = kill_9_leaving_a_grandchild(&mut agent, &grandchild, &script, &["--no-cgroups"]);
     assert_eq!(std::fs::read(format!("/proc/{escaped}/comm")).unwrap(), b"\xff\xfe\n", "the leftover's name");
-    let table = agent.state.join("table.json");
-    wait_until(WAIT, "the table on disk has the instance", || {
-        std::fs::read_to_string(&table).is_ok_and(|t| t.contains(&format!("\"pgid\": {main}")))
-    });
-
-    agent.kill9();
-    wait_until(WAIT, "the direct child dies with the agent", || !alive(main));
-    assert!(alive(escaped), "the grandchild escaped (this is what the next agent must handle)");
-    std::fs::remove_file(&grandchild).unwrap();
     agent.launch_with(&["--no-cgroups"]);
     assert!(!alive(escaped), "the next agent stopped the leftover before serving:\n{}", agent.log());
+    assert!(agent.log().contains("left 1 process(es) behind"), "{}", agent.log());
     agent.wait_running("tree", 1);
 }
 
