@@ -45,7 +45,10 @@ fn list_table(rows: &[InstanceInfo]) -> String {
             cells.push(row.health.map_or("-".into(), |h| h.as_str().to_string()));
         }
         if status {
-            cells.push(row.status.clone().unwrap_or_else(|| "-".into()));
+            // The program's own words: control characters (an escape sequence meant for the
+            // terminal of whoever lists) are shown as `?`.
+            let text = row.status.as_deref().unwrap_or("-");
+            cells.push(text.chars().map(|c| if c.is_control() { '?' } else { c }).collect());
         }
         table.push(cells);
     }
@@ -448,6 +451,9 @@ mod tests {
             "web                           1  1234567  backoff  1d1h           2  -          199.9%  3.00G",
         ];
         assert_eq!(list_table(&[b, c]), without_health_and_status.join("\n"));
+        let mut d = row(Some(7), State::Running, None);
+        d.status = Some("\u{1b}]0;owned\u{7}\tup".into());
+        assert!(list_table(&[d]).ends_with("  ?]0;owned??up"), "control characters are not written out");
         assert_eq!(list_table(&[]), "NAME  INSTANCE  PID  STATE  UPTIME  RESTARTS  LAST EXIT  CPU  MEM");
     }
 
