@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::support::{
-    Agent, CTL_TIMEOUT, NOBODY, WAIT, alive, bin, children_of, lines, nobody_argv, root, run, sh, stat, wait_until,
+    Agent, CTL_TIMEOUT, NOBODY, Output, WAIT, alive, bin, children_of, lines, nobody_argv, root, run, sh, stat,
+    wait_until,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -182,22 +183,6 @@ fn command_of(argv: &[OsString]) -> Command {
     command
 }
 
-/// How a procctl of a `Daemon` ended.
-#[derive(Debug)]
-struct Out {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Out {
-    #[track_caller]
-    fn ok(&self) -> &Self {
-        assert_eq!(self.code, Some(0), "procctl failed: {self:?}");
-        self
-    }
-}
-
 /// An agent started outside the fixture: as `nobody`, in a PID namespace, with a notify
 /// socket. It runs in a process group of its own; dropping it sends SIGTERM to the agent,
 /// waits, then kills the group.
@@ -242,9 +227,8 @@ impl Daemon {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    fn ctl(&self, args: &[&str]) -> Out {
-        let out = run(command_of(&self.ctl).args(args).env("NO_COLOR", "1"), None, CTL_TIMEOUT);
-        Out { code: out.code, stdout: out.stdout, stderr: out.stderr }
+    fn ctl(&self, args: &[&str]) -> Output {
+        run(command_of(&self.ctl).args(args).env("NO_COLOR", "1"), None, CTL_TIMEOUT)
     }
 
     fn rows(&self, target: &str) -> Vec<Value> {
@@ -432,6 +416,18 @@ fn feared(agent: &Agent, markers: &Markers) -> String {
     )
 }
 
+/// An agent running `feared`: the agent, its cgroup tree and the four pids, checked.
+#[track_caller]
+fn feared_agent(markers: &Markers) -> (Agent, PathBuf, Vec<i32>) {
+    let mut agent = Agent::new("");
+    agent.write_config(&feared(&agent, markers));
+    agent.launch();
+    let tree = tracked_tree(&agent.log());
+    agent.wait_running("fear", 1);
+    let pids = fear_is_up(markers);
+    (agent, tree, pids)
+}
+
 /// Waits for the four processes of `feared` and checks each escapes as it should; their pids.
 #[track_caller]
 fn fear_is_up(markers: &Markers) -> Vec<i32> {
@@ -466,12 +462,7 @@ fn the_process_everyone_fears_is_stopped_completely_by_stop_restart_and_shutdown
         return;
     }
     let markers = Markers::new(&[10, 11, 12, 13]);
-    let mut agent = Agent::new("");
-    agent.write_config(&feared(&agent, &markers));
-    agent.launch();
-    let tree = tracked_tree(&agent.log());
-    agent.wait_running("fear", 1);
-    let first = fear_is_up(&markers);
+    let (mut agent, tree, first) = feared_agent(&markers);
 
     let began = Instant::now();
     agent.ctl(&["stop", "fear"]).ok();
@@ -503,12 +494,7 @@ fn after_kill_9_the_next_agent_ends_what_is_left_in_the_dead_agents_cgroups_befo
         return;
     }
     let markers = Markers::new(&[20, 21, 22, 23]);
-    let mut agent = Agent::new("");
-    agent.write_config(&feared(&agent, &markers));
-    agent.launch();
-    let dead_tree = tracked_tree(&agent.log());
-    agent.wait_running("fear", 1);
-    let pids = fear_is_up(&markers);
+    let (mut agent, dead_tree, pids) = feared_agent(&markers);
     wait_until(WAIT, "the table names the agent's tree", || {
         fs::read_to_string(agent.state.join("table.json")).is_ok_and(|t| {
             t.contains(&dead_tree.display().to_string()) && t.contains(&format!("\"pgid\": {}", pids[0]))

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::support::{
-    Agent, CTL_TIMEOUT, SPARE, WAIT, Watcher, alive, holds_for, kill, lines, run, sh, status_kib, wait_until,
+    Agent, CTL_TIMEOUT, Output, SPARE, WAIT, Watcher, alive, holds_for, kill, lines, run, sh, status_kib, wait_until,
 };
 
 /// examples/workers, where notify.py and notify.sh live.
@@ -28,17 +28,8 @@ struct Background(std::thread::JoinHandle<Ended>);
 /// How a background procctl ended, and when.
 #[derive(Debug)]
 struct Ended {
-    code: Option<i32>,
-    stderr: String,
+    out: Output,
     at: Instant,
-}
-
-impl Ended {
-    #[track_caller]
-    fn ok(&self) -> &Self {
-        assert_eq!(self.code, Some(0), "procctl failed: {self:?}");
-        self
-    }
 }
 
 impl Background {
@@ -46,7 +37,7 @@ impl Background {
         let mut command = agent.ctl_command(args);
         Background(std::thread::spawn(move || {
             let out = run(&mut command, None, CTL_TIMEOUT);
-            Ended { code: out.code, stderr: out.stderr, at: Instant::now() }
+            Ended { out, at: Instant::now() }
         }))
     }
 
@@ -816,7 +807,7 @@ fn wait_returns_as_soon_as_each_state_is_reached() {
     let go = Instant::now();
     std::fs::write(agent.path("go"), "").unwrap();
     let waited = wait.finish();
-    waited.ok();
+    waited.out.ok();
     assert!(waited.at - go < Duration::from_millis(800), "running: took {:?}", waited.at - go);
     assert_eq!(agent.state_of("gated", 0), "running");
 
@@ -825,7 +816,7 @@ fn wait_returns_as_soon_as_each_state_is_reached() {
     std::fs::write(agent.path("job-go"), "").unwrap();
     let go = Instant::now();
     let waited = wait.finish();
-    waited.ok();
+    waited.out.ok();
     assert!(waited.at - go < Duration::from_millis(800), "exited: took {:?}", waited.at - go);
 
     agent.wait_state("slow", 0, "running");
@@ -833,9 +824,9 @@ fn wait_returns_as_soon_as_each_state_is_reached() {
     holds_for(Duration::from_millis(200), Duration::from_millis(20), "wait waits", || !wait.is_finished());
     let stop = Background::start(&agent, &["stop", "slow"]);
     let waited = wait.finish();
-    waited.ok();
+    waited.out.ok();
     let stopped = stop.finish();
-    stopped.ok();
+    stopped.out.ok();
     let gap = apart(waited.at, stopped.at);
     assert!(gap < Duration::from_millis(300), "wait and stop end together: {gap:?} apart");
     assert!(lines(&log).contains(&"stop-end slow".to_string()), "{:?}", lines(&log));
@@ -844,9 +835,9 @@ fn wait_returns_as_soon_as_each_state_is_reached() {
     holds_for(Duration::from_millis(200), Duration::from_millis(20), "wait waits", || !wait.is_finished());
     let start = Background::start(&agent, &["start", "crashy"]);
     let waited = wait.finish();
-    waited.ok();
+    waited.out.ok();
     let started = start.finish();
-    assert!(started.code == Some(1) && started.stderr.contains("crashy:0"), "{started:?}");
+    assert!(started.out.code == Some(1) && started.out.stderr.contains("crashy:0"), "{started:?}");
     let gap = apart(waited.at, started.at);
     assert!(gap < Duration::from_millis(300), "wait and start end together: {gap:?} apart");
     assert_eq!(agent.state_of("crashy", 0), "fatal");
@@ -893,12 +884,12 @@ fn wait_for_gone_returns_once_scale_has_taken_the_instances_away() {
     let wait = Background::start(&agent, &["wait", "w:2", "--for", "gone", "--timeout", "20s"]);
     holds_for(Duration::from_millis(200), Duration::from_millis(20), "wait waits", || !wait.is_finished());
     agent.ctl(&["scale", "w", "2"]).ok();
-    wait.finish().ok();
+    wait.finish().out.ok();
     assert_eq!(agent.list("w").len(), 2);
 
     let wait = Background::start(&agent, &["wait", "w", "--for", "gone", "--timeout", "20s"]);
     holds_for(Duration::from_millis(200), Duration::from_millis(20), "wait waits", || !wait.is_finished());
     agent.ctl(&["scale", "w", "0"]).ok();
-    wait.finish().ok();
+    wait.finish().out.ok();
     assert!(agent.list("w").is_empty());
 }

@@ -12,7 +12,7 @@ mod wire;
 
 use std::path::Path;
 
-pub use agent::{Agent, bin, run};
+pub use agent::{Agent, Output, bin, run};
 pub use events::{SPARE, Watcher};
 pub use procfs::{alive, children_of, kill, start_time, stat, status_kib, zombies_of};
 pub use users::{NOBODY, as_nobody, nobody_argv, root};
