@@ -203,11 +203,7 @@ pub fn populated(path: &Path) -> bool {
 pub fn procs(path: &Path) -> Vec<i32> {
     subtree(path)
         .iter()
-        .flat_map(|dir| {
-            fs::read_to_string(dir.join("cgroup.procs"))
-                .map(|text| text.split_whitespace().filter_map(|p| p.parse().ok()).collect::<Vec<i32>>())
-                .unwrap_or_default()
-        })
+        .flat_map(|dir| fs::read(dir.join("cgroup.procs")).map(|text| crate::procfs::pids(&text)).unwrap_or_default())
         .collect()
 }
 

@@ -103,6 +103,12 @@ fn env_entry(environ: &[u8], entry: &str, name_prefix: &str) -> Option<Option<St
     found.then_some(name)
 }
 
+/// The pids of a list the kernel writes one per line or space-separated (`cgroup.procs`,
+/// `/proc/PID/task/TID/children`).
+pub fn pids(text: &[u8]) -> Vec<i32> {
+    std::str::from_utf8(text).map(|t| t.split_whitespace().filter_map(|p| p.parse().ok()).collect()).unwrap_or_default()
+}
+
 /// Clock ticks per second and bytes per page, for the figures above.
 pub fn units() -> (u64, u64) {
     // SAFETY: sysconf reads a constant of the system.
@@ -128,7 +134,7 @@ pub fn children(pid: i32) -> Vec<i32> {
     };
     tasks
         .filter_map(|task| fs::read_to_string(task.ok()?.path().join("children")).ok())
-        .flat_map(|text| text.split_whitespace().filter_map(|p| p.parse().ok()).collect::<Vec<i32>>())
+        .flat_map(|text| pids(text.as_bytes()))
         .collect()
 }
 

@@ -170,7 +170,7 @@ impl Supervisor {
                                 let mut pids = files
                                     .procs
                                     .read(|| cgroup.join("cgroup.procs"), &mut buf)
-                                    .map(parse_pids)
+                                    .map(procfs::pids)
                                     .unwrap_or_default();
                                 if pids.is_empty() {
                                     // The main process moved into a cgroup of its own (an agent
@@ -231,10 +231,6 @@ fn cpu_usec(stat: &[u8]) -> Option<u64> {
     text.lines().find_map(|line| line.strip_prefix("usage_usec ")?.trim().parse().ok())
 }
 
-fn parse_pids(text: &[u8]) -> Vec<i32> {
-    std::str::from_utf8(text).map(|t| t.split_whitespace().filter_map(|p| p.parse().ok()).collect()).unwrap_or_default()
-}
-
 /// The second field of statm: resident pages.
 fn statm_resident(text: &[u8]) -> Option<u64> {
     std::str::from_utf8(text).ok()?.split_whitespace().nth(1)?.parse().ok()
@@ -248,7 +244,7 @@ mod tests {
     fn reads_what_the_kernel_writes() {
         assert_eq!(cpu_usec(b"usage_usec 1234\nuser_usec 1000\nsystem_usec 234\n"), Some(1234));
         assert_eq!(cpu_usec(b"user_usec 1\n"), None);
-        assert_eq!(parse_pids(b"12\n345\n"), [12, 345]);
+        assert_eq!(procfs::pids(b"12\n345\n"), [12, 345]);
         assert_eq!(statm_resident(b"2476 410 370 5 0 118 0\n"), Some(410));
     }
 
