@@ -51,6 +51,9 @@ pub enum Input {
     Stop,
     /// A start whose dependencies are not met: wait for them.
     Wait,
+    /// A dependency it waits for cannot come up on its own: whoever waits for this
+    /// instance to start hears that the start failed; it keeps waiting.
+    DependencyFailed,
     /// A scale or reload takes it away: stop it, then it leaves the table.
     Remove,
     /// A later scale or reload keeps it after all.
@@ -82,7 +85,8 @@ pub enum Input {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
-    Spawn,
+    /// Start run `run` (the next one: runs are counted from 1).
+    Spawn { run: u64 },
     /// Forget the spawn in flight: its report, should it still come, is for nobody.
     AbandonSpawn,
     /// `signal` to the run's group (and SIGCONT, so a stopped process acts on it).
@@ -90,17 +94,11 @@ pub enum Action {
     /// SIGKILL to the run's group, then check until it is gone.
     Kill,
     /// Arm `timer`; when it fires, feed `Input::Timer` with this generation.
-    Arm {
-        timer: Timer,
-        after: Duration,
-        generation: u64,
-    },
+    Arm { timer: Timer, after: Duration, generation: u64 },
     /// The timer of this kind is no longer wanted.
     Disarm(Timer),
     /// It is running: whoever waits for it to come up gets this pid.
-    Up {
-        pid: i32,
-    },
+    Up { pid: i32 },
     /// It came to rest without running: whoever waits for it to come up hears it failed.
     NotUp,
     /// Whoever waits for it to go down (or for a stop that a start overtook) is answered.
@@ -208,6 +206,8 @@ impl Instance {
                 vec![]
             }
             Input::Wait => vec![],
+            Input::DependencyFailed if self.state == State::Waiting => vec![Action::NotUp],
+            Input::DependencyFailed => vec![],
             Input::Stop => self.on_stop(spec),
             Input::Remove => {
                 self.removing = true;
@@ -267,7 +267,7 @@ impl Instance {
 
     fn spawn(&mut self) -> Vec<Action> {
         self.spawn_pending = true;
-        vec![Action::Spawn, self.arm(Timer::Spawn, SPAWN_REPORT_TIMEOUT)]
+        vec![Action::Spawn { run: self.run + 1 }, self.arm(Timer::Spawn, SPAWN_REPORT_TIMEOUT)]
     }
 
     fn begin_start(&mut self) -> Vec<Action> {
@@ -546,11 +546,19 @@ mod tests {
         actions.iter().any(want)
     }
 
-    /// Only what acts on processes and timers, without the answers to waiters.
+    /// Any spawn, whichever run it is for.
+    const SPAWN: Action = Action::Spawn { run: 0 };
+
+    fn is_spawn(action: &Action) -> bool {
+        matches!(action, Action::Spawn { .. })
+    }
+
+    /// Only what acts on processes and timers, without the answers to waiters (a spawn's
+    /// run number is left out: `SPAWN` stands for any).
     fn effects(actions: &[Action]) -> Vec<Action> {
         actions
             .iter()
-            .copied()
+            .map(|a| if is_spawn(a) { SPAWN } else { *a })
             .filter(|a| !matches!(a, Action::Up { .. } | Action::NotUp | Action::Down | Action::Leave))
             .filter(|a| !matches!(a, Action::Arm { timer: Timer::Spawn, .. } | Action::Disarm(_)))
             .collect()
@@ -558,7 +566,7 @@ mod tests {
 
     fn running(spec: &ProcessSpec) -> (Instance, Vec<Action>) {
         let mut inst = Instance::new();
-        assert_eq!(effects(&inst.step(Input::Start, spec)), [Action::Spawn]);
+        assert_eq!(effects(&inst.step(Input::Start, spec)), [SPAWN]);
         let actions = inst.step(spawned(100), spec);
         (inst, actions)
     }
@@ -603,7 +611,7 @@ mod tests {
             inst.last_exit = Some(Exit::Code(42));
             let actions = inst.step(Input::Exited { exit, group_left: false }, &spec);
             assert_eq!(inst.state, want, "{policy} {exit:?}");
-            assert_eq!(actions.contains(&Action::Spawn), want == Starting, "{policy} {exit:?}");
+            assert_eq!(has(&actions, is_spawn), want == Starting, "{policy} {exit:?}");
             assert_eq!(inst.restarts, u32::from(want == Starting));
             assert_eq!(inst.last_exit, exit.or(Some(Exit::Code(42))), "an unreported end keeps the last exit");
         }
@@ -632,7 +640,7 @@ mod tests {
                         .unwrap();
                     delays.push(after);
                     let next = inst.step(Input::Timer { timer: Timer::Backoff, generation }, &spec);
-                    assert_eq!(effects(&next), [Action::Spawn]);
+                    assert_eq!(effects(&next), [SPAWN]);
                 }
                 other => panic!("unexpected {other}"),
             }
@@ -641,7 +649,7 @@ mod tests {
         assert_eq!(inst.restarts, 3);
         assert!(inst.is_down());
         // `start` tries again from fatal, with a fresh count.
-        assert_eq!(effects(&inst.step(Input::Start, &spec)), [Action::Spawn]);
+        assert_eq!(effects(&inst.step(Input::Start, &spec)), [SPAWN]);
         assert_eq!(inst.state, Starting);
     }
 
@@ -660,7 +668,7 @@ mod tests {
         let actions = inst.step(spawned(8), &spec);
         inst.step(Input::Timer { timer: Timer::Up, generation: armed(&actions, Timer::Up) }, &spec);
         assert_eq!(inst.state, Running);
-        assert_eq!(effects(&inst.step(exited(1), &spec)), [Action::Spawn], "the next restart is immediate");
+        assert_eq!(effects(&inst.step(exited(1), &spec)), [SPAWN], "the next restart is immediate");
     }
 
     #[test]
@@ -729,9 +737,9 @@ mod tests {
         let (mut inst, _) = running(&spec);
         let actions = inst.step(Input::Exited { exit: Some(Exit::Code(1)), group_left: true }, &spec);
         assert!(actions.contains(&Action::Signal(Signal::TERM)));
-        assert!(!actions.contains(&Action::Spawn), "no spawn while the old group lives");
+        assert!(!has(&actions, is_spawn), "no spawn while the old group lives");
         assert_eq!(inst.state, Starting);
-        assert_eq!(effects(&inst.step(Input::GroupGone, &spec)), [Action::Spawn]);
+        assert_eq!(effects(&inst.step(Input::GroupGone, &spec)), [SPAWN]);
     }
 
     #[test]
@@ -769,7 +777,7 @@ mod tests {
         assert_eq!(effects(&inst.step(Input::Start, &spec)), [], "nothing starts while the old run lives");
         assert_eq!(inst.state, Stopping);
         let actions = inst.step(exited(0), &spec);
-        assert!(actions.contains(&Action::Spawn));
+        assert!(has(&actions, is_spawn));
         assert!(actions.contains(&Action::Down), "the stop is over, overtaken by the start");
         assert_eq!(inst.state, Starting);
         assert_eq!(inst.restarts, 0, "a requested start is not a restart");
@@ -778,7 +786,7 @@ mod tests {
         inst.step(Input::Stop, &spec);
         inst.step(Input::Start, &spec);
         inst.step(Input::Stop, &spec);
-        assert!(!inst.step(exited(0), &spec).contains(&Action::Spawn));
+        assert!(!has(&inst.step(exited(0), &spec), is_spawn));
         assert_eq!(inst.state, Stopped);
     }
 
@@ -902,7 +910,7 @@ mod tests {
                 assert!(!inst.is_down() || has(&actions, |a| *a == Action::Down), "down is answered: {case}");
                 assert_eq!(inst.removing && inst.is_down(), has(&actions, |a| *a == Action::Leave), "{case}");
                 assert!(
-                    !has(&actions, |a| *a == Action::Spawn) || (inst.pgid.is_none() && inst.spawn_pending),
+                    !has(&actions, is_spawn) || (inst.pgid.is_none() && inst.spawn_pending),
                     "a spawn only when no old group lives: {case}"
                 );
                 if has(&actions, |a| matches!(a, Action::Signal(_) | Action::Kill)) {

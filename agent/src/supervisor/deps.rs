@@ -6,8 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use procctl_proto::{EventKind, Exit, InstanceId, State};
 
-use super::Supervisor;
-use super::api::Settled;
+use super::{Next, Supervisor};
 use crate::config::Dependency;
 use crate::instance::Input;
 
@@ -120,12 +119,11 @@ impl Supervisor {
         let deps = self.dependencies(id);
         let unmet: Vec<&(String, Dependency, Standing)> = deps.iter().filter(|(_, _, s)| *s != Standing::Met).collect();
         if unmet.is_empty() {
-            return self.step(id, Input::Start);
+            return self.feed(id, Input::Start);
         }
-        self.step(id, Input::Wait);
+        self.feed(id, Input::Wait);
         let on = unmet.iter().map(|(name, _, _)| name.clone()).collect();
         self.bus.emit(EventKind::Waiting { id: id.clone(), on });
-        self.waiting.insert(id.clone());
         for (name, kind, _) in unmet {
             for (dep, state, last_exit) in self.instances_of(name) {
                 let done = *kind == Dependency::Completed && state == State::Exited && last_exit == Some(Exit::Code(0));
@@ -134,7 +132,9 @@ impl Supervisor {
                 }
             }
         }
-        self.check_waiting(id);
+        // Once it is waiting, and even when it was already: a failed dependency answers
+        // whoever asked for this start.
+        self.queue.push_back(Next::CheckWaiting(id.clone()));
     }
 
     /// After any change: waiting instances whose dependencies are now met start; those with
@@ -149,7 +149,7 @@ impl Supervisor {
         }
     }
 
-    fn check_waiting(&mut self, id: &InstanceId) {
+    pub(super) fn check_waiting(&mut self, id: &InstanceId) {
         if !self.slots.get(id).is_some_and(|slot| slot.inst.state == State::Waiting) {
             self.waiting.remove(id);
             return;
@@ -157,19 +157,19 @@ impl Supervisor {
         let deps = self.dependencies(id);
         if deps.iter().all(|(_, _, standing)| *standing == Standing::Met) {
             self.waiting.remove(id);
-            self.step(id, Input::Start);
+            self.feed(id, Input::Start);
             return;
         }
         let failed = deps.iter().find_map(|(_, _, standing)| match standing {
             Standing::Failed { culprit, state } => Some((culprit.clone(), *state)),
             _ => None,
         });
-        if let (Some((culprit, state)), Some(slot)) = (failed, self.slots.get_mut(id)) {
-            // It keeps waiting (a fixed dependency still brings it up); the start has failed.
-            for waiter in slot.up_waiters.drain(..) {
-                let error = Some(format!("its dependency {culprit} is {state}"));
-                let _ = waiter.send(Settled::NotUp { state: State::Waiting, last_exit: None, error });
-            }
+        // It keeps waiting (a fixed dependency still brings it up); a start asked for has failed.
+        if let (Some((culprit, state)), Some(slot)) = (failed, self.slots.get_mut(id))
+            && !slot.up_waiters.is_empty()
+        {
+            slot.start_error = Some(format!("its dependency {culprit} is {state}"));
+            self.feed(id, Input::DependencyFailed);
         }
     }
 
@@ -193,16 +193,12 @@ impl Supervisor {
             .collect();
         let mut batches = std::mem::take(&mut self.deferred);
         for batch in &mut batches {
-            loop {
-                let down = |id: &InstanceId| self.slots.get(id).is_none_or(|slot| slot.inst.is_down());
-                let ready = stoppable(&batch.pending, &batch.ids, &depends_on, down);
-                if ready.is_empty() {
-                    break;
-                }
-                batch.pending.retain(|id| !ready.contains(id));
-                for id in ready {
-                    self.step(&id, batch.input);
-                }
+            // Each instance that goes down brings this back, for the ones that waited on it.
+            let down = |id: &InstanceId| self.slots.get(id).is_none_or(|slot| slot.inst.is_down());
+            let ready = stoppable(&batch.pending, &batch.ids, &depends_on, down);
+            batch.pending.retain(|id| !ready.contains(id));
+            for id in ready {
+                self.queue.push_back(Next::Input(id, batch.input));
             }
         }
         batches.retain(|batch| !batch.pending.is_empty());

@@ -10,10 +10,10 @@ use tokio::sync::oneshot;
 
 use super::api::{Pending, Settle, Settled};
 use super::timers::Due;
-use super::{Spawning, Supervisor};
+use super::{Next, Spawning, Supervisor};
 use crate::config::{Pipe, Probe, Ready};
 use crate::group;
-use crate::instance::{Action, Input};
+use crate::instance::{Action, Input, Timer};
 use crate::logs::{self, LineWatch};
 use crate::pipe;
 use crate::spawn::{Context, SpawnReport, SpawnRequest};
@@ -23,8 +23,26 @@ const RECHECK_FIRST: Duration = Duration::from_millis(20);
 const RECHECK_MAX: Duration = Duration::from_secs(1);
 
 impl Supervisor {
-    /// Feeds one input to one instance and carries out what it returns.
-    pub(super) fn step(&mut self, id: &InstanceId, input: Input) {
+    /// Queues an input for an instance: the loop feeds it once the current event (and
+    /// everything queued before it) has been carried out, so a decision never runs inside
+    /// another's actions.
+    pub(super) fn feed(&mut self, id: &InstanceId, input: Input) {
+        self.queue.push_back(Next::Input(id.clone(), input));
+    }
+
+    /// Carries out every queued follow-up, the ones they queue included.
+    pub(super) fn drain(&mut self) {
+        while let Some(next) = self.queue.pop_front() {
+            match next {
+                Next::Input(id, input) => self.step(&id, input),
+                Next::CheckWaiting(id) => self.check_waiting(&id),
+            }
+        }
+    }
+
+    /// Feeds one input to one instance and carries out what it returns. Only `drain` calls
+    /// it: anything that follows from it is queued, never stepped from here.
+    fn step(&mut self, id: &InstanceId, input: Input) {
         let (Some(slot), Some(spec)) = (self.slots.get_mut(id), self.config.processes.get(&id.name)) else {
             return;
         };
@@ -73,7 +91,7 @@ impl Supervisor {
             }
             // It may have emptied before the watch was there.
             if !crate::cgroup::populated(&cgroup) {
-                self.step(id, Input::GroupGone);
+                self.feed(id, Input::GroupGone);
             }
         }
     }
@@ -84,7 +102,7 @@ impl Supervisor {
             return;
         };
         if self.slots.get(&id).is_some_and(|slot| slot.inst.pid.is_none() && !run_alive(slot)) {
-            self.step(&id, Input::GroupGone);
+            self.feed(&id, Input::GroupGone);
         }
     }
 
@@ -120,6 +138,10 @@ impl Supervisor {
                 self.bus.emit(EventKind::Fatal { id: id.clone() });
             }
             State::Stopped => self.bus.emit(EventKind::Stopped { id: id.clone() }),
+            // Looked at again after every change until it starts or stops.
+            State::Waiting => {
+                self.waiting.insert(id.clone());
+            }
             _ => {}
         }
         self.service_on_state(id, state);
@@ -130,18 +152,18 @@ impl Supervisor {
             return;
         };
         match action {
-            Action::Spawn => {
+            Action::Spawn { run } => {
                 self.next_seq += 1;
                 let seq = self.next_seq;
                 slot.spawn_seq = Some(seq);
-                self.spawning.insert(seq, Spawning::Run(id.clone()));
+                self.spawning.insert(seq, Spawning::Run { id: id.clone(), run });
                 let spec = &self.config.processes[&id.name];
                 let context = Context { base: &self.base_env, socket: &self.socket, notify: Some(&self.notify_name) };
-                let cgroup = self.tracking.tree().map(|tree| tree.run_path(id, slot.inst.run + 1));
+                let cgroup = self.tracking.tree().map(|tree| tree.run_path(id, run));
                 let request = SpawnRequest::new(seq, id, spec, &context, cgroup);
                 if !self.spawner.send(request) {
                     self.spawning.remove(&seq);
-                    self.step(id, Input::SpawnFailed);
+                    self.feed(id, Input::SpawnFailed);
                 }
             }
             Action::AbandonSpawn => {
@@ -166,12 +188,17 @@ impl Supervisor {
                 }
             }
             Action::Arm { timer, after, generation } => {
-                let after = if timer == crate::instance::Timer::Backoff { self.jitter(after) } else { after };
-                if timer == crate::instance::Timer::Backoff {
+                let after = if timer == Timer::Backoff { self.jitter(after) } else { after };
+                if timer == Timer::Backoff {
                     self.bus.emit(EventKind::Backoff { id: id.clone(), delay_ms: after.as_millis() as u64 });
                 }
-                let slot = self.slots.get_mut(id).expect("looked up above");
-                self.timers.arm(&mut slot.timers, id, timer, generation, after);
+                if let Some(slot) = self.slots.get_mut(id) {
+                    self.timers.arm(&mut slot.timers, id, timer, generation, after);
+                }
+                // The ready timeout runs from the spawn, and so does the ready probe.
+                if timer == Timer::Ready {
+                    self.begin_ready_checks(id);
+                }
             }
             Action::Disarm(timer) => self.timers.disarm(&mut slot.timers, timer),
             Action::Up { pid } => {
@@ -214,8 +241,8 @@ impl Supervisor {
     pub(super) fn on_spawn_report(&mut self, report: SpawnReport) {
         match report {
             SpawnReport::Spawned { seq, pid, start_time, pipe, output, exec_error } => {
-                let id = match self.spawning.remove(&seq) {
-                    Some(Spawning::Run(id)) => id,
+                let (id, run) = match self.spawning.remove(&seq) {
+                    Some(Spawning::Run { id, run }) => (id, run),
                     Some(Spawning::Probe { id, run, purpose, timeout }) => {
                         return self.exec_probe_spawned(pid, (id, run, purpose, timeout), exec_error);
                     }
@@ -232,14 +259,14 @@ impl Supervisor {
                         slot.spawn_seq = None;
                     }
                     self.start_failed(&id, error);
-                    return self.step(&id, Input::SpawnFailed);
+                    return self.feed(&id, Input::SpawnFailed);
                 }
                 let Some(slot) = self.slots.get_mut(&id) else {
                     return;
                 };
                 slot.spawn_seq = None;
                 slot.start_error = None;
-                slot.cgroup = self.tracking.tree().map(|tree| tree.run_path(&id, slot.inst.run + 1));
+                slot.cgroup = self.tracking.tree().map(|tree| tree.run_path(&id, run));
                 slot.cpu_sample = None;
                 slot.start_time = start_time;
                 slot.status = None;
@@ -251,7 +278,7 @@ impl Supervisor {
                         let Probe::Log(pattern) = pattern else { unreachable!("rendered a log probe") };
                         // Checked at load with placeholders filled in the same way.
                         regex::Regex::new(&pattern).ok().map(|regex| {
-                            let (events, id, run) = (self.events.clone(), id.clone(), slot.inst.run + 1);
+                            let (events, id) = (self.events.clone(), id.clone());
                             LineWatch {
                                 regex,
                                 matched: Box::new(move || {
@@ -277,12 +304,11 @@ impl Supervisor {
                 });
                 self.by_pid.insert(pid, id.clone());
                 self.bus.emit(EventKind::Spawned { id: id.clone(), pid: pid as u32 });
-                self.step(&id, Input::Spawned { pid, at: SystemTime::now() });
-                self.begin_ready_checks(&id);
+                self.feed(&id, Input::Spawned { pid, at: SystemTime::now() });
             }
             SpawnReport::Failed { seq, error } => {
                 let id = match self.spawning.remove(&seq) {
-                    Some(Spawning::Run(id)) => id,
+                    Some(Spawning::Run { id, .. }) => id,
                     Some(Spawning::Probe { id, run, purpose, .. }) => {
                         return self.on_probed(id, run, purpose, Err(error));
                     }
@@ -295,7 +321,7 @@ impl Supervisor {
                     slot.spawn_seq = None;
                 }
                 self.start_failed(&id, error);
-                self.step(&id, Input::SpawnFailed);
+                self.feed(&id, Input::SpawnFailed);
             }
         }
     }
@@ -326,7 +352,7 @@ impl Supervisor {
         slot.pipe = None;
         let group_left = run_alive(slot);
         self.end_checks(id);
-        self.step(id, Input::Exited { exit, group_left });
+        self.feed(id, Input::Exited { exit, group_left });
     }
 
     fn check_draining_groups(&mut self) {
@@ -337,7 +363,7 @@ impl Supervisor {
             .map(|(id, _)| id.clone())
             .collect();
         for id in gone {
-            self.step(&id, Input::GroupGone);
+            self.feed(&id, Input::GroupGone);
         }
     }
 
@@ -351,20 +377,24 @@ impl Supervisor {
         let (Some(pgid), true) = (slot.inst.pgid, slot.inst.run == run) else {
             return; // that run's group is gone and the instance has moved on
         };
+        let cgroup = slot.cgroup.clone();
         match slot.inst.pid {
-            None if !run_alive(slot) => return self.step(&id, Input::GroupGone),
+            None if !run_alive(slot) => return self.feed(&id, Input::GroupGone),
             Some(pid) if !group::process_exists(pid) && vanished => {
                 log!("{id}: pid {pid} is gone but its exit was never reported; taking it as ended");
+                // Its end is queued: the next recheck finds the run moved on, or its
+                // leftovers still there.
                 self.run_ended(&id, pid, None);
-                if self.slots.get(&id).is_some_and(|slot| slot.inst.pgid.is_none() || slot.inst.run != run) {
-                    return;
-                }
             }
             _ => {}
         }
-        let slot = &self.slots[&id];
+        let Some(slot) = self.slots.get(&id) else {
+            return;
+        };
         let vanished = slot.inst.pid.is_some_and(|pid| !group::process_exists(pid));
-        kill_run(slot.cgroup.as_deref(), pgid);
+        if run_alive(slot) {
+            kill_run(cgroup.as_deref(), pgid);
+        }
         let delay = (RECHECK_FIRST * 2u32.pow(attempt.min(10))).min(RECHECK_MAX);
         self.timers.after(delay, Due::Recheck { id, run, attempt: attempt + 1, vanished });
     }
@@ -388,8 +418,11 @@ impl Supervisor {
         delay * permille / 1000
     }
 
+    /// Starts `id`, which the caller has just resolved (no step ran since).
     pub(super) fn start(&mut self, id: InstanceId) -> Pending {
-        let slot = self.slots.get_mut(&id).expect("resolved ids exist");
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return Pending { id, pid_before: None, settle: Settle::Already };
+        };
         let pid_before = slot.pid();
         if slot.inst.state == State::Running {
             return Pending { id, pid_before, settle: Settle::Already };
@@ -400,7 +433,7 @@ impl Supervisor {
             // On their way up already.
             State::Starting | State::Backoff => {}
             // Starts once stopped.
-            State::Stopping => self.step(&id, Input::Start),
+            State::Stopping => self.feed(&id, Input::Start),
             _ => self.start_with_dependencies(&id),
         }
         Pending { id, pid_before, settle: Settle::Wait(settled) }
@@ -419,8 +452,8 @@ impl Supervisor {
     fn take_down(&mut self, ids: Vec<InstanceId>, input: Input) -> Vec<Pending> {
         let pendings = ids
             .iter()
-            .map(|id| {
-                let slot = self.slots.get_mut(id).expect("resolved ids exist");
+            .filter_map(|id| {
+                let slot = self.slots.get_mut(id)?;
                 let pid_before = slot.pid();
                 let settle = if slot.inst.is_down() {
                     Settle::Already
@@ -429,7 +462,7 @@ impl Supervisor {
                     slot.down_waiters.push(waiter);
                     Settle::Wait(settled)
                 };
-                Pending { id: id.clone(), pid_before, settle }
+                Some(Pending { id: id.clone(), pid_before, settle })
             })
             .collect();
         self.stop_in_order(ids, input);
@@ -437,7 +470,10 @@ impl Supervisor {
     }
 
     pub(super) fn signal(&mut self, id: InstanceId, signal: Signal) -> Outcome {
-        let slot = &self.slots[&id];
+        let Some(slot) = self.slots.get(&id) else {
+            let error = WireError::new(ErrorKind::NotFound, format!("{id} has just left the table"));
+            return Outcome { id, kind: OutcomeKind::Failed(error) };
+        };
         let kind = match (slot.inst.pid, slot.inst.pgid) {
             (Some(pid), Some(pgid)) => match group::signal(pgid, signal) {
                 Ok(()) => OutcomeKind::Signalled { pid: pid as u32, signal },

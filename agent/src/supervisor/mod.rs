@@ -23,7 +23,7 @@ mod service;
 mod timers;
 mod usage;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
@@ -73,14 +73,19 @@ pub enum Event {
 
 /// What a spawn in flight is for.
 enum Spawning {
-    Run(InstanceId),
+    /// Run `run` of an instance.
+    Run { id: InstanceId, run: u64 },
     /// An `exec` probe, cut at `timeout`.
-    Probe {
-        id: InstanceId,
-        run: u64,
-        purpose: Purpose,
-        timeout: Duration,
-    },
+    Probe { id: InstanceId, run: u64, purpose: Purpose, timeout: Duration },
+}
+
+/// A follow-up decided while carrying out an event or another follow-up: the loop takes
+/// them in order once that is done (Horust's `handle_event -> Vec<Event>`), so no step
+/// runs inside another and nothing a step removes is pulled from under its caller.
+enum Next {
+    Input(InstanceId, Input),
+    /// Are the dependencies of this `waiting` instance met, or has one failed?
+    CheckWaiting(InstanceId),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,6 +196,8 @@ pub struct Supervisor {
     shutting_down: bool,
     shutdown_waiters: Vec<oneshot::Sender<()>>,
     rng: u64,
+    /// Follow-ups not carried out yet.
+    queue: VecDeque<Next>,
 }
 
 pub struct Parts {
@@ -258,6 +265,7 @@ impl Supervisor {
             shutting_down: false,
             shutdown_waiters: vec![],
             rng: seed | 1,
+            queue: VecDeque::new(),
         };
         let names: Vec<String> = sup.config.processes.keys().cloned().collect();
         for name in names {
@@ -276,6 +284,7 @@ impl Supervisor {
         for id in ids {
             sup.start_with_dependencies(&id);
         }
+        sup.drain();
         sup.service_ready_if_due();
         sup
     }
@@ -315,9 +324,11 @@ impl Supervisor {
                 },
                 due = self.timers.next(), if !self.timers.is_empty() => self.on_due(due),
             }
+            self.drain();
             // Take the whole burst before writing the table once.
             while let Ok(event) = events.try_recv() {
                 self.handle(event);
+                self.drain();
             }
             self.save_if_due();
             if self.shutting_down && self.slots.values().all(|slot| slot.inst.is_down()) {
@@ -382,7 +393,7 @@ impl Supervisor {
                 if let Some(slot) = self.slots.get_mut(&id) {
                     Timers::fired(&mut slot.timers, timer);
                 }
-                self.step(&id, Input::Timer { timer, generation });
+                self.feed(&id, Input::Timer { timer, generation });
             }
             Due::Recheck { id, run, attempt, vanished } => self.on_recheck(id, run, attempt, vanished),
             Due::Save => self.on_save_due(),
@@ -396,7 +407,7 @@ impl Supervisor {
         match command {
             Command::List { target, usage, reply } => {
                 let result = self.resolve(&target).map(|ids| {
-                    let mut rows: Vec<InstanceInfo> = ids.iter().map(|id| self.info(id)).collect();
+                    let mut rows: Vec<InstanceInfo> = ids.iter().filter_map(|id| self.info(id)).collect();
                     if usage {
                         self.sample_usage(&mut rows);
                     }
@@ -434,7 +445,9 @@ impl Supervisor {
                 let _ = reply.send(self.reload());
             }
             Command::Sinks { target, reply } => {
-                let sinks = self.resolve(&target).map(|ids| ids.iter().map(|id| self.slots[id].sink.clone()).collect());
+                let sinks = self
+                    .resolve(&target)
+                    .map(|ids| ids.iter().filter_map(|id| self.slots.get(id)).map(|slot| slot.sink.clone()).collect());
                 let _ = reply.send(sinks);
             }
         }
@@ -468,23 +481,24 @@ impl Supervisor {
     /// those on its own is refused).
     fn startable(&self, target: &Target) -> Result<Vec<InstanceId>, WireError> {
         let ids = self.resolve(target)?;
-        if let (Target::Instance(id), true) = (target, ids.iter().all(|id| self.slots[id].inst.removing)) {
+        let removing = |id: &InstanceId| self.slots.get(id).is_none_or(|slot| slot.inst.removing);
+        if let (Target::Instance(id), true) = (target, ids.iter().all(removing)) {
             return Err(WireError::new(
                 ErrorKind::Refused,
                 format!("{id} is being removed (scaled down or reloaded away)"),
             ));
         }
-        Ok(ids.into_iter().filter(|id| !self.slots[id].inst.removing).collect())
+        Ok(ids.into_iter().filter(|id| !removing(id)).collect())
     }
 
-    fn info(&self, id: &InstanceId) -> InstanceInfo {
-        let slot = &self.slots[id];
+    fn info(&self, id: &InstanceId) -> Option<InstanceInfo> {
+        let slot = self.slots.get(id)?;
         let uptime_secs = slot
             .inst
             .pid
             .and(slot.inst.started_at)
             .map(|at| SystemTime::now().duration_since(at).map_or(0, |d| d.as_secs()));
-        InstanceInfo {
+        Some(InstanceInfo {
             id: id.clone(),
             pid: slot.pid(),
             state: slot.inst.state,
@@ -495,7 +509,7 @@ impl Supervisor {
             status: slot.status.clone(),
             cpu_tenths: None,
             memory_bytes: None,
-        }
+        })
     }
 }
 

@@ -261,7 +261,7 @@ impl Supervisor {
         match (purpose, result) {
             (Purpose::Ready, Ok(())) => {
                 slot.checks = None;
-                self.step(&id, Input::Ready);
+                self.feed(&id, Input::Ready);
             }
             (Purpose::Ready, Err(_)) => {
                 let delay = checks.delay;
@@ -273,7 +273,7 @@ impl Supervisor {
                 slot.health = Some(Health::Ok);
                 let every = spec.health.as_ref().map_or(Duration::from_secs(10), |h| h.every);
                 self.timers.after(every, Due::Probe { id: id.clone(), run, purpose });
-                self.step(&id, Input::Healthy);
+                self.feed(&id, Input::Healthy);
             }
             (Purpose::Health, Err(reason)) => {
                 checks.failures += 1;
@@ -298,7 +298,7 @@ impl Supervisor {
         self.cancel_checks(id);
         log!("{id} is unhealthy: {reason}; restarting it");
         self.bus.emit(EventKind::Unhealthy { id: id.clone(), reason });
-        self.step(id, Input::Unhealthy);
+        self.feed(id, Input::Unhealthy);
     }
 
     pub(super) fn on_watchdog_due(&mut self, id: InstanceId, run: u64) {
@@ -316,7 +316,7 @@ impl Supervisor {
     /// A `ready = { log = … }` run printed its line.
     pub(super) fn on_log_ready(&mut self, id: InstanceId, run: u64) {
         if self.slots.get(&id).is_some_and(|slot| slot.inst.run == run) {
-            self.step(&id, Input::Ready);
+            self.feed(&id, Input::Ready);
         }
     }
 
@@ -336,7 +336,9 @@ impl Supervisor {
             ));
             return;
         }
-        let slot = self.slots.get_mut(&id).expect("found above");
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return;
+        };
         if let Some(status) = message.status {
             slot.status = Some(status);
         }
@@ -349,7 +351,7 @@ impl Supervisor {
             self.timers.reset(key, watchdog);
         }
         if message.ready {
-            self.step(&id, Input::Ready);
+            self.feed(&id, Input::Ready);
         }
     }
 

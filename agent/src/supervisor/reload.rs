@@ -106,7 +106,7 @@ impl Supervisor {
             for index in 0..spec.instances {
                 let id = InstanceId::new(name.clone(), index);
                 if self.slots.contains_key(&id) {
-                    self.step(&id, Input::Keep);
+                    self.feed(&id, Input::Keep);
                 } else {
                     let slot = self.new_slot(&id);
                     self.slots.insert(id.clone(), slot);

@@ -56,11 +56,10 @@ impl Supervisor {
         let ids = self.resolve(target)?;
         let candidates = ids
             .into_iter()
-            .map(|id| {
-                let slot = &self.slots[&id];
-                let kind = self.config.processes[&id.name].pipe;
-                let pipe = deliverable(&id, slot.inst.state, slot.inst.pid.is_some(), slot.pipe.as_ref(), kind);
-                (id, pipe)
+            .filter_map(|id| {
+                let (slot, spec) = (self.slots.get(&id)?, self.config.processes.get(&id.name)?);
+                let pipe = deliverable(&id, slot.inst.state, slot.inst.pid.is_some(), slot.pipe.as_ref(), spec.pipe);
+                Some((id, pipe))
             })
             .collect();
         let turn = self.round_robin.entry(target.name().unwrap_or("all").to_string()).or_default();

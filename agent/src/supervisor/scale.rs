@@ -72,7 +72,7 @@ impl Supervisor {
             self.slots.insert(id, slot);
         }
         for &index in &plan.keep {
-            self.step(&InstanceId::new(name, index), Input::Keep);
+            self.feed(&InstanceId::new(name, index), Input::Keep);
         }
         let starting = plan.start.iter().map(|&index| self.start(InstanceId::new(name, index))).collect();
         let stopping = self.remove(plan.remove.iter().map(|&index| InstanceId::new(name, index)).collect());
