@@ -814,6 +814,7 @@ mod tests {
         let deadline_of_stop = Input::Timer { timer: Timer::StopDeadline, generation: 1 };
         vec![
             ("stopped (new)", vec![]),
+            ("waiting", vec![Input::Wait]),
             ("starting (spawn in flight)", vec![Input::Start]),
             ("starting (up, before start_secs)", vec![Input::Start, spawned(10)]),
             (
@@ -860,6 +861,12 @@ mod tests {
             ("stop deadline", Input::Timer { timer: Timer::StopDeadline, generation: 1 }),
             ("spawn timer", Input::Timer { timer: Timer::Spawn, generation: 1 }),
             ("stale timer", Input::Timer { timer: Timer::StopDeadline, generation: 99 }),
+            ("wait", Input::Wait),
+            ("dependency failed", Input::DependencyFailed),
+            ("ready", Input::Ready),
+            ("unhealthy", Input::Unhealthy),
+            ("healthy", Input::Healthy),
+            ("ready timer", Input::Timer { timer: Timer::Ready, generation: 1 }),
         ]
     }
 
@@ -869,21 +876,25 @@ mod tests {
     fn transition_matrix() {
         let spec = spec("start_secs = \"1s\"\nstart_retries = 3\nrestart = \"on-failure\"");
         // Rows follow `setups`, columns `inputs`: the state after that input.
-        use State::{Backoff as B, Exited as E, Fatal as F, Running as R, Starting as S, Stopped as D, Stopping as P};
+        use State::{
+            Backoff as B, Exited as E, Fatal as F, Running as R, Starting as S, Stopped as D, Stopping as P,
+            Waiting as W,
+        };
         #[rustfmt::skip]
-        let table: [[State; 16]; 11] = [
-            //start stop rem keep spawnd sfail ex0 ex1 exgl lost gone up  boff dead spwn stale
-            [S,    D,   D,  D,   D,     D,    D,  D,  D,   D,   D,   D,  D,   D,   D,   D], // stopped (new)
-            [S,    P,   P,  S,   S,     S,    S,  S,  S,   S,   S,   S,  S,   S,   S,   S], // starting (in flight)
-            [S,    P,   P,  S,   S,     S,    E,  S,  S,   S,   S,   R,  S,   S,   S,   S], // starting (up)
-            [S,    P,   P,  S,   S,     S,    S,  S,  S,   S,   S,   S,  S,   S,   S,   S], // starting (old group)
-            [R,    P,   P,  R,   R,     R,    E,  S,  S,   S,   R,   R,  R,   R,   R,   R], // running
-            [B,    D,   D,  B,   B,     B,    B,  B,  B,   B,   B,   B,  S,   B,   B,   B], // backoff
-            [P,    P,   P,  P,   P,     P,    D,  D,  P,   D,   P,   P,  P,   P,   P,   P], // stopping
-            [P,    P,   P,  P,   P,     P,    D,  D,  P,   D,   P,   P,  P,   P,   P,   P], // stopping (killed)
-            [S,    D,   D,  D,   D,     D,    D,  D,  D,   D,   D,   D,  D,   D,   D,   D], // stopped
-            [S,    E,   E,  E,   E,     E,    E,  E,  E,   E,   E,   E,  E,   E,   E,   E], // exited
-            [S,    F,   F,  F,   F,     F,    F,  F,  F,   F,   F,   F,  F,   F,   F,   F], // fatal
+        let table: [[State; 22]; 12] = [
+            //start stop rem keep spawnd sfail ex0 ex1 exgl lost gone up  boff dead spwn stale wait dfail rdy unh hlth rdyt
+            [S,    D,   D,  D,   D,     D,    D,  D,  D,   D,   D,   D,  D,   D,   D,   D,    W,   D,    D,  D,  D,   D], // stopped (new)
+            [S,    D,   D,  W,   W,     W,    W,  W,  W,   W,   W,   W,  W,   W,   W,   W,    W,   W,    W,  W,  W,   W], // waiting
+            [S,    P,   P,  S,   S,     S,    S,  S,  S,   S,   S,   S,  S,   S,   S,   S,    S,   S,    S,  S,  S,   S], // starting (in flight)
+            [S,    P,   P,  S,   S,     S,    E,  S,  S,   S,   S,   R,  S,   S,   S,   S,    S,   S,    S,  S,  S,   S], // starting (up)
+            [S,    P,   P,  S,   S,     S,    S,  S,  S,   S,   S,   S,  S,   S,   S,   S,    S,   S,    S,  S,  S,   S], // starting (old group)
+            [R,    P,   P,  R,   R,     R,    E,  S,  S,   S,   R,   R,  R,   R,   R,   R,    R,   R,    R,  R,  R,   R], // running
+            [B,    D,   D,  B,   B,     B,    B,  B,  B,   B,   B,   B,  S,   B,   B,   B,    B,   B,    B,  B,  B,   B], // backoff
+            [P,    P,   P,  P,   P,     P,    D,  D,  P,   D,   P,   P,  P,   P,   P,   P,    P,   P,    P,  P,  P,   P], // stopping
+            [P,    P,   P,  P,   P,     P,    D,  D,  P,   D,   P,   P,  P,   P,   P,   P,    P,   P,    P,  P,  P,   P], // stopping (killed)
+            [S,    D,   D,  D,   D,     D,    D,  D,  D,   D,   D,   D,  D,   D,   D,   D,    W,   D,    D,  D,  D,   D], // stopped
+            [S,    E,   E,  E,   E,     E,    E,  E,  E,   E,   E,   E,  E,   E,   E,   E,    W,   E,    E,  E,  E,   E], // exited
+            [S,    F,   F,  F,   F,     F,    F,  F,  F,   F,   F,   F,  F,   F,   F,   F,    W,   F,    F,  F,  F,   F], // fatal
         ];
         let setups = setups();
         let inputs = inputs();
@@ -923,6 +934,46 @@ mod tests {
                 if matches!(input, Input::Start | Input::Stop | Input::Remove) {
                     assert_eq!(inst.restarts, before.restarts, "a request is never a restart: {case}");
                 }
+            }
+        }
+    }
+
+    /// The inputs of readiness and health, for a process that says when it is ready: the
+    /// state each leads to, and whether the run is being stopped as a failure.
+    #[test]
+    fn readiness_matrix() {
+        let spec = spec("ready = \"notify\"\nstart_secs = \"1s\"\nstart_retries = 3");
+        let ready_timer = Input::Timer { timer: Timer::Ready, generation: 1 };
+        let setups: [(&str, Vec<Input>); 4] = [
+            ("waiting", vec![Input::Wait]),
+            ("starting (spawn in flight)", vec![Input::Start]),
+            ("starting (not ready yet)", vec![Input::Start, spawned(10)]),
+            ("running", vec![Input::Start, spawned(10), Input::Ready]),
+        ];
+        let inputs = [Input::Ready, Input::Unhealthy, Input::Healthy, ready_timer, Input::DependencyFailed];
+        // (state after, stopped as a failed run) per setup and input.
+        let (w, s, r) = ((Waiting, false), (Starting, false), (Running, false));
+        #[rustfmt::skip]
+        let table = [
+            //ready      unhealthy       healthy  ready timer      dependency failed
+            [w,          w,              w,       w,               w], // waiting
+            [s,          s,              s,       s,               s], // starting (in flight)
+            [r,          s,              s,       (Starting, true), s], // starting (not ready)
+            [r,          (Running, true), r,      r,               r], // running
+        ];
+        for (row, (setup, path)) in setups.iter().enumerate() {
+            for (column, input) in inputs.iter().enumerate() {
+                let mut inst = Instance::new();
+                for step in path {
+                    inst.step(*step, &spec);
+                }
+                let actions = inst.step(*input, &spec);
+                let case = format!("{setup} + {input:?}: {actions:?}");
+                assert_eq!((inst.state, inst.run_failed), table[row][column], "{case}");
+                let signalled = has(&actions, |a| matches!(a, Action::Signal(_)));
+                assert_eq!(signalled, inst.run_failed, "a failed run is signalled once: {case}");
+                let not_up = has(&actions, |a| *a == Action::NotUp);
+                assert_eq!(not_up, *input == Input::DependencyFailed && *setup == "waiting", "{case}");
             }
         }
     }

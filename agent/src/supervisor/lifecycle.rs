@@ -9,8 +9,7 @@ use procctl_proto::{ErrorKind, EventKind, Exit, InstanceId, Outcome, OutcomeKind
 use tokio::sync::oneshot;
 
 use super::api::{Pending, Settle, Settled};
-use super::timers::Due;
-use super::{Next, Spawning, Supervisor};
+use super::{Due, Next, Spawning, Supervisor};
 use crate::config::{Pipe, Probe, Ready};
 use crate::group;
 use crate::instance::{Action, Input, Timer};
@@ -193,7 +192,12 @@ impl Supervisor {
                     self.bus.emit(EventKind::Backoff { id: id.clone(), delay_ms: after.as_millis() as u64 });
                 }
                 if let Some(slot) = self.slots.get_mut(id) {
-                    self.timers.arm(&mut slot.timers, id, timer, generation, after);
+                    self.timers.arm(
+                        &mut slot.timers,
+                        timer,
+                        after,
+                        Due::Instance { id: id.clone(), timer, generation },
+                    );
                 }
                 // The ready timeout runs from the spawn, and so does the ready probe.
                 if timer == Timer::Ready {

@@ -35,11 +35,11 @@ use api::gone;
 pub use api::{Command, Handle, Pending, Settle, Settled};
 pub use readiness::Purpose;
 pub use service::Service;
-use timers::{Armed, Due, Timers};
+use timers::{Armed, Timers};
 
 use crate::config::Config;
 use crate::events::Bus;
-use crate::instance::{Input, Instance};
+use crate::instance::{Input, Instance, Timer};
 use crate::logs::{Follow, SharedSink, Sink};
 use crate::pipe::PipeRef;
 use crate::spawn::{Sent, Spawner};
@@ -69,6 +69,40 @@ pub enum Event {
         run: u64,
     },
     Signal(AgentSignal),
+}
+
+/// What a timer of the loop hands back when it is due.
+pub enum Due {
+    Instance {
+        id: InstanceId,
+        timer: Timer,
+        generation: u64,
+    },
+    /// Is the group of SIGKILLed run `run` gone yet? `vanished` when the last check found the
+    /// main process gone without an exit report.
+    Recheck {
+        id: InstanceId,
+        run: u64,
+        attempt: u32,
+        vanished: bool,
+    },
+    /// Time to write the table.
+    Save,
+    /// The next try of a run's ready or health probe.
+    Probe {
+        id: InstanceId,
+        run: u64,
+        purpose: Purpose,
+    },
+    /// No WATCHDOG=1 came in time.
+    Watchdog {
+        id: InstanceId,
+        run: u64,
+    },
+    /// An `exec` probe ran out of time.
+    ProbeTimeout {
+        pid: i32,
+    },
 }
 
 /// What a spawn in flight is for.
@@ -185,7 +219,7 @@ pub struct Supervisor {
     base_env: Vec<(String, String)>,
     spawner: Spawner,
     persist: persist::Persist,
-    timers: Timers,
+    timers: Timers<Due>,
     events: tokio_mpsc::UnboundedSender<Event>,
     bus: Bus,
     follow: Follow,
@@ -391,7 +425,7 @@ impl Supervisor {
         match due {
             Due::Instance { id, timer, generation } => {
                 if let Some(slot) = self.slots.get_mut(&id) {
-                    Timers::fired(&mut slot.timers, timer);
+                    slot.timers.fired(timer);
                 }
                 self.feed(&id, Input::Timer { timer, generation });
             }

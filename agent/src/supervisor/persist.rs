@@ -6,8 +6,8 @@
 
 use std::time::{Duration, Instant};
 
+use super::Due;
 use super::Supervisor;
-use super::timers::Due;
 use crate::table::{self, Row, TableFile};
 
 pub const SAVE_WINDOW: Duration = Duration::from_millis(10);

@@ -8,8 +8,7 @@ use procctl_proto::{EventKind, Exit, Health, InstanceId, State};
 use tokio::task::AbortHandle;
 use tokio_util::time::delay_queue::Key;
 
-use super::timers::Due;
-use super::{Event, Spawning, Supervisor};
+use super::{Due, Event, Spawning, Supervisor};
 use crate::config::{Probe, ProcessSpec, Ready};
 use crate::instance::Input;
 use crate::notify;

@@ -1,53 +1,23 @@
-//! The supervisor's timers: one queue, polled by the loop, that wakes it only when the next
-//! timer is due. An instance's timer of a kind is replaced when re-armed and removed when
-//! disarmed, so an idle agent holds none.
+//! The supervisor's timers: one queue of whatever the loop wants back when it is due, polled
+//! by the loop, that wakes it only then. An instance's timer of a kind is replaced when
+//! re-armed and removed when disarmed, so an idle agent holds none.
 
 use std::future::poll_fn;
 use std::time::Duration;
 
-use procctl_proto::InstanceId;
 use tokio_util::time::DelayQueue;
 use tokio_util::time::delay_queue::Key;
 
-use super::readiness::Purpose;
 use crate::instance::{TIMERS, Timer};
 
-pub enum Due {
-    Instance {
-        id: InstanceId,
-        timer: Timer,
-        generation: u64,
-    },
-    /// Is the group of SIGKILLed run `run` gone yet? `vanished` when the last check found the
-    /// main process gone without an exit report.
-    Recheck {
-        id: InstanceId,
-        run: u64,
-        attempt: u32,
-        vanished: bool,
-    },
-    /// Time to write the table.
-    Save,
-    /// The next try of a run's ready or health probe.
-    Probe {
-        id: InstanceId,
-        run: u64,
-        purpose: Purpose,
-    },
-    /// No WATCHDOG=1 came in time.
-    Watchdog {
-        id: InstanceId,
-        run: u64,
-    },
-    /// An `exec` probe ran out of time.
-    ProbeTimeout {
-        pid: i32,
-    },
+pub struct Timers<D> {
+    queue: DelayQueue<D>,
 }
 
-#[derive(Default)]
-pub struct Timers {
-    queue: DelayQueue<Due>,
+impl<D> Default for Timers<D> {
+    fn default() -> Self {
+        Timers { queue: DelayQueue::new() }
+    }
 }
 
 /// The live timer of each kind of one instance; a key is dropped as soon as its entry fires
@@ -55,13 +25,20 @@ pub struct Timers {
 #[derive(Default)]
 pub struct Armed([Option<Key>; TIMERS]);
 
-impl Timers {
-    pub fn after(&mut self, delay: Duration, due: Due) {
+impl Armed {
+    /// Forgets the key of a timer that just fired.
+    pub fn fired(&mut self, timer: Timer) {
+        self.0[timer.slot()] = None;
+    }
+}
+
+impl<D> Timers<D> {
+    pub fn after(&mut self, delay: Duration, due: D) {
         self.queue.insert(due, delay);
     }
 
     /// `after`, keeping the key to reset or remove it; the caller drops the key when it fires.
-    pub fn after_key(&mut self, delay: Duration, due: Due) -> Key {
+    pub fn after_key(&mut self, delay: Duration, due: D) -> Key {
         self.queue.insert(due, delay)
     }
 
@@ -73,10 +50,10 @@ impl Timers {
         self.queue.try_remove(key);
     }
 
-    /// Arms `timer` of instance `id`, replacing the one of that kind it had.
-    pub fn arm(&mut self, armed: &mut Armed, id: &InstanceId, timer: Timer, generation: u64, delay: Duration) {
+    /// Arms an instance's `timer` to hand back `due`, replacing the one of that kind it had.
+    pub fn arm(&mut self, armed: &mut Armed, timer: Timer, delay: Duration, due: D) {
         self.disarm(armed, timer);
-        let key = self.queue.insert(Due::Instance { id: id.clone(), timer, generation }, delay);
+        let key = self.queue.insert(due, delay);
         armed.0[timer.slot()] = Some(key);
     }
 
@@ -93,17 +70,12 @@ impl Timers {
         }
     }
 
-    /// Forgets the key of a timer that just fired.
-    pub fn fired(armed: &mut Armed, timer: Timer) {
-        armed.0[timer.slot()] = None;
-    }
-
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
     }
 
     /// The next timer due; pending while none is armed.
-    pub async fn next(&mut self) -> Due {
+    pub async fn next(&mut self) -> D {
         loop {
             if let Some(expired) = poll_fn(|cx| self.queue.poll_expired(cx)).await {
                 return expired.into_inner();
