@@ -63,48 +63,6 @@ impl Supervisor {
         }
     }
 
-    /// A run's cgroup is watched while it drains (its main process gone, others left) and
-    /// removed once the instance has seen it empty.
-    fn follow_cgroup(&mut self, id: &InstanceId) {
-        let Some(slot) = self.slots.get_mut(id) else {
-            return;
-        };
-        let Some(cgroup) = slot.cgroup.clone() else {
-            return;
-        };
-        if slot.inst.pgid.is_none() {
-            if let Some(watch) = slot.cgroup_watch.take() {
-                self.cgroup_watches.remove(&watch);
-                let _ = self.inotify.remove(watch);
-            }
-            slot.cgroup = None;
-            crate::cgroup::remove(&cgroup);
-        } else if slot.inst.pid.is_none() && slot.cgroup_watch.is_none() {
-            match self.inotify.add(cgroup.join("cgroup.events"), inotify::WatchMask::MODIFY) {
-                Ok(watch) => {
-                    self.cgroup_watches.insert(watch.clone(), id.clone());
-                    slot.cgroup_watch = Some(watch);
-                }
-                // Then the reaper's reports and the rechecks see it go.
-                Err(e) => log!("{id}: cannot watch {}: {e}", cgroup.display()),
-            }
-            // It may have emptied before the watch was there.
-            if !crate::cgroup::populated(&cgroup) {
-                self.feed(id, Input::GroupGone);
-            }
-        }
-    }
-
-    /// `cgroup.events` of a draining run changed: is it empty now?
-    pub(super) fn on_cgroup_event(&mut self, watch: inotify::WatchDescriptor) {
-        let Some(id) = self.cgroup_watches.get(&watch).cloned() else {
-            return;
-        };
-        if self.slots.get(&id).is_some_and(|slot| slot.inst.pid.is_none() && !run_alive(slot)) {
-            self.feed(&id, Input::GroupGone);
-        }
-    }
-
     /// Something `list` shows changed: the table is due, and `wait` looks again.
     pub(super) fn touch(&mut self) {
         self.persist.touch();
@@ -125,7 +83,7 @@ impl Supervisor {
         match state {
             State::Running => {
                 self.bus.emit(EventKind::Started { id: id.clone(), pid: slot.pid().unwrap_or_default() });
-                if let Some(checks) = self.slots.get_mut(id).and_then(|slot| slot.checks.take())
+                if let Some(checks) = self.slots.get_mut(id).and_then(|slot| slot.checks.probe.take())
                     && let Some(task) = checks.task
                 {
                     task.abort(); // a ready probe still in flight
@@ -157,8 +115,9 @@ impl Supervisor {
                 slot.spawn_seq = Some(seq);
                 self.spawning.insert(seq, Spawning::Run { id: id.clone(), run });
                 let spec = &self.config.processes[&id.name];
-                let context = Context { base: &self.base_env, socket: &self.socket, notify: Some(&self.notify_name) };
-                let cgroup = self.tracking.tree().map(|tree| tree.run_path(id, run));
+                let context =
+                    Context { base: &self.base_env, socket: &self.socket, notify: Some(&self.readiness.notify_name) };
+                let cgroup = self.cgroups.run_path(id, run);
                 let request = SpawnRequest::new(seq, id, spec, &context, cgroup);
                 if !self.spawner.send(request) {
                     self.spawning.remove(&seq);
@@ -270,11 +229,11 @@ impl Supervisor {
                 };
                 slot.spawn_seq = None;
                 slot.start_error = None;
-                slot.cgroup = self.tracking.tree().map(|tree| tree.run_path(&id, run));
+                slot.cgroup = self.cgroups.run_path(&id, run);
                 slot.cpu_sample = None;
                 slot.start_time = start_time;
-                slot.status = None;
-                slot.health = None;
+                slot.checks.status = None;
+                slot.checks.health = None;
                 let spec = &self.config.processes[&id.name];
                 let watch = match &spec.ready {
                     Ready::Probe { probe: Probe::Log(pattern), .. } => {
@@ -331,7 +290,7 @@ impl Supervisor {
     }
 
     pub(super) fn on_reaped(&mut self, pid: i32, exit: Exit) {
-        if self.probe_pids.contains_key(&pid) {
+        if self.readiness.is_probe(pid) {
             return self.exec_probe_reaped(pid, exit);
         }
         let Some(id) = self.by_pid.get(&pid).cloned() else {
@@ -519,7 +478,7 @@ impl Supervisor {
 
 /// Whether anything of the run is left: its cgroup is populated, or its process group has
 /// a member.
-fn run_alive(slot: &super::Slot) -> bool {
+pub(super) fn run_alive(slot: &super::Slot) -> bool {
     match (&slot.cgroup, slot.inst.pgid) {
         (Some(cgroup), _) => crate::cgroup::populated(cgroup),
         (None, Some(pgid)) => group::alive(pgid),

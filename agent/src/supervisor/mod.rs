@@ -12,6 +12,7 @@
 //! queue.
 
 mod api;
+mod cgroups;
 mod deps;
 mod lifecycle;
 mod persist;
@@ -27,9 +28,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use procctl_proto::{ErrorKind, Exit, Health, InstanceId, InstanceInfo, Target, WireError};
+use procctl_proto::{ErrorKind, Exit, InstanceId, InstanceInfo, Target, WireError};
 use tokio::sync::{mpsc as tokio_mpsc, oneshot, watch};
-use tokio_util::time::delay_queue::Key;
 
 use api::gone;
 pub use api::{Command, Handle, Pending, Settle, Settled};
@@ -142,13 +142,8 @@ struct Slot {
     up_waiters: Vec<oneshot::Sender<Settled>>,
     down_waiters: Vec<oneshot::Sender<Settled>>,
     timers: Armed,
-    /// The last STATUS= of the current run.
-    status: Option<String>,
-    /// The health check's last verdict for the current run.
-    health: Option<Health>,
-    /// The probe of the current run, when it has one going.
-    checks: Option<readiness::Checks>,
-    watchdog: Option<Key>,
+    /// The current run's probe, watchdog, STATUS= and health verdict.
+    checks: readiness::RunChecks,
     /// The cgroup of the run whose processes may be alive, with cgroup tracking.
     cgroup: Option<PathBuf>,
     /// Its `cgroup.events` watch, while it drains.
@@ -171,10 +166,7 @@ impl Slot {
             up_waiters: vec![],
             down_waiters: vec![],
             timers: Armed::default(),
-            status: None,
-            health: None,
-            checks: None,
-            watchdog: None,
+            checks: readiness::RunChecks::default(),
             cgroup: None,
             cgroup_watch: None,
             cpu_sample: None,
@@ -195,12 +187,8 @@ pub struct Supervisor {
     by_pid: HashMap<i32, InstanceId>,
     /// Spawns in flight, by the sequence number their report will carry.
     spawning: HashMap<u64, Spawning>,
-    /// `exec` probes running, by pid; those past their timeout.
-    probe_pids: HashMap<i32, readiness::ExecProbe>,
-    timed_out: HashSet<i32>,
-    /// `$NOTIFY_SOCKET` of the instances with `ready = "notify"`.
-    notify_name: String,
-    notify_refusals: u64,
+    /// Probes in flight and the notify socket's intake.
+    readiness: readiness::Readiness,
     own_uid: u32,
     /// Instances in `waiting`, for their dependencies.
     waiting: BTreeSet<InstanceId>,
@@ -208,12 +196,9 @@ pub struct Supervisor {
     deferred: Vec<deps::Deferred>,
     /// Bumped on every change that `list` shows, for `wait`.
     changes: watch::Sender<u64>,
-    tracking: crate::cgroup::Tracking,
-    inotify: inotify::Watches,
-    cgroup_watches: HashMap<inotify::WatchDescriptor, InstanceId>,
+    /// How runs are tracked, and the watches on draining runs' cgroups.
+    cgroups: cgroups::CgroupWatch,
     service: service::Service,
-    /// Processes already warned about a limit their cgroup cannot have.
-    limit_warned: HashSet<String>,
     next_seq: u64,
     scaled: BTreeMap<String, ScaleOverride>,
     base_env: Vec<(String, String)>,
@@ -272,19 +257,13 @@ impl Supervisor {
             slots: BTreeMap::new(),
             by_pid: HashMap::new(),
             spawning: HashMap::new(),
-            probe_pids: HashMap::new(),
-            timed_out: HashSet::new(),
-            notify_name: parts.notify_name,
-            notify_refusals: 0,
+            readiness: readiness::Readiness::new(parts.notify_name),
             own_uid: nix::unistd::geteuid().as_raw(),
             waiting: BTreeSet::new(),
             deferred: vec![],
             changes: parts.changes,
-            tracking: parts.tracking,
-            inotify: parts.inotify,
-            cgroup_watches: HashMap::new(),
+            cgroups: cgroups::CgroupWatch::new(parts.tracking, parts.inotify),
             service: parts.service,
-            limit_warned: HashSet::new(),
             next_seq: 0,
             scaled,
             base_env: crate::spawn::base_env(),
@@ -323,26 +302,6 @@ impl Supervisor {
         sup
     }
 
-    /// A limit a process asks for that its cgroup cannot have: said once per process.
-    fn warn_unlimited(&mut self) {
-        let tree = self.tracking.tree();
-        for (name, spec) in &self.config.processes {
-            let missing: Vec<&str> =
-                [("memory_max", "memory", spec.memory_max.is_some()), ("cpu_max", "cpu", spec.cpu_max.is_some())]
-                    .into_iter()
-                    .filter(|(_, controller, wanted)| *wanted && !tree.is_some_and(|t| t.has(controller)))
-                    .map(|(key, _, _)| key)
-                    .collect();
-            if !missing.is_empty() && self.limit_warned.insert(name.clone()) {
-                let why = match &self.tracking {
-                    crate::cgroup::Tracking::Cgroups(_) => "its controller is not available in this cgroup".to_string(),
-                    crate::cgroup::Tracking::Groups(why) => why.clone(),
-                };
-                log!("{name}: {} not applied ({why}); it runs without", missing.join(" and "));
-            }
-        }
-    }
-
     fn service_pending(&self) -> Vec<InstanceId> {
         self.slots.keys().filter(|id| self.config.processes[&id.name].autostart).cloned().collect()
     }
@@ -376,7 +335,7 @@ impl Supervisor {
         }
         self.persist.writer().save(last);
         self.persist.writer().flush();
-        if let Some(tree) = self.tracking.tree() {
+        if let Some(tree) = self.cgroups.tree() {
             tree.remove_all();
         }
         for waiter in self.shutdown_waiters.drain(..) {
@@ -539,8 +498,8 @@ impl Supervisor {
             uptime_secs,
             restarts: slot.inst.restarts,
             last_exit: slot.inst.last_exit,
-            health: slot.health.filter(|_| slot.inst.is_up()),
-            status: slot.status.clone(),
+            health: slot.checks.health.filter(|_| slot.inst.is_up()),
+            status: slot.checks.status.clone(),
             cpu_tenths: None,
             memory_bytes: None,
         })

@@ -87,7 +87,7 @@ impl Supervisor {
             version: table::TABLE_VERSION,
             agent_pid: std::process::id(),
             agent_token: Some(crate::reclaim::token().to_owned()),
-            cgroup_base: self.tracking.tree().map(|tree| tree.base.clone()),
+            cgroup_base: self.cgroups.tree().map(|tree| tree.base.clone()),
             instances,
             scaled: self.scaled.clone(),
         }

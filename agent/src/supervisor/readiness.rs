@@ -2,6 +2,7 @@
 //! run in tasks or as `exec` children, their results tied to the run they were for), and
 //! the watchdog. Nothing here runs for a process that declares none of them.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use procctl_proto::{EventKind, Exit, Health, InstanceId, State};
@@ -25,6 +26,39 @@ const MAX_ANCESTORS: usize = 64;
 pub enum Purpose {
     Ready,
     Health,
+}
+
+/// What readiness keeps besides each run's checks: the `exec` probes running and the notify
+/// socket's name and refusals.
+pub struct Readiness {
+    /// `exec` probes running, by pid; those past their timeout.
+    probes: HashMap<i32, ExecProbe>,
+    timed_out: HashSet<i32>,
+    /// `$NOTIFY_SOCKET` of the instances with `ready = "notify"`.
+    pub notify_name: String,
+    refusals: u64,
+}
+
+impl Readiness {
+    pub fn new(notify_name: String) -> Readiness {
+        Readiness { probes: HashMap::new(), timed_out: HashSet::new(), notify_name, refusals: 0 }
+    }
+
+    /// Whether `pid` is an `exec` probe's child.
+    pub fn is_probe(&self, pid: i32) -> bool {
+        self.probes.contains_key(&pid)
+    }
+}
+
+/// One run's readiness and health: its probe, its watchdog, its last STATUS= and the health
+/// check's last verdict. A new run starts with none.
+#[derive(Default)]
+pub struct RunChecks {
+    /// The probe of the current run, when it has one going.
+    pub probe: Option<Checks>,
+    pub watchdog: Option<Key>,
+    pub status: Option<String>,
+    pub health: Option<Health>,
 }
 
 /// One probe of one run: what it is for and where it stands.
@@ -79,10 +113,10 @@ impl Supervisor {
                 return;
             };
             let run = slot.inst.run;
-            if let Some(key) = slot.watchdog.take() {
+            if let Some(key) = slot.checks.watchdog.take() {
                 self.timers.remove(&key);
             }
-            slot.watchdog = Some(self.timers.after_key(watchdog, Due::Watchdog { id: id.clone(), run }));
+            slot.checks.watchdog = Some(self.timers.after_key(watchdog, Due::Watchdog { id: id.clone(), run }));
         }
     }
 
@@ -92,8 +126,8 @@ impl Supervisor {
     pub(super) fn end_checks(&mut self, id: &InstanceId) {
         self.cancel_checks(id);
         if let Some(slot) = self.slots.get_mut(id) {
-            slot.health = None;
-            slot.status = None;
+            slot.checks.health = None;
+            slot.checks.status = None;
         }
     }
 
@@ -102,7 +136,7 @@ impl Supervisor {
         let Some(slot) = self.slots.get_mut(id) else {
             return;
         };
-        if let Some(checks) = slot.checks.take() {
+        if let Some(checks) = slot.checks.probe.take() {
             if let Some(task) = checks.task {
                 task.abort();
             }
@@ -110,7 +144,7 @@ impl Supervisor {
                 let _ = crate::group::kill(pid);
             }
         }
-        if let Some(key) = slot.watchdog.take() {
+        if let Some(key) = slot.checks.watchdog.take() {
             self.timers.remove(&key);
         }
     }
@@ -120,7 +154,7 @@ impl Supervisor {
             return;
         };
         let run = slot.inst.run;
-        match &mut slot.checks {
+        match &mut slot.checks.probe {
             Some(checks) if checks.run == run && checks.purpose == purpose => {
                 checks.task = None;
                 checks.exec = None;
@@ -137,7 +171,7 @@ impl Supervisor {
         let Some(slot) = self.slots.get(&id) else {
             return;
         };
-        if !slot.checks.as_ref().is_some_and(|c| c.run == run && c.purpose == purpose) || slot.inst.run != run {
+        if !slot.checks.probe.as_ref().is_some_and(|c| c.run == run && c.purpose == purpose) || slot.inst.run != run {
             return;
         }
         let spec = &self.config.processes[&id.name];
@@ -150,7 +184,8 @@ impl Supervisor {
                 self.next_seq += 1;
                 let seq = self.next_seq;
                 self.spawning.insert(seq, Spawning::Probe { id: id.clone(), run, purpose, timeout });
-                let context = Context { base: &self.base_env, socket: &self.socket, notify: Some(&self.notify_name) };
+                let context =
+                    Context { base: &self.base_env, socket: &self.socket, notify: Some(&self.readiness.notify_name) };
                 let request = SpawnRequest::probe(seq, &id, spec, argv, &context);
                 if !self.spawner.send(request) {
                     self.spawning.remove(&seq);
@@ -181,7 +216,7 @@ impl Supervisor {
                 let _ = events.send(Event::Probed { id, run, purpose, result });
             })
         };
-        if let Some(checks) = self.slots.get_mut(&id).and_then(|slot| slot.checks.as_mut()) {
+        if let Some(checks) = self.slots.get_mut(&id).and_then(|slot| slot.checks.probe.as_mut()) {
             checks.task = Some(task.abort_handle());
         }
     }
@@ -193,30 +228,30 @@ impl Supervisor {
         (id, run, purpose, timeout): (InstanceId, u64, Purpose, Duration),
         error: Option<String>,
     ) {
-        let live = self.slots.get_mut(&id).and_then(|slot| slot.checks.as_mut()).filter(|c| c.run == run);
+        let live = self.slots.get_mut(&id).and_then(|slot| slot.checks.probe.as_mut()).filter(|c| c.run == run);
         let Some(checks) = live else {
             let _ = crate::group::kill(pid);
             return;
         };
         checks.exec = Some(pid);
         let key = self.timers.after_key(timeout, Due::ProbeTimeout { pid });
-        self.probe_pids.insert(pid, ExecProbe { id, run, purpose, error, timeout: Some(key) });
+        self.readiness.probes.insert(pid, ExecProbe { id, run, purpose, error, timeout: Some(key) });
     }
 
     pub(super) fn on_probe_timeout(&mut self, pid: i32) {
-        if self.probe_pids.contains_key(&pid) {
+        if self.readiness.probes.contains_key(&pid) {
             let _ = crate::group::kill(pid);
-            if let Some(probe) = self.probe_pids.get_mut(&pid) {
+            if let Some(probe) = self.readiness.probes.get_mut(&pid) {
                 probe.timeout = None; // fired: its key is free for other timers
                 probe.error = None; // the reason is the timeout
             }
-            self.timed_out.insert(pid);
+            self.readiness.timed_out.insert(pid);
         }
     }
 
     /// An `exec` probe's child was reaped: its exit is the result.
     pub(super) fn exec_probe_reaped(&mut self, pid: i32, exit: Exit) {
-        let Some(probe) = self.probe_pids.remove(&pid) else {
+        let Some(probe) = self.readiness.probes.remove(&pid) else {
             return;
         };
         // What it left in its group (a background child) goes with it: nothing else would
@@ -225,7 +260,7 @@ impl Supervisor {
         if let Some(key) = &probe.timeout {
             self.timers.remove(key);
         }
-        let timed_out = self.timed_out.remove(&pid);
+        let timed_out = self.readiness.timed_out.remove(&pid);
         let argv0 = self.config.processes.get(&probe.id.name).and_then(|spec| probe_of(spec, probe.purpose)).map_or(
             String::new(),
             |(probe, _)| match probe {
@@ -251,7 +286,8 @@ impl Supervisor {
             Purpose::Health => State::Running,
         };
         let current = slot.inst.run == run && slot.inst.state == wanted_state;
-        let Some(checks) = slot.checks.as_mut().filter(|c| current && c.run == run && c.purpose == purpose) else {
+        let Some(checks) = slot.checks.probe.as_mut().filter(|c| current && c.run == run && c.purpose == purpose)
+        else {
             return;
         };
         checks.task = None;
@@ -259,7 +295,7 @@ impl Supervisor {
         let spec = &self.config.processes[&id.name];
         match (purpose, result) {
             (Purpose::Ready, Ok(())) => {
-                slot.checks = None;
+                slot.checks.probe = None;
                 self.feed(&id, Input::Ready);
             }
             (Purpose::Ready, Err(_)) => {
@@ -269,14 +305,14 @@ impl Supervisor {
             }
             (Purpose::Health, Ok(())) => {
                 checks.failures = 0;
-                slot.health = Some(Health::Ok);
+                slot.checks.health = Some(Health::Ok);
                 let every = spec.health.as_ref().map_or(Duration::from_secs(10), |h| h.every);
                 self.timers.after(every, Due::Probe { id: id.clone(), run, purpose });
                 self.feed(&id, Input::Healthy);
             }
             (Purpose::Health, Err(reason)) => {
                 checks.failures += 1;
-                slot.health = Some(Health::Failing);
+                slot.checks.health = Some(Health::Failing);
                 let Some(health) = &spec.health else {
                     return;
                 };
@@ -285,7 +321,7 @@ impl Supervisor {
                     return;
                 }
                 let reason = format!("{} health checks failed in a row: {reason}", checks.failures);
-                slot.checks = None;
+                slot.checks.probe = None;
                 self.unhealthy(&id, reason);
             }
         }
@@ -304,7 +340,7 @@ impl Supervisor {
         let Some(slot) = self.slots.get_mut(&id) else {
             return;
         };
-        slot.watchdog = None;
+        slot.checks.watchdog = None;
         if slot.inst.run != run || slot.inst.state != State::Running {
             return;
         }
@@ -339,13 +375,13 @@ impl Supervisor {
             return;
         };
         if let Some(status) = message.status {
-            slot.status = Some(status);
+            slot.checks.status = Some(status);
         }
         if message.stopping {
             log!("{id} says it is stopping");
         }
         if message.watchdog
-            && let (Some(key), Some(watchdog)) = (&slot.watchdog, spec.watchdog)
+            && let (Some(key), Some(watchdog)) = (&slot.checks.watchdog, spec.watchdog)
         {
             self.timers.reset(key, watchdog);
         }
@@ -355,10 +391,10 @@ impl Supervisor {
     }
 
     fn notify_refused(&mut self, what: String) {
-        self.notify_refusals += 1;
+        self.readiness.refusals += 1;
         // A flood is logged once in a while, not line by line.
-        if self.notify_refusals.is_power_of_two() {
-            log!("ignored {what} ({} ignored so far)", self.notify_refusals);
+        if self.readiness.refusals.is_power_of_two() {
+            log!("ignored {what} ({} ignored so far)", self.readiness.refusals);
         }
     }
 

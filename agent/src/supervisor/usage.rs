@@ -142,7 +142,7 @@ impl Supervisor {
     /// Fills `cpu_tenths` and `memory_bytes` of the running rows.
     pub(super) fn sample_usage(&mut self, rows: &mut [InstanceInfo]) {
         let (ticks_per_sec, page) = procfs::units();
-        let memory_controller = self.tracking.tree().is_some_and(|tree| tree.has("memory"));
+        let memory_controller = self.cgroups.tree().is_some_and(|tree| tree.has("memory"));
         let now = Instant::now();
         let mut buf = [0u8; 4096];
         for row in rows.iter_mut() {
