@@ -51,7 +51,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
 use crate::config::Config;
-use crate::supervisor::{AgentSignal, Event, Handle, Parts, Supervisor};
+use crate::supervisor::{AgentSignal, Event, Handle, Parts, RealKernel, Supervisor};
 
 const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (protocol 2)");
 
@@ -270,7 +270,7 @@ async fn serve(setup: Setup) -> anyhow::Result<()> {
         socket,
         state_dir,
         previous,
-        spawner,
+        kernel: Box::new(RealKernel::new(spawner)),
         writer,
         events,
         bus,

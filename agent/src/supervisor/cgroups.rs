@@ -79,7 +79,7 @@ impl Supervisor {
         } else if slot.inst.pid.is_none() && slot.cgroup_watch.is_none() {
             slot.cgroup_watch = self.cgroups.watch(id, &cgroup);
             // It may have emptied before the watch was there.
-            if !crate::cgroup::populated(&cgroup) {
+            if !run_alive(&*self.kernel, slot) {
                 self.feed(id, Input::GroupGone);
             }
         }
@@ -90,7 +90,7 @@ impl Supervisor {
         let Some(id) = self.cgroups.owner(&watch).cloned() else {
             return;
         };
-        if self.slots.get(&id).is_some_and(|slot| slot.inst.pid.is_none() && !run_alive(slot)) {
+        if self.slots.get(&id).is_some_and(|slot| slot.inst.pid.is_none() && !run_alive(&*self.kernel, slot)) {
             self.feed(&id, Input::GroupGone);
         }
     }

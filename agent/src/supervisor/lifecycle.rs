@@ -9,9 +9,9 @@ use procctl_proto::{ErrorKind, EventKind, Exit, InstanceId, Outcome, OutcomeKind
 use tokio::sync::oneshot;
 
 use super::api::{Pending, Settle, Settled};
+use super::kernel::Kernel;
 use super::{Due, Next, Spawning, Supervisor};
 use crate::config::{Pipe, Probe, Ready};
-use crate::group;
 use crate::instance::{Action, Input, Timer};
 use crate::logs::{self, LineWatch};
 use crate::pipe;
@@ -119,7 +119,7 @@ impl Supervisor {
                     Context { base: &self.base_env, socket: &self.socket, notify: Some(&self.readiness.notify_name) };
                 let cgroup = self.cgroups.run_path(id, run);
                 let request = SpawnRequest::new(seq, id, spec, &context, cgroup);
-                if !self.spawner.send(request) {
+                if !self.kernel.spawn(request) {
                     self.spawning.remove(&seq);
                     self.feed(id, Input::SpawnFailed);
                 }
@@ -130,17 +130,15 @@ impl Supervisor {
                 }
                 self.start_failed(id, "the spawner did not answer: the start was given up".into());
             }
-            Action::Signal(signal) => match (&slot.cgroup, slot.inst.pgid) {
-                (Some(cgroup), _) => crate::cgroup::signal_all(cgroup, signal.number()),
-                (None, Some(pgid)) => {
-                    let _ = group::signal_and_continue(pgid, signal);
+            Action::Signal(signal) => {
+                if let Some(pgid) = slot.inst.pgid {
+                    self.kernel.signal_run(slot.cgroup.as_deref(), pgid, signal);
                 }
-                (None, None) => {}
-            },
+            }
             Action::Kill => {
                 if let Some(pgid) = slot.inst.pgid {
                     log!("{id} did not stop in time: SIGKILL to its group");
-                    kill_run(slot.cgroup.as_deref(), pgid);
+                    self.kernel.kill_run(slot.cgroup.as_deref(), pgid);
                     let (id, run) = (id.clone(), slot.inst.run);
                     self.timers.after(RECHECK_FIRST, Due::Recheck { id, run, attempt: 1, vanished: false });
                 }
@@ -211,7 +209,7 @@ impl Supervisor {
                     }
                     None => {
                         // Nobody wants this child any more; it is reaped as a stray.
-                        let _ = group::kill(pid);
+                        self.kernel.kill_group(pid);
                         return;
                     }
                 };
@@ -313,7 +311,7 @@ impl Supervisor {
             return;
         };
         slot.pipe = None;
-        let group_left = run_alive(slot);
+        let group_left = run_alive(&*self.kernel, slot);
         self.end_checks(id);
         self.feed(id, Input::Exited { exit, group_left });
     }
@@ -322,7 +320,7 @@ impl Supervisor {
         let gone: Vec<InstanceId> = self
             .slots
             .iter()
-            .filter(|(_, slot)| slot.inst.pid.is_none() && slot.inst.pgid.is_some() && !run_alive(slot))
+            .filter(|(_, slot)| slot.inst.pid.is_none() && slot.inst.pgid.is_some() && !run_alive(&*self.kernel, slot))
             .map(|(id, _)| id.clone())
             .collect();
         for id in gone {
@@ -342,8 +340,8 @@ impl Supervisor {
         };
         let cgroup = slot.cgroup.clone();
         match slot.inst.pid {
-            None if !run_alive(slot) => return self.feed(&id, Input::GroupGone),
-            Some(pid) if !group::process_exists(pid) && vanished => {
+            None if !run_alive(&*self.kernel, slot) => return self.feed(&id, Input::GroupGone),
+            Some(pid) if !self.kernel.process_exists(pid) && vanished => {
                 log!("{id}: pid {pid} is gone but its exit was never reported; taking it as ended");
                 // Its end is queued: the next recheck finds the run moved on, or its
                 // leftovers still there.
@@ -354,9 +352,9 @@ impl Supervisor {
         let Some(slot) = self.slots.get(&id) else {
             return;
         };
-        let vanished = slot.inst.pid.is_some_and(|pid| !group::process_exists(pid));
-        if run_alive(slot) {
-            kill_run(cgroup.as_deref(), pgid);
+        let vanished = slot.inst.pid.is_some_and(|pid| !self.kernel.process_exists(pid));
+        if run_alive(&*self.kernel, slot) {
+            self.kernel.kill_run(cgroup.as_deref(), pgid);
         }
         let delay = (RECHECK_FIRST * 2u32.pow(attempt.min(10))).min(RECHECK_MAX);
         self.timers.after(delay, Due::Recheck { id, run, attempt: attempt + 1, vanished });
@@ -438,7 +436,7 @@ impl Supervisor {
             return Outcome { id, kind: OutcomeKind::Failed(error) };
         };
         let kind = match (slot.inst.pid, slot.inst.pgid) {
-            (Some(pid), Some(pgid)) => match group::signal(pgid, signal) {
+            (Some(pid), Some(pgid)) => match self.kernel.signal_group(pgid, signal) {
                 Ok(()) => OutcomeKind::Signalled { pid: pid as u32, signal },
                 Err(Errno::ESRCH) => OutcomeKind::Failed(WireError::new(
                     ErrorKind::NotRunning,
@@ -468,7 +466,7 @@ impl Supervisor {
     pub(super) fn kill_everything(&mut self) {
         for (id, slot) in &self.slots {
             if let Some(pgid) = slot.inst.pgid {
-                kill_run(slot.cgroup.as_deref(), pgid);
+                self.kernel.kill_run(slot.cgroup.as_deref(), pgid);
                 let (id, run) = (id.clone(), slot.inst.run);
                 self.timers.after(RECHECK_FIRST, Due::Recheck { id, run, attempt: 1, vanished: false });
             }
@@ -478,24 +476,6 @@ impl Supervisor {
 
 /// Whether anything of the run is left: its cgroup is populated, or its process group has
 /// a member.
-pub(super) fn run_alive(slot: &super::Slot) -> bool {
-    match (&slot.cgroup, slot.inst.pgid) {
-        (Some(cgroup), _) => crate::cgroup::populated(cgroup),
-        (None, Some(pgid)) => group::alive(pgid),
-        (None, None) => false,
-    }
-}
-
-/// SIGKILL to everything of the run: its cgroup, else its process group.
-fn kill_run(cgroup: Option<&std::path::Path>, pgid: i32) {
-    match cgroup {
-        Some(cgroup) => {
-            if crate::cgroup::kill(cgroup).is_err() {
-                let _ = group::kill(pgid);
-            }
-        }
-        None => {
-            let _ = group::kill(pgid);
-        }
-    }
+pub(super) fn run_alive(kernel: &dyn Kernel, slot: &super::Slot) -> bool {
+    slot.inst.pgid.is_some_and(|pgid| kernel.run_alive(slot.cgroup.as_deref(), pgid))
 }

@@ -14,7 +14,10 @@
 mod api;
 mod cgroups;
 mod deps;
+mod kernel;
 mod lifecycle;
+#[cfg(test)]
+mod model;
 mod persist;
 mod readiness;
 mod reload;
@@ -33,6 +36,7 @@ use tokio::sync::{mpsc as tokio_mpsc, oneshot, watch};
 
 use api::gone;
 pub use api::{Command, Handle, Pending, Settle, Settled};
+pub use kernel::{Kernel, Real as RealKernel};
 pub use readiness::Purpose;
 pub use service::Service;
 use timers::{Armed, Timers};
@@ -42,7 +46,7 @@ use crate::events::Bus;
 use crate::instance::{Input, Instance, Timer};
 use crate::logs::{Follow, SharedSink, Sink};
 use crate::pipe::PipeRef;
-use crate::spawn::{Sent, Spawner};
+use crate::spawn::Sent;
 use crate::table::{self, ScaleOverride, TableFile};
 
 pub enum Event {
@@ -202,7 +206,7 @@ pub struct Supervisor {
     next_seq: u64,
     scaled: BTreeMap<String, ScaleOverride>,
     base_env: Vec<(String, String)>,
-    spawner: Spawner,
+    kernel: Box<dyn Kernel>,
     persist: persist::Persist,
     timers: Timers<Due>,
     events: tokio_mpsc::UnboundedSender<Event>,
@@ -224,7 +228,7 @@ pub struct Parts {
     pub socket: PathBuf,
     pub state_dir: PathBuf,
     pub previous: Option<TableFile>,
-    pub spawner: Spawner,
+    pub kernel: Box<dyn Kernel>,
     pub writer: table::Writer,
     pub events: tokio_mpsc::UnboundedSender<Event>,
     pub bus: Bus,
@@ -267,7 +271,7 @@ impl Supervisor {
             next_seq: 0,
             scaled,
             base_env: crate::spawn::base_env(),
-            spawner: parts.spawner,
+            kernel: parts.kernel,
             persist: persist::Persist::new(parts.writer),
             timers: Timers::default(),
             events: parts.events,
@@ -361,7 +365,7 @@ impl Supervisor {
         match event {
             Event::Command(command) => self.on_command(command),
             Event::Spawn(sent) => {
-                let report = self.spawner.claim(sent);
+                let report = self.kernel.claim(sent);
                 self.on_spawn_report(report)
             }
             Event::Notify(message) => self.on_notify(message),

@@ -141,7 +141,7 @@ impl Supervisor {
                 task.abort();
             }
             if let Some(pid) = checks.exec {
-                let _ = crate::group::kill(pid);
+                self.kernel.kill_group(pid);
             }
         }
         if let Some(key) = slot.checks.watchdog.take() {
@@ -187,7 +187,7 @@ impl Supervisor {
                 let context =
                     Context { base: &self.base_env, socket: &self.socket, notify: Some(&self.readiness.notify_name) };
                 let request = SpawnRequest::probe(seq, &id, spec, argv, &context);
-                if !self.spawner.send(request) {
+                if !self.kernel.spawn(request) {
                     self.spawning.remove(&seq);
                 }
             }
@@ -230,7 +230,7 @@ impl Supervisor {
     ) {
         let live = self.slots.get_mut(&id).and_then(|slot| slot.checks.probe.as_mut()).filter(|c| c.run == run);
         let Some(checks) = live else {
-            let _ = crate::group::kill(pid);
+            self.kernel.kill_group(pid);
             return;
         };
         checks.exec = Some(pid);
@@ -240,7 +240,7 @@ impl Supervisor {
 
     pub(super) fn on_probe_timeout(&mut self, pid: i32) {
         if self.readiness.probes.contains_key(&pid) {
-            let _ = crate::group::kill(pid);
+            self.kernel.kill_group(pid);
             if let Some(probe) = self.readiness.probes.get_mut(&pid) {
                 probe.timeout = None; // fired: its key is free for other timers
                 probe.error = None; // the reason is the timeout
@@ -256,7 +256,7 @@ impl Supervisor {
         };
         // What it left in its group (a background child) goes with it: nothing else would
         // ever stop it. The group keeps its number while anything is in it.
-        let _ = crate::group::kill(pid);
+        self.kernel.kill_group(pid);
         if let Some(key) = &probe.timeout {
             self.timers.remove(key);
         }

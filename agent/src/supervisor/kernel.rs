@@ -1,0 +1,86 @@
+//! What the supervisor asks of the kernel (spawns through the spawner thread, signals, kills,
+//! "is anything of this run left"), behind one trait, so that the supervisor's core can be
+//! driven as a model in tests with a kernel that the test plays.
+
+use std::path::Path;
+
+use nix::errno::Errno;
+use procctl_proto::Signal;
+
+use crate::group;
+use crate::spawn::{Sent, SpawnReport, SpawnRequest, Spawner};
+
+pub trait Kernel: Send {
+    /// Hands a start (of a run or an `exec` probe) to the spawner; false when it is gone.
+    fn spawn(&mut self, request: SpawnRequest) -> bool;
+    /// The full report of a spawn the spawner announced.
+    fn claim(&mut self, sent: Sent) -> SpawnReport;
+    /// `signal` to every process of a run (its cgroup, else its process group), and SIGCONT
+    /// so that a stopped process acts on it.
+    fn signal_run(&mut self, cgroup: Option<&Path>, pgid: i32, signal: Signal);
+    /// `signal` to a run's process group, as a user asked.
+    fn signal_group(&mut self, pgid: i32, signal: Signal) -> Result<(), Errno>;
+    /// SIGKILL to everything of a run: its cgroup, else its process group.
+    fn kill_run(&mut self, cgroup: Option<&Path>, pgid: i32);
+    /// SIGKILL to one process group: a stray spawn, an `exec` probe and what it left.
+    fn kill_group(&mut self, pgid: i32);
+    /// Whether anything of a run is left: its cgroup is populated, or its group has a member.
+    fn run_alive(&self, cgroup: Option<&Path>, pgid: i32) -> bool;
+    /// Whether `pid` exists (a zombie does).
+    fn process_exists(&self, pid: i32) -> bool;
+}
+
+/// The real one: the spawner thread, process groups and cgroups.
+pub struct Real {
+    spawner: Spawner,
+}
+
+impl Real {
+    pub fn new(spawner: Spawner) -> Real {
+        Real { spawner }
+    }
+}
+
+impl Kernel for Real {
+    fn spawn(&mut self, request: SpawnRequest) -> bool {
+        self.spawner.send(request)
+    }
+
+    fn claim(&mut self, sent: Sent) -> SpawnReport {
+        self.spawner.claim(sent)
+    }
+
+    fn signal_run(&mut self, cgroup: Option<&Path>, pgid: i32, signal: Signal) {
+        match cgroup {
+            Some(cgroup) => crate::cgroup::signal_all(cgroup, signal.number()),
+            None => {
+                let _ = group::signal_and_continue(pgid, signal);
+            }
+        }
+    }
+
+    fn signal_group(&mut self, pgid: i32, signal: Signal) -> Result<(), Errno> {
+        group::signal(pgid, signal)
+    }
+
+    fn kill_run(&mut self, cgroup: Option<&Path>, pgid: i32) {
+        if cgroup.is_none_or(|cgroup| crate::cgroup::kill(cgroup).is_err()) {
+            let _ = group::kill(pgid);
+        }
+    }
+
+    fn kill_group(&mut self, pgid: i32) {
+        let _ = group::kill(pgid);
+    }
+
+    fn run_alive(&self, cgroup: Option<&Path>, pgid: i32) -> bool {
+        match cgroup {
+            Some(cgroup) => crate::cgroup::populated(cgroup),
+            None => group::alive(pgid),
+        }
+    }
+
+    fn process_exists(&self, pid: i32) -> bool {
+        group::process_exists(pid)
+    }
+}
