@@ -92,8 +92,7 @@ mod tests {
         let mut got = [0u8; 2];
         b.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"hi");
-        // SAFETY: fcntl on a descriptor we own.
-        let flags = unsafe { libc::fcntl(b.as_raw_fd(), libc::F_GETFD) };
+        let flags = nix::fcntl::fcntl(&b, nix::fcntl::FcntlArg::F_GETFD).unwrap();
         assert_ne!(flags & libc::FD_CLOEXEC, 0, "received descriptors are close-on-exec");
         let (seq, slots) = receive(&rx).unwrap();
         assert_eq!(seq, 8);

@@ -2,9 +2,11 @@
 //! supervisor, `reclaim` and shutdown all go through here.
 
 use nix::errno::Errno;
+use nix::unistd::Pid;
 use procctl_proto::Signal;
 
-/// Sends `signal` to every process in group `pgid` (real-time signals included).
+/// Sends `signal` to every process in group `pgid` (real-time signals included, which nix's
+/// `Signal` cannot name: hence the raw call).
 pub fn signal(pgid: i32, signal: Signal) -> Result<(), Errno> {
     // SAFETY: kill takes plain integers and touches no memory.
     Errno::result(unsafe { libc::kill(-pgid, signal.number()) }).map(drop)
@@ -23,17 +25,13 @@ pub fn kill(pgid: i32) -> Result<(), Errno> {
 
 /// Whether any process (a zombie included) is left in group `pgid`.
 pub fn alive(pgid: i32) -> bool {
-    // SAFETY: signal 0 only checks that the group exists.
-    let result = Errno::result(unsafe { libc::kill(-pgid, 0) });
-    !matches!(result, Err(Errno::ESRCH))
+    !matches!(nix::sys::signal::killpg(Pid::from_raw(pgid), None), Err(Errno::ESRCH))
 }
 
 /// Whether process `pid` exists at all, a zombie included: once it does not, whoever
 /// reaped it was not us.
 pub fn process_exists(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    let result = Errno::result(unsafe { libc::kill(pid, 0) });
-    !matches!(result, Err(Errno::ESRCH))
+    !matches!(nix::sys::signal::kill(Pid::from_raw(pid), None), Err(Errno::ESRCH))
 }
 
 /// Sends a raw signal number to one process; for leftovers found in /proc.
@@ -48,8 +46,7 @@ mod tests {
 
     #[test]
     fn our_own_group_is_alive_and_a_free_number_is_not() {
-        // SAFETY: getpgrp has no failure mode.
-        let own = unsafe { libc::getpgrp() };
+        let own = nix::unistd::getpgrp().as_raw();
         assert!(alive(own));
         assert!(process_exists(std::process::id() as i32));
         // pid_max is at most 2^22: this number is never a group.

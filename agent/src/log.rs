@@ -55,10 +55,13 @@ const PAGE: usize = 4096;
 /// Whether a short write to stderr would not block. A pipe with a free buffer slot takes a
 /// write of up to a page whole; files and /dev/null are always ready.
 fn stderr_ready() -> bool {
-    let mut fd = libc::pollfd { fd: libc::STDERR_FILENO, events: libc::POLLOUT, revents: 0 };
-    // SAFETY: one valid pollfd and a zero timeout: poll only reads and writes `fd`.
-    let ready = unsafe { libc::poll(&mut fd, 1, 0) };
-    ready == 1 && fd.revents & libc::POLLOUT != 0 && fd.revents & (libc::POLLERR | libc::POLLNVAL) == 0
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let stderr = std::io::stderr();
+    let mut fds = [PollFd::new(stderr.as_fd(), PollFlags::POLLOUT)];
+    let ready = poll(&mut fds, PollTimeout::ZERO).unwrap_or(0);
+    let bad = PollFlags::POLLERR | PollFlags::POLLNVAL;
+    ready == 1 && fds[0].revents().is_some_and(|r| r.contains(PollFlags::POLLOUT) && !r.intersects(bad))
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -188,8 +188,7 @@ pub struct LineWatch {
 
 /// Drains one run's output pipe into its sink until every writer has closed it.
 pub fn capture(fd: OwnedFd, sink: SharedSink, follow: Follow, mut watch: Option<LineWatch>) -> std::io::Result<()> {
-    // SAFETY: F_SETFL on a descriptor we own.
-    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+    nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK))?;
     let pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(fd)?;
     let id = sink.lock().unwrap_or_else(|p| p.into_inner()).id.clone();
     tokio::spawn(async move {

@@ -111,8 +111,9 @@ pub fn pids(text: &[u8]) -> Vec<i32> {
 
 /// Clock ticks per second and bytes per page, for the figures above.
 pub fn units() -> (u64, u64) {
-    // SAFETY: sysconf reads a constant of the system.
-    unsafe { (libc::sysconf(libc::_SC_CLK_TCK).max(1) as u64, libc::sysconf(libc::_SC_PAGESIZE).max(1) as u64) }
+    use nix::unistd::{SysconfVar, sysconf};
+    let value = |var| sysconf(var).ok().flatten().unwrap_or(1).max(1) as u64;
+    (value(SysconfVar::CLK_TCK), value(SysconfVar::PAGE_SIZE))
 }
 
 /// This process and its ancestors up to init.

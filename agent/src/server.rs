@@ -5,7 +5,7 @@
 
 use std::fs::{self, Permissions};
 use std::io::ErrorKind as IoErrorKind;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream as StdStream;
 use std::path::Path;
@@ -310,10 +310,10 @@ async fn hangup(stream: &UnixStream) {
 /// Whether the peer closed its whole socket: the kernel then reports POLLHUP, where a peer
 /// that only shut down writing gives POLLRDHUP alone.
 fn peer_closed(stream: &UnixStream) -> bool {
-    let mut fd = libc::pollfd { fd: stream.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
-    // SAFETY: one valid pollfd and a zero timeout.
-    let ready = unsafe { libc::poll(&mut fd, 1, 0) };
-    ready == 1 && fd.revents & libc::POLLHUP != 0
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut fds = [PollFd::new(stream.as_fd(), PollFlags::POLLOUT)];
+    let ready = poll(&mut fds, PollTimeout::ZERO).unwrap_or(0);
+    ready == 1 && fds[0].revents().is_some_and(|r| r.contains(PollFlags::POLLHUP))
 }
 
 enum ReadError {

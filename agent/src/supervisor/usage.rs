@@ -27,10 +27,8 @@ static KEPT: AtomicUsize = AtomicUsize::new(0);
 fn budget() -> usize {
     static BUDGET: OnceLock<usize> = OnceLock::new();
     *BUDGET.get_or_init(|| {
-        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-        // SAFETY: getrlimit writes into a struct we own.
-        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
-        (limit.rlim_cur / 4) as usize
+        let (soft, _) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap_or((0, 0));
+        (soft / 4) as usize
     })
 }
 

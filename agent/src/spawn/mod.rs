@@ -1,0 +1,339 @@
+//! The spawner thread: the agent's only child creation. It prepares everything, clones, and
+//! reports.
+//!
+//! Clone happens on one thread that lives as long as the agent, because the kernel fires
+//! `PR_SET_PDEATHSIG` when the *thread* that forked the child exits, not the process. By
+//! concern: `env` is the child's environment, `prepare` turns a request into what the child
+//! needs (program found, strings, pipes, cgroup, credentials), `clone` makes the child (clone
+//! with CLONE_VM | CLONE_VFORK, or clone3 into its cgroup) and `child` is what the child runs
+//! until exec. The unsafe code that matters is in those last two.
+
+mod child;
+mod clone;
+mod env;
+mod prepare;
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use nix::sched::CloneFlags;
+use nix::sys::signal::SigSet;
+use procctl_proto::InstanceId;
+
+use crate::cgroup;
+use crate::config::{Account, Limit, Pipe, ProcessSpec};
+use crate::fdpass;
+use crate::procfs;
+use child::{ChildArgs, Messages, exec_error};
+use clone::{CHILD_STACK, CLONE3, clone_into_cgroup, clone_vfork};
+pub use env::base_env;
+use env::child_env;
+use prepare::{Programs, prepare};
+
+pub struct SpawnRequest {
+    /// Ties the report to the spawn the supervisor asked for.
+    pub seq: u64,
+    pub argv: Vec<String>,
+    /// The whole environment of the child.
+    pub env: Vec<(String, String)>,
+    pub cwd: PathBuf,
+    pub pipe: Pipe,
+    /// Capture stdout and stderr (an instance); otherwise they go to /dev/null (a probe).
+    pub capture: bool,
+    /// The cgroup to create for the run and move the child into, with its limits.
+    pub cgroup: Option<(PathBuf, cgroup::Limits)>,
+    pub account: Option<Account>,
+    pub umask: Option<u32>,
+    pub limits: Vec<Limit>,
+}
+
+/// What the agent passes on to every run of one instance besides its spec.
+pub struct Context<'a> {
+    /// The agent's environment, without PROCCTL_* of our own parent.
+    pub base: &'a [(String, String)],
+    pub socket: &'a Path,
+    /// `$NOTIFY_SOCKET`, for instances with `ready = "notify"`.
+    pub notify: Option<&'a str>,
+}
+
+impl SpawnRequest {
+    /// What run `seq` of instance `id` gets: its argv, cwd and pipe from `spec`, and its
+    /// environment (see `child_env`).
+    pub fn new(seq: u64, id: &InstanceId, spec: &ProcessSpec, context: &Context, cgroup: Option<PathBuf>) -> Self {
+        let env = child_env(id, spec, context);
+        let limits = cgroup::Limits { memory_max: spec.memory_max, cpu_max: spec.cpu_max };
+        SpawnRequest {
+            seq,
+            argv: spec.command.clone(),
+            env,
+            cwd: spec.cwd.clone(),
+            pipe: spec.pipe,
+            capture: true,
+            cgroup: cgroup.map(|path| (path, limits)),
+            account: spec.account.clone(),
+            umask: spec.umask,
+            limits: spec.limits.clone(),
+        }
+    }
+
+    /// An `exec` probe of instance `id`: `argv` in the instance's cwd and environment, in a
+    /// process group of its own, its output discarded.
+    pub fn probe(seq: u64, id: &InstanceId, spec: &ProcessSpec, argv: Vec<String>, context: &Context) -> Self {
+        let env = child_env(id, spec, context);
+        SpawnRequest {
+            seq,
+            argv,
+            env,
+            cwd: spec.cwd.clone(),
+            pipe: Pipe::None,
+            capture: false,
+            cgroup: None,
+            account: spec.account.clone(),
+            umask: spec.umask,
+            limits: spec.limits.clone(),
+        }
+    }
+}
+
+pub enum SpawnReport {
+    Spawned {
+        seq: u64,
+        pid: i32,
+        start_time: Option<u64>,
+        /// The agent's end of the message pipe.
+        pipe: Option<OwnedFd>,
+        /// The read end of the child's stdout and stderr, when captured.
+        output: Option<OwnedFd>,
+        /// Why the child could not run its program, when it could not: it has exited (127),
+        /// and its exit comes through the reaper as any other.
+        exec_error: Option<String>,
+    },
+    /// Nothing was started; `error` says why (without the instance: the supervisor adds it).
+    Failed { seq: u64, error: String },
+}
+
+/// What the spawner thread reports. The agent's ends of the child's pipes travel apart,
+/// through the hand-off socket (`handed` says they were sent), because the spawner has a
+/// descriptor table of its own; `Spawner::claim` puts the two together as a `SpawnReport`.
+pub enum Sent {
+    Spawned { seq: u64, pid: i32, start_time: Option<u64>, exec_error: Option<String>, handed: bool },
+    Failed { seq: u64, error: String, handed: bool },
+}
+
+/// The agent's side of the spawner: where requests go and where the pipes come back.
+pub struct Spawner {
+    requests: mpsc::Sender<SpawnRequest>,
+    handoff: OwnedFd,
+}
+
+impl Spawner {
+    /// Queues a spawn; false when the spawner thread is gone.
+    pub fn send(&self, request: SpawnRequest) -> bool {
+        self.requests.send(request).is_ok()
+    }
+
+    /// The report of a spawn, with the agent's ends of its pipes in the agent's table. The
+    /// spawner sends them before its report, so they are there already.
+    pub fn claim(&self, sent: Sent) -> SpawnReport {
+        match sent {
+            Sent::Spawned { seq, pid, start_time, exec_error, handed } => {
+                let [pipe, output] = if handed { self.take(seq) } else { Default::default() };
+                SpawnReport::Spawned { seq, pid, start_time, pipe, output, exec_error }
+            }
+            Sent::Failed { seq, error, handed } => {
+                if handed {
+                    drop(self.take(seq));
+                }
+                SpawnReport::Failed { seq, error }
+            }
+        }
+    }
+
+    fn take(&self, seq: u64) -> [Option<OwnedFd>; fdpass::SLOTS] {
+        match fdpass::receive(&self.handoff) {
+            Ok((got, fds)) if got == seq => fds,
+            Ok((got, _)) => {
+                log!("internal error: the pipes of spawn {got} came where those of spawn {seq} were expected");
+                Default::default()
+            }
+            Err(e) => {
+                log!("internal error: the pipes of spawn {seq} did not come over: {e}");
+                Default::default()
+            }
+        }
+    }
+}
+
+/// The number the message pipe gets in the child.
+pub const PIPE_FD: RawFd = 3;
+
+/// Starts the spawner thread. `report` is called with the fork lock held, so that a
+/// `Spawned` report always reaches the supervisor before the reaper's report of that pid.
+///
+/// The thread unshares its descriptor table at once: a clone copies the spawner's table into
+/// the child (and exec closes the copies again), so with the agent's table that cost grows
+/// with every instance and client, and starting n instances took time in n². The copy it
+/// begins with holds what the agent had open then (the runtime's waker among them, which
+/// `report` writes to); what the spawner opens later is its own, and the agent's ends of the
+/// pipes go over by `fdpass`.
+pub fn start(
+    fork_lock: Arc<Mutex<()>>,
+    fd_limit: libc::rlimit,
+    report: impl Fn(Sent) + Send + 'static,
+) -> std::io::Result<Spawner> {
+    let (tx, rx) = mpsc::channel::<SpawnRequest>();
+    let (agent_end, spawner_end) = fdpass::pair()?;
+    let (agent_raw, spawner_raw) = (agent_end.as_raw_fd(), spawner_end.as_raw_fd());
+    let (unshared_tx, unshared_rx) = mpsc::channel::<bool>();
+    std::thread::Builder::new().name("spawner".into()).spawn(move || {
+        // No signal handler may run in a child that shares this thread's memory: the
+        // kernel delivers the agent's signals to its other threads instead.
+        let _ = SigSet::all().thread_block();
+        let unshared = nix::sched::unshare(CloneFlags::CLONE_FILES);
+        let private = match unshared {
+            // The agent's end of the pair, in our copy of the table only.
+            Ok(()) => {
+                let _ = nix::unistd::close(agent_raw);
+                true
+            }
+            Err(e) => {
+                log!("the spawner cannot have a descriptor table of its own ({e}): each start copies the agent's");
+                false
+            }
+        };
+        let _ = unshared_tx.send(private);
+        let mut stack = vec![0u8; CHILD_STACK];
+        // The agent sets its signal handlers before it starts this thread, and none later.
+        let handled = handled_signals();
+        if std::env::var_os("PROCCTL_NO_CLONE_INTO_CGROUP").is_some_and(|v| v == "1") {
+            CLONE3.store(false, std::sync::atomic::Ordering::Relaxed);
+        }
+        let mut programs = Programs::default();
+        // /dev/null, opened once (again at the next start should it fail): the stdin of most
+        // children and the output of probes.
+        let open_null = || File::options().read(true).write(true).open("/dev/null").map(OwnedFd::from);
+        let mut null: Result<OwnedFd, String> = Err(String::new());
+        for request in rx {
+            if null.is_err() {
+                null = open_null().map_err(|e| e.to_string());
+            }
+            let context = Shared {
+                fork_lock: &fork_lock,
+                fd_limit,
+                handled: &handled,
+                handoff: &spawner_end,
+                null: null.as_ref(),
+            };
+            spawn_one(request, &context, &report, &mut stack, &mut programs);
+        }
+        // The agent is exiting; children must not lose their parent thread before it does.
+        std::thread::park();
+    })?;
+    if unshared_rx.recv().unwrap_or(false) {
+        // The spawner's end now lives in the spawner's table; this copy is not needed (the
+        // number is still the pair's end in this table: nothing closed it here).
+        let _ = nix::unistd::close(spawner_raw);
+    }
+    Ok(Spawner { requests: tx, handoff: agent_end })
+}
+
+/// What every spawn of the thread shares.
+struct Shared<'a> {
+    fork_lock: &'a Mutex<()>,
+    fd_limit: libc::rlimit,
+    handled: &'a [i32],
+    /// The spawner's end of the hand-off socket.
+    handoff: &'a OwnedFd,
+    /// /dev/null, read and write, or why it could not be opened.
+    null: Result<&'a OwnedFd, &'a String>,
+}
+
+/// The signals this process does not leave at their default (handled or ignored).
+fn handled_signals() -> Vec<i32> {
+    (1..=64)
+        .filter(|&sig| {
+            // nix has no read-only sigaction. SAFETY: with no new action it only reads the
+            // current one into `old`.
+            let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+            let read = unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) } == 0;
+            read && old.sa_sigaction != libc::SIG_DFL
+        })
+        .collect()
+}
+
+fn spawn_one(
+    request: SpawnRequest,
+    spawner: &Shared,
+    report: &impl Fn(Sent),
+    stack: &mut [u8],
+    programs: &mut Programs,
+) {
+    let seq = request.seq;
+    let messages = Messages {
+        cwd: request.cwd.display().to_string(),
+        user: request.account.as_ref().map(|a| a.user.clone()),
+        limits: request.limits.iter().map(|l| l.name).collect(),
+        program: String::new(),
+    };
+    let null = match spawner.null {
+        Ok(null) => null,
+        Err(e) => return report(Sent::Failed { seq, error: format!("cannot open /dev/null: {e}"), handed: false }),
+    };
+    let mut prepared = match prepare(request, programs) {
+        Ok(prepared) => prepared,
+        Err(error) => return report(Sent::Failed { seq, error, handed: false }),
+    };
+    let messages = Messages { program: prepared.program.to_string_lossy().into_owned(), ..messages };
+    let failure = AtomicU64::new(0);
+    // The agent's ends go over before the clone (without the fork lock, as the send may wait
+    // for the supervisor to take earlier ones), and this table's copies are closed at once.
+    let parent_ends = [prepared.pipe_parent.take(), prepared.output_read.take()];
+    let handed = parent_ends.iter().any(Option::is_some);
+    if handed
+        && let Err(e) =
+            fdpass::send(spawner.handoff, seq, parent_ends.each_ref().map(|fd| fd.as_ref().map(|fd| fd.as_raw_fd())))
+    {
+        return report(Sent::Failed { seq, error: format!("cannot hand its pipes to the agent: {e}"), handed: false });
+    }
+    drop(parent_ends);
+    let mut args = ChildArgs {
+        prepared: &prepared,
+        parent: std::process::id() as libc::pid_t,
+        fd_limit: spawner.fd_limit,
+        failure: &failure,
+        null: null.as_raw_fd(),
+        handled: spawner.handled,
+        join_cgroup: false,
+    };
+    let guard = spawner.fork_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let made = match &prepared.cgroup {
+        Some(dir) => clone_into_cgroup(dir, stack, &args),
+        None => None,
+    };
+    let pid = match made {
+        Some(result) => result,
+        None => {
+            args.join_cgroup = prepared.cgroup.is_some();
+            clone_vfork(stack, &args)
+        }
+    };
+    let pid = match pid {
+        Ok(pid) => pid,
+        Err(error) => {
+            drop(guard);
+            let error = format!("cannot start a process: {error}");
+            return report(Sent::Failed { seq, error, handed });
+        }
+    };
+    prepared.pipe_child = None;
+    prepared.output_write = None;
+    let start_time = procfs::stat(pid).map(|s| s.start_time);
+    let exec_error = exec_error(failure.load(Ordering::Relaxed), &messages);
+    report(Sent::Spawned { seq, pid, start_time, exec_error, handed });
+    drop(guard);
+    // `prepared` is dropped here, closing the agent's copies of the child's ends.
+}
