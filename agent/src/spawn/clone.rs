@@ -47,13 +47,18 @@ pub(super) fn clone_into_cgroup(dir: &OwnedFd, stack: &mut [u8], args: &ChildArg
     // their end: both 16-byte aligned.
     let base = (stack.as_mut_ptr() as usize).next_multiple_of(16);
     let size = (stack.as_mut_ptr() as usize + stack.len() - base) & !15;
-    let mut clone = CloneArgs {
+    let mut clone = libc::clone_args {
         flags: (libc::CLONE_VM | libc::CLONE_VFORK) as u64 | CLONE_INTO_CGROUP,
+        pidfd: 0,
+        child_tid: 0,
+        parent_tid: 0,
         exit_signal: libc::SIGCHLD as u64,
         stack: base as u64,
         stack_size: size as u64,
+        tls: 0,
+        set_tid: 0,
+        set_tid_size: 0,
         cgroup: dir.as_raw_fd() as u64,
-        ..CloneArgs::default()
     };
     // SAFETY: as in `clone_vfork`: the child runs `child::entry` on `stack`, with `args`,
     // while this thread is suspended.
@@ -76,22 +81,6 @@ pub(super) fn clone_into_cgroup(dir: &OwnedFd, stack: &mut [u8], args: &ChildArg
 
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
-/// The kernel's `struct clone_args` up to `cgroup` (CLONE_ARGS_SIZE_VER2).
-#[repr(C)]
-#[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
-}
 
 /// clone3 with a child that calls `entry(arg)` on the stack of `args` and exits with what it
 /// returns. No libc wrapper exists: after the system call the child runs on its new stack,
@@ -103,7 +92,7 @@ struct CloneArgs {
 /// `entry` only makes system calls and ends with exec or exit.
 #[cfg(target_arch = "x86_64")]
 unsafe fn clone3(
-    args: &mut CloneArgs,
+    args: &mut libc::clone_args,
     entry: extern "C" fn(*mut libc::c_void) -> libc::c_int,
     arg: *mut libc::c_void,
 ) -> i64 {
@@ -126,8 +115,8 @@ unsafe fn clone3(
             "2:",
             exit = const libc::SYS_exit,
             inlateout("rax") libc::SYS_clone3 => ret,
-            in("rdi") args as *mut CloneArgs,
-            in("rsi") std::mem::size_of::<CloneArgs>(),
+            in("rdi") args as *mut libc::clone_args,
+            in("rsi") std::mem::size_of::<libc::clone_args>(),
             in("r12") entry,
             in("r13") arg,
             lateout("rcx") _,
@@ -139,6 +128,6 @@ unsafe fn clone3(
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn clone3(_: &mut CloneArgs, _: extern "C" fn(*mut libc::c_void) -> libc::c_int, _: *mut libc::c_void) -> i64 {
+unsafe fn clone3(_: &mut libc::clone_args, _: extern "C" fn(*mut libc::c_void) -> libc::c_int, _: *mut libc::c_void) -> i64 {
     -(libc::ENOSYS as i64)
 }
