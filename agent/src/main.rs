@@ -38,8 +38,7 @@ mod table;
 mod trust;
 
 use std::fs::{self, File};
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -141,7 +140,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     // Private: the table and the logs hold whatever the instances print.
     trust::private_dir(&state_dir).context("the state directory")?;
     trust::private_dir(&state_dir.join("logs")).context("the log directory")?;
-    let _lock = lock_state_dir(&state_dir)?;
+    let _lock = table::lock(&state_dir)?;
 
     let socket = std::path::absolute(procctl_proto::socket::socket_path(args.socket))
         .context("cannot resolve the socket path")?;
@@ -205,14 +204,16 @@ async fn serve(setup: Setup) -> anyhow::Result<()> {
         })
         .context("cannot start the spawner thread")?
     };
-    tokio::spawn({
+    // The loops that feed the supervisor; they end with it, and are joined before the agent exits.
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn({
         let events = events.clone();
         reaper::run(sigchld, fork_lock, move |pid, exit| {
             let _ = events.send(Event::Reaped { pid, exit });
         })
     });
     let (notify_fd, notify_name) = notify::bind(reclaim::token()).context("cannot bind the notify socket")?;
-    tokio::spawn({
+    tasks.spawn({
         let events = events.clone();
         notify::run(notify_fd, move |message| {
             let _ = events.send(Event::Notify(message));
@@ -220,7 +221,7 @@ async fn serve(setup: Setup) -> anyhow::Result<()> {
     });
     let inotify = inotify::Inotify::init().context("cannot start inotify")?;
     let watches = inotify.watches();
-    tokio::spawn({
+    tasks.spawn({
         let events = events.clone();
         let stream = inotify.into_event_stream([0u8; 4096]).context("cannot watch inotify")?;
         async move {
@@ -236,7 +237,7 @@ async fn serve(setup: Setup) -> anyhow::Result<()> {
     let follow = logs::Follow::new();
     let (changes, changed) = tokio::sync::watch::channel(0);
     let context = handlers::Context { sup: handle, bus: bus.clone(), follow: follow.clone(), changes: changed };
-    tokio::spawn({
+    tasks.spawn({
         let events = events.clone();
         let context = context.clone();
         async move {
@@ -290,6 +291,8 @@ async fn serve(setup: Setup) -> anyhow::Result<()> {
     };
     // Let the connections that asked for the shutdown get their answer.
     let _ = tokio::time::timeout(DRAIN_REPLIES, all_closed.recv()).await;
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
     if let Some(id) = critical {
         bail!("every instance stopped after the critical instance {id} ended");
     }
@@ -323,7 +326,8 @@ async fn reload_on_hangup(context: handlers::Context) {
 /// a descriptor the agent inherited from whoever started it (they stay the agent's).
 fn ensure_standard_fds() {
     for fd in 0..3 {
-        // SAFETY: F_GETFD only inspects the descriptor table.
+        // Raw: a descriptor that may not exist cannot be borrowed. SAFETY: F_GETFD only
+        // inspects the descriptor table.
         if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
             // open returns the lowest free number, which is this one.
             if let Ok(null) = File::options().read(true).write(true).open("/dev/null") {
@@ -331,23 +335,24 @@ fn ensure_standard_fds() {
             }
         }
     }
-    // SAFETY: marks descriptors 3 and up close-on-exec; nothing is opened yet.
+    // nix has no close_range. SAFETY: marks descriptors 3 and up close-on-exec; nothing is
+    // opened yet.
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
 }
 
-/// Each instance holds up to three fds in the agent (message pipe, output pipe, and
-/// with cgroups the `cgroup.events` watch and sampled files) and each client one: take the hard limit, not the usual soft 1024. Returns the limit the
-/// agent was given, which children get back (programs built on select() need it).
+/// Each instance holds descriptors in the agent (its message pipe and output pipe, and with
+/// cgroups a `cgroup.events` watch while it drains and the files its usage is sampled from)
+/// and each client one or two: take the hard limit, not the usual soft 1024. Returns the
+/// limit the agent was given, which children get back (programs built on select() need it).
 fn raise_fd_limit() -> libc::rlimit {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit and setrlimit read and write structs we own.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
-            let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
-            libc::setrlimit(libc::RLIMIT_NOFILE, &raised);
-        }
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return libc::rlimit { rlim_cur: 1024, rlim_max: 1024 };
+    };
+    if soft < hard {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
     }
-    limit
+    libc::rlimit { rlim_cur: soft, rlim_max: hard }
 }
 
 fn default_state_dir() -> anyhow::Result<PathBuf> {
@@ -358,28 +363,6 @@ fn default_state_dir() -> anyhow::Result<PathBuf> {
         Some(home) => Ok(PathBuf::from(home).join(".local/state/procctl")),
         None => bail!("no state directory: pass --state-dir DIR or set XDG_STATE_HOME or HOME"),
     }
-}
-
-/// One agent per state directory: two would fight over the pid table.
-fn lock_state_dir(dir: &Path) -> anyhow::Result<File> {
-    let path = dir.join("agent.lock");
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    // A POSIX record lock belongs to this process alone: a child between fork and exec,
-    // which still holds the descriptor, does not hold the lock (a flock it would), so the
-    // next agent after a crash is never locked out by one.
-    let whole =
-        libc::flock { l_type: libc::F_WRLCK as i16, l_whence: libc::SEEK_SET as i16, l_start: 0, l_len: 0, l_pid: 0 };
-    // SAFETY: fcntl on a descriptor we own, with a flock struct we own.
-    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &whole) } != 0 {
-        bail!("another procagent is already using the state directory {}", dir.display());
-    }
-    Ok(file)
 }
 
 #[cfg(test)]

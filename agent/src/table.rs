@@ -8,6 +8,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
+use anyhow::{Context, bail};
 use procctl_proto::Exit;
 use serde::{Deserialize, Serialize};
 
@@ -162,6 +163,27 @@ impl Writer {
             let _ = wait.recv();
         }
     }
+}
+
+/// One agent per state directory: two would fight over the pid table.
+pub fn lock(dir: &Path) -> anyhow::Result<File> {
+    let path = dir.join("agent.lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    // A POSIX record lock belongs to this process alone: a child between fork and exec,
+    // which still holds the descriptor, does not hold the lock (a flock it would), so the
+    // next agent after a crash is never locked out by one.
+    let whole =
+        libc::flock { l_type: libc::F_WRLCK as i16, l_whence: libc::SEEK_SET as i16, l_start: 0, l_len: 0, l_pid: 0 };
+    if nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETLK(&whole)).is_err() {
+        bail!("another procagent is already using the state directory {}", dir.display());
+    }
+    Ok(file)
 }
 
 #[cfg(test)]

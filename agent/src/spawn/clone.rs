@@ -81,7 +81,6 @@ pub(super) fn clone_into_cgroup(dir: &OwnedFd, stack: &mut [u8], args: &ChildArg
 
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
-
 /// clone3 with a child that calls `entry(arg)` on the stack of `args` and exits with what it
 /// returns. No libc wrapper exists: after the system call the child runs on its new stack,
 /// so it must not return through the caller's frames, and calls `entry` from here.
@@ -128,6 +127,10 @@ unsafe fn clone3(
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn clone3(_: &mut libc::clone_args, _: extern "C" fn(*mut libc::c_void) -> libc::c_int, _: *mut libc::c_void) -> i64 {
+unsafe fn clone3(
+    _: &mut libc::clone_args,
+    _: extern "C" fn(*mut libc::c_void) -> libc::c_int,
+    _: *mut libc::c_void,
+) -> i64 {
     -(libc::ENOSYS as i64)
 }
