@@ -137,7 +137,12 @@ fn app(path: &Path, dir: &Path, index: usize, app: &Node, context: &Context) -> 
             },
         },
     };
-    let shown_script = script_path.map_or(script.clone(), |p| p.display().to_string());
+    // An interpreter is given the script's path, from `cwd`; a program alone may be a name in PATH.
+    let shown_script = match (script_path, &program) {
+        (Some(found), _) => found.display().to_string(),
+        (None, Some(_)) => cwd.join(&script).display().to_string(),
+        (None, None) => script.clone(),
+    };
     let mut argv = vec![];
     if let Some(program) = program {
         argv.push(program);
@@ -324,4 +329,131 @@ fn memory(text: &str) -> Option<u64> {
         _ => (upper, 0),
     };
     number.trim().parse::<u64>().ok().filter(|n| *n > 0)?.checked_mul(1 << shift)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Format, write};
+    use super::*;
+
+    fn import(text: &str) -> Result<String, String> {
+        let path = PathBuf::from("/srv/app/ecosystem.json");
+        let context = Context { env: Default::default(), host: "web1".into(), cpus: 8 };
+        let imported = read(&path, text, &context).map_err(|e| e.to_string())?;
+        Ok(write::document(&[(path, Format::Pm2, imported)]))
+    }
+
+    #[test]
+    fn apps_map_to_processes() {
+        let cases: &[(&str, &[&str])] = &[
+            (
+                r#"{"apps": [{"name": "api", "script": "server.js", "args": "--port 3000"}]}"#,
+                &[
+                    "[process.api]",
+                    "command = [\"node\", \"/srv/app/server.js\", \"--port\", \"3000\"]",
+                    "start_retries = 16  # pm2's default max_restarts: 16",
+                    "stop_signal = \"INT\"  # pm2 stops with SIGINT",
+                    "stop_timeout = \"1600ms\"  # pm2's default kill_timeout: 1600",
+                    "cwd = \"/srv/app\"",
+                ],
+            ),
+            (
+                r#"[{"script": "worker.php", "cwd": "api"}]"#,
+                &["[process.worker]", "command = [\"php\", \"/srv/app/api/worker.php\"]", "cwd = \"/srv/app/api\""],
+            ),
+            (
+                r#"{"script": "jobs.py", "interpreter_args": "-u"}"#,
+                &[
+                    "command = [\"python3\", \"-u\", \"/srv/app/jobs.py\"]  # pm2 runs a .py script with python; here python3",
+                ],
+            ),
+            (
+                r#"[{"script": "./bin/www", "interpreter": "none", "args": ["a b", 1]}]"#,
+                &["command = [\"/srv/app/./bin/www\", \"a b\", \"1\"]"],
+            ),
+            (
+                r#"[{"script": "app.js", "interpreter": "/usr/bin/node18", "node_args": ["--max-old-space-size=512"]}]"#,
+                &["command = [\"/usr/bin/node18\", \"--max-old-space-size=512\", \"/srv/app/app.js\"]"],
+            ),
+            (r#"[{"script": "a.js", "instances": 4}]"#, &["instances = 4\n"]),
+            (
+                r#"[{"script": "a.js", "instances": "max"}]"#,
+                &["instances = 8  # instances: \"max\": this machine's 8 CPUs"],
+            ),
+            (
+                r#"[{"script": "a.js", "instances": -1}]"#,
+                &["instances = 7  # instances: -1: this machine's 8 CPUs less 1"],
+            ),
+            (
+                r#"[{"script": "a.js", "autorestart": false, "max_restarts": 3, "min_uptime": 5000}]"#,
+                &["restart = \"never\"", "start_secs = \"5s\"", "start_retries = 3\n"],
+            ),
+            (
+                r#"[{"script": "a.js", "kill_signal": "SIGTERM", "kill_timeout": 3000}]"#,
+                &["stop_signal = \"TERM\"\n", "stop_timeout = \"3s\"\n"],
+            ),
+            (
+                r#"[{"script": "a.js", "env": {"NODE_ENV": "production", "PORT": 3000, "DEBUG": false}}]"#,
+                &["env = { NODE_ENV = \"production\", PORT = \"3000\", DEBUG = \"false\" }"],
+            ),
+            (r#"[{"script": "a.js", "max_memory_restart": "1G"}]"#, &["memory_max = \"1GiB\"  # max_memory_restart"]),
+            (
+                r#"[{"script": "a.js", "max_memory_restart": "300M", "user": "node"}]"#,
+                &["memory_max = \"300MiB\"", "user = \"node\""],
+            ),
+            (
+                r#"[{"script": "a.js", "watch": true, "exec_mode": "cluster", "cron_restart": "0 * * * *", "env_production": {}}]"#,
+                &[
+                    "# \"watch\": true: procctl does not watch files",
+                    "# \"exec_mode\": \"cluster\": each instance is a process of its own",
+                    "# \"cron_restart\": \"0 * * * *\": run `procctl restart NAME` from cron",
+                    "# \"env_production\": an object: another environment",
+                ],
+            ),
+            (r#"{"apps": [], "deploy": {"production": {}}}"#, &["# \"deploy\": not carried over"]),
+        ];
+        for (text, lines) in cases {
+            let toml = import(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            toml.parse::<toml::Table>().unwrap_or_else(|e| panic!("{text}: not TOML: {e}\n{toml}"));
+            for line in *lines {
+                assert!(toml.contains(&format!("\n{line}")), "{text}: no line `{line}` in\n{toml}");
+            }
+        }
+    }
+
+    #[test]
+    fn bad_values_name_file_line_and_key() {
+        let cases: &[(&str, &str)] = &[
+            ("{\"apps\": [\n  {\"name\": \"a\"}\n]}", "ecosystem.json:2: apps[0]: has no `script`"),
+            (
+                "{\"apps\": [\n  {\"script\": \"a.js\",\n   \"instances\": \"lots\"}]}",
+                "ecosystem.json:3: apps[0].instances: expected a number, found the string \"lots\"",
+            ),
+            (
+                "[{\"script\": \"a.js\", \"instances\": 1.5}]",
+                "ecosystem.json:1: apps[0].instances: expected a whole number",
+            ),
+            (
+                "[{\"script\": \"a.js\",\n\"autorestart\": \"yes\"}]",
+                "ecosystem.json:2: apps[0].autorestart: expected true or false",
+            ),
+            (
+                "[{\"script\": \"a.js\", \"kill_signal\": \"NOPE\"}]",
+                "ecosystem.json:1: apps[0].kill_signal: unknown signal",
+            ),
+            (
+                "[{\"script\": \"a.js\", \"max_memory_restart\": \"lots\"}]",
+                "ecosystem.json:1: apps[0].max_memory_restart: expected a size",
+            ),
+            ("[{\"script\": \"a.js\", \"env\": [1]}]", "ecosystem.json:1: apps[0].env: expected an object"),
+            ("[{\"script\": 5}]", "ecosystem.json:1: apps[0].script: expected a string"),
+            ("[\"a.js\"]", "ecosystem.json:1: apps[0]: expected an object"),
+            ("{\"apps\": [\n{\"script\": \"a.js\",}]}", "ecosystem.json:2: invalid JSON: expected a key"),
+            ("{\"name\": \"x\"}", "ecosystem.json:1: expected an object with `apps`"),
+        ];
+        for (text, want) in cases {
+            let error = import(text).expect_err(text);
+            assert!(error.starts_with(&format!("/srv/app/{want}")), "{text}: {error}");
+        }
+    }
 }

@@ -493,3 +493,205 @@ pub fn size(bytes: u64) -> Value {
     }
     Value::Number(bytes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::write;
+    use super::*;
+    use std::path::PathBuf;
+
+    fn context() -> Context {
+        Context {
+            env: [("HOME".to_string(), "/home/forge".to_string())].into_iter().collect(),
+            host: "web1".into(),
+            cpus: 4,
+        }
+    }
+
+    /// The procctl.toml for a config written at /etc/supervisor/x.conf.
+    fn import(text: &str) -> Result<String, String> {
+        let path = PathBuf::from("/etc/supervisor/x.conf");
+        let imported = read(&path, text, &context()).map_err(|e| e.to_string())?;
+        Ok(write::document(&[(path, super::super::Format::Supervisord, imported)]))
+    }
+
+    #[test]
+    fn settings_map_to_procctl_keys() {
+        let cases: &[(&str, &[&str])] = &[
+            (
+                "[program:w]\ncommand=php artisan queue:work --queue=\"high,low\"\n",
+                &[
+                    "[process.w]",
+                    "command = [\"php\", \"artisan\", \"queue:work\", \"--queue=high,low\"]",
+                    "restart = \"on-failure\"  # supervisord's default autorestart=unexpected",
+                    "start_retries = 4  # supervisord's default startretries=3: 1 + 3 tries",
+                    "pipe = \"stdin\"",
+                ],
+            ),
+            ("[program:w]\ncommand=x\nautorestart=false\n", &["restart = \"never\"  # autorestart=false"]),
+            (
+                "[program:w]\ncommand=x\nautorestart=unexpected\nexitcodes=0,2\n",
+                &[
+                    "restart = \"on-failure\"  # autorestart=unexpected, exitcodes=0,2: procctl restarts after any code but 0",
+                ],
+            ),
+            (
+                "[program:w]\ncommand=x\nexitcodes=3\n",
+                &[
+                    "restart = \"always\"  # autorestart=unexpected, exitcodes=3: procctl restarts after these codes too",
+                ],
+            ),
+            (
+                "[program:w]\ncommand=x\nautorestart=true\nexitcodes=3\n",
+                &["# exitcodes=3: with autorestart=true it decides nothing"],
+            ),
+            (
+                "[program:w]\ncommand=x\nstartsecs=0\nstartretries=0\n",
+                &["start_secs = \"0s\"", "start_retries = 1  # startretries=0: 1 + 0 tries"],
+            ),
+            (
+                "[program:w]\ncommand=x\nstopsignal=SIGQUIT\nstopwaitsecs=60\n",
+                &["stop_signal = \"QUIT\"", "stop_timeout = \"60s\""],
+            ),
+            ("[program:w]\ncommand=x\nstopsignal=1\n", &["stop_signal = \"HUP\""]),
+            (
+                "[program:w]\ncommand=x\nautostart=no\nuser=www-data\numask=2\n",
+                &["autostart = false", "user = \"www-data\"", "umask = \"002\""],
+            ),
+            ("[program:w]\ncommand=x\ndirectory=%(here)s/../app\n", &["cwd = \"/etc/supervisor/../app\""]),
+            ("[program:w]\ncommand=x\ndirectory=%(ENV_HOME)s/app\n", &["cwd = \"/home/forge/app\""]),
+            (
+                "[program:w]\ncommand=x\nenvironment=A=\"x, y\",B='2',PATH=\"/usr/bin:%(ENV_HOME)s/bin\"\n",
+                &["env = { A = \"x, y\", B = \"2\", PATH = \"/usr/bin:/home/forge/bin\" }"],
+            ),
+            (
+                "[supervisord]\nenvironment=A=\"global\",C=3\n[program:w]\ncommand=x\nenvironment=A=\"mine\"\n",
+                &["env = { C = \"3\", A = \"mine\" }"],
+            ),
+            (
+                "[program:w]\ncommand=x\nstdout_logfile_maxbytes=50MB\nstdout_logfile_backups=0\n",
+                &["log_max_size = \"50MiB\"", "log_files = 0"],
+            ),
+            (
+                "[program:w]\ncommand=x\nstdout_logfile_maxbytes=0\n",
+                &["# stdout_logfile_maxbytes=0: procctl always rotates"],
+            ),
+            (
+                "[program:w]\ncommand=echo %(program_name)s on %(host_node_name)s\n",
+                &["command = [\"echo\", \"w\", \"on\", \"web1\"]"],
+            ),
+            (
+                "[program:w]\ncommand=x\npriority=5\nbogus=1\n",
+                &["# priority=5: procctl starts", "# bogus=1: not a supervisord setting"],
+            ),
+            ("[program:w]\ncommand=x\nnumprocs=0\n", &["instances = 0  # numprocs=0"]),
+            ("[program:my.app]\ncommand=x\n", &["# named my-app: ", "[process.my-app]"]),
+            (
+                "[program:a]\ncommand=x\n[group:g]\nprograms=a\n",
+                &[
+                    "# [group:g] programs=a: not carried over: procctl has no groups; name the processes together, as in `procctl restart a`",
+                    "# [program:a] in [group:g], /etc/supervisor/x.conf:1",
+                ],
+            ),
+            (
+                "[eventlistener:mem]\ncommand=memmon\nevents=TICK_60\n",
+                &[
+                    "# [eventlistener:mem] command=memmon, events=TICK_60: not carried over: procctl has no event listener protocol",
+                ],
+            ),
+            (
+                "[inet_http_server]\nport=127.0.0.1:9001\n",
+                &["# [inet_http_server] port=127.0.0.1:9001: not carried over"],
+            ),
+        ];
+        for (text, lines) in cases {
+            let toml = import(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            toml.parse::<toml::Table>().unwrap_or_else(|e| panic!("{text}: not TOML: {e}\n{toml}"));
+            for line in *lines {
+                assert!(toml.lines().any(|l| l.starts_with(line)), "{text}: no line `{line}` in\n{toml}");
+            }
+        }
+    }
+
+    #[test]
+    fn numprocs_is_instances_unless_the_command_differs_by_process_num() {
+        let same = import(
+            "[program:w]\nprocess_name=%(program_name)s_%(process_num)02d\ncommand=php worker.php\nnumprocs=3\n",
+        )
+        .unwrap();
+        assert_eq!(same.matches("[process.").count(), 1, "{same}");
+        assert!(same.contains("instances = 3  # numprocs=3\n"), "{same}");
+        assert!(same.contains("procctl names its instances w:0 … w:2"), "{same}");
+
+        let split = import(
+            "[program:w]\nprocess_name=%(program_name)s_%(process_num)02d\ncommand=php worker.php --slot=%(process_num)d\n\
+             numprocs=2\nnumprocs_start=1\n",
+        )
+        .unwrap();
+        let tables: Vec<&str> = split.lines().filter(|l| l.starts_with("[process.")).collect();
+        assert_eq!(tables, ["[process.w_01]", "[process.w_02]"], "{split}");
+        assert!(split.contains("command = [\"php\", \"worker.php\", \"--slot=2\"]\ninstances = 1\n"), "{split}");
+    }
+
+    #[test]
+    fn include_files_are_found_from_the_including_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("conf.d")).unwrap();
+        std::fs::write(dir.path().join("conf.d/b.conf"), "[program:b]\ncommand=%(here)s/b\n").unwrap();
+        std::fs::write(dir.path().join("conf.d/a.conf"), "[program:a]\ncommand=a\n").unwrap();
+        std::fs::write(dir.path().join("conf.d/skip.ini"), "[program:c]\ncommand=c\n").unwrap();
+        let main = dir.path().join("supervisord.conf");
+        let text = "[supervisord]\n[include]\nfiles = conf.d/*.conf missing/*.conf\n";
+        let imported = read(&main, text, &context()).unwrap();
+        let names: Vec<&str> = imported.programs.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(imported.included, [dir.path().join("conf.d/a.conf"), dir.path().join("conf.d/b.conf")]);
+        let b = &imported.programs[1].settings[0].value;
+        assert_eq!(*b, Value::Words(vec![dir.path().join("conf.d").join("b").display().to_string()]));
+        assert!(
+            imported.notes.iter().any(|n| n == "[include] files: missing/*.conf matches no file"),
+            "{:?}",
+            imported.notes
+        );
+    }
+
+    #[test]
+    fn bad_values_name_file_line_and_key() {
+        let cases: &[(&str, &str)] = &[
+            ("[program:w]\nnumprocs=2\n", "x.conf:1: [program:w] has no `command` setting"),
+            (
+                "[program:w]\ncommand=x\nnumprocs=many\n",
+                "x.conf:3: [program:w] numprocs: expected a whole number, found `many`",
+            ),
+            ("[program:w]\ncommand=x\nautostart=maybe\n", "x.conf:3: [program:w] autostart: expected true or false"),
+            (
+                "[program:w]\ncommand=x\nautorestart=sometimes\n",
+                "x.conf:3: [program:w] autorestart: expected true, false or unexpected",
+            ),
+            ("[program:w]\ncommand=x\nstopsignal=NOPE\n", "x.conf:3: [program:w] stopsignal: unknown signal `NOPE`"),
+            ("[program:w]\ncommand=x\nexitcodes=0,300\n", "x.conf:3: [program:w] exitcodes: expected exit codes"),
+            ("[program:w]\ncommand=x\numask=999\n", "x.conf:3: [program:w] umask: expected an octal mask"),
+            ("[program:w]\ncommand=php 'open\n", "x.conf:2: [program:w] command: a ' quote is not closed"),
+            ("[program:w]\ncommand=date +%s\n", "x.conf:2: [program:w] command: a `%` that is not `%(NAME)s`"),
+            (
+                "[program:w]\ncommand=%(nope)s\n",
+                "x.conf:2: [program:w] command: `%(nope)s` names nothing supervisord knows",
+            ),
+            ("[program:w]\ncommand=x\nenvironment=A\n", "x.conf:3: [program:w] environment: expected KEY=VALUE pairs"),
+            (
+                "[program:w]\ncommand=x\nstartsecs=-1\n",
+                "x.conf:3: [program:w] startsecs: expected a whole number of seconds",
+            ),
+            ("[program:a b]\ncommand=x\n", "x.conf:1: [program:a b]: a program name cannot contain"),
+            (
+                "[group:g]\nprograms=a,b\n[program:a]\ncommand=x\n",
+                "x.conf:2: [group:g] programs: names `b`, which has no [program:b] section",
+            ),
+            ("[include]\n", "x.conf:1: [include] has no `files` setting"),
+        ];
+        for (text, want) in cases {
+            let error = import(text).expect_err(text);
+            assert!(error.starts_with(&format!("/etc/supervisor/{want}")), "{text}: {error}");
+        }
+    }
+}
