@@ -150,6 +150,7 @@ fn app(path: &Path, dir: &Path, index: usize, app: &Node, context: &Context) -> 
     } else if !interpreter_args.is_empty() {
         notes.push("interpreter_args: without an interpreter they have nowhere to go".into());
     }
+    let argv_is_node = argv.first().is_some_and(|p| p == "node");
     argv.push(shown_script);
     argv.extend(words("args")?);
     settings.push(match note {
@@ -182,6 +183,14 @@ fn app(path: &Path, dir: &Path, index: usize, app: &Node, context: &Context) -> 
             }
         };
         settings.push(Setting { key: "instances", value: Value::Number(count.into()), note });
+        let node_script = argv_is_node && app.get("exec_mode").is_none();
+        if node_script && count > 1 {
+            notes.push(
+                "instances of a node script: pm2 runs them in cluster mode, sharing one port; here each is a process \
+                 of its own (give each its own PORT with `port`)"
+                    .into(),
+            );
+        }
     }
     let restart = match app.get("autorestart") {
         None => None,
@@ -375,7 +384,10 @@ mod tests {
                 r#"[{"script": "app.js", "interpreter": "/usr/bin/node18", "node_args": ["--max-old-space-size=512"]}]"#,
                 &["command = [\"/usr/bin/node18\", \"--max-old-space-size=512\", \"/srv/app/app.js\"]"],
             ),
-            (r#"[{"script": "a.js", "instances": 4}]"#, &["instances = 4\n"]),
+            (
+                r#"[{"script": "a.js", "instances": 4}]"#,
+                &["instances = 4\n", "# instances of a node script: pm2 runs them in cluster mode"],
+            ),
             (
                 r#"[{"script": "a.js", "instances": "max"}]"#,
                 &["instances = 8  # instances: \"max\": this machine's 8 CPUs"],

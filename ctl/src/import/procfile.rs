@@ -20,6 +20,7 @@ pub fn entry(line: &str) -> Option<(&str, &str)> {
 pub fn read(path: &Path, text: &str) -> Result<Imported, ImportError> {
     let mut imported = Imported::default();
     let mut kinds = 0;
+    let dir = super::ini::absolute(path).parent().map(Path::to_path_buf).unwrap_or_default();
     for (index, line) in text.lines().enumerate() {
         let trimmed = line.trim();
         if trimmed.is_empty() || trimmed.starts_with('#') {
@@ -28,7 +29,7 @@ pub fn read(path: &Path, text: &str) -> Result<Imported, ImportError> {
         let Some((name, command)) = entry(trimmed) else {
             return Err(ImportError::at(path, index + 1, None, format!("expected `name: command`, found `{trimmed}`")));
         };
-        let mut settings = vec![Setting::new("command", command_value(command))];
+        let mut settings = vec![Setting::new("command", command_value(command, &dir))];
         if command.contains("$PORT") || command.contains("${PORT}") {
             let port = BASE_PORT + PORT_STEP * kinds;
             settings.push(Setting::noted(
@@ -37,6 +38,11 @@ pub fn read(path: &Path, text: &str) -> Result<Imported, ImportError> {
                 "PORT as foreman gives it: 5000, then 100 more for each process type above",
             ));
         }
+        settings.push(Setting::noted(
+            "cwd",
+            Value::Text(dir.display().to_string()),
+            "foreman runs each line in the Procfile's directory",
+        ));
         kinds += 1;
         imported.programs.push(Program {
             name: name.to_string(),
@@ -61,11 +67,15 @@ pub fn read(path: &Path, text: &str) -> Result<Imported, ImportError> {
     Ok(imported)
 }
 
-/// argv when the words mean the same without a shell, else the line for `/bin/sh -c`.
-fn command_value(command: &str) -> Value {
+/// argv when the words mean the same without a shell (a relative program found from `dir`,
+/// where foreman runs it), else the line for `/bin/sh -c`.
+fn command_value(command: &str, dir: &Path) -> Value {
     let plain = |c: char| c.is_ascii_alphanumeric() || " \t_-./:,+@%=^".contains(c);
-    let words: Vec<String> = command.split_whitespace().map(str::to_string).collect();
+    let mut words: Vec<String> = command.split_whitespace().map(str::to_string).collect();
     if command.chars().all(plain) && !words[0].contains('=') {
+        if words[0].contains('/') && Path::new(&words[0]).is_relative() {
+            words[0] = dir.join(&words[0]).display().to_string();
+        }
         Value::Words(words)
     } else {
         Value::Text(command.to_string())
@@ -106,15 +116,22 @@ mod tests {
         let want: Vec<(&str, &Value, Option<u64>)> = want.iter().map(|(n, v, p)| (*n, v, *p)).collect();
         assert_eq!(got, want);
         assert_eq!(imported.programs[1].origin, "worker, /srv/app/Procfile:3");
+        let cwd = imported.programs[1].settings.iter().find(|s| s.key == "cwd").map(|s| &s.value);
+        assert_eq!(cwd, Some(&Value::Text("/srv/app".into())));
     }
 
     #[test]
-    fn a_variable_before_the_program_needs_the_shell() {
-        assert_eq!(
-            command_value("QUEUE=high php artisan queue:work"),
-            Value::Text("QUEUE=high php artisan queue:work".into())
-        );
-        assert_eq!(command_value("bin/worker 'a b'"), Value::Text("bin/worker 'a b'".into()));
+    fn shell_syntax_keeps_the_shell_and_a_relative_program_is_found_from_the_procfile() {
+        let dir = Path::new("/srv/app");
+        let cases: &[(&str, Value)] = &[
+            ("QUEUE=high php artisan queue:work", Value::Text("QUEUE=high php artisan queue:work".into())),
+            ("bin/worker 'a b'", Value::Text("bin/worker 'a b'".into())),
+            ("bin/worker --fast", words(&["/srv/app/bin/worker", "--fast"])),
+            ("/usr/bin/env php w.php", words(&["/usr/bin/env", "php", "w.php"])),
+        ];
+        for (command, want) in cases {
+            assert_eq!(command_value(command, dir), *want, "{command}");
+        }
     }
 
     #[test]

@@ -293,6 +293,12 @@ fn settings(
     if argv.is_empty() {
         return Err(error(command, "the command is empty".into()));
     }
+    if argv[0].contains('/') && Path::new(&argv[0]).is_relative() {
+        notes.push(format!(
+            "command: {} is a relative path: procctl finds it from this file's directory, supervisord from the one it was started in",
+            argv[0]
+        ));
+    }
     settings.push(Setting::new("command", Value::Words(argv)));
 
     let autorestart = match get("autorestart") {
