@@ -43,6 +43,13 @@ pub fn read(path: &Path, text: &str) -> Result<Imported, ImportError> {
             Value::Text(dir.display().to_string()),
             "foreman runs each line in the Procfile's directory",
         ));
+        if name == "release" {
+            settings.push(Setting::noted(
+                "restart",
+                Value::Text("never".into()),
+                "Heroku runs `release` once at each deploy, not as a process that stays up",
+            ));
+        }
         kinds += 1;
         imported.programs.push(Program {
             name: name.to_string(),
@@ -118,6 +125,18 @@ mod tests {
         assert_eq!(imported.programs[1].origin, "worker, /srv/app/Procfile:3");
         let cwd = imported.programs[1].settings.iter().find(|s| s.key == "cwd").map(|s| &s.value);
         assert_eq!(cwd, Some(&Value::Text("/srv/app".into())));
+    }
+
+    #[test]
+    fn herokus_release_line_runs_once() {
+        let imported = read(
+            Path::new("/srv/app/Procfile"),
+            "release: php artisan migrate --force
+",
+        )
+        .unwrap();
+        let restart = imported.programs[0].settings.iter().find(|s| s.key == "restart").map(|s| &s.value);
+        assert_eq!(restart, Some(&Value::Text("never".into())));
     }
 
     #[test]
