@@ -89,7 +89,8 @@ fn load(toml: &str, counts: &[(&str, usize)]) -> (Agent, BTreeMap<String, Vec<i3
 /// stops its programs, each in a process group of its own, first) and kills what is left.
 struct Supervisord {
     child: Child,
-    programs: Vec<i32>,
+    /// Its programs' pids with their argv, so a pid reused since is never touched.
+    programs: Vec<(i32, Vec<String>)>,
 }
 
 impl Supervisord {
@@ -112,8 +113,8 @@ impl Supervisord {
         let pid = self.child.id() as i32;
         let mut fleet = vec![];
         wait_until(WAIT, &format!("supervisord runs {count} programs"), || {
-            self.programs = children_of(pid);
-            fleet = self.programs.iter().map(|&p| argv(p)).collect();
+            self.programs = children_of(pid).into_iter().map(|p| (p, argv(p))).collect();
+            fleet = self.programs.iter().map(|(_, argv)| argv.clone()).collect();
             fleet.len() == count && fleet.iter().all(|a| !a.is_empty() && !a.iter().any(|w| w.contains("supervisord")))
         });
         fleet.sort();
@@ -127,8 +128,10 @@ impl Drop for Supervisord {
         poll_until(WAIT, Duration::from_millis(5), || self.child.try_wait().ok().flatten().is_some());
         let _ = self.child.kill();
         let _ = self.child.wait();
-        for &pid in &self.programs {
-            kill(-pid, libc::SIGKILL);
+        for (pid, was) in &self.programs {
+            if argv(*pid) == *was {
+                kill(-pid, libc::SIGKILL);
+            }
         }
     }
 }
