@@ -25,6 +25,9 @@ _procctl() {
             procctl,help)
                 cmd="procctl__subcmd__help"
                 ;;
+            procctl,import)
+                cmd="procctl__subcmd__import"
+                ;;
             procctl,list)
                 cmd="procctl__subcmd__list"
                 ;;
@@ -70,6 +73,9 @@ _procctl() {
             procctl__subcmd__help,help)
                 cmd="procctl__subcmd__help__subcmd__help"
                 ;;
+            procctl__subcmd__help,import)
+                cmd="procctl__subcmd__help__subcmd__import"
+                ;;
             procctl__subcmd__help,list)
                 cmd="procctl__subcmd__help__subcmd__list"
                 ;;
@@ -113,7 +119,7 @@ _procctl() {
 
     case "${cmd}" in
         procctl)
-            opts="-h -V --socket --help --version list pid start stop restart signal scale send logs events reload wait shutdown completions help"
+            opts="-h -V --socket --help --version list pid start stop restart signal scale send logs events reload wait shutdown import completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -167,7 +173,7 @@ _procctl() {
             return 0
             ;;
         procctl__subcmd__help)
-            opts="list pid start stop restart signal scale send logs events reload wait shutdown completions help"
+            opts="list pid start stop restart signal scale send logs events reload wait shutdown import completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -209,6 +215,20 @@ _procctl() {
             return 0
             ;;
         procctl__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        procctl__subcmd__help__subcmd__import)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -383,6 +403,28 @@ _procctl() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        procctl__subcmd__import)
+            opts="-h --from --socket --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --from)
+                    COMPREPLY=($(compgen -W "supervisord procfile pm2" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

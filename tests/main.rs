@@ -12,6 +12,7 @@ mod events;
 mod exit_codes;
 mod fuzz;
 mod hostile;
+mod import;
 mod logs;
 mod manuals;
 mod messaging;

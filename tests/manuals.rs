@@ -11,7 +11,7 @@ use std::process::Command;
 use crate::support::{WAIT, bin, run};
 
 /// The pages the binaries must generate, at least: one per subcommand of procctl.
-const GENERATED: [&str; 16] = [
+const GENERATED: [&str; 17] = [
     "procctl.1",
     "procctl-list.1",
     "procctl-pid.1",
@@ -27,6 +27,7 @@ const GENERATED: [&str; 16] = [
     "procctl-wait.1",
     "procctl-shutdown.1",
     "procctl-completions.1",
+    "procctl-import.1",
     "procagent.8",
 ];
 

@@ -108,6 +108,21 @@ pub enum Command {
     },
     /// Stop every instance, then the agent exits
     Shutdown,
+    /// Print a procctl.toml for the programs of a supervisord config, a Procfile or a pm2 ecosystem.json
+    ///
+    /// Reads each FILE (supervisord's [include] files too) and prints on stdout a config that
+    /// procagent loads as it is: `procctl import /etc/supervisor/supervisord.conf > procctl.toml`.
+    /// Settings procctl has are carried over, with the other supervisor's defaults where they
+    /// differ from procctl's; each one it cannot carry over becomes a comment naming it and why.
+    /// Runs without the agent. A file it cannot read fails (exit 1) naming the file and line.
+    Import {
+        /// supervisord .conf or .ini, Procfile, or pm2 ecosystem .json
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// What every FILE is [default: told by its content]
+        #[arg(long, value_name = "FORMAT")]
+        from: Option<crate::import::Format>,
+    },
     /// Print a completion script for a shell
     Completions { shell: clap_complete::Shell },
     /// Write the man pages (procctl.1 and one procctl-SUBCOMMAND.1 each) into DIR

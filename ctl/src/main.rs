@@ -1,13 +1,15 @@
 //! procctl: the command-line client of procagent.
 //!
 //! `cli` is the clap tree, `client` the blocking socket connection, `commands` one file
-//! per subcommand, and `output` the only place that prints replies. `main` parses, calls
+//! per subcommand, `output` the only place that prints replies, and `import` reads other
+//! supervisors' files for `procctl import`. `main` parses, calls
 //! `commands::run`, and maps the result to an exit code: 0 success, 1 refused or failed,
 //! 2 usage error, 3 agent unreachable.
 
 mod cli;
 mod client;
 mod commands;
+mod import;
 mod output;
 
 use std::process::ExitCode;

@@ -2,6 +2,7 @@
 
 mod completions;
 mod events;
+mod import;
 mod list;
 mod logs;
 mod manpages;
@@ -30,6 +31,7 @@ pub fn run(cli: Cli) -> Result<Status, CtlError> {
     match cli.command {
         Command::Completions { shell } => completions::run(shell),
         Command::Manpages { dir } => manpages::run(&dir),
+        Command::Import { files, from } => import::run(&files, from),
         Command::List { target, json } => list::run(&mut Client::connect(&socket)?, target, json),
         Command::Pid { target } => pid::run(&mut Client::connect(&socket)?, target),
         Command::Start { target } => start::run(&mut Client::connect(&socket)?, target),
