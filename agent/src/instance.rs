@@ -51,6 +51,9 @@ pub enum Input {
     Stop,
     /// A start whose dependencies are not met: wait for them.
     Wait,
+    /// Its dependencies are met: a `waiting` instance starts (decided while it was waiting,
+    /// so it changes nothing once the instance has left `waiting`).
+    DependenciesMet,
     /// A dependency it waits for cannot come up on its own: whoever waits for this
     /// instance to start hears that the start failed; it keeps waiting.
     DependencyFailed,
@@ -206,6 +209,8 @@ impl Instance {
                 vec![]
             }
             Input::Wait => vec![],
+            Input::DependenciesMet if self.state == State::Waiting => self.begin_start(),
+            Input::DependenciesMet => vec![],
             Input::DependencyFailed if self.state == State::Waiting => vec![Action::NotUp],
             Input::DependencyFailed => vec![],
             Input::Stop => self.on_stop(spec),
@@ -863,6 +868,7 @@ mod tests {
             ("stale timer", Input::Timer { timer: Timer::StopDeadline, generation: 99 }),
             ("wait", Input::Wait),
             ("dependency failed", Input::DependencyFailed),
+            ("dependencies met", Input::DependenciesMet),
             ("ready", Input::Ready),
             ("unhealthy", Input::Unhealthy),
             ("healthy", Input::Healthy),
@@ -881,20 +887,20 @@ mod tests {
             Waiting as W,
         };
         #[rustfmt::skip]
-        let table: [[State; 22]; 12] = [
-            //start stop rem keep spawnd sfail ex0 ex1 exgl lost gone up  boff dead spwn stale wait dfail rdy unh hlth rdyt
-            [S,    D,   D,  D,   D,     D,    D,  D,  D,   D,   D,   D,  D,   D,   D,   D,    W,   D,    D,  D,  D,   D], // stopped (new)
-            [S,    D,   D,  W,   W,     W,    W,  W,  W,   W,   W,   W,  W,   W,   W,   W,    W,   W,    W,  W,  W,   W], // waiting
-            [S,    P,   P,  S,   S,     S,    S,  S,  S,   S,   S,   S,  S,   S,   S,   S,    S,   S,    S,  S,  S,   S], // starting (in flight)
-            [S,    P,   P,  S,   S,     S,    E,  S,  S,   S,   S,   R,  S,   S,   S,   S,    S,   S,    S,  S,  S,   S], // starting (up)
-            [S,    P,   P,  S,   S,     S,    S,  S,  S,   S,   S,   S,  S,   S,   S,   S,    S,   S,    S,  S,  S,   S], // starting (old group)
-            [R,    P,   P,  R,   R,     R,    E,  S,  S,   S,   R,   R,  R,   R,   R,   R,    R,   R,    R,  R,  R,   R], // running
-            [B,    D,   D,  B,   B,     B,    B,  B,  B,   B,   B,   B,  S,   B,   B,   B,    B,   B,    B,  B,  B,   B], // backoff
-            [P,    P,   P,  P,   P,     P,    D,  D,  P,   D,   P,   P,  P,   P,   P,   P,    P,   P,    P,  P,  P,   P], // stopping
-            [P,    P,   P,  P,   P,     P,    D,  D,  P,   D,   P,   P,  P,   P,   P,   P,    P,   P,    P,  P,  P,   P], // stopping (killed)
-            [S,    D,   D,  D,   D,     D,    D,  D,  D,   D,   D,   D,  D,   D,   D,   D,    W,   D,    D,  D,  D,   D], // stopped
-            [S,    E,   E,  E,   E,     E,    E,  E,  E,   E,   E,   E,  E,   E,   E,   E,    W,   E,    E,  E,  E,   E], // exited
-            [S,    F,   F,  F,   F,     F,    F,  F,  F,   F,   F,   F,  F,   F,   F,   F,    W,   F,    F,  F,  F,   F], // fatal
+        let table: [[State; 23]; 12] = [
+            //start stop rem keep spawnd sfail ex0 ex1 exgl lost gone up  boff dead spwn stale wait dfail dmet rdy unh hlth rdyt
+            [S,    D,   D,  D,   D,     D,    D,  D,  D,   D,   D,   D,  D,   D,   D,   D,    W,   D,    D,   D,  D,  D,   D], // stopped (new)
+            [S,    D,   D,  W,   W,     W,    W,  W,  W,   W,   W,   W,  W,   W,   W,   W,    W,   W,    S,   W,  W,  W,   W], // waiting
+            [S,    P,   P,  S,   S,     S,    S,  S,  S,   S,   S,   S,  S,   S,   S,   S,    S,   S,    S,   S,  S,  S,   S], // starting (in flight)
+            [S,    P,   P,  S,   S,     S,    E,  S,  S,   S,   S,   R,  S,   S,   S,   S,    S,   S,    S,   S,  S,  S,   S], // starting (up)
+            [S,    P,   P,  S,   S,     S,    S,  S,  S,   S,   S,   S,  S,   S,   S,   S,    S,   S,    S,   S,  S,  S,   S], // starting (old group)
+            [R,    P,   P,  R,   R,     R,    E,  S,  S,   S,   R,   R,  R,   R,   R,   R,    R,   R,    R,   R,  R,  R,   R], // running
+            [B,    D,   D,  B,   B,     B,    B,  B,  B,   B,   B,   B,  S,   B,   B,   B,    B,   B,    B,   B,  B,  B,   B], // backoff
+            [P,    P,   P,  P,   P,     P,    D,  D,  P,   D,   P,   P,  P,   P,   P,   P,    P,   P,    P,   P,  P,  P,   P], // stopping
+            [P,    P,   P,  P,   P,     P,    D,  D,  P,   D,   P,   P,  P,   P,   P,   P,    P,   P,    P,   P,  P,  P,   P], // stopping (killed)
+            [S,    D,   D,  D,   D,     D,    D,  D,  D,   D,   D,   D,  D,   D,   D,   D,    W,   D,    D,   D,  D,  D,   D], // stopped
+            [S,    E,   E,  E,   E,     E,    E,  E,  E,   E,   E,   E,  E,   E,   E,   E,    W,   E,    E,   E,  E,  E,   E], // exited
+            [S,    F,   F,  F,   F,     F,    F,  F,  F,   F,   F,   F,  F,   F,   F,   F,    W,   F,    F,   F,  F,  F,   F], // fatal
         ];
         let setups = setups();
         let inputs = inputs();

@@ -157,7 +157,7 @@ impl Supervisor {
         let deps = self.dependencies(id);
         if deps.iter().all(|(_, _, standing)| *standing == Standing::Met) {
             self.waiting.remove(id);
-            self.feed(id, Input::Start);
+            self.feed(id, Input::DependenciesMet);
             return;
         }
         let failed = deps.iter().find_map(|(_, _, standing)| match standing {

@@ -413,6 +413,13 @@ proptest! {
     }
 }
 
+/// A start decided while a dependent waited (its dependency's instances all scaled away)
+/// must not run after a stop that came meanwhile.
+#[test]
+fn a_queued_start_of_a_waiting_instance_does_not_undo_a_stop() {
+    run(vec![Op::Stop(Target::All), Op::ExecFailed(0), Op::Scale("b", 3), Op::Scale("a", 0)]);
+}
+
 /// The fuzzer's abort: an instance being scaled away ignores SIGTERM, is killed at its
 /// deadline, and its exit is never reported; the recheck that takes it as ended removes it
 /// from the table, and the old code indexed it right after.
