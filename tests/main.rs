@@ -26,3 +26,4 @@ mod security;
 mod signals;
 mod socket;
 mod supervision;
+mod workers;
