@@ -26,6 +26,13 @@ abstract class AbstractProcess
 
     private const READ_BYTES = 65536;
 
+    /**
+     * After a stop signal, how long a quiet pipe is waited on for its end of file. A stop by
+     * procctl closes the pipe as soon as its queue is written, so this is only reached when
+     * the signal came from elsewhere (`kill PID`, `procctl signal`) and no end will come.
+     */
+    private const DRAIN_QUIET = 1.0;
+
     private static ?AbstractProcess $current = null;
 
     /** @var resource|null where messages arrive */
@@ -34,6 +41,8 @@ abstract class AbstractProcess
     private $output = null;
     private string $buffer = '';
     private bool $stopping = false;
+    /** When the pipe last brought something (and it was handled), or the stop signal came. */
+    private float $lastRead = 0.0;
     /** @var array<int, array{float, int, callable, bool}> id => [due, every ms, callback, repeats] */
     private array $timers = [];
     private int $nextTimer = 0;
@@ -97,8 +106,17 @@ abstract class AbstractProcess
     /** Serves messages and timers until the process is stopped and its pipe is drained. */
     public function loop(): void
     {
-        while (!$this->stopping || $this->input !== null) {
+        while (!$this->stopping) {
             $this->turn(null);
+        }
+        while ($this->input !== null) {
+            $quietUntil = $this->lastRead + self::DRAIN_QUIET;
+            if (microtime(true) >= $quietUntil) {
+                $this->log('the pipe stayed open after the stop signal: not a stop by procctl, ending without its end of file');
+                $this->input = null;
+                break;
+            }
+            $this->turn($quietUntil);
         }
     }
 
@@ -211,6 +229,7 @@ abstract class AbstractProcess
             // Not restarting system calls: the signal ends the loop's stream_select.
             pcntl_signal($signal, function (): void {
                 $this->stopping = true;
+                $this->lastRead = microtime(true);
             }, false);
         }
         $fd = getenv('PROCCTL_PIPE_FD');
@@ -287,6 +306,7 @@ abstract class AbstractProcess
             $this->handle($line);
         }
         $this->buffer = substr($this->buffer, $start);
+        $this->lastRead = microtime(true);
     }
 
     private function handle(string $message): void

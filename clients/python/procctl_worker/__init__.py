@@ -41,6 +41,13 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 
 _READ_BYTES = 65536
 
+#: After a stop signal, how long a quiet pipe is waited on for its end of file. A stop by
+#: procctl closes the pipe as soon as its queue is written, so this is only reached when the
+#: signal came from elsewhere (``kill PID``, ``procctl signal``) and no end will come.
+DRAIN_QUIET = 1.0
+
+_NOT_PROCCTL = "the pipe stayed open after the stop signal: not a stop by procctl, ending without its end of file"
+
 
 def decode_arg(text: Optional[str]) -> Dict[str, Any]:
     """``PROCCTL_ARG`` (the ``arg`` table of procctl.toml, as JSON) as a dict; none is ``{}``."""
@@ -90,6 +97,8 @@ class _Common:
         self._write_lock = threading.Lock()
         self._notify_sock: Optional[socket.socket] = None
         self._stopping = False
+        # When the pipe last brought something (and it was handled), or the stop signal came.
+        self._last_read = 0.0
 
     @property
     def stopping(self) -> bool:
@@ -203,8 +212,15 @@ class Worker(_Common):
 
     def loop(self) -> None:
         """Serves messages and timers until the process is stopped and its pipe is drained."""
-        while not self._stopping or self._input_fd is not None:
+        while not self._stopping:
             self._turn(None)
+        while self._input_fd is not None:
+            quiet_until = self._last_read + DRAIN_QUIET
+            if time.monotonic() >= quiet_until:
+                self.log(_NOT_PROCCTL)
+                self._input_fd = None
+                break
+            self._turn(quiet_until)
 
     def wait(self, ms: float) -> bool:
         """Serves messages and timers for up to ``ms`` milliseconds or until a stop is asked
@@ -258,6 +274,7 @@ class Worker(_Common):
 
     def _on_stop_signal(self, number: int, frame: Any) -> None:
         self._stopping = True
+        self._last_read = time.monotonic()
 
     def _turn(self, deadline: Optional[float]) -> None:
         """One wait for a message, a timer, a signal or a post, and what it brings."""
@@ -298,6 +315,7 @@ class Worker(_Common):
         lines, self._buffer = split_lines(self._buffer, data)
         for line in lines:
             self._handle(line)
+        self._last_read = time.monotonic()
 
     def _handle(self, message: str) -> None:
         answer = self.on_pipe_readable(message)
@@ -344,6 +362,7 @@ class AsyncWorker(_Common):
         self._stop_event: Optional[asyncio.Event] = None
         self._failed: Optional[asyncio.Future] = None
         self._tasks: set = set()
+        self._readable: Optional[asyncio.Future] = None
 
     def start(self) -> None:
         """Runs the worker and exits: 0 after a clean stop, 1 after an uncaught exception."""
@@ -426,6 +445,8 @@ class AsyncWorker(_Common):
 
     def _on_stop_signal(self) -> None:
         self._stopping = True
+        if self._readable is not None and not self._readable.done():
+            self._readable.set_result(False)  # the reader waits again, with the quiet limit
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
@@ -474,12 +495,19 @@ class AsyncWorker(_Common):
         while True:
             data = self._read_some()
             if data is None:
-                readable = loop.create_future()
-                loop.add_reader(fd, lambda: readable.done() or readable.set_result(None))
+                self._readable = loop.create_future()
+                loop.add_reader(fd, lambda: self._readable.done() or self._readable.set_result(True))
                 try:
-                    await readable
+                    # Once stopping, a pipe quiet for DRAIN_QUIET will not end by itself.
+                    timeout = DRAIN_QUIET if self._stopping else None
+                    if not await asyncio.wait_for(asyncio.shield(self._readable), timeout):
+                        continue  # the stop signal came: wait again, with the quiet limit
+                except asyncio.TimeoutError:
+                    self.log(_NOT_PROCCTL)
+                    return
                 finally:
                     loop.remove_reader(fd)
+                    self._readable = None
                 continue
             if data == b"":
                 rest, self._buffer = self._buffer, b""
