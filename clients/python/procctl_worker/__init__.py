@@ -87,6 +87,9 @@ def selectors_wait_writable(sock: socket.socket) -> None:
 class _Common:
     """What both styles share: identity, arg, replies, sd_notify, logging."""
 
+    #: The signals that ask for a stop.
+    stop_signals = STOP_SIGNALS
+
     def __init__(self) -> None:
         self.process_name: str = os.environ.get("PROCCTL_NAME") or os.path.basename(sys.argv[0] or "worker")
         self.instance: int = int(os.environ.get("PROCCTL_INSTANCE") or 0)
@@ -265,7 +268,7 @@ class Worker(_Common):
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
-        for number in STOP_SIGNALS:
+        for number in self.stop_signals:
             signal.signal(number, self._on_stop_signal)
         self._selector.register(self._wake_r, selectors.EVENT_READ)
         self._open_pipe()
@@ -457,7 +460,7 @@ class AsyncWorker(_Common):
         self._loop = asyncio.get_running_loop()
         self._stop_event = asyncio.Event()
         self._failed = self._loop.create_future()
-        for number in STOP_SIGNALS:
+        for number in self.stop_signals:
             self._loop.add_signal_handler(number, self._on_stop_signal)
         self._open_pipe()
         reader = asyncio.ensure_future(self._read_loop()) if self._input_fd is not None else None
