@@ -384,3 +384,31 @@ fn the_examples_of_workers_toml_run() {
     assert!(logs.contains("shutdown") && logs.contains("start"), "{logs}");
     agent.shutdown();
 }
+
+#[test]
+fn a_scale_down_drains_the_instances_it_removes() {
+    let mut agent = Agent::new("");
+    agent.write_config(&config(&agent, 2, ", work_ms = 20", ""));
+    agent.launch();
+    let watcher = Watcher::subscribed(&agent, true);
+    for kind in KINDS {
+        let pids = started(&mut agent, kind, 2);
+        let jobs: Vec<String> = (0..20).map(|i| format!("{kind}-job-{i}")).collect();
+        agent.ctl_stdin(&["send", "--any", kind, "-"], &(jobs.join("\n") + "\n")).ok();
+        agent.ctl(&["scale", kind, "1"]).ok();
+        let removed = pids[1];
+        let mut replied = BTreeSet::new();
+        let mut exit = None;
+        watcher.until_json(&format!("every {kind} job is replied to and {kind}:1 exits"), |event| {
+            if event["name"] == kind && event["event"] == "reply" {
+                replied.insert(event["line"].as_str().unwrap().rsplit(' ').next().unwrap().to_string());
+            }
+            if event["name"] == kind && event["event"] == "exited" && event["pid"] == removed {
+                exit = Some(event["code"].clone());
+            }
+            replied.len() == jobs.len() && exit.is_some()
+        });
+        assert_eq!(replied, jobs.iter().cloned().collect::<BTreeSet<_>>(), "{kind}");
+        assert_eq!(exit, Some(0.into()), "{kind}:1 drained its pipe and exited 0");
+    }
+}
