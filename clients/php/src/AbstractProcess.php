@@ -227,10 +227,7 @@ abstract class AbstractProcess
         pcntl_async_signals(true);
         foreach (static::STOP_SIGNALS as $signal) {
             // Not restarting system calls: the signal ends the loop's stream_select.
-            pcntl_signal($signal, function (): void {
-                $this->stopping = true;
-                $this->lastRead = microtime(true);
-            }, false);
+            pcntl_signal($signal, fn() => $this->stopSignalled(), false);
         }
         $fd = getenv('PROCCTL_PIPE_FD');
         if ($fd !== false && $fd !== '') {
@@ -250,6 +247,12 @@ abstract class AbstractProcess
         }
     }
 
+    private function stopSignalled(): void
+    {
+        $this->stopping = true;
+        $this->lastRead = microtime(true);
+    }
+
     /** One wait for a message, a timer or a signal, and what it brings. */
     private function turn(?float $deadline): void
     {
@@ -262,12 +265,18 @@ abstract class AbstractProcess
         }
         $timeout = $until === null ? null : max(0.0, $until - $now);
         if ($this->input === null) {
-            // Nothing to read: sleep until the next timer. Without a pipe to close, a stop
-            // signal that lands just before the sleep is seen within a second.
-            $sleep = min($timeout ?? 1.0, 1.0);
-            if ($sleep > 0 && !$this->stopping) {
-                @time_nanosleep((int) $sleep, (int) (fmod($sleep, 1.0) * 1e9));
+            // Nothing to read: wait for the next timer or a stop signal. The signals are
+            // blocked from the check to the wait, so one that comes in between is not missed.
+            pcntl_sigprocmask(SIG_BLOCK, static::STOP_SIGNALS, $mask);
+            if (!$this->stopping) {
+                $signal = $timeout === null
+                    ? @pcntl_sigwaitinfo(static::STOP_SIGNALS)
+                    : @pcntl_sigtimedwait(static::STOP_SIGNALS, $info, (int) $timeout, (int) (fmod($timeout, 1.0) * 1e9));
+                if (is_int($signal) && $signal > 0) {
+                    $this->stopSignalled();
+                }
             }
+            pcntl_sigprocmask(SIG_SETMASK, $mask);
         } else {
             // A stop that lands between the check above and the select is not missed: the
             // agent closes the pipe on a stop, and end of file wakes the select.

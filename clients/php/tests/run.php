@@ -204,6 +204,17 @@ check($code === 0, "timer worker exits 0, not $code");
 check(count(array_keys($lines, 'once')) === 1 && !in_array('cleared', $lines, true), "after() once, cleared never: $out");
 check(array_slice($lines, -2) === ['loop over', 'shutdown'], "wait() returned false at the stop: $out");
 
+// Without a pipe (pipe = "none"), the loop waits on the timers and the stop signal alone.
+$child = new Child(<<<'PHP'
+    protected function run($arg) { echo "run\n"; $this->after(20, function () { echo "timer\n"; }); }
+    protected function onShutDown() { echo "shutdown\n"; }
+PHP, ['PROCCTL_PIPE_FD' => '']);
+$seen = [$child->printed(), $child->printed()];
+check($seen === ['run', 'timer'], 'a timer fires without a pipe: ' . json_encode($seen));
+$child->signal(SIGTERM);
+[$code, $out, $err] = $child->wait();
+check($code === 0 && $out === "shutdown\n", "without a pipe a stop ends at once: $code $out $err");
+
 // ready() and status() speak sd_notify to an abstract socket.
 $name = 'procctl-php-test-' . getmypid();
 $server = socket_create(AF_UNIX, SOCK_DGRAM, 0);
