@@ -73,12 +73,12 @@ def _write_all(sock: socket.socket, data: bytes) -> None:
         try:
             sent = sock.send(view)
         except BlockingIOError:
-            selectors_wait_writable(sock)
+            _wait_writable(sock)
             continue
         view = view[sent:]
 
 
-def selectors_wait_writable(sock: socket.socket) -> None:
+def _wait_writable(sock: socket.socket) -> None:
     with selectors.DefaultSelector() as selector:
         selector.register(sock, selectors.EVENT_WRITE)
         selector.select()
@@ -209,7 +209,7 @@ class Worker(_Common):
             except Exception as again:  # noqa: BLE001
                 self.log(f"on_exception raised {type(again).__name__}: {again}")
             sys.stdout.flush()
-            os._exit(1)
+            os._exit(1)  # at once: a thread of the worker's must not hold the exit up
         sys.stdout.flush()
         sys.exit(0)
 
@@ -345,7 +345,8 @@ class AsyncWorker(_Common):
     """The asyncio style: hooks may be coroutines; messages are served while run() awaits."""
 
     async def run(self, arg: Dict[str, Any]) -> None:
-        """The process body; it may return at once or loop (``while await self.wait(ms)``)."""
+        """The process body; it may return at once or loop (``while await self.wait(ms)``).
+        One still running once the pipe is drained after a stop is cancelled."""
 
     async def on_pipe_readable(self, message: str) -> Optional[str]:
         """One message (one line, without its newline); a returned string is the reply."""
