@@ -352,11 +352,33 @@ def s_stream(runs, count):
     return with_system(Procctl, [{"name": "r", "argv": READER, "n": 1}], body)
 
 
-def s_reply(runs):
+def s_reply(runs, argv=ECHO, extra=""):
     def body(sup):
         wait_until(lambda: sup.ctl("send", "--reply", "e", "warm")[1] == 0, 30, step=0.05)
         return [sup.ctl("send", "--reply", "e", "ping")[0] * 1000 for _ in range(runs)]
-    return with_system(Procctl, [{"name": "e", "argv": ECHO, "n": 1}], body)
+    return with_system(Procctl, [{"name": "e", "argv": argv, "n": 1, "extra": extra}], body)
+
+
+# Echo workers on the worker libraries (clients/php, clients/python): the reply is the
+# return value of onPipeReadable / on_pipe_readable.
+LIBRARY_ECHO = {
+    "php": ["php", "-r", "require getenv('LIB') . '/php/autoload.php';"
+            " (new class extends Procctl\\AbstractProcess {"
+            " protected function run($arg) {}"
+            " protected function onPipeReadable(string $m) { return \"got $m\"; } })->start();"],
+    "py": ["python3", "-c", "from procctl_worker import Worker\n"
+           "class E(Worker):\n    def on_pipe_readable(self, m):\n        return 'got ' + m\n"
+           "E().start()\n"],
+    "pya": ["python3", "-c", "from procctl_worker import AsyncWorker\n"
+            "class E(AsyncWorker):\n    async def on_pipe_readable(self, m):\n        return 'got ' + m\n"
+            "E().start()\n"],
+}
+
+
+def s_reply_library(runs, kind):
+    lib = os.path.join(ROOT, "clients")
+    env = f'env = {{ LIB = {json.dumps(lib)}, PYTHONPATH = {json.dumps(os.path.join(lib, "python"))} }}'
+    return s_reply(runs, LIBRARY_ECHO[kind], env)
 
 
 def s_list_under_crashes(make, runs):
@@ -764,6 +786,9 @@ def main():
         ("scale1000", "scale 0 -> 1,000, CLI returns (ms)", lambda m: s_scale(m, 1 if q else 3), False),
         ("stream", "send - stream into one worker (messages/s)", lambda m: s_stream(3 if q else 5, 50_000 if q else 200_000), False),
         ("reply", "one send --reply, whole process (ms)", lambda m: s_reply(runs), False),
+        ("reply_php", "one send --reply to a Procctl\\AbstractProcess (ms)", lambda m: s_reply_library(runs, "php"), False),
+        ("reply_py", "one send --reply to a procctl_worker.Worker (ms)", lambda m: s_reply_library(runs, "py"), False),
+        ("reply_pya", "one send --reply to a procctl_worker.AsyncWorker (ms)", lambda m: s_reply_library(runs, "pya"), False),
         ("list_crashing", "list while 100 instances crash-loop (ms)", lambda m: s_list_under_crashes(m, runs), True),
         ("footprint", "agent with 1,000 idle instances", None, False),
         ("storm", "crash storm: 100 instances exiting at once until all fatal", None, False),

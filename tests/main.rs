@@ -27,3 +27,4 @@ mod security;
 mod signals;
 mod socket;
 mod supervision;
+mod workers;

@@ -59,6 +59,8 @@ pub struct ProcessSpec {
     pub cpu_max: Option<u32>,
     /// Fatal (or exited with restart = "never"): the agent shuts down and exits 1.
     pub critical: bool,
+    /// `arg`, as JSON text for `PROCCTL_ARG`.
+    pub arg: Option<String>,
 }
 
 impl ProcessSpec {
@@ -168,6 +170,8 @@ struct RawProcess {
     cpu_max: Option<u32>,
     #[serde(default, deserialize_with = "value::flag")]
     critical: bool,
+    #[serde(default, deserialize_with = "value::arg")]
+    arg: Option<String>,
 }
 
 fn up() -> Ready {
@@ -367,6 +371,7 @@ impl Config {
                 memory_max: raw.memory_max,
                 cpu_max: raw.cpu_max,
                 critical: raw.critical,
+                arg: raw.arg,
             };
             processes.insert(name, spec);
         }
@@ -566,5 +571,20 @@ log_files = 0
         assert_eq!(parse_size("512"), Ok(512));
         assert!(parse_size("0").is_err());
         assert!(parse_size("1TB").is_err());
+    }
+
+    #[test]
+    fn arg_is_any_table_and_reaches_the_worker_as_json() {
+        let config = parse(
+            "[process.a]\ncommand = [\"x\"]\narg = { queue = \"jobs\", batch = 10, tags = [\"a\", 1.5], deep = { on = true } }\n",
+        )
+        .unwrap();
+        let arg: serde_json::Value = serde_json::from_str(config.processes["a"].arg.as_deref().unwrap()).unwrap();
+        assert_eq!(arg, serde_json::json!({"queue": "jobs", "batch": 10, "tags": ["a", 1.5], "deep": {"on": true}}));
+        let dated = parse("[process.a]\ncommand = [\"x\"]\n[process.a.arg]\nat = 1979-05-27\n").unwrap();
+        assert_eq!(dated.processes["a"].arg.as_deref(), Some(r#"{"at":"1979-05-27"}"#));
+        assert_eq!(parse("[process.a]\ncommand = [\"x\"]\n").unwrap().processes["a"].arg, None);
+        let error = error_of("[process.a]\ncommand = [\"x\"]\narg = 3\n").to_string();
+        assert!(error.starts_with("/etc/app/procctl.toml:3: process.a.arg: expected a table"), "{error}");
     }
 }

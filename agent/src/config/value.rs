@@ -142,6 +142,28 @@ pub fn env<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, 
     Ok(env)
 }
 
+/// `arg`: any table, handed to the worker as JSON text (`PROCCTL_ARG`); a date becomes its
+/// TOML text, a string.
+pub fn arg<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    match Value::deserialize(d)? {
+        table @ Value::Table(_) => Ok(Some(to_json(table).to_string())),
+        other => Err(expected("a table, like { queue = \"jobs\", batch = 10 }", &other)),
+    }
+}
+
+fn to_json(value: Value) -> serde_json::Value {
+    match value {
+        Value::String(s) => s.into(),
+        Value::Integer(n) => n.into(),
+        // JSON has no NaN or infinity: they become null.
+        Value::Float(f) => serde_json::Number::from_f64(f).map_or(serde_json::Value::Null, Into::into),
+        Value::Boolean(b) => b.into(),
+        Value::Datetime(d) => d.to_string().into(),
+        Value::Array(items) => items.into_iter().map(to_json).collect(),
+        Value::Table(table) => table.into_iter().map(|(k, v)| (k, to_json(v))).collect(),
+    }
+}
+
 /// Bytes, or a number with B, KiB, MiB or GiB.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let bad = || format!("invalid size `{text}`: use bytes or a number with KiB, MiB or GiB, like \"10MiB\"");

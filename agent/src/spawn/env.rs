@@ -24,6 +24,9 @@ pub(super) fn child_env(id: &InstanceId, spec: &ProcessSpec, context: &Context) 
     if spec.pipe == Pipe::Fd {
         set("PROCCTL_PIPE_FD", PIPE_FD.to_string());
     }
+    if let Some(arg) = &spec.arg {
+        set("PROCCTL_ARG", arg.clone());
+    }
     if let Some(port) = spec.port_of(id.index) {
         set("PORT", port.to_string());
     }
@@ -62,7 +65,7 @@ mod tests {
     fn the_child_environment_layers_base_spec_and_procctl_variables() {
         let config = crate::config::Config::parse(
             Path::new("/etc/app/procctl.toml"),
-            "[process.w]\ncommand = [\"x\"]\nenv = { HOME = \"/srv\", EXTRA = \"1\" }\n",
+            "[process.w]\ncommand = [\"x\"]\nenv = { HOME = \"/srv\", EXTRA = \"1\" }\narg = { queue = \"jobs\" }\n",
         )
         .unwrap();
         let base = vec![("HOME".to_string(), "/root".to_string()), ("PATH".to_string(), "/bin".to_string())];
@@ -75,6 +78,7 @@ mod tests {
         assert_eq!((env["PROCCTL_NAME"].as_str(), env["PROCCTL_INSTANCE"].as_str()), ("w", "2"));
         assert_eq!(env["PROCCTL_SOCKET"], "/run/a.sock");
         assert_eq!(env["PROCCTL_PIPE_FD"], "3");
+        assert_eq!(env["PROCCTL_ARG"], r#"{"queue":"jobs"}"#);
         assert!(env.contains_key(crate::reclaim::TOKEN_VAR));
         assert_eq!(request.env.iter().filter(|(k, _)| k == "HOME").count(), 1, "no variable twice");
         assert_eq!(request.cwd, Path::new("/etc/app"));

@@ -77,6 +77,13 @@ impl Supervisor {
         if matches!(before, State::Starting | State::Running) && !matches!(state, State::Starting | State::Running) {
             self.end_checks(id);
         }
+        if state == State::Stopping
+            && let Some(slot) = self.slots.get_mut(id)
+        {
+            // A stop drains the queue: routing ends here, the writer keeps writing what is
+            // queued as the worker reads, and closes the pipe once the last sender is done.
+            slot.pipe = None;
+        }
         let (Some(slot), Some(spec)) = (self.slots.get(id), self.config.processes.get(&id.name)) else {
             return;
         };
