@@ -8,6 +8,7 @@ mod completions;
 mod config;
 mod contrib;
 mod control;
+mod crash_loops;
 mod events;
 mod exit_codes;
 mod fuzz;

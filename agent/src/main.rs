@@ -22,6 +22,7 @@ mod fdpass;
 mod group;
 mod handlers;
 mod instance;
+mod listening;
 mod log;
 mod logs;
 mod notify;
