@@ -34,3 +34,26 @@ fn a_probe_answered_by_another_process_on_the_port_is_not_a_pass() {
     assert_eq!(agent.state_of("web", 0), "starting", "not ready: the port is not its own");
     drop(other);
 }
+
+#[test]
+fn waiting_for_running_ends_at_once_when_an_instance_is_or_becomes_fatal() {
+    let agent = Agent::start(&format!(
+        "[process.steady]\ncommand = [\"sleep\", \"100000\"]\nstart_secs = \"0s\"\n\
+         [process.crashy]\ncommand = {}\nstart_secs = \"1s\"\nstart_retries = 2\n\
+         [process.once]\ncommand = {}\nrestart = \"never\"\n",
+        sh("sleep 0.2; exit 3"),
+        sh("exit 4")
+    ));
+    // Asked while crashy is still trying: it becomes fatal during the wait.
+    let out = agent.ctl(&["wait", "crashy", "--timeout", "50s"]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("crashy:0 is fatal (last exit: code 3)"), "{out:?}");
+    assert!(!out.stderr.contains("timed out"), "nothing to wait for: {out:?}");
+    // Asked when it already is, and with an instance that exited under restart = "never".
+    let out = agent.ctl(&["wait", "all", "--timeout", "50s"]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("crashy:0 is fatal (last exit: code 3)"), "{out:?}");
+    assert!(out.stderr.contains("once:0 is exited (last exit: code 4)"), "{out:?}");
+    assert!(!out.stderr.contains("steady"), "steady is running: {out:?}");
+    agent.ctl(&["wait", "steady", "--timeout", "50s"]).ok();
+}
