@@ -54,7 +54,7 @@ use tokio::sync::mpsc;
 use crate::config::Config;
 use crate::supervisor::{AgentSignal, Event, Handle, Parts, Supervisor};
 
-const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (protocol 2)");
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (protocol 3)");
 
 /// How long the agent waits, once everything is stopped, for replies still being written.
 const DRAIN_REPLIES: Duration = Duration::from_secs(2);

@@ -205,6 +205,13 @@ async fn connection(stream: uds::tokio::Stream, context: Context, own_uid: u32, 
                     return;
                 }
             }
+            Reply::Steps(mut steps) => {
+                while let Some(response) = steps.recv().await {
+                    if write(&mut stream, &response).await.is_err() {
+                        return;
+                    }
+                }
+            }
             Reply::Events(events) => return forward(&mut stream, events, |event| Some(Response::Event(event))).await,
             Reply::Logs { first, lines, target, after } => {
                 if write(&mut stream, &first).await.is_err() {

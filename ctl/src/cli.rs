@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use procctl_proto::{Signal, Target, WaitFor};
 
-pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (protocol 2)");
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (protocol 3)");
 
 /// Control procagent: list, start, stop, restart, signal and scale supervised processes.
 ///

@@ -162,7 +162,12 @@ pub fn outcomes(outcomes: &[Outcome], out: &mut impl Write, err: &mut impl Write
             OutcomeKind::AlreadyRunning { pid: p } => writeln!(out, "{id} already running (pid {})", pid(*p))?,
             OutcomeKind::Stopped => writeln!(out, "{id} stopped")?,
             OutcomeKind::AlreadyStopped => writeln!(out, "{id} already stopped")?,
-            OutcomeKind::Restarted { old, new } => writeln!(out, "{id} restarted: pid {} -> {new}", pid(*old))?,
+            OutcomeKind::Restarted { old, new, killed: false } => {
+                writeln!(out, "{id} restarted: pid {} -> {new}", pid(*old))?
+            }
+            OutcomeKind::Restarted { old, new, killed: true } => {
+                writeln!(out, "{id} restarted: pid {} -> {new} (the old one needed SIGKILL)", pid(*old))?
+            }
             OutcomeKind::Signalled { pid, signal } => writeln!(out, "{id} sent {signal} (pid {pid})")?,
             OutcomeKind::Failed(error) => {
                 writeln!(err, "procctl: {error}")?;
@@ -499,8 +504,19 @@ mod tests {
             (AlreadyRunning { pid: None }, "web:0 already running (pid -)\n", "", Status::Success),
             (Stopped, "web:0 stopped\n", "", Status::Success),
             (AlreadyStopped, "web:0 already stopped\n", "", Status::Success),
-            (Restarted { old: Some(10), new: 12 }, "web:0 restarted: pid 10 -> 12\n", "", Status::Success),
-            (Restarted { old: None, new: 12 }, "web:0 restarted: pid - -> 12\n", "", Status::Success),
+            (
+                Restarted { old: Some(10), new: 12, killed: false },
+                "web:0 restarted: pid 10 -> 12\n",
+                "",
+                Status::Success,
+            ),
+            (Restarted { old: None, new: 12, killed: false }, "web:0 restarted: pid - -> 12\n", "", Status::Success),
+            (
+                Restarted { old: Some(10), new: 12, killed: true },
+                "web:0 restarted: pid 10 -> 12 (the old one needed SIGKILL)\n",
+                "",
+                Status::Success,
+            ),
             (Signalled { pid: 10, signal: Signal::HUP }, "web:0 sent HUP (pid 10)\n", "", Status::Success),
             (Failed(failed("web:0 did not start")), "", "procctl: web:0 did not start\n", Status::Failure),
         ];

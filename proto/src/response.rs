@@ -40,6 +40,9 @@ pub enum Response {
     /// Every instance of a `wait` target reached the state asked for.
     Waited,
     Error(WireError),
+    /// One outcome of an operation that goes instance by instance, as it happens; the
+    /// operation's final response follows the last.
+    Step(Outcome),
 }
 
 /// What a reload changed, by process name.
@@ -273,6 +276,8 @@ pub enum OutcomeKind {
     Restarted {
         old: Option<u32>,
         new: u32,
+        /// The old run ended only at SIGKILL, after stop_timeout.
+        killed: bool,
     },
     Signalled {
         pid: u32,
