@@ -24,6 +24,7 @@ mod reload;
 mod restart;
 mod scale;
 mod security;
+mod shutdown;
 mod signals;
 mod socket;
 mod supervision;

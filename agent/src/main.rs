@@ -285,12 +285,18 @@ async fn serve(setup: Setup) -> anyhow::Result<()> {
     let sup = Supervisor::new(parts);
 
     let (alive, mut all_closed) = mpsc::channel::<()>(1);
+    let server = server::serve(listener, context, alive, limits.max_connections);
+    tokio::pin!(server);
     let critical = tokio::select! {
         critical = sup.run(events_rx) => critical,
-        () = server::serve(listener, context, alive, limits.max_connections) => None,
+        () = &mut server => None,
     };
-    // Let the connections that asked for the shutdown get their answer.
-    let _ = tokio::time::timeout(DRAIN_REPLIES, all_closed.recv()).await;
+    // Let the connections that asked for the shutdown get their answer; followers are ended
+    // and newcomers told the agent is shutting down meanwhile.
+    tokio::select! {
+        _ = tokio::time::timeout(DRAIN_REPLIES, all_closed.recv()) => {}
+        () = &mut server => {}
+    }
     if let Some(id) = critical {
         bail!("every instance stopped after the critical instance {id} ended");
     }

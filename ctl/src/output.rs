@@ -7,6 +7,7 @@ use std::io::{self, Write};
 
 use procctl_proto::{
     Delivery, Event, EventKind, Exit, InstanceId, InstanceInfo, LogLine, Outcome, OutcomeKind, ReloadReport, Target,
+    WireError,
 };
 use serde_json::{Value, json};
 use unicode_width::UnicodeWidthStr;
@@ -176,6 +177,11 @@ pub fn outcomes(outcomes: &[Outcome], out: &mut impl Write, err: &mut impl Write
         }
     }
     Ok(status)
+}
+
+/// A followed stream the agent ended (it is shutting down).
+pub fn stream_ended(error: &WireError, err: &mut impl Write) -> io::Result<()> {
+    writeln!(err, "procctl: {error}: end of stream")
 }
 
 /// What `scale` did.
