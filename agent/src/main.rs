@@ -15,6 +15,7 @@ macro_rules! log {
     };
 }
 
+mod audit;
 mod cgroup;
 mod config;
 mod events;

@@ -24,7 +24,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::UnixStream;
 use tokio::sync::{broadcast, mpsc, watch};
 
-use crate::handlers::{self, Context, Reply};
+use crate::audit;
+use crate::handlers::{Context, Reply};
 use crate::trust::{self, TrustError};
 
 /// Connections served at once unless `--max-connections` says otherwise; past it a client
@@ -153,6 +154,7 @@ pub async fn serve(listener: OwnedFd, context: Context, alive: mpsc::Sender<()>,
 
 async fn connection(stream: uds::tokio::Stream, context: Context, own_uid: u32, open: usize, max_connections: usize) {
     let peer_uid = peer_uid(&stream);
+    let client = audit::Client { uid: peer_uid, pid: peer_pid(&stream) };
     let mut stream = UnixStream::from(stream);
     if !peer_uid.is_some_and(|uid| uid == own_uid || uid == 0) {
         let who = peer_uid.map_or("an unknown uid".to_string(), |uid| format!("uid {uid}"));
@@ -201,7 +203,7 @@ async fn connection(stream: uds::tokio::Stream, context: Context, own_uid: u32, 
         };
         // Its own task: an accepted operation runs to the end even if this client goes away.
         let only_waits = only_waits(&request);
-        let mut handler = tokio::spawn(handlers::handle(request, context.clone()));
+        let mut handler = tokio::spawn(audit::handle(request, context.clone(), client));
         let reply = tokio::select! {
             reply = &mut handler => reply.unwrap_or_else(|e| {
                 Reply::One(Response::Error(WireError::new(ErrorKind::Failed, format!("internal error: {e}"))))
@@ -304,6 +306,14 @@ fn peer_uid(stream: &uds::tokio::Stream) -> Option<u32> {
     stream.peer_creds().ok().and_then(|creds| creds.euid()).or_else(|| {
         nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials).ok().map(|creds| creds.uid())
     })
+}
+
+/// The pid of the process on the other end, from SO_PEERCRED (0 from another PID namespace).
+fn peer_pid(stream: &uds::tokio::Stream) -> Option<i32> {
+    nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)
+        .ok()
+        .map(|creds| creds.pid())
+        .filter(|&pid| pid > 0)
 }
 
 /// A request that changes nothing, so nothing is lost when it is dropped with its client:
