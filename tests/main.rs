@@ -16,6 +16,7 @@ mod fuzz;
 mod hostile;
 mod logs;
 mod manuals;
+mod messages;
 mod messaging;
 mod persistence;
 mod production;

@@ -35,6 +35,7 @@ mod reclaim;
 mod scratch;
 mod server;
 mod spawn;
+mod suggest;
 mod supervisor;
 mod table;
 mod trust;

@@ -38,7 +38,10 @@ fn list_table(rows: &[InstanceInfo]) -> String {
             row.state.to_string(),
             row.uptime_secs.map_or("-".into(), uptime),
             row.restarts.to_string(),
-            row.last_exit.map_or("-".into(), |exit| exit.to_string()),
+            match (&row.start_error, row.last_exit) {
+                (Some(error), _) => error.clone(),
+                (None, exit) => exit.map_or("-".into(), |exit| exit.to_string()),
+            },
             row.cpu_tenths.map_or("-".into(), |t| format!("{}.{}%", t / 10, t % 10)),
             row.memory_bytes.map_or("-".into(), memory),
         ];
@@ -114,6 +117,7 @@ fn list_json(rows: &[InstanceInfo]) -> String {
                 "status": row.status,
                 "cpu_percent": row.cpu_tenths.map(|t| f64::from(t) / 10.0),
                 "memory_bytes": row.memory_bytes,
+                "start_error": row.start_error,
             })
         })
         .collect();
@@ -163,6 +167,7 @@ pub fn outcomes(outcomes: &[Outcome], out: &mut impl Write, err: &mut impl Write
             OutcomeKind::AlreadyRunning { pid: p } => writeln!(out, "{id} already running (pid {})", pid(*p))?,
             OutcomeKind::Stopped => writeln!(out, "{id} stopped")?,
             OutcomeKind::AlreadyStopped => writeln!(out, "{id} already stopped")?,
+            OutcomeKind::NotRunning { state } => writeln!(out, "{id} is {state}: nothing to stop")?,
             OutcomeKind::Restarted { old, new, killed: false } => {
                 writeln!(out, "{id} restarted: pid {} -> {new}", pid(*old))?
             }
@@ -405,6 +410,7 @@ mod tests {
             status: None,
             cpu_tenths: pid.map(|_| 125),
             memory_bytes: pid.map(|_| 13 << 20),
+            start_error: None,
         }
     }
 
@@ -419,7 +425,7 @@ mod tests {
             value[0],
             json!({"name": "web", "instance": 1, "pid": 42, "state": "running", "uptime_secs": 75,
                    "restarts": 2, "last_exit": {"signal": "KILL"}, "health": null, "status": null,
-                   "cpu_percent": 12.5, "memory_bytes": 13 << 20})
+                   "cpu_percent": 12.5, "memory_bytes": 13 << 20, "start_error": null})
         );
         assert_eq!(value[1]["pid"], Value::Null);
         assert_eq!(value[1]["uptime_secs"], Value::Null);
@@ -510,6 +516,7 @@ mod tests {
             (AlreadyRunning { pid: None }, "web:0 already running (pid -)\n", "", Status::Success),
             (Stopped, "web:0 stopped\n", "", Status::Success),
             (AlreadyStopped, "web:0 already stopped\n", "", Status::Success),
+            (NotRunning { state: State::Fatal }, "web:0 is fatal: nothing to stop\n", "", Status::Success),
             (
                 Restarted { old: Some(10), new: 12, killed: false },
                 "web:0 restarted: pid 10 -> 12\n",

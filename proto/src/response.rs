@@ -240,6 +240,9 @@ pub struct InstanceInfo {
     pub cpu_tenths: Option<u32>,
     /// Resident memory of the instance's whole tree.
     pub memory_bytes: Option<u64>,
+    /// Why its last start failed before the program ran (not found, permission denied),
+    /// while that is the latest news of it.
+    pub start_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -285,6 +288,10 @@ pub enum OutcomeKind {
     },
     /// Not done, and why; the instance is named by the outcome.
     Failed(WireError),
+    /// Nothing to stop: it is not running, and not stopped either (`fatal`, `exited`).
+    NotRunning {
+        state: State,
+    },
 }
 
 /// Why something failed: a kind procctl can branch on, and a message for people.

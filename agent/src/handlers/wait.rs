@@ -55,9 +55,10 @@ fn cannot_come(behind: &[&InstanceInfo], until: WaitFor) -> Vec<String> {
     behind
         .iter()
         .filter(|row| matches!(row.state, State::Fatal | State::Exited))
-        .map(|row| match row.last_exit {
-            Some(exit) => format!("{} is {} (last exit: {exit})", row.id, row.state),
-            None => format!("{} is {}", row.id, row.state),
+        .map(|row| match (&row.start_error, row.last_exit) {
+            (Some(error), _) => format!("{} is {} ({error})", row.id, row.state),
+            (None, Some(exit)) => format!("{} is {} (last exit: {exit})", row.id, row.state),
+            (None, None) => format!("{} is {}", row.id, row.state),
         })
         .collect()
 }
