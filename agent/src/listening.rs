@@ -64,7 +64,7 @@ impl Owner {
             None => format!("port {} is answered by another process, not by {}", self.port, self.id),
         };
         if !self.noted.swap(true, Ordering::Relaxed) {
-            log!("{}: {why}", self.id);
+            log!("{why}");
             crate::logs::note(&self.sink, &self.follow, &format!("procagent: {why}"));
         }
         Err(why)
