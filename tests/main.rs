@@ -10,6 +10,7 @@ mod config;
 mod contrib;
 mod control;
 mod crash_loops;
+mod docs;
 mod events;
 mod exit_codes;
 mod fuzz;
