@@ -113,3 +113,22 @@ fn restart_prints_each_step_as_it_happens_and_says_when_sigkill_was_needed() {
     let new1 = agent.pid_of("web", 1).unwrap();
     assert_eq!(seen[1..], [format!("web:1 restarted: pid {} -> {new1}", old[1])], "{seen:?}");
 }
+
+#[test]
+fn restart_all_is_not_halted_by_an_instance_still_crash_looping() {
+    let mut agent = Agent::start(&format!(
+        "[process.flaky]\ncommand = {}\nstart_secs = \"1s\"\nstart_retries = 3\n\
+         [process.web]\ncommand = [\"sleep\", \"100000\"]\ninstances = 2\nstart_secs = \"0s\"\n",
+        sh("sleep 0.2; exit 1")
+    ));
+    let old = agent.wait_running("web", 2);
+    wait_until(WAIT, "flaky has failed once", || agent.row("flaky", 0)["restarts"].as_u64() >= Some(1));
+    let out = agent.ctl(&["restart", "all"]);
+    assert_eq!(out.code, Some(1), "flaky fails again: {out:?}");
+    let new = agent.wait_running("web", 2);
+    for (i, (old, new)) in old.iter().zip(&new).enumerate() {
+        assert!(out.stdout.contains(&format!("web:{i} restarted: pid {old} -> {new}")), "{out:?}");
+    }
+    assert!(out.stderr.contains("flaky:0"), "{out:?}");
+    assert!(!out.stderr.contains("not restarted"), "nothing halted: {out:?}");
+}

@@ -54,8 +54,8 @@ pub enum Command {
     /// Warm restart, one instance at a time, each replacement running before the next; prints each old and new pid as it happens
     ///
     /// A replacement that does not come up halts the roll. Instances that were not running
-    /// when asked (stopped, exited, fatal) are started after the others have rolled; their
-    /// failure halts nothing.
+    /// when asked (stopped, exited, fatal, or still trying) are started after the others have
+    /// rolled; their failure halts nothing.
     Restart {
         /// `all`, a process NAME (all its instances) or NAME:INDEX (one instance)
         target: Target,

@@ -1,7 +1,8 @@
 //! `procctl restart`: rolling, one instance at a time, each replacement running before the
 //! next goes down. A replacement that does not come up halts the roll, so a broken release
 //! takes down one instance, not all of them. Instances that were not running when asked
-//! (stopped, exited, fatal) are started after the roll, and their failure halts nothing.
+//! (stopped, exited, fatal, or still trying: starting, backoff) come after the roll, and
+//! their failure halts nothing.
 //! Each outcome is streamed to the client as it happens, and the roll runs in a task of its
 //! own, so it finishes even if the client leaves. `roll` is also how a reload restarts.
 
@@ -14,10 +15,15 @@ use crate::supervisor::Handle;
 pub async fn run(sup: &Handle, target: Target) -> Result<Reply, WireError> {
     let ids = sup.resolve(target.clone()).await?;
     let rows = sup.states(target).await?;
-    let at_rest = |id: &InstanceId| {
-        rows.iter().any(|row| &row.id == id && matches!(row.state, State::Stopped | State::Exited | State::Fatal))
-    };
-    let (resting, running): (Vec<_>, Vec<_>) = ids.into_iter().partition(|id| at_rest(id));
+    let state = |id: &InstanceId| rows.iter().find(|row| &row.id == id).map(|row| row.state);
+    let (running, others): (Vec<_>, Vec<_>) = ids.into_iter().partition(|id| state(id) == Some(State::Running));
+    let others: Vec<(InstanceId, bool)> = others
+        .into_iter()
+        .map(|id| {
+            let at_rest = matches!(state(&id), Some(State::Stopped | State::Exited | State::Fatal));
+            (id, at_rest)
+        })
+        .collect();
     let (steps, reply) = mpsc::unbounded_channel();
     let sup = sup.clone();
     tokio::spawn(async move {
@@ -28,17 +34,13 @@ pub async fn run(sup: &Handle, target: Target) -> Result<Reply, WireError> {
                 return;
             }
         };
-        for id in resting {
-            let outcome = match sup.start(Target::Instance(id.clone())).await {
-                Ok(pending) => {
-                    let mut outcome = failed(&id, ErrorKind::NotFound, format!("{id} left the table"));
-                    for pending in pending {
-                        outcome = started(pending).await;
-                    }
-                    outcome
-                }
-                Err(error) => Outcome { id, kind: OutcomeKind::Failed(error) },
-            };
+        for (id, at_rest) in others {
+            // One at rest is started; one still trying (starting, backoff) is restarted.
+            let outcome = match at_rest {
+                true => start_one(&sup, &id).await,
+                false => restart_one(&sup, &id).await,
+            }
+            .unwrap_or_else(|error| Outcome { id, kind: OutcomeKind::Failed(error) });
             let _ = steps.send(Response::Step(outcome.clone()));
             outcomes.push(outcome);
         }
@@ -73,6 +75,14 @@ pub(super) async fn roll(
         outcomes.push(outcome);
     }
     Ok(outcomes)
+}
+
+async fn start_one(sup: &Handle, id: &InstanceId) -> Result<Outcome, WireError> {
+    let mut outcome = failed(id, ErrorKind::NotFound, format!("{id} left the table"));
+    for pending in sup.start(Target::Instance(id.clone())).await? {
+        outcome = started(pending).await;
+    }
+    Ok(outcome)
 }
 
 async fn restart_one(sup: &Handle, id: &InstanceId) -> Result<Outcome, WireError> {
