@@ -30,9 +30,15 @@ pub struct Owner {
     pub noted: Arc<AtomicBool>,
 }
 
-/// Whether a tcp or http probe is aimed at the instance's own `{port}`.
+/// Whether a tcp or http probe is aimed at the instance's own `{port}` on this machine (a
+/// probe of another host's port says nothing about the sockets here).
 pub fn aims_at_port(probe: &Probe) -> bool {
-    matches!(probe, Probe::Tcp(s) | Probe::Http(s) if s.contains("{port}"))
+    let (Probe::Tcp(text) | Probe::Http(text)) = probe else {
+        return false;
+    };
+    let rest = text.split_once("://").map_or(text.as_str(), |(_, rest)| rest);
+    let host = rest.rsplit_once(":{port}").map_or("", |(host, _)| host);
+    text.contains("{port}") && (host.starts_with("127.") || ["localhost", "[::1]", "0.0.0.0", "[::]"].contains(&host))
 }
 
 impl Owner {
@@ -145,6 +151,22 @@ mod tests {
         let cases: [(u16, &[u64]); 3] = [(8000, &[4711, 4714]), (8001, &[4712]), (8002, &[])];
         for (port, inodes) in cases {
             assert_eq!(listening_inodes(TABLE, port), inodes, "port {port}");
+        }
+    }
+
+    #[test]
+    fn only_probes_of_a_local_port_of_the_instance_are_checked() {
+        let cases = [
+            (Probe::Tcp("127.0.0.1:{port}".into()), true),
+            (Probe::Http("http://127.0.0.1:{port}/health".into()), true),
+            (Probe::Http("http://localhost:{port}/".into()), true),
+            (Probe::Tcp("[::1]:{port}".into()), true),
+            (Probe::Tcp("127.0.0.1:8000".into()), false),
+            (Probe::Http("http://10.0.0.5:{port}/".into()), false),
+            (Probe::Log("{port}".into()), false),
+        ];
+        for (probe, checked) in cases {
+            assert_eq!(aims_at_port(&probe), checked, "{probe:?}");
         }
     }
 
