@@ -524,6 +524,10 @@ log_files = 0
             ("start_sec = \"1s\"", "3: process.a.start_sec: unknown key `start_sec` (did you mean `start_secs`?)"),
             ("instances = 1\ninstances = 2", "4: duplicate key `instances`"),
             (
+                "port = 8000\nhealth = { tcp = \"127.0.0.1:{port}\", evry = \"5s\" }",
+                "4: process.a.health: unknown key `evry` (did you mean `every`?)",
+            ),
+            (
                 "restart = \"sometimes\"",
                 "3: process.a.restart: expected one of \"always\", \"on-failure\", \"never\", found the string \"sometimes\"",
             ),
