@@ -27,11 +27,11 @@ end
 complete -c procctl -n "__fish_procctl_needs_command" -l socket -d 'The agent\'s socket [default: $PROCCTL_SOCKET, $XDG_RUNTIME_DIR/procctl/agent.sock, /tmp/procctl-UID/agent.sock]' -r -F
 complete -c procctl -n "__fish_procctl_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c procctl -n "__fish_procctl_needs_command" -s V -l version -d 'Print version'
-complete -c procctl -n "__fish_procctl_needs_command" -f -a "list" -d 'One row per instance: NAME, INSTANCE, PID, STATE, UPTIME, RESTARTS, LAST EXIT'
+complete -c procctl -n "__fish_procctl_needs_command" -f -a "list" -d 'One row per instance: NAME, INSTANCE, PID, STATE, UPTIME, RESTARTS, LAST EXIT, CPU, MEM, and HEALTH and STATUS when an instance has them'
 complete -c procctl -n "__fish_procctl_needs_command" -f -a "pid" -d 'Print the pids of running instances, one per line (exit 1 when none runs)'
 complete -c procctl -n "__fish_procctl_needs_command" -f -a "start" -d 'Start stopped, exited or fatal instances; returns when each is running'
 complete -c procctl -n "__fish_procctl_needs_command" -f -a "stop" -d 'Stop gracefully (stop_signal, stop_timeout, then SIGKILL); returns when they are gone'
-complete -c procctl -n "__fish_procctl_needs_command" -f -a "restart" -d 'Warm restart, one instance at a time, each replacement running before the next; prints old and new pids'
+complete -c procctl -n "__fish_procctl_needs_command" -f -a "restart" -d 'Warm restart, one instance at a time, each replacement running before the next; prints each old and new pid as it happens'
 complete -c procctl -n "__fish_procctl_needs_command" -f -a "signal" -d 'Send a signal (a name like HUP or a number) to each instance\'s process group'
 complete -c procctl -n "__fish_procctl_needs_command" -f -a "scale" -d 'Start or stop instances until COUNT exist; the count survives agent restarts'
 complete -c procctl -n "__fish_procctl_needs_command" -f -a "send" -d 'Write a message (the words joined by spaces) to each target instance\'s pipe; `-` reads one message per line from stdin'
@@ -45,7 +45,7 @@ complete -c procctl -n "__fish_procctl_needs_command" -f -a "completions" -d 'Pr
 complete -c procctl -n "__fish_procctl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c procctl -n "__fish_procctl_using_subcommand list" -l socket -d 'The agent\'s socket [default: $PROCCTL_SOCKET, $XDG_RUNTIME_DIR/procctl/agent.sock, /tmp/procctl-UID/agent.sock]' -r -F
 complete -c procctl -n "__fish_procctl_using_subcommand list" -l json -d 'Print one JSON array with stable keys instead of a table'
-complete -c procctl -n "__fish_procctl_using_subcommand list" -s h -l help -d 'Print help'
+complete -c procctl -n "__fish_procctl_using_subcommand list" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c procctl -n "__fish_procctl_using_subcommand pid" -l socket -d 'The agent\'s socket [default: $PROCCTL_SOCKET, $XDG_RUNTIME_DIR/procctl/agent.sock, /tmp/procctl-UID/agent.sock]' -r -F
 complete -c procctl -n "__fish_procctl_using_subcommand pid" -s h -l help -d 'Print help'
 complete -c procctl -n "__fish_procctl_using_subcommand start" -l socket -d 'The agent\'s socket [default: $PROCCTL_SOCKET, $XDG_RUNTIME_DIR/procctl/agent.sock, /tmp/procctl-UID/agent.sock]' -r -F
@@ -53,7 +53,7 @@ complete -c procctl -n "__fish_procctl_using_subcommand start" -s h -l help -d '
 complete -c procctl -n "__fish_procctl_using_subcommand stop" -l socket -d 'The agent\'s socket [default: $PROCCTL_SOCKET, $XDG_RUNTIME_DIR/procctl/agent.sock, /tmp/procctl-UID/agent.sock]' -r -F
 complete -c procctl -n "__fish_procctl_using_subcommand stop" -s h -l help -d 'Print help'
 complete -c procctl -n "__fish_procctl_using_subcommand restart" -l socket -d 'The agent\'s socket [default: $PROCCTL_SOCKET, $XDG_RUNTIME_DIR/procctl/agent.sock, /tmp/procctl-UID/agent.sock]' -r -F
-complete -c procctl -n "__fish_procctl_using_subcommand restart" -s h -l help -d 'Print help'
+complete -c procctl -n "__fish_procctl_using_subcommand restart" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c procctl -n "__fish_procctl_using_subcommand signal" -l socket -d 'The agent\'s socket [default: $PROCCTL_SOCKET, $XDG_RUNTIME_DIR/procctl/agent.sock, /tmp/procctl-UID/agent.sock]' -r -F
 complete -c procctl -n "__fish_procctl_using_subcommand signal" -s h -l help -d 'Print help'
 complete -c procctl -n "__fish_procctl_using_subcommand scale" -l socket -d 'The agent\'s socket [default: $PROCCTL_SOCKET, $XDG_RUNTIME_DIR/procctl/agent.sock, /tmp/procctl-UID/agent.sock]' -r -F
@@ -85,11 +85,11 @@ complete -c procctl -n "__fish_procctl_using_subcommand import" -l socket -d 'Th
 complete -c procctl -n "__fish_procctl_using_subcommand import" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c procctl -n "__fish_procctl_using_subcommand completions" -l socket -d 'The agent\'s socket [default: $PROCCTL_SOCKET, $XDG_RUNTIME_DIR/procctl/agent.sock, /tmp/procctl-UID/agent.sock]' -r -F
 complete -c procctl -n "__fish_procctl_using_subcommand completions" -s h -l help -d 'Print help'
-complete -c procctl -n "__fish_procctl_using_subcommand help; and not __fish_seen_subcommand_from list pid start stop restart signal scale send logs events reload wait shutdown import completions help" -f -a "list" -d 'One row per instance: NAME, INSTANCE, PID, STATE, UPTIME, RESTARTS, LAST EXIT'
+complete -c procctl -n "__fish_procctl_using_subcommand help; and not __fish_seen_subcommand_from list pid start stop restart signal scale send logs events reload wait shutdown import completions help" -f -a "list" -d 'One row per instance: NAME, INSTANCE, PID, STATE, UPTIME, RESTARTS, LAST EXIT, CPU, MEM, and HEALTH and STATUS when an instance has them'
 complete -c procctl -n "__fish_procctl_using_subcommand help; and not __fish_seen_subcommand_from list pid start stop restart signal scale send logs events reload wait shutdown import completions help" -f -a "pid" -d 'Print the pids of running instances, one per line (exit 1 when none runs)'
 complete -c procctl -n "__fish_procctl_using_subcommand help; and not __fish_seen_subcommand_from list pid start stop restart signal scale send logs events reload wait shutdown import completions help" -f -a "start" -d 'Start stopped, exited or fatal instances; returns when each is running'
 complete -c procctl -n "__fish_procctl_using_subcommand help; and not __fish_seen_subcommand_from list pid start stop restart signal scale send logs events reload wait shutdown import completions help" -f -a "stop" -d 'Stop gracefully (stop_signal, stop_timeout, then SIGKILL); returns when they are gone'
-complete -c procctl -n "__fish_procctl_using_subcommand help; and not __fish_seen_subcommand_from list pid start stop restart signal scale send logs events reload wait shutdown import completions help" -f -a "restart" -d 'Warm restart, one instance at a time, each replacement running before the next; prints old and new pids'
+complete -c procctl -n "__fish_procctl_using_subcommand help; and not __fish_seen_subcommand_from list pid start stop restart signal scale send logs events reload wait shutdown import completions help" -f -a "restart" -d 'Warm restart, one instance at a time, each replacement running before the next; prints each old and new pid as it happens'
 complete -c procctl -n "__fish_procctl_using_subcommand help; and not __fish_seen_subcommand_from list pid start stop restart signal scale send logs events reload wait shutdown import completions help" -f -a "signal" -d 'Send a signal (a name like HUP or a number) to each instance\'s process group'
 complete -c procctl -n "__fish_procctl_using_subcommand help; and not __fish_seen_subcommand_from list pid start stop restart signal scale send logs events reload wait shutdown import completions help" -f -a "scale" -d 'Start or stop instances until COUNT exist; the count survives agent restarts'
 complete -c procctl -n "__fish_procctl_using_subcommand help; and not __fish_seen_subcommand_from list pid start stop restart signal scale send logs events reload wait shutdown import completions help" -f -a "send" -d 'Write a message (the words joined by spaces) to each target instance\'s pipe; `-` reads one message per line from stdin'

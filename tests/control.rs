@@ -28,6 +28,7 @@ fn list_shows_every_instance_as_a_table_and_as_json() {
                 "name",
                 "pid",
                 "restarts",
+                "start_error",
                 "state",
                 "status",
                 "uptime_secs"

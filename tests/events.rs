@@ -118,6 +118,6 @@ fn the_stream_ends_with_a_clear_message_when_the_agent_goes() {
     });
     let mut stderr = String::new();
     watcher.child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
-    assert_eq!(status.unwrap().code(), Some(1));
-    assert_eq!(stderr, "procctl: the agent closed the connection (it shut down or died)\n");
+    assert_eq!(status.unwrap().code(), Some(0), "an orderly end: {stderr}");
+    assert_eq!(stderr, "procctl: the agent is shutting down: end of stream\n");
 }

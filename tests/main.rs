@@ -3,11 +3,14 @@
 
 mod support;
 
+mod audit;
 mod chaos;
 mod completions;
 mod config;
 mod contrib;
 mod control;
+mod crash_loops;
+mod docs;
 mod events;
 mod exit_codes;
 mod fuzz;
@@ -15,6 +18,7 @@ mod hostile;
 mod import;
 mod logs;
 mod manuals;
+mod messages;
 mod messaging;
 mod persistence;
 mod production;
@@ -24,6 +28,7 @@ mod reload;
 mod restart;
 mod scale;
 mod security;
+mod shutdown;
 mod signals;
 mod socket;
 mod supervision;

@@ -103,7 +103,7 @@ fn committed_man_pages_match_the_cli() {
 }
 
 /// The keys of a `[process.NAME]` table, as the agent itself lists them when it refuses an
-/// unknown one: `... unknown field `bogus`, expected one of `command`, `instances`, ...`.
+/// unknown one that is close to none: `... unknown key `bogus`; the keys are command, instances, ...`.
 fn keys_the_agent_accepts() -> Vec<String> {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("procctl.toml");
@@ -120,7 +120,7 @@ fn keys_the_agent_accepts() -> Vec<String> {
         WAIT,
     );
     assert_eq!(out.code, Some(1), "procagent should refuse the unknown key: {out:?}");
-    let want = format!("{}:3: process.x.bogus: unknown field `bogus`, expected one of ", config.display());
+    let want = format!("{}:3: process.x.bogus: unknown key `bogus`; the keys are ", config.display());
     let (_, list) = out.stderr.split_once(&want).unwrap_or_else(|| panic!("no list of keys in: {}", out.stderr));
     let keys: Vec<String> =
         list.lines().next().unwrap().split(", ").map(|key| key.trim_matches('`').to_string()).collect();

@@ -97,27 +97,42 @@ fn a_state_directory_that_is_a_symlink_or_someone_elses_is_refused() {
 }
 
 #[test]
-fn an_own_directory_with_loose_modes_is_tightened_and_the_files_are_private() {
+fn an_own_directory_others_may_read_is_used_as_it_is_and_the_files_are_private() {
     let mut agent = Agent::new(
         "[process.worker]\ncommand = \"echo secret; exec sleep 100000\"\nstart_secs = \"0s\"\nstop_timeout = \"5s\"\n",
     );
-    for dir in [agent.socket.parent().unwrap().to_path_buf(), agent.state.join("logs")] {
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let dirs = [agent.socket.parent().unwrap().to_path_buf(), agent.state.clone(), agent.state.join("logs")];
+    for dir in &dirs {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
-    std::fs::set_permissions(&agent.state, std::fs::Permissions::from_mode(0o755)).unwrap();
     agent.launch();
     agent.wait_running("worker", 1);
     let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o777;
-    assert_eq!(mode(agent.socket.parent().unwrap()), 0o700);
-    assert_eq!(mode(&agent.state), 0o700);
-    assert_eq!(mode(&agent.state.join("logs")), 0o700);
+    for dir in &dirs {
+        assert_eq!(mode(dir), 0o755, "{} is not the agent's to change", dir.display());
+    }
     assert_eq!(mode(&agent.socket), 0o600);
     let log = agent.state.join("logs/worker.0.log");
     wait_until(WAIT, "the table and the log exist", || agent.state.join("table.json").exists() && log.exists());
     assert_eq!(mode(&agent.state.join("table.json")), 0o600);
     assert_eq!(mode(&log), 0o600);
     assert_eq!(mode(&agent.state.join("agent.lock")), 0o600);
+}
+
+#[test]
+fn an_own_directory_others_may_write_is_refused_naming_the_chmod_and_left_as_it_is() {
+    let agent = Agent::new(&sleepers(1));
+    for (dir, mode) in [(agent.socket.parent().unwrap().to_path_buf(), 0o775), (agent.state.clone(), 0o777)] {
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+        let stderr = refused_start(&agent, &mut agent.command());
+        assert!(stderr.contains(&format!("{} (owner ", dir.display())), "{stderr}");
+        assert!(stderr.contains(&format!("mode {mode:04o}) can be written by others")), "{stderr}");
+        assert!(stderr.contains(&format!("run `chmod go-w {}`", dir.display())), "{stderr}");
+        assert_eq!(std::fs::metadata(&dir).unwrap().mode() & 0o777, mode, "left as it is");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
 }
 
 /// A listener of `nobody`'s on `socket` that answers nothing and writes, per connection,

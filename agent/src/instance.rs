@@ -32,10 +32,12 @@ pub enum Timer {
     Spawn,
     /// ready_timeout after a spawn with a `ready` other than "up": a failed start.
     Ready,
+    /// start_secs after a spawn with a `ready` other than "up": an end is no longer quick.
+    Young,
 }
 
 /// How many kinds of timer an instance has.
-pub const TIMERS: usize = 5;
+pub const TIMERS: usize = 6;
 
 impl Timer {
     pub fn slot(self) -> usize {
@@ -125,6 +127,8 @@ pub struct Instance {
     /// Taken away by a scale or reload: it leaves the table once down.
     pub removing: bool,
     quick_failures: u32,
+    /// The current run started less than start_secs ago: its end is quick, ready or not.
+    young: bool,
     /// Health restarts in a row without a passing check; sets their backoff.
     unhealthy_streak: u32,
     /// The current run is being stopped as a failure (never ready, or unhealthy): its exit
@@ -156,6 +160,7 @@ impl Instance {
             run: 0,
             removing: false,
             quick_failures: 0,
+            young: false,
             unhealthy_streak: 0,
             run_failed: false,
             spawn_pending: false,
@@ -335,9 +340,15 @@ impl Instance {
         self.pid = Some(pid);
         self.pgid = Some(pid);
         self.started_at = Some(at);
+        self.young = !spec.start_secs.is_zero();
         let mut actions = vec![self.disarm(Timer::Spawn)];
         match self.state {
-            State::Starting if spec.ready != Ready::Up => actions.push(self.arm(Timer::Ready, spec.ready_timeout)),
+            State::Starting if spec.ready != Ready::Up => {
+                actions.push(self.arm(Timer::Ready, spec.ready_timeout));
+                if self.young {
+                    actions.push(self.arm(Timer::Young, spec.start_secs));
+                }
+            }
             State::Starting if spec.start_secs.is_zero() => {
                 self.state = State::Running;
                 self.quick_failures = 0;
@@ -376,7 +387,8 @@ impl Instance {
             self.last_exit = exit;
         }
         let failed = std::mem::take(&mut self.run_failed);
-        let mut actions = vec![self.disarm(Timer::Up), self.disarm(Timer::Ready)];
+        let mut actions = vec![self.disarm(Timer::Up), self.disarm(Timer::Ready), self.disarm(Timer::Young)];
+        let young = std::mem::take(&mut self.young);
         if !group_left {
             self.pgid = None;
             actions.push(self.disarm(Timer::StopDeadline));
@@ -384,7 +396,9 @@ impl Instance {
         match self.state {
             State::Stopping => actions.extend(self.settle_stopping()),
             State::Starting | State::Running => {
-                let quick = self.state == State::Starting;
+                // Within start_secs of its start, an end is quick even after the run became
+                // ready: a program that dies just after its probe passed must back off too.
+                let quick = self.state == State::Starting || young;
                 if group_left {
                     // Stop what the main process left behind before anything starts again.
                     actions.push(Action::Signal(spec.stop_signal));
@@ -392,7 +406,7 @@ impl Instance {
                 }
                 // A run stopped for failing counts as a failure whatever its code.
                 let exit = if failed { None } else { exit };
-                if failed && !quick {
+                if failed && self.state == State::Running {
                     actions.extend(self.after_unhealthy(spec));
                 } else {
                     actions.extend(self.after_exit(exit, quick, spec));
@@ -456,7 +470,9 @@ impl Instance {
             return vec![];
         }
         self.state = State::Running;
-        self.quick_failures = 0;
+        if !self.young {
+            self.quick_failures = 0;
+        }
         vec![self.disarm(Timer::Ready)]
     }
 
@@ -469,7 +485,15 @@ impl Instance {
         match timer {
             Timer::Up if self.state == State::Starting && self.pid.is_some() => {
                 self.state = State::Running;
+                self.young = false;
                 self.quick_failures = 0;
+                vec![]
+            }
+            Timer::Young if self.pid.is_some() => {
+                self.young = false;
+                if self.state == State::Running {
+                    self.quick_failures = 0;
+                }
                 vec![]
             }
             Timer::Backoff if self.state == State::Backoff => self.restart_now(),
@@ -1021,6 +1045,49 @@ mod tests {
         assert!(inst.step(Input::SpawnFailed, &spec).contains(&Action::NotUp));
         assert_eq!(inst.state, Fatal);
         assert!(inst.is_down());
+    }
+
+    /// A run that ended, and what came of it: the run's story, then the state after its end.
+    fn ends_after(spec: &ProcessSpec, inst: &mut Instance, story: &[&str]) -> State {
+        let actions = inst.step(spawned(7), spec);
+        for step in story {
+            match *step {
+                "ready" => {
+                    inst.step(Input::Ready, spec);
+                }
+                "start_secs" => {
+                    let timer = if spec.ready == Ready::Up { Timer::Up } else { Timer::Young };
+                    inst.step(Input::Timer { timer, generation: armed(&actions, timer) }, spec);
+                }
+                other => panic!("no step {other}"),
+            }
+        }
+        let actions = inst.step(exited(1), spec);
+        if inst.state == Backoff {
+            let generation = armed(&actions, Timer::Backoff);
+            inst.step(Input::Timer { timer: Timer::Backoff, generation }, spec);
+            return Backoff;
+        }
+        inst.state
+    }
+
+    #[test]
+    fn an_end_within_start_secs_is_quick_whether_or_not_the_run_became_ready() {
+        // (ready, what each run lived through, the states after its end, run after run)
+        let cases: [(&str, &[&str], &[State]); 5] = [
+            ("ready = { log = \"^up\" }", &["ready"], &[Starting, Backoff, Fatal]),
+            ("ready = { log = \"^up\" }", &[], &[Starting, Backoff, Fatal]),
+            ("ready = { log = \"^up\" }", &["ready", "start_secs"], &[Starting, Starting, Starting]),
+            ("ready = { log = \"^up\" }", &["start_secs", "ready"], &[Starting, Starting, Starting]),
+            ("ready = \"up\"", &["start_secs"], &[Starting, Starting, Starting]),
+        ];
+        for (ready, story, states) in cases {
+            let spec = spec(&format!("{ready}\nstart_secs = \"1s\"\nstart_retries = 3"));
+            let mut inst = Instance::new();
+            inst.step(Input::Start, &spec);
+            let seen: Vec<State> = states.iter().map(|_| ends_after(&spec, &mut inst, story)).collect();
+            assert_eq!(seen, states, "{ready} {story:?}");
+        }
     }
 
     #[test]

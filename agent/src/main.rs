@@ -15,6 +15,7 @@ macro_rules! log {
     };
 }
 
+mod audit;
 mod cgroup;
 mod config;
 mod events;
@@ -22,6 +23,7 @@ mod fdpass;
 mod group;
 mod handlers;
 mod instance;
+mod listening;
 mod log;
 mod logs;
 mod notify;
@@ -33,6 +35,7 @@ mod reclaim;
 mod scratch;
 mod server;
 mod spawn;
+mod suggest;
 mod supervisor;
 mod table;
 mod trust;
@@ -52,7 +55,7 @@ use tokio::sync::mpsc;
 use crate::config::Config;
 use crate::supervisor::{AgentSignal, Event, Handle, Parts, RealKernel, Supervisor};
 
-const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (protocol 2)");
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (protocol 3)");
 
 /// How long the agent waits, once everything is stopped, for replies still being written.
 const DRAIN_REPLIES: Duration = Duration::from_secs(2);
@@ -285,12 +288,18 @@ async fn serve(setup: Setup) -> anyhow::Result<()> {
     let sup = Supervisor::new(parts);
 
     let (alive, mut all_closed) = mpsc::channel::<()>(1);
+    let server = server::serve(listener, context, alive, limits.max_connections);
+    tokio::pin!(server);
     let critical = tokio::select! {
         critical = sup.run(events_rx) => critical,
-        () = server::serve(listener, context, alive, limits.max_connections) => None,
+        () = &mut server => None,
     };
-    // Let the connections that asked for the shutdown get their answer.
-    let _ = tokio::time::timeout(DRAIN_REPLIES, all_closed.recv()).await;
+    // Let the connections that asked for the shutdown get their answer; followers are ended
+    // and newcomers told the agent is shutting down meanwhile.
+    tokio::select! {
+        _ = tokio::time::timeout(DRAIN_REPLIES, all_closed.recv()) => {}
+        () = &mut server => {}
+    }
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
     if let Some(id) = critical {

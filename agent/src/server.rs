@@ -22,9 +22,10 @@ use procctl_proto::frame::{self, FrameError, HEADER_LEN};
 use procctl_proto::{ErrorKind, PROTOCOL_VERSION, Request, Response, WireError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::UnixStream;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 
-use crate::handlers::{self, Context, Reply};
+use crate::audit;
+use crate::handlers::{Context, Reply};
 use crate::trust::{self, TrustError};
 
 /// Connections served at once unless `--max-connections` says otherwise; past it a client
@@ -107,7 +108,9 @@ fn answers_hello(stream: &StdStream) -> bool {
 }
 
 /// Accepts connections until dropped. Each connection task holds a clone of `alive`, so
-/// the caller can wait for in-flight replies before exiting.
+/// the caller can wait for in-flight replies before exiting. Once the supervisor is gone
+/// (the agent is exiting), `alive` is let go, followers are ended, and whoever still
+/// connects is told the agent is shutting down.
 pub async fn serve(listener: OwnedFd, context: Context, alive: mpsc::Sender<()>, max_connections: usize) {
     let listener = match uds::tokio::Listener::try_from(listener) {
         Ok(listener) => listener,
@@ -118,8 +121,17 @@ pub async fn serve(listener: OwnedFd, context: Context, alive: mpsc::Sender<()>,
     };
     let own_uid = nix::unistd::geteuid().as_raw();
     let open = Arc::new(AtomicUsize::new(0));
+    let mut alive = Some(alive);
+    let mut changes = context.changes.clone();
     loop {
-        let stream = match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = exiting(&mut changes), if alive.is_some() => {
+                alive = None;
+                continue;
+            }
+        };
+        let stream = match accepted {
             Ok(stream) => stream,
             Err(e) => {
                 // EMFILE and friends: back off a little instead of spinning.
@@ -142,6 +154,7 @@ pub async fn serve(listener: OwnedFd, context: Context, alive: mpsc::Sender<()>,
 
 async fn connection(stream: uds::tokio::Stream, context: Context, own_uid: u32, open: usize, max_connections: usize) {
     let peer_uid = peer_uid(&stream);
+    let client = audit::Client { uid: peer_uid, pid: peer_pid(&stream) };
     let mut stream = UnixStream::from(stream);
     if !peer_uid.is_some_and(|uid| uid == own_uid || uid == 0) {
         let who = peer_uid.map_or("an unknown uid".to_string(), |uid| format!("uid {uid}"));
@@ -157,6 +170,10 @@ async fn connection(stream: uds::tokio::Stream, context: Context, own_uid: u32, 
         return;
     }
     match tokio::time::timeout(HELLO_TIMEOUT, read(&mut stream)).await {
+        Ok(Ok(Some(Request::Hello { .. }))) if context.changes.has_changed().is_err() => {
+            let _ = write(&mut stream, &Response::Error(shutting_down())).await;
+            return;
+        }
         Ok(Ok(Some(Request::Hello { version }))) if version == PROTOCOL_VERSION => {
             let hello = Response::Hello { version: PROTOCOL_VERSION, agent_version: env!("CARGO_PKG_VERSION").into() };
             if write(&mut stream, &hello).await.is_err() {
@@ -186,7 +203,7 @@ async fn connection(stream: uds::tokio::Stream, context: Context, own_uid: u32, 
         };
         // Its own task: an accepted operation runs to the end even if this client goes away.
         let only_waits = only_waits(&request);
-        let mut handler = tokio::spawn(handlers::handle(request, context.clone()));
+        let mut handler = tokio::spawn(audit::handle(request, context.clone(), client));
         let reply = tokio::select! {
             reply = &mut handler => reply.unwrap_or_else(|e| {
                 Reply::One(Response::Error(WireError::new(ErrorKind::Failed, format!("internal error: {e}"))))
@@ -205,7 +222,17 @@ async fn connection(stream: uds::tokio::Stream, context: Context, own_uid: u32, 
                     return;
                 }
             }
-            Reply::Events(events) => return forward(&mut stream, events, |event| Some(Response::Event(event))).await,
+            Reply::Steps(mut steps) => {
+                while let Some(response) = steps.recv().await {
+                    if write(&mut stream, &response).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            Reply::Events(events) => {
+                let changes = context.changes.clone();
+                return forward(&mut stream, events, changes, |event| Some(Response::Event(event))).await;
+            }
             Reply::Logs { first, lines, target, after } => {
                 if write(&mut stream, &first).await.is_err() {
                     return;
@@ -215,17 +242,19 @@ async fn connection(stream: uds::tokio::Stream, context: Context, own_uid: u32, 
                         target.matches(&line.line.id) && line.seq > after.get(&line.line.id).copied().unwrap_or(0);
                     new.then_some(Response::LogLine(line.line))
                 };
-                return forward(&mut stream, lines, keep).await;
+                return forward(&mut stream, lines, context.changes.clone(), keep).await;
             }
         }
     }
 }
 
 /// Writes each item the mapping keeps until the client goes away. A client that reads
-/// slowly falls behind the channel and is told how many items it missed.
+/// slowly falls behind the channel and is told how many items it missed. When the agent
+/// exits, the stream ends with a message saying so.
 async fn forward<T: Clone>(
     stream: &mut UnixStream,
     mut items: broadcast::Receiver<T>,
+    mut changes: watch::Receiver<u64>,
     mut keep: impl FnMut(T) -> Option<Response>,
 ) {
     let (mut read, mut write_half) = stream.split();
@@ -240,17 +269,34 @@ async fn forward<T: Clone>(
                 Err(broadcast::error::RecvError::Lagged(missed)) => Response::Missed(missed),
                 Err(broadcast::error::RecvError::Closed) => return,
             },
+            () = exiting(&mut changes) => Response::Error(shutting_down()),
             // The client sends nothing during a stream: a read that ends means it left.
             read = read.read(&mut probe) => match read {
                 Ok(0) | Err(_) => return,
                 Ok(_) => continue,
             },
         };
+        let end = matches!(response, Response::Error(_));
         let Ok(bytes) = frame::encode(&response) else { continue };
+        if end {
+            // The agent is exiting: a client that does not read is not waited for.
+            let _ = tokio::time::timeout(WRITE_TIMEOUT, write_half.write_all(&bytes)).await;
+            return;
+        }
         if write_half.write_all(&bytes).await.is_err() {
             return;
         }
     }
+}
+
+fn shutting_down() -> WireError {
+    WireError::new(ErrorKind::ShuttingDown, "the agent is shutting down")
+}
+
+/// Resolves once the supervisor is gone: its end of the change counter is dropped only when
+/// the agent is exiting.
+async fn exiting(changes: &mut watch::Receiver<u64>) {
+    while changes.changed().await.is_ok() {}
 }
 
 /// The uid of the process on the other end: interprocess's peer credentials, else the
@@ -260,6 +306,14 @@ fn peer_uid(stream: &uds::tokio::Stream) -> Option<u32> {
     stream.peer_creds().ok().and_then(|creds| creds.euid()).or_else(|| {
         nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials).ok().map(|creds| creds.uid())
     })
+}
+
+/// The pid of the process on the other end, from SO_PEERCRED (0 from another PID namespace).
+fn peer_pid(stream: &uds::tokio::Stream) -> Option<i32> {
+    nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)
+        .ok()
+        .map(|creds| creds.pid())
+        .filter(|&pid| pid > 0)
 }
 
 /// A request that changes nothing, so nothing is lost when it is dropped with its client:

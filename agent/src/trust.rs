@@ -2,9 +2,9 @@
 //! real directories of its own that nobody else can write, since whoever can write there
 //! can replace the socket and impersonate the agent, or read what the instances print.
 
-use std::fs::{self, DirBuilder, Permissions};
+use std::fs::{self, DirBuilder};
 use std::io::ErrorKind;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -24,6 +24,11 @@ pub enum TrustError {
         "{dir} is shared (mode {mode:04o}): the agent keeps its table and logs only in a directory of its own; choose another path"
     )]
     Shared { dir: String, mode: u32 },
+    #[error(
+        "{dir} (owner {owner}, mode {mode:04o}) can be written by others, who could replace what the agent keeps \
+         there; the agent changes no directory it did not create: run `chmod go-w {dir}` or choose another path"
+    )]
+    Writable { dir: String, owner: String, mode: u32 },
     #[error("cannot create {dir}: {error}")]
     Create { dir: String, error: String },
     #[error("cannot check {dir}: {error}")]
@@ -41,9 +46,10 @@ pub enum Use {
 }
 
 /// Makes sure `dir` is a directory the agent can trust: created 0700 (with its missing
-/// parents) when absent; one of its own with group or other bits is tightened to 0700,
-/// except a sticky one the socket may live in, which is left as it is; a symlink, a file,
-/// or anyone else's directory is refused.
+/// parents) when absent. One that exists is never changed: one of its own that others may
+/// read is used as it is (only write access lets anyone replace an entry), one that others
+/// may write is refused (except a sticky one the socket may live in), and so are a
+/// symlink, a file, and anyone else's directory.
 pub fn private_dir(dir: &Path) -> Result<(), TrustError> {
     trusted_dir(dir, Use::Private)
 }
@@ -80,10 +86,9 @@ pub fn trusted_dir(dir: &Path, use_: Use) -> Result<(), TrustError> {
     if sticky {
         return Err(TrustError::Shared { dir: shown, mode: meta.mode() & 0o7777 });
     }
-    if meta.mode() & 0o077 != 0 {
-        log!("{shown} had mode {:04o}; tightened to 0700", meta.mode() & 0o7777);
-        fs::set_permissions(dir, Permissions::from_mode(0o700))
-            .map_err(|e| TrustError::Check { dir: shown, error: e.to_string() })?;
+    if meta.mode() & 0o022 != 0 {
+        let owner = user_name(meta.uid()).unwrap_or_else(|| format!("uid {}", meta.uid()));
+        return Err(TrustError::Writable { dir: shown, owner, mode: meta.mode() & 0o7777 });
     }
     Ok(())
 }
@@ -96,20 +101,34 @@ pub fn user_name(uid: u32) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::Permissions;
+    use std::os::unix::fs::PermissionsExt;
 
     fn mode(path: &Path) -> u32 {
         fs::metadata(path).unwrap().mode() & 0o777
     }
 
     #[test]
-    fn a_missing_directory_is_created_private_and_a_loose_own_one_tightened() {
+    fn a_missing_directory_is_created_private_and_an_existing_one_never_changed() {
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("a/b");
         private_dir(&dir).unwrap();
         assert_eq!(mode(&dir), 0o700);
-        fs::set_permissions(&dir, Permissions::from_mode(0o777)).unwrap();
-        private_dir(&dir).unwrap();
-        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&root.path().join("a")), 0o700, "missing parents too");
+        // (mode, accepted): only write access for others is refused.
+        for (mode_before, accepted) in
+            [(0o755, true), (0o750, true), (0o700, true), (0o775, false), (0o777, false), (0o757, false)]
+        {
+            fs::set_permissions(&dir, Permissions::from_mode(mode_before)).unwrap();
+            let result = private_dir(&dir);
+            assert_eq!(result.is_ok(), accepted, "{mode_before:o}: {result:?}");
+            assert_eq!(mode(&dir), mode_before, "{mode_before:o} left as it is");
+            if let Err(error) = result {
+                let text = error.to_string();
+                assert!(text.contains(&format!("`chmod go-w {}`", dir.display())), "{text}");
+                assert!(text.contains(&format!("mode {mode_before:04o}")), "{text}");
+            }
+        }
     }
 
     #[test]

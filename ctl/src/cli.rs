@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use procctl_proto::{Signal, Target, WaitFor};
 
-pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (protocol 2)");
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (protocol 3)");
 
 /// Control procagent: list, start, stop, restart, signal and scale supervised processes.
 ///
@@ -24,32 +24,56 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// One row per instance: NAME, INSTANCE, PID, STATE, UPTIME, RESTARTS, LAST EXIT
+    /// One row per instance: NAME, INSTANCE, PID, STATE, UPTIME, RESTARTS, LAST EXIT, CPU, MEM, and HEALTH and STATUS when an instance has them
+    ///
+    /// CPU is the percent of one CPU since the previous `list` of that instance (the first:
+    /// since its start), MEM the resident memory of its whole tree. HEALTH is ok or failing
+    /// for instances with a health check; STATUS the last STATUS= text an instance sent.
     List {
-        /// What to list [default: all]
+        /// What to list: `all`, a process NAME or NAME:INDEX [default: all]
         target: Option<Target>,
         /// Print one JSON array with stable keys instead of a table
         #[arg(long)]
         json: bool,
     },
     /// Print the pids of running instances, one per line (exit 1 when none runs)
-    Pid { target: Target },
+    Pid {
+        /// `all`, a process NAME (all its instances) or NAME:INDEX (one instance)
+        target: Target,
+    },
     /// Start stopped, exited or fatal instances; returns when each is running
-    Start { target: Target },
+    Start {
+        /// `all`, a process NAME (all its instances) or NAME:INDEX (one instance)
+        target: Target,
+    },
     /// Stop gracefully (stop_signal, stop_timeout, then SIGKILL); returns when they are gone
-    Stop { target: Target },
-    /// Warm restart, one instance at a time, each replacement running before the next; prints old and new pids
-    Restart { target: Target },
+    Stop {
+        /// `all`, a process NAME (all its instances) or NAME:INDEX (one instance)
+        target: Target,
+    },
+    /// Warm restart, one instance at a time, each replacement running before the next; prints each old and new pid as it happens
+    ///
+    /// A replacement that does not come up halts the roll. Instances that were not running
+    /// when asked (stopped, exited, fatal, or still trying) are started after the others have
+    /// rolled; their failure halts nothing.
+    Restart {
+        /// `all`, a process NAME (all its instances) or NAME:INDEX (one instance)
+        target: Target,
+    },
     /// Send a signal (a name like HUP or a number) to each instance's process group
     Signal {
+        /// `all`, a process NAME (all its instances) or NAME:INDEX (one instance)
         target: Target,
         #[arg(value_name = "SIGNAL")]
         signal: Signal,
     },
     /// Start or stop instances until COUNT exist; the count survives agent restarts
     Scale {
+        /// The process NAME
         #[arg(value_parser = parse_name)]
         name: String,
+        /// How many instances: a whole number, 0 or more (0 stops them all)
+        #[arg(allow_negative_numbers = true, value_parser = parse_count)]
         count: u32,
     },
     /// Write a message (the words joined by spaces) to each target instance's pipe; `-` reads one message per line from stdin
@@ -67,6 +91,7 @@ pub enum Command {
         /// How long an instance may read nothing (or, with --reply, take to answer)
         #[arg(long, default_value = "5s", value_parser = parse_duration)]
         timeout: Duration,
+        /// `all`, a process NAME (all its instances) or NAME:INDEX; with --any, a NAME
         target: Target,
         /// The message, or `-` to read messages from stdin
         #[arg(required = true, value_name = "MSG", value_parser = parse_message)]
@@ -74,6 +99,7 @@ pub enum Command {
     },
     /// Show the last lines of captured stdout and stderr, interleaved by time
     Logs {
+        /// `all`, a process NAME (all its instances) or NAME:INDEX (one instance)
         target: Target,
         /// How many lines
         #[arg(short = 'n', long, default_value_t = 10)]
@@ -98,6 +124,7 @@ pub enum Command {
     /// Waits on the agent's events, never by polling, and returns as soon as the last
     /// instance gets there.
     Wait {
+        /// `all`, a process NAME (all its instances) or NAME:INDEX (one instance)
         target: Target,
         /// running (ready), stopped, exited, fatal, or gone (the instances no longer exist)
         #[arg(long = "for", value_name = "STATE", default_value = "running")]
@@ -144,6 +171,10 @@ fn parse_message(text: &str) -> Result<String, String> {
         return Err("a message is one line: it cannot contain a newline".into());
     }
     Ok(text.to_string())
+}
+
+fn parse_count(text: &str) -> Result<u32, String> {
+    text.parse().map_err(|_| format!("a count is a whole number, 0 or more (0 stops every instance), not `{text}`"))
 }
 
 fn parse_name(text: &str) -> Result<String, String> {

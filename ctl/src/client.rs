@@ -8,7 +8,7 @@ use interprocess::local_socket::traits::{Stream as _, StreamCommon};
 use interprocess::local_socket::{GenericFilePath, Stream, ToFsName};
 
 use procctl_proto::frame::{self, HEADER_LEN};
-use procctl_proto::{PROTOCOL_VERSION, Request, Response, WireError};
+use procctl_proto::{ErrorKind, PROTOCOL_VERSION, Request, Response, WireError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CtlError {
@@ -33,6 +33,8 @@ impl CtlError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CtlError::Unreachable { .. } | CtlError::Impostor { .. } => 3,
+            // Going away: as unreachable as an agent that is not there.
+            CtlError::Agent(error) if error.kind == ErrorKind::ShuttingDown => 3,
             CtlError::Usage(_) => 2,
             CtlError::Agent(_) | CtlError::Protocol(_) | CtlError::Failed(_) => 1,
         }

@@ -7,6 +7,7 @@ use std::io::{self, Write};
 
 use procctl_proto::{
     Delivery, Event, EventKind, Exit, InstanceId, InstanceInfo, LogLine, Outcome, OutcomeKind, ReloadReport, Target,
+    WireError,
 };
 use serde_json::{Value, json};
 use unicode_width::UnicodeWidthStr;
@@ -37,7 +38,10 @@ fn list_table(rows: &[InstanceInfo]) -> String {
             row.state.to_string(),
             row.uptime_secs.map_or("-".into(), uptime),
             row.restarts.to_string(),
-            row.last_exit.map_or("-".into(), |exit| exit.to_string()),
+            match (&row.start_error, row.last_exit) {
+                (Some(error), _) => error.clone(),
+                (None, exit) => exit.map_or("-".into(), |exit| exit.to_string()),
+            },
             row.cpu_tenths.map_or("-".into(), |t| format!("{}.{}%", t / 10, t % 10)),
             row.memory_bytes.map_or("-".into(), memory),
         ];
@@ -113,6 +117,7 @@ fn list_json(rows: &[InstanceInfo]) -> String {
                 "status": row.status,
                 "cpu_percent": row.cpu_tenths.map(|t| f64::from(t) / 10.0),
                 "memory_bytes": row.memory_bytes,
+                "start_error": row.start_error,
             })
         })
         .collect();
@@ -162,7 +167,13 @@ pub fn outcomes(outcomes: &[Outcome], out: &mut impl Write, err: &mut impl Write
             OutcomeKind::AlreadyRunning { pid: p } => writeln!(out, "{id} already running (pid {})", pid(*p))?,
             OutcomeKind::Stopped => writeln!(out, "{id} stopped")?,
             OutcomeKind::AlreadyStopped => writeln!(out, "{id} already stopped")?,
-            OutcomeKind::Restarted { old, new } => writeln!(out, "{id} restarted: pid {} -> {new}", pid(*old))?,
+            OutcomeKind::NotRunning { state } => writeln!(out, "{id} is {state}: nothing to stop")?,
+            OutcomeKind::Restarted { old, new, killed: false } => {
+                writeln!(out, "{id} restarted: pid {} -> {new}", pid(*old))?
+            }
+            OutcomeKind::Restarted { old, new, killed: true } => {
+                writeln!(out, "{id} restarted: pid {} -> {new} (the old one needed SIGKILL)", pid(*old))?
+            }
             OutcomeKind::Signalled { pid, signal } => writeln!(out, "{id} sent {signal} (pid {pid})")?,
             OutcomeKind::Failed(error) => {
                 writeln!(err, "procctl: {error}")?;
@@ -171,6 +182,11 @@ pub fn outcomes(outcomes: &[Outcome], out: &mut impl Write, err: &mut impl Write
         }
     }
     Ok(status)
+}
+
+/// A followed stream the agent ended (it is shutting down).
+pub fn stream_ended(error: &WireError, err: &mut impl Write) -> io::Result<()> {
+    writeln!(err, "procctl: {error}: end of stream")
 }
 
 /// What `scale` did.
@@ -394,6 +410,7 @@ mod tests {
             status: None,
             cpu_tenths: pid.map(|_| 125),
             memory_bytes: pid.map(|_| 13 << 20),
+            start_error: None,
         }
     }
 
@@ -408,7 +425,7 @@ mod tests {
             value[0],
             json!({"name": "web", "instance": 1, "pid": 42, "state": "running", "uptime_secs": 75,
                    "restarts": 2, "last_exit": {"signal": "KILL"}, "health": null, "status": null,
-                   "cpu_percent": 12.5, "memory_bytes": 13 << 20})
+                   "cpu_percent": 12.5, "memory_bytes": 13 << 20, "start_error": null})
         );
         assert_eq!(value[1]["pid"], Value::Null);
         assert_eq!(value[1]["uptime_secs"], Value::Null);
@@ -499,8 +516,20 @@ mod tests {
             (AlreadyRunning { pid: None }, "web:0 already running (pid -)\n", "", Status::Success),
             (Stopped, "web:0 stopped\n", "", Status::Success),
             (AlreadyStopped, "web:0 already stopped\n", "", Status::Success),
-            (Restarted { old: Some(10), new: 12 }, "web:0 restarted: pid 10 -> 12\n", "", Status::Success),
-            (Restarted { old: None, new: 12 }, "web:0 restarted: pid - -> 12\n", "", Status::Success),
+            (NotRunning { state: State::Fatal }, "web:0 is fatal: nothing to stop\n", "", Status::Success),
+            (
+                Restarted { old: Some(10), new: 12, killed: false },
+                "web:0 restarted: pid 10 -> 12\n",
+                "",
+                Status::Success,
+            ),
+            (Restarted { old: None, new: 12, killed: false }, "web:0 restarted: pid - -> 12\n", "", Status::Success),
+            (
+                Restarted { old: Some(10), new: 12, killed: true },
+                "web:0 restarted: pid 10 -> 12 (the old one needed SIGKILL)\n",
+                "",
+                Status::Success,
+            ),
             (Signalled { pid: 10, signal: Signal::HUP }, "web:0 sent HUP (pid 10)\n", "", Status::Success),
             (Failed(failed("web:0 did not start")), "", "procctl: web:0 did not start\n", Status::Failure),
         ];

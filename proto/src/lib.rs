@@ -23,4 +23,4 @@ pub use signal::{Exit, Signal};
 pub use target::{InstanceId, Target};
 
 /// Bumped on any change to the messages or their encoding; the hello compares it.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;

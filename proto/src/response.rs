@@ -40,6 +40,9 @@ pub enum Response {
     /// Every instance of a `wait` target reached the state asked for.
     Waited,
     Error(WireError),
+    /// One outcome of an operation that goes instance by instance, as it happens; the
+    /// operation's final response follows the last.
+    Step(Outcome),
 }
 
 /// What a reload changed, by process name.
@@ -237,6 +240,9 @@ pub struct InstanceInfo {
     pub cpu_tenths: Option<u32>,
     /// Resident memory of the instance's whole tree.
     pub memory_bytes: Option<u64>,
+    /// Why its last start failed before the program ran (not found, permission denied),
+    /// while that is the latest news of it.
+    pub start_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -273,6 +279,8 @@ pub enum OutcomeKind {
     Restarted {
         old: Option<u32>,
         new: u32,
+        /// The old run ended only at SIGKILL, after stop_timeout.
+        killed: bool,
     },
     Signalled {
         pid: u32,
@@ -280,6 +288,10 @@ pub enum OutcomeKind {
     },
     /// Not done, and why; the instance is named by the outcome.
     Failed(WireError),
+    /// Nothing to stop: it is not running, and not stopped either (`fatal`, `exited`).
+    NotRunning {
+        state: State,
+    },
 }
 
 /// Why something failed: a kind procctl can branch on, and a message for people.

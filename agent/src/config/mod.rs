@@ -11,6 +11,7 @@ use serde::{Deserialize, Deserializer};
 use toml::de::DeTable;
 
 mod account;
+mod keys;
 mod probe;
 mod value;
 
@@ -268,16 +269,30 @@ impl Config {
         };
         let syntax = |e: toml::de::Error| {
             let line = e.span().map(|span| line_of(text, span.start));
-            error(line, None, e.message().trim().to_string())
+            let mut problem = e.message().trim().to_string();
+            // toml names no key in this one (and gives no error kind to tell it by).
+            if let (true, Some(key)) = (problem == "duplicate key", e.span().and_then(|span| text.get(span))) {
+                problem = format!("duplicate key `{}`", key.trim());
+            }
+            error(line, None, problem)
         };
         let document = DeTable::parse(text).map_err(syntax)?;
         let keys = Keys { text, root: document.get_ref() };
         let raw: RawFile =
             serde_path_to_error::deserialize(toml::Deserializer::from(document.clone())).map_err(|e| {
                 let key = e.path().to_string();
+                let segments: Vec<String> = e.path().iter().map(ToString::to_string).collect();
                 let inner = e.into_inner();
                 let line = inner.span().map(|span| line_of(text, span.start));
-                error(line, Some(key).filter(|k| k != "."), inner.message().trim().to_string())
+                let (process, file) = (keys::of::<RawProcess>(), keys::of::<RawFile>());
+                let problem = match segments.as_slice() {
+                    [table, _, key] if table == "process" && !process.contains(&key.as_str()) => {
+                        keys::unknown(key, process)
+                    }
+                    [key] if !file.contains(&key.as_str()) => keys::unknown(key, file),
+                    _ => inner.message().trim().to_string(),
+                };
+                error(line, Some(key).filter(|k| k != "."), problem)
             })?;
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
@@ -510,7 +525,13 @@ log_files = 0
                 "3: process.a.instances: expected a whole number from 0 to 4294967295, found the number -1",
             ),
             ("instances = 20000", "3: process.a.instances: 20000 is over the limit of 10000"),
-            ("bogus = 1", "3: process.a.bogus: unknown field `bogus`, expected one of"),
+            ("bogus = 1", "3: process.a.bogus: unknown key `bogus`; the keys are command, instances, restart,"),
+            ("start_sec = \"1s\"", "3: process.a.start_sec: unknown key `start_sec` (did you mean `start_secs`?)"),
+            ("instances = 1\ninstances = 2", "4: duplicate key `instances`"),
+            (
+                "port = 8000\nhealth = { tcp = \"127.0.0.1:{port}\", evry = \"5s\" }",
+                "4: process.a.health: unknown key `evry` (did you mean `every`?)",
+            ),
             (
                 "restart = \"sometimes\"",
                 "3: process.a.restart: expected one of \"always\", \"on-failure\", \"never\", found the string \"sometimes\"",

@@ -143,7 +143,7 @@ fn probe_table(value: Value, extra: &[&str]) -> Result<(Probe, BTreeMap<String, 
             }
             other => {
                 let keys: Vec<&str> = ["tcp", "http", "log", "exec"].into_iter().chain(extra.iter().copied()).collect();
-                return Err(format!("unknown key `{other}` (expected one of {})", keys.join(", ")));
+                return Err(super::keys::unknown(other, &keys));
             }
         };
         if probe.replace(found).is_some() {

@@ -46,6 +46,9 @@ pub enum Reply {
         target: Target,
         after: HashMap<InstanceId, u64>,
     },
+    /// Send each response as it comes (steps of an operation, the last one its result);
+    /// then the connection takes its next request.
+    Steps(tokio::sync::mpsc::UnboundedReceiver<Response>),
 }
 
 pub async fn handle(request: Request, context: Context) -> Reply {
@@ -56,7 +59,10 @@ pub async fn handle(request: Request, context: Context) -> Reply {
         Request::Pid { target } => pid::run(sup, target).await,
         Request::Start { target } => start::run(sup, target).await,
         Request::Stop { target } => stop::run(sup, target).await,
-        Request::Restart { target } => restart::run(sup, target).await,
+        Request::Restart { target } => match restart::run(sup, target).await {
+            Ok(reply) => return reply,
+            Err(error) => Err(error),
+        },
         Request::Signal { target, signal } => signal::run(sup, target, signal).await,
         Request::Scale { name, count } => scale::run(sup, name, count).await,
         Request::Shutdown => shutdown::run(sup).await,

@@ -21,7 +21,7 @@ pub async fn run(context: &Context) -> Result<Response, WireError> {
     for pending in plan.stopping {
         stopped(pending).await;
     }
-    let restarted = roll(sup, plan.restart).await?;
+    let restarted = roll(sup, plan.restart, None).await?;
     report.failures.extend(restarted.into_iter().filter(|outcome| matches!(outcome.kind, OutcomeKind::Failed(_))));
     context.bus.emit(EventKind::Reloaded);
     Ok(Response::Reloaded(report))

@@ -1,10 +1,11 @@
 //! `procctl wait TARGET [--for STATE] [--timeout D]`: answers once every instance of the
 //! target is in the state asked for (or gone), looking again at each change the supervisor
-//! announces, never on a timer; at the timeout, names those that are not.
+//! announces, never on a timer; at the timeout, names those that are not. Waiting for
+//! `running`, an instance that is fatal or exited ends the wait at once.
 
 use std::time::Duration;
 
-use procctl_proto::{ErrorKind, InstanceInfo, Response, Target, WaitFor, WireError};
+use procctl_proto::{ErrorKind, InstanceInfo, Response, State, Target, WaitFor, WireError};
 
 use super::Context;
 
@@ -23,6 +24,10 @@ pub async fn run(context: &Context, target: Target, until: WaitFor, timeout_ms: 
         if behind.is_empty() {
             return Ok(Response::Waited);
         }
+        let hopeless = cannot_come(&behind, until);
+        if !hopeless.is_empty() {
+            return Err(WireError::new(ErrorKind::Failed, hopeless.join(", ")));
+        }
         tokio::select! {
             changed = changes.changed() => if changed.is_err() {
                 return Err(WireError::new(ErrorKind::ShuttingDown, "the agent is shutting down"));
@@ -38,6 +43,24 @@ pub async fn run(context: &Context, target: Target, until: WaitFor, timeout_ms: 
             }
         }
     }
+}
+
+/// Why some of the instances will never be running by themselves: `fatal` waits for a
+/// `procctl start`, `exited` (restart = "never", or "on-failure" after a success) for
+/// nothing at all. Only `running` is hopeless to wait for: other states come by request.
+fn cannot_come(behind: &[&InstanceInfo], until: WaitFor) -> Vec<String> {
+    if until != WaitFor::State(State::Running) {
+        return vec![];
+    }
+    behind
+        .iter()
+        .filter(|row| matches!(row.state, State::Fatal | State::Exited))
+        .map(|row| match (&row.start_error, row.last_exit) {
+            (Some(error), _) => format!("{} is {} ({error})", row.id, row.state),
+            (None, Some(exit)) => format!("{} is {} (last exit: {exit})", row.id, row.state),
+            (None, None) => format!("{} is {}", row.id, row.state),
+        })
+        .collect()
 }
 
 /// The instances that are not yet where `until` wants them.

@@ -461,7 +461,8 @@ impl Supervisor {
             Target::Name(name) | Target::Instance(InstanceId { name, .. })
                 if !self.config.processes.contains_key(name) =>
             {
-                Err(WireError::new(ErrorKind::NotFound, format!("no process named `{name}`")))
+                let names = self.config.processes.keys().map(String::as_str);
+                Err(WireError::new(ErrorKind::NotFound, crate::suggest::unknown_process(name, names)))
             }
             Target::Instance(id) if ids.is_empty() => {
                 let count = self.slots.keys().filter(|other| other.name == id.name).count();
@@ -506,6 +507,7 @@ impl Supervisor {
             status: slot.checks.status.clone(),
             cpu_tenths: None,
             memory_bytes: None,
+            start_error: slot.start_error.clone(),
         })
     }
 }

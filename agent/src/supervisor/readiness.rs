@@ -3,6 +3,8 @@
 //! the watchdog. Nothing here runs for a process that declares none of them.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use procctl_proto::{EventKind, Exit, Health, InstanceId, State};
@@ -12,6 +14,7 @@ use tokio_util::time::delay_queue::Key;
 use super::{Due, Event, Spawning, Supervisor};
 use crate::config::{Probe, ProcessSpec, Ready};
 use crate::instance::Input;
+use crate::listening;
 use crate::notify;
 use crate::procfs;
 use crate::spawn::{Context, SpawnRequest};
@@ -72,6 +75,8 @@ pub struct Checks {
     /// The try in flight: a task, or an `exec` child's pid.
     pub task: Option<AbortHandle>,
     exec: Option<i32>,
+    /// Another process answering on the run's port has been told of.
+    port_noted: Arc<AtomicBool>,
 }
 
 /// An `exec` probe's child.
@@ -160,7 +165,15 @@ impl Supervisor {
                 checks.exec = None;
             }
             other => {
-                *other = Some(Checks { run, purpose, delay: READY_FIRST, failures: 0, task: None, exec: None });
+                *other = Some(Checks {
+                    run,
+                    purpose,
+                    delay: READY_FIRST,
+                    failures: 0,
+                    task: None,
+                    exec: None,
+                    port_noted: Arc::default(),
+                });
             }
         }
         self.timers.after(after, Due::Probe { id: id.clone(), run, purpose });
@@ -178,6 +191,18 @@ impl Supervisor {
         let Some((probe, timeout)) = probe_of(spec, purpose) else {
             return;
         };
+        let owner = match (spec.port_of(id.index), slot.inst.pid, &slot.checks.probe) {
+            (Some(port), Some(pid), Some(checks)) if listening::aims_at_port(probe) => Some(listening::Owner {
+                id: id.clone(),
+                port,
+                pid,
+                cgroup: slot.cgroup.clone(),
+                sink: slot.sink.clone(),
+                follow: self.follow.clone(),
+                noted: checks.port_noted.clone(),
+            }),
+            _ => None,
+        };
         let probe = probe.render(id.index, spec.port_of(id.index));
         match probe {
             Probe::Exec(argv) => {
@@ -191,12 +216,14 @@ impl Supervisor {
                     self.spawning.remove(&seq);
                 }
             }
-            Probe::Tcp(addr) => {
-                self.probe_task(id, run, purpose, async move { crate::probe::tcp(&addr, timeout).await })
-            }
-            Probe::Http(url) => {
-                self.probe_task(id, run, purpose, async move { crate::probe::http(&url, timeout).await })
-            }
+            Probe::Tcp(addr) => self.probe_task(id, run, purpose, async move {
+                crate::probe::tcp(&addr, timeout).await?;
+                listening::Owner::confirm(owner).await
+            }),
+            Probe::Http(url) => self.probe_task(id, run, purpose, async move {
+                crate::probe::http(&url, timeout).await?;
+                listening::Owner::confirm(owner).await
+            }),
             Probe::Log(_) => {}
         }
     }

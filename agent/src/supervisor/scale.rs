@@ -47,7 +47,8 @@ impl Supervisor {
     pub(super) fn scale(&mut self, name: &str, count: u32, start: bool) -> Result<ScalePlan, WireError> {
         self.refuse_when_shutting_down()?;
         let Some(spec) = self.config.processes.get(name) else {
-            return Err(WireError::new(ErrorKind::NotFound, format!("no process named `{name}`")));
+            let names = self.config.processes.keys().map(String::as_str);
+            return Err(WireError::new(ErrorKind::NotFound, crate::suggest::unknown_process(name, names)));
         };
         if count > MAX_INSTANCES {
             return Err(WireError::new(

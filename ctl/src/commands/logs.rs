@@ -27,7 +27,10 @@ pub fn run(client: &mut Client, target: Target, lines: u32, follow: bool) -> Res
         return Ok(Status::Success);
     }
     loop {
-        match client.next()? {
+        let Some(response) = super::until_shutdown(client.next())? else {
+            return Ok(Status::Success);
+        };
+        match response {
             Response::LogLine(line) => {
                 if output::log_line(&line, several, &mut stdout().lock()).is_err() {
                     // Whoever read our output has gone (a closed pipe): stop quietly.

@@ -60,6 +60,18 @@ fn outcomes(client: &mut Client, request: &Request, verb: &str, target: &Target)
     }
 }
 
+/// The next item of a stream, or `None` once the agent ended it because it is shutting down
+/// (said on stderr): the end of a followed stream, not a failure.
+fn until_shutdown(next: Result<Response, CtlError>) -> Result<Option<Response>, CtlError> {
+    match next {
+        Err(CtlError::Agent(error)) if error.kind == procctl_proto::ErrorKind::ShuttingDown => {
+            printed(output::stream_ended(&error, &mut stderr().lock()))?;
+            Ok(None)
+        }
+        other => other.map(Some),
+    }
+}
+
 /// Output that could not be written fails the command. A closed pipe never gets here (SIGPIPE
 /// ends procctl first) and neither does a closed stdout (std ignores EBADF).
 fn printed<T>(result: io::Result<T>) -> Result<T, CtlError> {
