@@ -30,7 +30,10 @@ const UNIT_TABLES: [(&str, &str); 7] = [
     ("agent/src/instance.rs", "transition_matrix"),
     ("agent/src/instance.rs", "an_end_within_start_secs_is_quick_whether_or_not_the_run_became_ready"),
     ("agent/src/supervisor/model.rs", "any_sequence_of_requests_exits_and_timers_keeps_the_table_true"),
-    ("agent/src/supervisor/model.rs", "a_recheck_that_ends_an_instance_being_removed_does_not_pull_it_from_under_itself"),
+    (
+        "agent/src/supervisor/model.rs",
+        "a_recheck_that_ends_an_instance_being_removed_does_not_pull_it_from_under_itself",
+    ),
 ];
 
 #[test]

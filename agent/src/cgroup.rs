@@ -81,8 +81,11 @@ impl Tree {
         let path = own_cgroup(&own).ok_or("this process has no cgroup v2 path")?;
         let relative = path.strip_prefix(root.as_str()).ok_or("the agent's cgroup is outside the mounted hierarchy")?;
         let agent = mount.join(relative.trim_start_matches('/'));
-        sweep(&agent);
-        let base = agent.join(format!("procctl-{id}"));
+        let namespace = pid_namespace();
+        sweep(&agent, namespace);
+        // The pid namespace is in the name: only an agent of the same namespace can tell from
+        // /proc whether the one that made a tree is alive.
+        let base = agent.join(format!("procctl-{id}.{namespace}"));
         fs::create_dir(&base).map_err(|e| format!("cannot create a cgroup in {}: {e}", agent.display()))?;
         let tree = Tree { runs: base.join("runs"), base, controllers: vec![] };
         let cleanup = tree.clone();
@@ -111,9 +114,11 @@ impl Tree {
         Ok(self)
     }
 
-    /// The cgroup of run `run` of `id`.
+    /// The cgroup of run `run` of `id`, named by the run's number within its instance (the
+    /// supervisor numbers each instance's runs in a block of its own, in the low 32 bits; an
+    /// earlier instance of the same name has removed its cgroups before it left the table).
     pub fn run_path(&self, id: &InstanceId, run: u64) -> PathBuf {
-        self.runs.join(format!("{}.{}.{run}", id.name, id.index))
+        self.runs.join(format!("{}.{}.{}", id.name, id.index, run & u64::from(u32::MAX)))
     }
 
     pub fn has(&self, controller: &str) -> bool {
@@ -127,22 +132,35 @@ impl Tree {
     }
 }
 
+/// The inode of this process's pid namespace (0 when it cannot be read).
+fn pid_namespace() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata("/proc/self/ns/pid").map_or(0, |m| m.ino())
+}
+
 /// Removes the empty trees of dead agents beside ours (an agent killed with no successor on
 /// its state directory leaves one). A tree that still holds processes is left for the
-/// next agent of its own state directory, which knows their stop signals.
-fn sweep(agent: &Path) {
+/// next agent of its own state directory, which knows their stop signals; so is one made in
+/// another pid namespace, whose agent's pid means nothing here (and an idle agent's tree is
+/// empty when the agent itself could not move into it).
+fn sweep(agent: &Path, namespace: u64) {
     for entry in fs::read_dir(agent).into_iter().flatten().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let Some(token) = name.strip_prefix("procctl-") else {
             continue;
         };
-        // The token is PID.STARTTIME.NANOS of the agent that made it.
-        let mut parts = token.split('.');
-        let (Some(pid), Some(start)) =
-            (parts.next().and_then(|p| p.parse::<i32>().ok()), parts.next().and_then(|s| s.parse::<u64>().ok()))
-        else {
+        // The token is PID.STARTTIME.NANOS.PIDNAMESPACE of the agent that made it.
+        let parts: Vec<&str> = token.split('.').collect();
+        let (Some(pid), Some(start), Some(made_in)) = (
+            parts.first().and_then(|p| p.parse::<i32>().ok()),
+            parts.get(1).and_then(|s| s.parse::<u64>().ok()),
+            parts.get(3).and_then(|n| n.parse::<u64>().ok()),
+        ) else {
             continue;
         };
+        if made_in != namespace {
+            continue;
+        }
         let alive = crate::procfs::stat(pid).is_some_and(|stat| stat.start_time == start);
         if !alive && !populated(&entry.path()) {
             remove(&entry.path());
@@ -356,5 +374,6 @@ mod tests {
     fn run_cgroups_are_named_by_instance_and_run() {
         let tree = Tree { base: "/cg/procctl-1".into(), runs: "/cg/procctl-1/runs".into(), controllers: vec![] };
         assert_eq!(tree.run_path(&InstanceId::new("web", 2), 7), Path::new("/cg/procctl-1/runs/web.2.7"));
+        assert_eq!(tree.run_path(&InstanceId::new("web", 2), (3 << 32) + 7), Path::new("/cg/procctl-1/runs/web.2.7"));
     }
 }

@@ -170,6 +170,12 @@ impl Instance {
         }
     }
 
+    /// A new instance whose first run is `first + 1`: the supervisor gives each instance a
+    /// block of run numbers of its own.
+    pub fn numbered_from(first: u64) -> Self {
+        Instance { run: first, ..Instance::new() }
+    }
+
     /// Running: ready.
     pub fn is_up(&self) -> bool {
         self.state == State::Running

@@ -221,7 +221,12 @@ pub struct Supervisor {
     rng: u64,
     /// Follow-ups not carried out yet.
     queue: VecDeque<Next>,
+    /// Slots made so far: numbers each slot's block of runs.
+    slots_made: u64,
 }
+
+/// A slot's runs are numbered from `its number << RUNS_PER_SLOT_BITS` up.
+const RUNS_PER_SLOT_BITS: u32 = 32;
 
 pub struct Parts {
     pub config: Config,
@@ -283,6 +288,7 @@ impl Supervisor {
             shutdown_waiters: vec![],
             rng: seed | 1,
             queue: VecDeque::new(),
+            slots_made: 0,
         };
         let names: Vec<String> = sup.config.processes.keys().cloned().collect();
         for name in names {
@@ -348,9 +354,16 @@ impl Supervisor {
         self.service.critical.take()
     }
 
-    fn new_slot(&self, id: &InstanceId) -> Slot {
+    /// A new slot for `id`. Its runs are numbered in a block of their own, so a delayed
+    /// event of an earlier instance of the same name (scaled away, then back) never matches
+    /// one of this one's runs, and no two runs share a cgroup path.
+    fn new_slot(&mut self, id: &InstanceId) -> Slot {
         let spec = &self.config.processes[&id.name];
-        Slot::new(Sink::new(id.clone(), &self.state_dir.join("logs"), spec.log_max_size, spec.log_files))
+        let mut slot =
+            Slot::new(Sink::new(id.clone(), &self.state_dir.join("logs"), spec.log_max_size, spec.log_files));
+        self.slots_made += 1;
+        slot.inst = Instance::numbered_from(self.slots_made << RUNS_PER_SLOT_BITS);
+        slot
     }
 
     fn desired(&self, name: &str) -> u32 {

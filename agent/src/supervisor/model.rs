@@ -420,6 +420,41 @@ fn a_queued_start_of_a_waiting_instance_does_not_undo_a_stop() {
     run(vec![Op::Stop(Target::All), Op::ExecFailed(0), Op::Scale("b", 3), Op::Scale("a", 0)]);
 }
 
+/// An instance scaled away and back at once is a new one: the recheck of its predecessor's
+/// killed run (20 ms after the SIGKILL) must not kill its first run.
+#[test]
+fn an_instance_scaled_away_and_back_is_not_killed_by_its_predecessors_recheck() {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+    runtime.block_on(async {
+        let mut model = Model::new();
+        let mut history = vec![];
+        let ops = [
+            Op::Stubborn(true),
+            Op::SpawnOk(0),
+            Op::SpawnOk(0),
+            Op::SpawnOk(0),
+            Op::Advance(1_100),
+            Op::Scale("a", 1),
+            Op::Advance(2_000), // a:1's stop deadline: SIGKILL, a recheck 20 ms later
+            Op::Reap(0),        // gone: a:1 leaves the table
+            Op::Stubborn(false),
+            Op::Scale("a", 2), // a new a:1
+            Op::SpawnOk(0),
+            Op::SpawnOk(0),
+            Op::Advance(30),
+        ];
+        for op in ops {
+            history.push(op.clone());
+            model.apply(op).await;
+            model.check(&history);
+        }
+        let id = InstanceId::new("a", 1);
+        let pid = model.sup.slots[&id].inst.pid.expect("the new a:1 runs");
+        assert_eq!(model.kernel.world().procs[&pid].life, Life::Alive, "the new a:1 was killed: {history:?}");
+        model.settle(&history).await;
+    });
+}
+
 /// The fuzzer's abort: an instance being scaled away ignores SIGTERM, is killed at its
 /// deadline, and its exit is never reported; the recheck that takes it as ended removes it
 /// from the table, and the old code indexed it right after.
