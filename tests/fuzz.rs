@@ -25,7 +25,7 @@ use procctl_proto::{
     ErrorKind, InstanceId, InstanceInfo, PROTOCOL_VERSION, Request, Response, SendRequest, State, Target,
 };
 
-use crate::support::{Agent, alive, sh, status_kib, zombies_of};
+use crate::support::{Agent, alive, poll_until, sh, status_kib, zombies_of};
 
 /// Cases of the bounded run in the suite, and its seed.
 const CASES: u64 = 2000;
@@ -128,10 +128,7 @@ fn mutated_request_streams_never_break_the_agent() {
     // Connections stay open on the agent's side only while a request of theirs still runs:
     // at most one per case whose requests' timeouts outlast the waits of this test.
     let allowed = fds_before + stats.unwaited.len() + 4;
-    let settled = Instant::now() + CAP + Duration::from_secs(4);
-    while open_fds(agent_pid) > allowed && Instant::now() < settled {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    poll_until(CAP + Duration::from_secs(4), Duration::from_millis(50), || open_fds(agent_pid) <= allowed);
     let (rss, fds) = (status_kib(agent_pid, "VmRSS"), open_fds(agent_pid));
     let sent: u64 = stats.classes.values().sum();
     let dropped: u64 = stats.dropped.values().sum();
@@ -982,16 +979,12 @@ fn healthy(agent: &mut Agent, initial: &[InstanceInfo]) -> Result<(), String> {
     if let Some(gone) = initial.iter().filter_map(|r| r.pid).find(|&pid| !alive(pid as i32)) {
         return Err(format!("instance pid {gone} is listed but not alive"));
     }
-    let end = Instant::now() + Duration::from_secs(2);
-    loop {
-        let zombies = zombies_of(agent.pid());
-        if zombies.is_empty() {
-            break;
-        }
-        if Instant::now() > end {
-            return Err(format!("zombie children of the agent for 2 s: {zombies:?}"));
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let mut zombies = vec![];
+    if !poll_until(Duration::from_secs(2), Duration::from_millis(20), || {
+        zombies = zombies_of(agent.pid());
+        zombies.is_empty()
+    }) {
+        return Err(format!("zombie children of the agent for 2 s: {zombies:?}"));
     }
     let log = agent.log();
     if let Some(line) = log.lines().find(|line| line.contains("panicked")) {
