@@ -19,6 +19,7 @@ mod persistence;
 mod production;
 mod protocol;
 mod readiness;
+mod rechecks;
 mod reload;
 mod restart;
 mod scale;
