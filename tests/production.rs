@@ -1087,3 +1087,35 @@ fn no_cgroups_keeps_process_groups_and_says_so() {
     agent.ctl(&["stop", "worker"]).ok();
     agent.ctl(&["start", "worker"]).ok();
 }
+
+/// An agent cannot tell from /proc whether an agent it cannot see (outside its PID
+/// namespace) is alive: the tree of one that is must survive another's start-up sweep, or
+/// every later start of the first fails for want of its cgroup.
+#[test]
+#[ignore = "needs root and a cgroup v2 hierarchy it can write"]
+fn an_agent_in_a_pid_namespace_leaves_the_cgroup_tree_of_a_live_agent_it_cannot_see_alone() {
+    require_cgroups();
+    let markers = Markers::new(&[60, 61]);
+    // Idle, so its tree is empty (here the agent itself is not in it).
+    let mut agent = Agent::start(&format!(
+        "[process.later]\ncommand = [\"sleep\", \"{}\"]\nautostart = false\nstart_secs = \"0s\"\n",
+        markers.get(0)
+    ));
+    let tree = tracked_tree(&agent.log());
+    assert!(tree.is_dir());
+    let other =
+        Agent::new(&format!("[process.inner]\ncommand = [\"sleep\", \"{}\"]\nstart_secs = \"0s\"\n", markers.get(1)));
+    let mut inner = in_pid_namespace(&other);
+    inner.serving();
+    let kept = tree.is_dir();
+    let out = agent.ctl(&["start", "later"]);
+    assert!(
+        kept,
+        "the agent in the PID namespace removed the tree of a live agent ({}); then start: {out:?}",
+        tree.display()
+    );
+    out.ok();
+    assert_eq!(one_sleeping(markers.get(0)), agent.pid_of("later", 0).unwrap());
+    drop(inner);
+    agent.shutdown();
+}
