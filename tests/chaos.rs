@@ -3,7 +3,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::support::{Agent, WAIT, alive, holds_for, kill, sh, sleepers, wait_until, zombies_of};
+use crate::support::{Agent, WAIT, alive, holds_for, kill, sh, sleepers, wait_every, wait_until, zombies_of};
 
 /// Zombies of the agent that have stayed zombies for `ZOMBIE_GRACE` or more: the agent reaps
 /// at once, but a debug build on a loaded machine may take a few hundred milliseconds to get
@@ -29,12 +29,11 @@ fn a_crash_storm_of_100_instances_ends_in_fatal_with_the_agent_answering_through
     let mut zombies = HashMap::new();
     let began = Instant::now();
     let mut answers = 0;
-    wait_until(Duration::from_secs(90), "every instance is fatal", || {
+    wait_every(Duration::from_secs(90), Duration::from_millis(100), "every instance is fatal", || {
         let rows = agent.list("storm");
         answers += 1;
         let lasting = lasting_zombies(pid, &mut zombies);
         assert!(lasting.is_empty(), "zombies stayed for {ZOMBIE_GRACE:?}: {lasting:?}");
-        std::thread::sleep(Duration::from_millis(100));
         rows.iter().all(|r| r["state"] == "fatal")
     });
     // 0 + 0.1 + 0.2 + ... capped at 5 s: the storm lasts about 26 s.

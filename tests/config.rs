@@ -1,5 +1,3 @@
-use std::time::Duration;
-
 use crate::support::{Agent, WAIT, lines, sh};
 
 /// Runs an agent on `toml`, which must refuse it; returns its stderr and the config path.
@@ -17,10 +15,15 @@ fn a_bad_config_stops_the_agent_before_anything_starts_naming_file_and_line() {
         "[process.good]\ncommand = {}\n\n[process.bad]\ncommand = [\"true\"]\nrestart = \"sometimes\"\n",
         sh(&format!("touch {}; exec sleep 100", marker.display()))
     );
-    let (stderr, config) = refused(&toml);
-    assert!(stderr.contains(&format!("{config}:6:")), "file and line: {stderr}");
-    assert!(stderr.contains("sometimes"), "the problem: {stderr}");
-    std::thread::sleep(Duration::from_millis(50));
+    let agent = Agent::new(&toml);
+    let out = crate::support::run(&mut agent.command(), None, WAIT);
+    assert_eq!(out.code, Some(1), "a bad config must stop the agent: {out:?}");
+    let config = agent.config.display().to_string();
+    assert!(out.stderr.contains(&format!("{config}:6:")), "file and line: {}", out.stderr);
+    assert!(out.stderr.contains("sometimes"), "the problem: {}", out.stderr);
+    // The agent has exited, and it makes its state directory before it binds or spawns
+    // anything: without one, it stopped at the config, and nothing of `good` can come later.
+    assert!(!agent.state.exists(), "the agent went past its config: {}", agent.state.display());
     assert!(!marker.exists(), "nothing may start from a bad config");
 }
 
@@ -60,7 +63,7 @@ fn instances_get_the_procctl_variables_their_own_group_and_the_config_dir() {
     let dir = agent.dir.path().canonicalize().unwrap();
     assert_eq!(words, ["envy", "1", &agent.socket.display().to_string(), "3", "x", "y", &dir.display().to_string()]);
     for pid in pids {
-        assert_eq!(crate::support::stat(pid).unwrap().1, pid, "each instance leads its own process group");
+        assert_eq!(crate::support::stat(pid).unwrap().pgrp, pid, "each instance leads its own process group");
     }
 }
 

@@ -22,10 +22,12 @@ use std::time::{Duration, Instant};
 
 use procctl_proto::frame::{self, HEADER_LEN, MAX_FRAME};
 use procctl_proto::{
-    ErrorKind, InstanceId, InstanceInfo, PROTOCOL_VERSION, Request, Response, SendRequest, State, Target,
+    ErrorKind, InstanceId, InstanceInfo, PROTOCOL_VERSION, Request, Response, SendRequest, Signal, State, Target,
 };
 
-use crate::support::{Agent, alive, sh, status_kib, zombies_of};
+use crate::support::{Agent, alive, poll_until, sh, status_kib, zombies_of};
+
+mod disturbing;
 
 /// Cases of the bounded run in the suite, and its seed.
 const CASES: u64 = 2000;
@@ -67,6 +69,7 @@ fn mutated_request_streams_never_break_the_agent() {
     assert_eq!(initial.len(), 3, "{initial:?}");
     let known: HashMap<InstanceId, u32> =
         initial.iter().map(|row| (row.id.clone(), row.pid.expect("a running instance has a pid"))).collect();
+    let known = Instances::Fixed(known);
     let agent_pid = agent.pid();
     let (rss_before, fds_before) = (status_kib(agent_pid, "VmRSS"), open_fds(agent_pid));
 
@@ -128,10 +131,7 @@ fn mutated_request_streams_never_break_the_agent() {
     // Connections stay open on the agent's side only while a request of theirs still runs:
     // at most one per case whose requests' timeouts outlast the waits of this test.
     let allowed = fds_before + stats.unwaited.len() + 4;
-    let settled = Instant::now() + CAP + Duration::from_secs(4);
-    while open_fds(agent_pid) > allowed && Instant::now() < settled {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    poll_until(CAP + Duration::from_secs(4), Duration::from_millis(50), || open_fds(agent_pid) <= allowed);
     let (rss, fds) = (status_kib(agent_pid, "VmRSS"), open_fds(agent_pid));
     let sent: u64 = stats.classes.values().sum();
     let dropped: u64 = stats.dropped.values().sum();
@@ -413,7 +413,38 @@ fn edge_field(rng: &mut Rng, request: &mut Request) -> Option<String> {
                 format!("timeout_ms {}", send.timeout_ms)
             }
         },
-        _ => return None,
+        Request::Start { target } | Request::Stop { target } | Request::Restart { target } => {
+            *target = edge_target(rng);
+            format!("target {target:?}")
+        }
+        Request::Signal { target, signal } => {
+            if rng.percent(50) {
+                *target = edge_target(rng);
+                format!("target {target:?}")
+            } else {
+                *signal = Signal::from_raw(rng.pick(&[0, 1, 9, 15, 17, 18, 19, 20, 31, 32, 34, 64, 65, -1, i32::MAX]));
+                format!("signal {signal}")
+            }
+        }
+        Request::Scale { name, count } => {
+            if rng.percent(50) {
+                *name = rng.pick(&["", "all", "ghost", SLEEPER, ECHO, disturbing::TERM, disturbing::FORK]).to_string();
+                format!("name {name:?}")
+            } else {
+                *count = rng.pick(&[0, 1, 2, 3, 7, 63, 10_001, u32::MAX]);
+                format!("count {count}")
+            }
+        }
+        Request::Wait { target, timeout_ms, .. } => {
+            if rng.percent(50) {
+                *target = edge_target(rng);
+                format!("target {target:?}")
+            } else {
+                *timeout_ms = rng.pick(&[0, 1, 50, 10_000, u64::MAX]);
+                format!("timeout_ms {timeout_ms}")
+            }
+        }
+        Request::Shutdown | Request::Events | Request::Reload => return None,
     };
     Some(what)
 }
@@ -670,6 +701,11 @@ fn plan(steps: &[Step], half_close: bool) -> (Option<bool>, Duration) {
             Step::Partial | Step::Request(Request::Events) => break,
             Step::Request(Request::Logs { follow: true, .. }) => depends = true,
             Step::Request(Request::Send(send)) => bound = bound.saturating_add(send_bound(send)),
+            Step::Request(Request::Wait { timeout_ms, .. }) => {
+                bound = bound.saturating_add(Duration::from_millis(*timeout_ms));
+            }
+            // Starts, stops, restarts, scales and reloads take as long as the processes do.
+            Step::Request(request) if !harmless(request) => bound = Duration::MAX,
             Step::Request(_) => {}
         }
     }
@@ -683,8 +719,14 @@ fn judge(
     half_close: bool,
     responses: &[Response],
     closed: bool,
-    known: &HashMap<InstanceId, u32>,
+    known: &Instances,
 ) -> Result<(), String> {
+    // Over its connection limit the agent refuses before it reads a byte.
+    if let (true, [Response::Error(error)]) = (closed, responses)
+        && error.kind == ErrorKind::Refused
+    {
+        return Ok(());
+    }
     let mut got = responses.iter();
     // Ok(None): the responses ran out on a connection still open (a prefix, cut by the wait).
     let mut want = |n: usize, what: &str, check: &dyn Fn(&Response) -> Result<(), String>| match got.next() {
@@ -731,9 +773,15 @@ fn judge(
                 break;
             }
             Step::Request(request) => {
-                let answer = want(n, &format!("the answer to {}", request.verb()), &|response| {
+                let mut answer = want(n, &format!("the answer to {}", request.verb()), &|response| {
                     answers(request, response, known)
                 })?;
+                // A restart streams each step before its outcomes.
+                while let Some(Response::Step(_)) = answer {
+                    answer = want(n, &format!("the answer to {}", request.verb()), &|response| {
+                        answers(request, response, known)
+                    })?;
+                }
                 // A followed log that found its target goes on as a stream; after an error,
                 // the agent reads the next frame.
                 if let (Request::Logs { follow: true, .. }, Some(Response::Logs { .. })) = (request, answer) {
@@ -773,14 +821,35 @@ fn judge(
     Ok(())
 }
 
+/// What the instances may be while cases run.
+enum Instances {
+    /// Nothing a case sends changes them: each has the pid it started with.
+    Fixed(HashMap<InstanceId, u32>),
+    /// Cases start, stop, scale and signal them: only their process names are known.
+    Moving(Vec<&'static str>),
+}
+
+impl Instances {
+    fn contains(&self, id: &InstanceId) -> bool {
+        match self {
+            Instances::Fixed(known) => known.contains_key(id),
+            Instances::Moving(names) => names.contains(&id.name.as_str()),
+        }
+    }
+}
+
 /// Whether `response` is a possible answer to `request`, and consistent with the instances.
-fn answers(request: &Request, response: &Response, known: &HashMap<InstanceId, u32>) -> Result<(), String> {
+fn answers(request: &Request, response: &Response, instances: &Instances) -> Result<(), String> {
     let target_of = |target: &Target, id: &InstanceId| {
-        if target.matches(id) && known.contains_key(id) {
+        if target.matches(id) && instances.contains(id) {
             Ok(())
         } else {
             Err(format!("{id} is not an instance of the target {target}"))
         }
+    };
+    let fixed = match instances {
+        Instances::Fixed(known) => Some(known),
+        Instances::Moving(_) => None,
     };
     match (request, response) {
         (Request::Hello { .. }, Response::Error(error)) if error.kind == ErrorKind::BadRequest => Ok(()),
@@ -788,15 +857,34 @@ fn answers(request: &Request, response: &Response, known: &HashMap<InstanceId, u
         (_, Response::Error(_)) => Ok(()),
         (Request::List { target }, Response::List(rows)) => rows.iter().try_for_each(|row| {
             target_of(target, &row.id)?;
-            if row.pid != known.get(&row.id).copied() {
-                return Err(format!("{} has pid {:?}, it started with {:?}", row.id, row.pid, known.get(&row.id)));
+            match fixed {
+                Some(known) if row.pid != known.get(&row.id).copied() => {
+                    Err(format!("{} has pid {:?}, it started with {:?}", row.id, row.pid, known.get(&row.id)))
+                }
+                _ => Ok(()),
             }
-            Ok(())
         }),
-        (Request::Pid { .. }, Response::Pids(pids)) => {
-            let stranger = pids.iter().find(|&&pid| !known.values().any(|&k| k == pid));
-            stranger.map_or(Ok(()), |pid| Err(format!("pid {pid} is none of the instances' {known:?}")))
+        (Request::Pid { .. }, Response::Pids(pids)) => match fixed {
+            Some(known) => {
+                let stranger = pids.iter().find(|&&pid| !known.values().any(|&k| k == pid));
+                stranger.map_or(Ok(()), |pid| Err(format!("pid {pid} is none of the instances' {known:?}")))
+            }
+            None => Ok(()),
+        },
+        (
+            Request::Start { target }
+            | Request::Stop { target }
+            | Request::Restart { target }
+            | Request::Signal { target, .. },
+            Response::Outcomes(outcomes),
+        ) => outcomes.iter().try_for_each(|outcome| target_of(target, &outcome.id)),
+        (Request::Restart { target }, Response::Step(outcome)) => target_of(target, &outcome.id),
+        (Request::Scale { name, .. }, Response::Scaled { name: scaled, .. }) if scaled == name => Ok(()),
+        // The instances a scale added that did not come up.
+        (Request::Scale { name, .. }, Response::Outcomes(failures)) => {
+            failures.iter().try_for_each(|failure| target_of(&Target::Name(name.clone()), &failure.id))
         }
+        (Request::Reload, Response::Reloaded(_)) | (Request::Wait { .. }, Response::Waited) => Ok(()),
         (Request::Logs { target, .. }, Response::Logs { lines, .. }) => {
             lines.iter().try_for_each(|line| target_of(target, &line.id))
         }
@@ -812,11 +900,15 @@ fn answers(request: &Request, response: &Response, known: &HashMap<InstanceId, u
             }
             match &delivery.reply {
                 Some(reply) if !send.reply => Err(format!("a reply ({reply:?}) that was not asked for")),
-                Some(reply) if delivery.id.name != ECHO || !reply.starts_with("got ") => Err(format!(
-                    "{} replied {:?}, which the workers never write",
-                    delivery.id,
-                    clip(reply.clone(), 100)
-                )),
+                Some(reply)
+                    if ![ECHO, disturbing::FORK].contains(&delivery.id.name.as_str()) || !reply.starts_with("got ") =>
+                {
+                    Err(format!(
+                        "{} replied {:?}, which the workers never write",
+                        delivery.id,
+                        clip(reply.clone(), 100)
+                    ))
+                }
                 _ => Ok(()),
             }
         }),
@@ -850,7 +942,7 @@ impl std::fmt::Display for Class {
 }
 
 /// Sends one case and checks what comes back. `Err` is a finding.
-fn run_case(socket: &Path, case: &Case, steps: &[Step], known: &HashMap<InstanceId, u32>) -> Result<Class, String> {
+fn run_case(socket: &Path, case: &Case, steps: &[Step], known: &Instances) -> Result<Class, String> {
     let (closes, bound) = plan(steps, case.half_close);
     // (how long in all, how long quiet, whether not closing in time is a hang)
     let (overall, quiet, hang) = match closes {
@@ -982,16 +1074,12 @@ fn healthy(agent: &mut Agent, initial: &[InstanceInfo]) -> Result<(), String> {
     if let Some(gone) = initial.iter().filter_map(|r| r.pid).find(|&pid| !alive(pid as i32)) {
         return Err(format!("instance pid {gone} is listed but not alive"));
     }
-    let end = Instant::now() + Duration::from_secs(2);
-    loop {
-        let zombies = zombies_of(agent.pid());
-        if zombies.is_empty() {
-            break;
-        }
-        if Instant::now() > end {
-            return Err(format!("zombie children of the agent for 2 s: {zombies:?}"));
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let mut zombies = vec![];
+    if !poll_until(Duration::from_secs(2), Duration::from_millis(20), || {
+        zombies = zombies_of(agent.pid());
+        zombies.is_empty()
+    }) {
+        return Err(format!("zombie children of the agent for 2 s: {zombies:?}"));
     }
     let log = agent.log();
     if let Some(line) = log.lines().find(|line| line.contains("panicked")) {

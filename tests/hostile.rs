@@ -5,14 +5,14 @@ use std::os::unix::net::UnixStream;
 use procctl_proto::{PROTOCOL_VERSION, Request, Response, frame};
 
 use crate::support::{
-    Agent, WAIT, as_nobody, closed_by_agent, connect, hello, read_response, root, run, sleepers, status_kib, wait_until,
+    Agent, WAIT, as_nobody, closed_by_agent, connect, hello, read_response, require_root, run, sleepers, status_kib,
+    wait_until,
 };
 
 #[test]
+#[ignore = "needs root"]
 fn only_the_owner_and_root_get_in() {
-    if !root() {
-        return;
-    }
+    require_root();
     let mut agent = Agent::start(&sleepers(1));
     agent.wait_running("worker", 1);
     // Open the modes, so that only the credential check stands between `nobody` and the agent.
@@ -188,17 +188,8 @@ fn a_client_that_half_closes_then_leaves_frees_its_slot() {
         }
         // Waiting on them costs nothing: no spinning on a half-closed socket.
         let ticks = || {
-            let stat = std::fs::read_to_string(format!("/proc/{}/stat", agent.pid())).unwrap();
-            let fields: Vec<u64> = stat
-                .rsplit_once(')')
-                .unwrap()
-                .1
-                .split_whitespace()
-                .skip(11)
-                .take(2)
-                .map(|f| f.parse().unwrap())
-                .collect();
-            fields[0] + fields[1]
+            let stat = crate::support::stat(agent.pid()).expect("the agent is alive");
+            stat.utime + stat.stime
         };
         let before = ticks();
         std::thread::sleep(std::time::Duration::from_millis(500));

@@ -24,6 +24,7 @@ mod persistence;
 mod production;
 mod protocol;
 mod readiness;
+mod rechecks;
 mod reload;
 mod restart;
 mod scale;

@@ -96,7 +96,7 @@ fn after_kill_9_of_the_agent_a_descendant_that_left_its_group_is_stopped_by_the_
     wait_until(WAIT, "the stray is up", || lines(&stray).len() == 1);
     let escaped: i32 = lines(&stray)[0].parse().unwrap();
     agent.remember(escaped);
-    wait_until(WAIT, "the stray has its own group", || stat(escaped).is_some_and(|s| s.1 == escaped));
+    wait_until(WAIT, "the stray has its own group", || stat(escaped).is_some_and(|s| s.pgrp == escaped));
 
     agent.kill9();
     wait_until(WAIT, "the direct child dies with the agent", || !alive(main));

@@ -211,7 +211,7 @@ fn stop_reaches_an_instance_frozen_with_sigstop() {
     );
     let pid = agent.wait_running("frozen", 1)[0];
     kill(pid, libc::SIGSTOP);
-    wait_until(WAIT, "the instance is stopped", || crate::support::stat(pid).is_some_and(|s| s.0 == 'T'));
+    wait_until(WAIT, "the instance is stopped", || crate::support::stat(pid).is_some_and(|s| s.state == 'T'));
     // Without a SIGCONT after the stop signal, this would wait out the 120 s stop_timeout.
     agent.ctl(&["stop", "frozen"]).ok();
     assert!(!alive(pid));

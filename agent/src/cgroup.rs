@@ -114,11 +114,9 @@ impl Tree {
         Ok(self)
     }
 
-    /// The cgroup of run `run` of `id`, named by the run's number within its instance (the
-    /// supervisor numbers each instance's runs in a block of its own, in the low 32 bits; an
-    /// earlier instance of the same name has removed its cgroups before it left the table).
+    /// The cgroup of run `run` of `id` (runs are numbered once across the agent).
     pub fn run_path(&self, id: &InstanceId, run: u64) -> PathBuf {
-        self.runs.join(format!("{}.{}.{}", id.name, id.index, run & u64::from(u32::MAX)))
+        self.runs.join(format!("{}.{}.{run}", id.name, id.index))
     }
 
     pub fn has(&self, controller: &str) -> bool {
@@ -374,6 +372,5 @@ mod tests {
     fn run_cgroups_are_named_by_instance_and_run() {
         let tree = Tree { base: "/cg/procctl-1".into(), runs: "/cg/procctl-1/runs".into(), controllers: vec![] };
         assert_eq!(tree.run_path(&InstanceId::new("web", 2), 7), Path::new("/cg/procctl-1/runs/web.2.7"));
-        assert_eq!(tree.run_path(&InstanceId::new("web", 2), (3 << 32) + 7), Path::new("/cg/procctl-1/runs/web.2.7"));
     }
 }

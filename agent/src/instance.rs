@@ -63,9 +63,12 @@ pub enum Input {
     Remove,
     /// A later scale or reload keeps it after all.
     Keep,
+    /// Run `run` has started as `pid`. Runs are numbered by the supervisor, once across the
+    /// agent, so a delayed event of an earlier instance of the same name never matches.
     Spawned {
         pid: i32,
         at: SystemTime,
+        run: u64,
     },
     SpawnFailed,
     /// The main process ended; `group_left` when other processes remain in its group. The
@@ -90,8 +93,8 @@ pub enum Input {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
-    /// Start run `run` (the next one: runs are counted from 1).
-    Spawn { run: u64 },
+    /// Start a new run; the supervisor numbers it and says which in `Input::Spawned`.
+    Spawn,
     /// Forget the spawn in flight: its report, should it still come, is for nobody.
     AbandonSpawn,
     /// `signal` to the run's group (and SIGCONT, so a stopped process acts on it).
@@ -170,12 +173,6 @@ impl Instance {
         }
     }
 
-    /// A new instance whose first run is `first + 1`: the supervisor gives each instance a
-    /// block of run numbers of its own.
-    pub fn numbered_from(first: u64) -> Self {
-        Instance { run: first, ..Instance::new() }
-    }
-
     /// Running: ready.
     pub fn is_up(&self) -> bool {
         self.state == State::Running
@@ -234,7 +231,7 @@ impl Instance {
                 // The request that was taking it away stops waiting.
                 vec![Action::Down]
             }
-            Input::Spawned { pid, at } => self.on_spawned(pid, at, spec),
+            Input::Spawned { pid, at, run } => self.on_spawned(pid, at, run, spec),
             Input::SpawnFailed => self.on_spawn_failed(spec),
             Input::Exited { exit, group_left } => self.on_exited(exit, group_left, spec),
             Input::GroupGone => self.on_group_gone(),
@@ -283,7 +280,7 @@ impl Instance {
 
     fn spawn(&mut self) -> Vec<Action> {
         self.spawn_pending = true;
-        vec![Action::Spawn { run: self.run + 1 }, self.arm(Timer::Spawn, SPAWN_REPORT_TIMEOUT)]
+        vec![Action::Spawn, self.arm(Timer::Spawn, SPAWN_REPORT_TIMEOUT)]
     }
 
     fn begin_start(&mut self) -> Vec<Action> {
@@ -339,9 +336,9 @@ impl Instance {
         vec![]
     }
 
-    fn on_spawned(&mut self, pid: i32, at: SystemTime, spec: &ProcessSpec) -> Vec<Action> {
+    fn on_spawned(&mut self, pid: i32, at: SystemTime, run: u64, spec: &ProcessSpec) -> Vec<Action> {
         self.spawn_pending = false;
-        self.run += 1;
+        self.run = run;
         self.run_failed = false;
         self.pid = Some(pid);
         self.pgid = Some(pid);
@@ -559,7 +556,7 @@ mod tests {
     const T0: SystemTime = SystemTime::UNIX_EPOCH;
 
     fn spawned(pid: i32) -> Input {
-        Input::Spawned { pid, at: T0 }
+        Input::Spawned { pid, at: T0, run: pid as u64 }
     }
 
     fn exited(code: i32) -> Input {
@@ -581,19 +578,17 @@ mod tests {
         actions.iter().any(want)
     }
 
-    /// Any spawn, whichever run it is for.
-    const SPAWN: Action = Action::Spawn { run: 0 };
+    const SPAWN: Action = Action::Spawn;
 
     fn is_spawn(action: &Action) -> bool {
-        matches!(action, Action::Spawn { .. })
+        *action == Action::Spawn
     }
 
-    /// Only what acts on processes and timers, without the answers to waiters (a spawn's
-    /// run number is left out: `SPAWN` stands for any).
+    /// Only what acts on processes and timers, without the answers to waiters.
     fn effects(actions: &[Action]) -> Vec<Action> {
         actions
             .iter()
-            .map(|a| if is_spawn(a) { SPAWN } else { *a })
+            .copied()
             .filter(|a| !matches!(a, Action::Up { .. } | Action::NotUp | Action::Down | Action::Leave))
             .filter(|a| !matches!(a, Action::Arm { timer: Timer::Spawn, .. } | Action::Disarm(_)))
             .collect()
@@ -763,7 +758,7 @@ mod tests {
         inst.step(spawned(200), &spec);
         assert_eq!(effects(&inst.step(Input::Timer { timer: Timer::StopDeadline, generation: deadline }, &spec)), []);
         assert_eq!(inst.state, Running);
-        assert_eq!(inst.run, 2, "each spawn is a run of its own");
+        assert_eq!(inst.run, 200, "each spawn is a run of its own");
     }
 
     #[test]

@@ -1,9 +1,10 @@
-//! What every black-box test uses: the `Agent` fixture and `run` (agent.rs), the one
-//! deadline helper `wait_until` (wait.rs), /proc readers (procfs.rs), raw protocol access
-//! (wire.rs), a `procctl events` watcher (events.rs), acting as `nobody` (users.rs), and
-//! small config helpers here.
+//! What every black-box test uses: the `Agent` fixture and `run` (agent.rs), an agent started
+//! outside it (daemon.rs), the one deadline helper `wait_until` (wait.rs), /proc readers
+//! (procfs.rs), raw protocol access (wire.rs), a `procctl events` watcher (events.rs), acting
+//! as `nobody` (users.rs), and small config helpers here.
 
 mod agent;
+mod daemon;
 mod events;
 mod procfs;
 mod users;
@@ -13,10 +14,11 @@ mod wire;
 use std::path::Path;
 
 pub use agent::{Agent, Output, bin, run};
+pub use daemon::{Daemon, command_of};
 pub use events::{SPARE, Watcher};
-pub use procfs::{alive, children_of, kill, start_time, stat, status_kib, zombies_of};
-pub use users::{NOBODY, as_nobody, nobody_argv, root};
-pub use wait::{CTL_TIMEOUT, WAIT, holds_for, poll_until, wait_until};
+pub use procfs::{alive, all_pids, argv, children_of, kill, start_time, stat, status_field, status_kib, zombies_of};
+pub use users::{NOBODY, as_nobody, nobody_argv, require_root, root};
+pub use wait::{CTL_TIMEOUT, WAIT, holds_for, poll_until, wait_every, wait_until};
 pub use wire::{closed_by_agent, connect, hello, read_response};
 
 /// A TOML array for `sh -c SCRIPT`.

@@ -1,19 +1,25 @@
-//! Acting as another user: the tests that need it run only as root (CI runs as root) and
-//! use `nobody` through setpriv.
+//! Acting as another user: the tests that need it are `#[ignore = "needs root"]` (CI runs
+//! them as root) and use `nobody` through setpriv.
 
 use std::ffi::OsString;
 use std::process::Command;
 
 pub const NOBODY: u32 = 65534;
 
-/// Whether this runs as root; says that the test is skipped when not.
+/// The first line of a test marked `#[ignore = "needs root"]`: run as another user, it fails
+/// saying why instead of with whatever the first refused step says.
+#[track_caller]
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(euid, 0, "this test needs root (CI runs the ignored tests as root: `cargo test -- --ignored`)");
+}
+
+/// Whether the tests run as root: a test that runs either way, and does more as root (a
+/// `user =` only root may set), asks this.
 pub fn root() -> bool {
     // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        eprintln!("skipped: acting as another user needs root (CI runs as root)");
-    }
-    root
+    unsafe { libc::geteuid() == 0 }
 }
 
 /// The setpriv argv that runs `program` as `nobody`.

@@ -26,7 +26,13 @@ pub fn poll_until(deadline: Duration, step: Duration, mut condition: impl FnMut(
 /// Polls `condition` until it holds; panics naming `what` after `deadline`.
 #[track_caller]
 pub fn wait_until(deadline: Duration, what: &str, condition: impl FnMut() -> bool) {
-    let held = poll_until(deadline, Duration::from_millis(10), condition);
+    wait_every(deadline, Duration::from_millis(10), what, condition);
+}
+
+/// `wait_until` polling every `step`, for a condition that costs the agent something to ask.
+#[track_caller]
+pub fn wait_every(deadline: Duration, step: Duration, what: &str, condition: impl FnMut() -> bool) {
+    let held = poll_until(deadline, step, condition);
     assert!(held, "timed out after {deadline:?} waiting until {what}");
 }
 

@@ -116,7 +116,9 @@ impl Supervisor {
             return;
         };
         match action {
-            Action::Spawn { run } => {
+            Action::Spawn => {
+                self.runs += 1;
+                let run = self.runs;
                 self.next_seq += 1;
                 let seq = self.next_seq;
                 slot.spawn_seq = Some(seq);
@@ -272,7 +274,7 @@ impl Supervisor {
                 });
                 self.by_pid.insert(pid, id.clone());
                 self.bus.emit(EventKind::Spawned { id: id.clone(), pid: pid as u32 });
-                self.feed(&id, Input::Spawned { pid, at: SystemTime::now() });
+                self.feed(&id, Input::Spawned { pid, at: SystemTime::now(), run });
             }
             SpawnReport::Failed { seq, error } => {
                 let id = match self.spawning.remove(&seq) {

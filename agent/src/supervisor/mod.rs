@@ -221,12 +221,11 @@ pub struct Supervisor {
     rng: u64,
     /// Follow-ups not carried out yet.
     queue: VecDeque<Next>,
-    /// Slots made so far: numbers each slot's block of runs.
-    slots_made: u64,
+    /// The last run number given: runs are numbered once across the agent, so a delayed
+    /// event of an earlier instance of the same name (scaled away, then back) never matches
+    /// one of a new one's runs, and no two runs share a cgroup path.
+    runs: u64,
 }
-
-/// A slot's runs are numbered from `its number << RUNS_PER_SLOT_BITS` up.
-const RUNS_PER_SLOT_BITS: u32 = 32;
 
 pub struct Parts {
     pub config: Config,
@@ -288,7 +287,7 @@ impl Supervisor {
             shutdown_waiters: vec![],
             rng: seed | 1,
             queue: VecDeque::new(),
-            slots_made: 0,
+            runs: 0,
         };
         let names: Vec<String> = sup.config.processes.keys().cloned().collect();
         for name in names {
@@ -354,16 +353,9 @@ impl Supervisor {
         self.service.critical.take()
     }
 
-    /// A new slot for `id`. Its runs are numbered in a block of their own, so a delayed
-    /// event of an earlier instance of the same name (scaled away, then back) never matches
-    /// one of this one's runs, and no two runs share a cgroup path.
-    fn new_slot(&mut self, id: &InstanceId) -> Slot {
+    fn new_slot(&self, id: &InstanceId) -> Slot {
         let spec = &self.config.processes[&id.name];
-        let mut slot =
-            Slot::new(Sink::new(id.clone(), &self.state_dir.join("logs"), spec.log_max_size, spec.log_files));
-        self.slots_made += 1;
-        slot.inst = Instance::numbered_from(self.slots_made << RUNS_PER_SLOT_BITS);
-        slot
+        Slot::new(Sink::new(id.clone(), &self.state_dir.join("logs"), spec.log_max_size, spec.log_files))
     }
 
     fn desired(&self, name: &str) -> u32 {
