@@ -506,6 +506,8 @@ fn a_dependent_waits_until_its_dependencies_are_running_and_completed() {
     });
     std::fs::write(agent.path("migrate-go"), "").unwrap();
     agent.wait_state("app", 0, "running");
+    // Running from its spawn on (start_secs 0): its line follows.
+    wait_until(WAIT, "app has written its line", || lines(&log).len() == 2);
     assert_eq!(lines(&log), ["migrate", "app"]);
     let migrate = agent.row("migrate", 0);
     assert_eq!((&migrate["state"], &migrate["last_exit"]["code"]), (&"exited".into(), &0.into()), "{migrate}");
