@@ -9,12 +9,13 @@
 use procctl_proto::{ErrorKind, Exit, InstanceId, Outcome, OutcomeKind, Response, Signal, State, Target, WireError};
 use tokio::sync::mpsc;
 
-use super::{Reply, failed, started, stopped};
+use super::{Reply, failed, started};
 use crate::supervisor::Handle;
 
 pub async fn run(sup: &Handle, target: Target) -> Result<Reply, WireError> {
-    let ids = sup.resolve(target.clone()).await?;
+    // The target is resolved once: its rows name the instances and their states.
     let rows = sup.states(target).await?;
+    let ids: Vec<InstanceId> = rows.iter().map(|row| row.id.clone()).collect();
     let state = |id: &InstanceId| rows.iter().find(|row| &row.id == id).map(|row| row.state);
     let (running, others): (Vec<_>, Vec<_>) = ids.into_iter().partition(|id| state(id) == Some(State::Running));
     let others: Vec<(InstanceId, bool)> = others
@@ -86,27 +87,19 @@ async fn start_one(sup: &Handle, id: &InstanceId) -> Result<Outcome, WireError> 
 }
 
 async fn restart_one(sup: &Handle, id: &InstanceId) -> Result<Outcome, WireError> {
-    let target = Target::Instance(id.clone());
-    let mut old = None;
-    for pending in sup.stop(target.clone()).await? {
-        old = pending.pid_before;
-        if let OutcomeKind::Failed(error) = stopped(pending).await.kind {
-            return Ok(Outcome { id: id.clone(), kind: OutcomeKind::Failed(error) });
-        }
-    }
-    // The old run's end: a SIGKILL there means stop_signal and stop_timeout were not enough.
-    let killed = old.is_some()
-        && sup
-            .states(target.clone())
-            .await?
-            .first()
-            .is_some_and(|row| row.last_exit == Some(Exit::Signal(Signal::KILL)));
-    let mut outcome = failed(id, ErrorKind::NotFound, format!("{id} left the table during the restart"));
-    for pending in sup.start(target).await? {
-        outcome = started(pending).await;
-        if let OutcomeKind::Started { pid } | OutcomeKind::AlreadyRunning { pid: Some(pid) } = outcome.kind {
-            outcome.kind = OutcomeKind::Restarted { old, new: pid, killed };
-        }
+    let pending = sup.restart(id.clone()).await?;
+    let old = pending.pid_before;
+    let mut outcome = started(pending).await;
+    if let OutcomeKind::Started { pid } | OutcomeKind::AlreadyRunning { pid: Some(pid) } = outcome.kind {
+        // The old run's end, still the last exit while the new run lives: a SIGKILL there
+        // means stop_signal and stop_timeout were not enough.
+        let killed = old.is_some()
+            && sup
+                .states(Target::Instance(id.clone()))
+                .await?
+                .first()
+                .is_some_and(|row| row.last_exit == Some(Exit::Signal(Signal::KILL)));
+        outcome.kind = OutcomeKind::Restarted { old, new: pid, killed };
     }
     Ok(outcome)
 }

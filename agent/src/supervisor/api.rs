@@ -22,10 +22,6 @@ pub enum Command {
         usage: bool,
         reply: Reply<Vec<InstanceInfo>>,
     },
-    Resolve {
-        target: Target,
-        reply: Reply<Vec<InstanceId>>,
-    },
     Start {
         target: Target,
         reply: Reply<Vec<Pending>>,
@@ -33,6 +29,12 @@ pub enum Command {
     Stop {
         target: Target,
         reply: Reply<Vec<Pending>>,
+    },
+    /// Stop `id` and start it again, as one decision: nothing can come between the two.
+    /// The pending answer comes when the new run is up (or has failed to come up).
+    Restart {
+        id: InstanceId,
+        reply: Reply<Pending>,
     },
     Signal {
         target: Target,
@@ -142,16 +144,16 @@ impl Handle {
         self.call(|reply| Command::List { target, usage: false, reply }).await
     }
 
-    pub async fn resolve(&self, target: Target) -> Result<Vec<InstanceId>, WireError> {
-        self.call(|reply| Command::Resolve { target, reply }).await
-    }
-
     pub async fn start(&self, target: Target) -> Result<Vec<Pending>, WireError> {
         self.call(|reply| Command::Start { target, reply }).await
     }
 
     pub async fn stop(&self, target: Target) -> Result<Vec<Pending>, WireError> {
         self.call(|reply| Command::Stop { target, reply }).await
+    }
+
+    pub async fn restart(&self, id: InstanceId) -> Result<Pending, WireError> {
+        self.call(|reply| Command::Restart { id, reply }).await
     }
 
     pub async fn signal(&self, target: Target, signal: Signal) -> Result<Vec<Outcome>, WireError> {

@@ -35,6 +35,7 @@ impl Supervisor {
             match next {
                 Next::Input(id, input) => self.step(&id, input),
                 Next::CheckWaiting(id) => self.check_waiting(&id),
+                Next::Start(id) => self.start_after_stop(&id),
             }
         }
     }
@@ -407,6 +408,37 @@ impl Supervisor {
             _ => self.start_with_dependencies(&id),
         }
         Pending { id, pid_before, settle: Settle::Wait(settled) }
+    }
+
+    /// Stops `id` and starts it again. The stop is fed at once and the start right after it
+    /// in the same drain, so no other request comes between; whoever asked hears when the
+    /// new run is up (or could not come up).
+    pub(super) fn restart(&mut self, id: InstanceId) -> Result<Pending, WireError> {
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return Err(WireError::new(ErrorKind::NotFound, format!("no instance `{id}`")));
+        };
+        if slot.inst.removing {
+            return Err(WireError::new(
+                ErrorKind::Refused,
+                format!("{id} is being removed (scaled down or reloaded away)"),
+            ));
+        }
+        let pid_before = slot.pid();
+        let (waiter, settled) = oneshot::channel();
+        slot.up_waiters.push(waiter);
+        self.feed(&id, Input::Stop);
+        self.queue.push_back(Next::Start(id.clone()));
+        Ok(Pending { id, pid_before, settle: Settle::Wait(settled) })
+    }
+
+    /// The start half of a restart: once stopping, it starts when the stop is over; at rest,
+    /// it starts as any start does (its dependencies first).
+    fn start_after_stop(&mut self, id: &InstanceId) {
+        match self.slots.get(id).map(|slot| slot.inst.state) {
+            Some(State::Stopping) => self.feed(id, Input::Start),
+            Some(State::Stopped | State::Exited | State::Fatal) => self.start_with_dependencies(id),
+            _ => {}
+        }
     }
 
     /// Stops `ids`, dependents before what they depend on.

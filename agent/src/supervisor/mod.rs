@@ -122,6 +122,8 @@ enum Spawning {
 /// runs inside another and nothing a step removes is pulled from under its caller.
 enum Next {
     Input(InstanceId, Input),
+    /// The start half of a restart, after its stop was fed.
+    Start(InstanceId),
     /// Are the dependencies of this `waiting` instance met, or has one failed?
     CheckWaiting(InstanceId),
 }
@@ -417,15 +419,16 @@ impl Supervisor {
                 });
                 let _ = reply.send(result);
             }
-            Command::Resolve { target, reply } => {
-                let _ = reply.send(self.resolve(&target));
-            }
             Command::Start { target, reply } => {
                 let result = self.refuse_when_shutting_down().and_then(|()| self.startable(&target));
                 let _ = reply.send(result.map(|ids| ids.into_iter().map(|id| self.start(id)).collect()));
             }
             Command::Stop { target, reply } => {
                 let result = self.resolve(&target).map(|ids| self.stop(ids));
+                let _ = reply.send(result);
+            }
+            Command::Restart { id, reply } => {
+                let result = self.refuse_when_shutting_down().and_then(|()| self.restart(id));
                 let _ = reply.send(result);
             }
             Command::Signal { target, signal, reply } => {

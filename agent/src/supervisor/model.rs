@@ -130,6 +130,7 @@ enum Op {
     Start(Target),
     Stop(Target),
     Scale(&'static str, u32),
+    Restart(&'static str, u32),
     Signal(Target, Signal),
     /// The spawner answers the k-th spawn it was asked for: started, failed, or started a
     /// child that could not exec (it exits 127 at once).
@@ -161,6 +162,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => target().prop_map(Op::Start),
         2 => target().prop_map(Op::Stop),
         2 => (prop::sample::select(vec!["a", "b", "c"]), 0u32..4).prop_map(|(n, c)| Op::Scale(n, c)),
+        2 => (prop::sample::select(vec!["a", "b", "c"]), 0u32..3).prop_map(|(n, i)| Op::Restart(n, i)),
         1 => (target(), prop::sample::select(vec![Signal::TERM, Signal::KILL, Signal::HUP])).prop_map(|(t, s)| Op::Signal(t, s)),
         6 => any::<usize>().prop_map(Op::SpawnOk),
         1 => any::<usize>().prop_map(Op::SpawnFailed),
@@ -271,6 +273,12 @@ impl Model {
                 if let Some(plan) = self.command(|reply| Command::Scale { name: name.into(), count, reply }) {
                     self.keep("scale up", plan.starting);
                     self.keep("scale down", plan.stopping);
+                }
+            }
+            Op::Restart(name, index) => {
+                let id = InstanceId::new(name, index);
+                if let Some(pending) = self.command(|reply| Command::Restart { id, reply }) {
+                    self.keep("restart", vec![pending]);
                 }
             }
             Op::Signal(target, signal) => {
