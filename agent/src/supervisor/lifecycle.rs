@@ -35,7 +35,7 @@ impl Supervisor {
             match next {
                 Next::Input(id, input) => self.step(&id, input),
                 Next::CheckWaiting(id) => self.check_waiting(&id),
-                Next::Start(id) => self.start_after_stop(&id),
+                Next::Start(id, waiter) => self.start_after_stop(&id, waiter),
             }
         }
     }
@@ -425,18 +425,22 @@ impl Supervisor {
         }
         let pid_before = slot.pid();
         let (waiter, settled) = oneshot::channel();
-        slot.up_waiters.push(waiter);
         self.feed(&id, Input::Stop);
-        self.queue.push_back(Next::Start(id.clone()));
+        self.queue.push_back(Next::Start(id.clone(), waiter));
         Ok(Pending { id, pid_before, settle: Settle::Wait(settled) })
     }
 
-    /// The start half of a restart: once stopping, it starts when the stop is over; at rest,
-    /// it starts as any start does (its dependencies first).
-    fn start_after_stop(&mut self, id: &InstanceId) {
-        match self.slots.get(id).map(|slot| slot.inst.state) {
-            Some(State::Stopping) => self.feed(id, Input::Start),
-            Some(State::Stopped | State::Exited | State::Fatal) => self.start_with_dependencies(id),
+    /// The start half of a restart, once its stop has been taken (so the waiter hears of the
+    /// new run, not of the old one coming to rest): once stopping, it starts when the stop is
+    /// over; at rest, it starts as any start does (its dependencies first).
+    fn start_after_stop(&mut self, id: &InstanceId, waiter: oneshot::Sender<Settled>) {
+        let Some(slot) = self.slots.get_mut(id) else {
+            return; // the waiter hears the instance is gone
+        };
+        slot.up_waiters.push(waiter);
+        match slot.inst.state {
+            State::Stopping => self.feed(id, Input::Start),
+            State::Stopped | State::Exited | State::Fatal => self.start_with_dependencies(id),
             _ => {}
         }
     }

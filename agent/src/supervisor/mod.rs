@@ -122,8 +122,8 @@ enum Spawning {
 /// runs inside another and nothing a step removes is pulled from under its caller.
 enum Next {
     Input(InstanceId, Input),
-    /// The start half of a restart, after its stop was fed.
-    Start(InstanceId),
+    /// The start half of a restart, after its stop was fed, and who waits for it.
+    Start(InstanceId, oneshot::Sender<Settled>),
     /// Are the dependencies of this `waiting` instance met, or has one failed?
     CheckWaiting(InstanceId),
 }
