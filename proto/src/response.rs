@@ -39,6 +39,11 @@ pub enum Response {
     Reloaded(ReloadReport),
     /// Every instance of a `wait` target reached the state asked for.
     Waited,
+    /// A piece of the OpenMetrics text, cut at a line end to fit a frame; `more` until the last.
+    Metrics {
+        text: String,
+        more: bool,
+    },
     Error(WireError),
 }
 

@@ -21,6 +21,8 @@ pub use probe::{Dependency, Health, Probe, Ready};
 pub struct Config {
     pub path: PathBuf,
     pub processes: BTreeMap<String, ProcessSpec>,
+    /// Where to serve the metrics (`--metrics` wins); read at start only.
+    pub metrics: Option<crate::metrics::Address>,
 }
 
 /// One `[process.NAME]` table, defaults applied and paths resolved.
@@ -110,6 +112,8 @@ impl fmt::Display for ConfigError {
 struct RawFile {
     #[serde(default)]
     process: BTreeMap<String, RawProcess>,
+    #[serde(default, deserialize_with = "metrics")]
+    metrics: Option<crate::metrics::Address>,
 }
 
 /// One `[process.NAME]` table as written; every key has its own reader in `value`.
@@ -226,6 +230,10 @@ fn restart<'de, D: Deserializer<'de>>(d: D) -> Result<Restart, D::Error> {
         "on-failure" => Restart::OnFailure,
         _ => Restart::Never,
     })
+}
+
+fn metrics<'de, D: Deserializer<'de>>(d: D) -> Result<Option<crate::metrics::Address>, D::Error> {
+    value::text(d)?.parse().map(Some).map_err(serde::de::Error::custom)
 }
 
 fn pipe<'de, D: Deserializer<'de>>(d: D) -> Result<Pipe, D::Error> {
@@ -371,7 +379,7 @@ impl Config {
             processes.insert(name, spec);
         }
         check_dependencies(&processes, &keys).map_err(|(line, key, problem)| error(line, Some(key), problem))?;
-        Ok(Config { path: path.to_path_buf(), processes })
+        Ok(Config { path: path.to_path_buf(), processes, metrics: raw.metrics })
     }
 }
 

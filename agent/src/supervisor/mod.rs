@@ -14,6 +14,7 @@
 mod api;
 mod deps;
 mod lifecycle;
+mod metrics;
 mod persist;
 mod readiness;
 mod reload;
@@ -107,6 +108,8 @@ struct Slot {
     status: Option<String>,
     /// The health check's last verdict for the current run.
     health: Option<Health>,
+    /// Failed health checks over all runs, for the metrics.
+    health_failures: u64,
     /// The probe of the current run, when it has one going.
     checks: Option<readiness::Checks>,
     watchdog: Option<Key>,
@@ -134,6 +137,7 @@ impl Slot {
             timers: Armed::default(),
             status: None,
             health: None,
+            health_failures: 0,
             checks: None,
             watchdog: None,
             cgroup: None,
@@ -432,6 +436,9 @@ impl Supervisor {
             }
             Command::Reload { reply } => {
                 let _ = reply.send(self.reload());
+            }
+            Command::Metrics { reply } => {
+                let _ = reply.send(Ok(self.metrics()));
             }
             Command::Sinks { target, reply } => {
                 let sinks = self.resolve(&target).map(|ids| ids.iter().map(|id| self.slots[id].sink.clone()).collect());

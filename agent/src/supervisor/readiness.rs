@@ -278,6 +278,7 @@ impl Supervisor {
             (Purpose::Health, Err(reason)) => {
                 checks.failures += 1;
                 slot.health = Some(Health::Failing);
+                slot.health_failures += 1;
                 let Some(health) = &spec.health else {
                     return;
                 };
