@@ -15,6 +15,7 @@ mod hostile;
 mod logs;
 mod manuals;
 mod messaging;
+mod metrics;
 mod persistence;
 mod production;
 mod protocol;

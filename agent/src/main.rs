@@ -150,11 +150,12 @@ fn run(args: Args) -> anyhow::Result<()> {
 
     let socket = std::path::absolute(procctl_proto::socket::socket_path(args.socket))
         .context("cannot resolve the socket path")?;
-    let listener = server::bind(&socket)?;
+    // Before the control socket, so a taken port leaves nothing behind.
     let metrics = match args.metrics.as_ref().or(config.metrics.as_ref()) {
         Some(address) => Some(metrics::address::bind(address).map(|bound| (bound, address.clone()))?),
         None => None,
     };
+    let listener = server::bind(&socket)?;
 
     // Orphaned descendants of our instances are re-parented to us instead of init, so the
     // reaper sees them and nothing of ours becomes a zombie elsewhere.

@@ -549,11 +549,23 @@ log_files = 0
             ),
             ("[process.a]\ninstances = 2\n", "1: process.a: missing key `command`"),
             ("[process.a]\ncommand = [\"x\"\n", "2: "),
+            (
+                "metrics = \"9101\"\n",
+                "1: metrics: expected an IP address and a port (127.0.0.1:9101, [::1]:9101) or unix:///path, found \"9101\"",
+            ),
+            ("metrics = 9101\n", "1: metrics: expected a string, found the number 9101"),
         ];
         for (text, want) in others {
             let error = error_of(text).to_string();
             assert!(error.starts_with(&format!("/etc/app/procctl.toml:{want}")), "{text}: {error}");
         }
+    }
+
+    #[test]
+    fn the_metrics_address_is_read_at_the_top_level() {
+        let config = parse("metrics = \"unix:///run/procctl/metrics.sock\"\n[process.a]\ncommand = \"x\"\n").unwrap();
+        assert_eq!(config.metrics, Some(crate::metrics::Address::Unix("/run/procctl/metrics.sock".into())));
+        assert_eq!(parse("[process.a]\ncommand = \"x\"\n").unwrap().metrics, None);
     }
 
     #[test]
