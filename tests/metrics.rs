@@ -21,7 +21,6 @@ const CRASH_PORT: u16 = 29104;
 const MEMORY_PORT: u16 = 29105;
 const SCRAPERS_PORT: u16 = 29106;
 const PROMETHEUS_TARGET_PORT: u16 = 29107;
-const PROMETHEUS_PORT: u16 = 29190;
 
 /// One HTTP/1.1 request over `stream`; the status and the body.
 fn exchange(mut stream: impl Read + Write, method: &str, path: &str) -> (u16, String) {
@@ -51,7 +50,7 @@ fn samples(text: &str) -> BTreeMap<String, f64> {
     text.lines()
         .filter(|line| !line.starts_with('#'))
         .filter_map(|line| line.rsplit_once(' '))
-        .map(|(series, value)| (series.to_string(), value.parse().expect("a number")))
+        .filter_map(|(series, value)| Some((series.to_string(), value.parse().ok()?)))
         .collect()
 }
 
@@ -354,6 +353,52 @@ fn the_alerting_rules_and_the_scrape_config_pass_promtool() {
     }
 }
 
+/// A free loopback port of the kernel's choosing, for a server a test starts.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn procctl_metrics_feeds_node_exporters_textfile_collector() {
+    let mut agent = Agent::start(&sleepers(2));
+    agent.wait_running("worker", 2);
+    // The README's recipe: write beside, then rename, so the collector never reads half a file.
+    let dir = agent.path("textfile");
+    std::fs::create_dir(&dir).unwrap();
+    let out = agent.ctl(&["metrics"]);
+    out.ok();
+    std::fs::write(dir.join("procctl.prom.tmp"), &out.stdout).unwrap();
+    std::fs::rename(dir.join("procctl.prom.tmp"), dir.join("procctl.prom")).unwrap();
+
+    let port = free_port();
+    let exporter = Command::new("prometheus-node-exporter")
+        .args(["--collector.disable-defaults", "--collector.textfile"])
+        .arg(format!("--collector.textfile.directory={}", dir.display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("node_exporter is installed (Debian's package `prometheus-node-exporter`)");
+    let _exporter = Killed(exporter);
+    let mut text = String::new();
+    wait_until(WAIT, "node_exporter serves", || {
+        let Ok(stream) = TcpStream::connect(("127.0.0.1", port)) else {
+            return false;
+        };
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let (status, body) = exchange(stream, "GET", "/metrics");
+        text = body;
+        status == 200
+    });
+    assert_eq!(value(&text, "node_textfile_scrape_error"), Some(0.0), "{text}");
+    for index in 0..2 {
+        let series = format!("procctl_instance_up{{index=\"{index}\",name=\"worker\"}}");
+        assert_eq!(value(&text, &series), Some(1.0), "{series} in:\n{text}");
+    }
+    assert!(text.contains("\nprocctl_instance_restarts_total{"), "{text}");
+}
+
 /// Prometheus's answer to an instant query, as JSON.
 fn query(port: u16, expression: &str) -> serde_json::Value {
     // Until it listens, it does not answer.
@@ -388,10 +433,12 @@ fn a_real_prometheus_scrapes_the_agent() {
     )
     .unwrap();
     let storage = agent.path("prometheus-data");
+    // A port of its own, never the packaged service's 9090.
+    let port = free_port();
     let server = Command::new("prometheus")
         .arg(format!("--config.file={}", config.display()))
         .arg(format!("--storage.tsdb.path={}", storage.display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{PROMETHEUS_PORT}"))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(agent.path("prometheus.log")).unwrap())
@@ -401,7 +448,7 @@ fn a_real_prometheus_scrapes_the_agent() {
 
     let mut series = vec![];
     let answered = crate::support::poll_until(Duration::from_secs(60), Duration::from_millis(200), || {
-        let answer = query(PROMETHEUS_PORT, "procctl_instance_up");
+        let answer = query(port, "procctl_instance_up");
         let Some(result) = answer["data"]["result"].as_array() else {
             return false;
         };
@@ -427,6 +474,6 @@ fn a_real_prometheus_scrapes_the_agent() {
         .collect();
     assert_eq!(series, want);
     // The target is healthy: its last scrape was parsed without error.
-    let up = query(PROMETHEUS_PORT, "up");
+    let up = query(port, "up");
     assert_eq!(up["data"]["result"][0]["value"][1], "1", "{up}");
 }

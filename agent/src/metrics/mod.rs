@@ -288,9 +288,13 @@ impl Collector for Scrape {
             }
         }
 
+        // A gauge of 1 rather than OpenMetrics' info type, which the older text format (that
+        // node_exporter's textfile collector reads) does not know.
+        let help = "The agent's version, in its label; always 1.";
         encoder
-            .encode_descriptor("procctl_agent", "The agent's version.", None, MetricType::Info)?
-            .encode_info(&[("version", env!("CARGO_PKG_VERSION"))])?;
+            .encode_descriptor("procctl_agent_info", help, None, MetricType::Gauge)?
+            .encode_family(&[("version", env!("CARGO_PKG_VERSION"))])?
+            .encode_gauge(&1)?;
         encoder
             .encode_descriptor(
                 "procctl_agent_start_time",
@@ -379,7 +383,7 @@ mod tests {
             r#"procctl_reply_duration_seconds_bucket{le="0.0005"} 1"#,
             r#"procctl_reply_duration_seconds_bucket{le="0.00025"} 0"#,
             "# TYPE procctl_process_autoscale_wanted gauge",
-            "# TYPE procctl_agent info",
+            "# TYPE procctl_agent_info gauge",
             "# UNIT procctl_instance_memory_bytes bytes",
         ];
         for line in want {
