@@ -9,6 +9,8 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::support::{Agent, WAIT, kill, sh, sleepers, wait_until};
@@ -23,13 +25,17 @@ const SCRAPERS_PORT: u16 = 29106;
 const PROMETHEUS_TARGET_PORT: u16 = 29107;
 
 /// One HTTP/1.1 request over `stream`; the status and the body.
-fn exchange(mut stream: impl Read + Write, method: &str, path: &str) -> (u16, String) {
-    write!(stream, "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+fn exchange(stream: impl Read + Write, method: &str, path: &str) -> (u16, String) {
+    try_exchange(stream, method, path).unwrap()
+}
+
+fn try_exchange(mut stream: impl Read + Write, method: &str, path: &str) -> std::io::Result<(u16, String)> {
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
     let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
+    stream.read_to_string(&mut answer)?;
     let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
     let status = head.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
-    (status, body.to_string())
+    Ok((status, body.to_string()))
 }
 
 fn get(port: u16, path: &str) -> (u16, String) {
@@ -299,17 +305,57 @@ fn a_bad_address_or_a_taken_port_stops_the_agent_with_a_message() {
     assert!(out.stderr.contains(&flag), "{}", out.stderr);
 }
 
+/// Threads that scrape without a pause until the returned flag is set; each counts the
+/// scrapes that were answered 200.
+fn flood(threads: usize) -> (Arc<AtomicBool>, Vec<std::thread::JoinHandle<u32>>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let handles = (0..threads)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut served = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(stream) = TcpStream::connect(("127.0.0.1", SCRAPERS_PORT)) {
+                        let _ = stream.set_read_timeout(Some(WAIT));
+                        // With every slot taken, the agent closes at once.
+                        if let Ok((200, _)) = try_exchange(stream, "GET", "/metrics") {
+                            served += 1;
+                        }
+                    }
+                }
+                served
+            })
+        })
+        .collect();
+    (stop, handles)
+}
+
+fn stop_flood((stop, handles): (Arc<AtomicBool>, Vec<std::thread::JoinHandle<u32>>)) -> u32 {
+    stop.store(true, Ordering::Relaxed);
+    handles.into_iter().map(|handle| handle.join().unwrap()).sum()
+}
+
 #[test]
-fn silent_scrapers_hold_a_slot_for_a_bounded_time_and_never_block_procctl() {
-    let mut agent = Agent::new(&sleepers(2));
+fn floods_and_silent_scrapers_never_keep_procctl_from_being_served() {
+    let mut agent = Agent::new(&sleepers(50));
     agent.launch_with(&["--metrics", &metrics_flag(SCRAPERS_PORT)]);
-    agent.wait_running("worker", 2);
-    // More silent connections than there are scrape slots.
+    agent.wait_running("worker", 50);
+
+    // Scrapers that never pause.
+    let scrapers = flood(8);
+    agent.ctl(&["list"]).ok();
+    agent.ctl(&["restart", "worker:0"]).ok();
+    agent.ctl(&["scale", "worker", "40"]).ok();
+    assert!(stop_flood(scrapers) > 0, "the flood was served too");
+
+    // More silent connections than there are scrape slots, and a flood that finds no slot.
     let silent: Vec<TcpStream> = (0..80).map(|_| TcpStream::connect(("127.0.0.1", SCRAPERS_PORT)).unwrap()).collect();
+    let scrapers = flood(4);
     agent.ctl(&["list"]).ok();
     agent.ctl(&["restart", "worker:0"]).ok();
     agent.ctl(&["metrics"]).ok();
-    // The agent hangs up on each of them once the time for a request head is over.
+    stop_flood(scrapers);
+    // The agent hangs up on each silent one once the time for a request head is over.
     for mut stream in silent {
         stream.set_read_timeout(Some(WAIT)).unwrap();
         match stream.read(&mut [0u8; 1]) {
