@@ -8,7 +8,7 @@
 pub mod address;
 pub mod http;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -132,7 +132,8 @@ impl Tally {
     pub fn render(&self, snapshot: Snapshot) -> String {
         let messages = {
             let mut counts = self.messages.lock().unwrap_or_else(|p| p.into_inner());
-            counts.retain(|id, _| snapshot.instances.iter().any(|sample| &sample.id == id));
+            let present: HashSet<&InstanceId> = snapshot.instances.iter().map(|sample| &sample.id).collect();
+            counts.retain(|id, _| present.contains(id));
             snapshot.instances.iter().map(|sample| counts.get(&sample.id).copied().unwrap_or(0)).collect()
         };
         let scrape = Scrape {
