@@ -39,12 +39,13 @@ pub enum Response {
     Reloaded(ReloadReport),
     /// Every instance of a `wait` target reached the state asked for.
     Waited,
+    Error(WireError),
     /// A piece of the OpenMetrics text, cut at a line end to fit a frame; `more` until the last.
+    /// Last, so the variants before it keep their numbers on the wire.
     Metrics {
         text: String,
         more: bool,
     },
-    Error(WireError),
 }
 
 /// What a reload changed, by process name.
