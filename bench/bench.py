@@ -749,6 +749,64 @@ def s_hangup(runs, clients=2000, batch=200):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def http_get(port, path="/metrics"):
+    """One GET over a fresh connection, as a scraper without keep-alive does; the body."""
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as conn:
+        conn.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())
+        chunks = []
+        while True:
+            chunk = conn.recv(1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    answer = b"".join(chunks)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200"):
+        raise RuntimeError(f"scrape answered {head[:40]!r}")
+    return body
+
+
+def s_metrics(runs, n=1000, idle_seconds=10):
+    """One scrape of GET /metrics with `n` instances (wall time in the bench, agent CPU over
+    all runs), beside `procctl list --json` of the same fleet; then the agent's idle CPU with
+    the endpoint open and nobody scraping."""
+    srv, port = listen_loopback()
+    srv.close()
+    tmp = tempfile.mkdtemp(prefix="procctl-bench")
+    sup = Procctl(tmp, [{"name": "w", "argv": SLEEP, "n": n}], agent_args=["--metrics", f"127.0.0.1:{port}"]).start()
+    try:
+        ready(sup, "sleep", n, timeout=300)
+        wait_until(lambda: b'state="running"} 1' in http_get(port) and
+                   http_get(port).count(b'state="running"} 1') == n, 120, step=0.5)
+        size = len(http_get(port))
+        scrape_ms = []
+        c0 = cpu_ticks(sup.pid)
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            http_get(port)
+            scrape_ms.append((time.perf_counter() - t0) * 1000)
+        scrape_cpu_ms = (cpu_ticks(sup.pid) - c0) / TICKS * 1000 / runs
+        list_ms = []
+        c0 = cpu_ticks(sup.pid)
+        for _ in range(runs):
+            t, rc = sup.ctl("list", "--json")
+            if rc != 0:
+                raise RuntimeError(f"list exited {rc}")
+            list_ms.append(t * 1000)
+        list_cpu_ms = (cpu_ticks(sup.pid) - c0) / TICKS * 1000 / runs
+        time.sleep(1)
+        c0 = cpu_ticks(sup.pid)
+        time.sleep(idle_seconds)
+        idle_ticks = cpu_ticks(sup.pid) - c0
+        extra = {"instances": n, "bytes": size, "agent_cpu_ms_per_scrape": scrape_cpu_ms,
+                 "list_json_ms": summary(list_ms), "agent_cpu_ms_per_list_json": list_cpu_ms,
+                 "idle_seconds": idle_seconds, "idle_ticks_endpoint_open": idle_ticks}
+        return scrape_ms, extra
+    finally:
+        sup.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def summary(values):
     if not values:
         return None
@@ -800,6 +858,7 @@ def main():
         ("health_cpu", "agent CPU, 100 instances with a 1 s tcp health check", None, False),
         ("hangup", f"list after {400 if q else 2000:,} send --reply clients hung up (ms)",
          lambda m: s_hangup(runs, 400 if q else 2000), False),
+        ("metrics", "GET /metrics, 1,000 instances, in the bench (ms)", lambda m: s_metrics(runs, 1000, 5 if q else 10), False),
     ]
     keys = {k for k, _, _, _ in scenarios}
     if args.only and set(args.only.split(",")) - keys:
@@ -857,6 +916,13 @@ def main():
             rows.append(("  list before the clients (ms)", f"{fmt(idle['median'])} ({fmt(idle['min'])}-{fmt(idle['max'])})", "", ""))
             rows.append(("  agent socket fds: idle / last batch / after", f"{fds['idle']} / {fds['last_batch_connected']} / {fds['after_list_runs']}", "", ""))
             rows.append(("  messages received / sent", f"{extra['delivered']} / {extra['clients']}", "", ""))
+        if key == "metrics":
+            lj = extra["list_json_ms"]
+            rows.append(("  agent CPU per scrape / per list --json (ms)",
+                         f"{extra['agent_cpu_ms_per_scrape']:.1f} / {extra['agent_cpu_ms_per_list_json']:.1f}", "", ""))
+            rows.append(("  procctl list --json, same fleet, whole process (ms)", f"{fmt(lj['median'])} ({fmt(lj['min'])}-{fmt(lj['max'])})", "", ""))
+            rows.append(("  scrape size (KiB)", f"{extra['bytes'] / 1024:.0f}", "", ""))
+            rows.append((f"  idle CPU over {extra['idle_seconds']} s, endpoint open (ticks)", str(extra["idle_ticks_endpoint_open"]), "", ""))
         if key == "wait_latency":
             total = extra["ready_to_wait_exit_ms"]
             rows.append(("  READY=1 sendto to `procctl wait` exit (ms)", f"{fmt(total['median'])} ({fmt(total['min'])}-{fmt(total['max'])})", "", ""))

@@ -34,6 +34,9 @@ _procctl() {
             procctl,logs)
                 cmd="procctl__subcmd__logs"
                 ;;
+            procctl,metrics)
+                cmd="procctl__subcmd__metrics"
+                ;;
             procctl,pid)
                 cmd="procctl__subcmd__pid"
                 ;;
@@ -82,6 +85,9 @@ _procctl() {
             procctl__subcmd__help,logs)
                 cmd="procctl__subcmd__help__subcmd__logs"
                 ;;
+            procctl__subcmd__help,metrics)
+                cmd="procctl__subcmd__help__subcmd__metrics"
+                ;;
             procctl__subcmd__help,pid)
                 cmd="procctl__subcmd__help__subcmd__pid"
                 ;;
@@ -119,7 +125,7 @@ _procctl() {
 
     case "${cmd}" in
         procctl)
-            opts="-h -V --socket --help --version list pid start stop restart signal scale send logs events reload wait shutdown import completions help"
+            opts="-h -V --socket --help --version list pid start stop restart signal scale send logs events reload wait metrics shutdown import completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -173,7 +179,7 @@ _procctl() {
             return 0
             ;;
         procctl__subcmd__help)
-            opts="list pid start stop restart signal scale send logs events reload wait shutdown import completions help"
+            opts="list pid start stop restart signal scale send logs events reload wait metrics shutdown import completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -257,6 +263,20 @@ _procctl() {
             return 0
             ;;
         procctl__subcmd__help__subcmd__logs)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        procctl__subcmd__help__subcmd__metrics)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -465,6 +485,24 @@ _procctl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        procctl__subcmd__metrics)
+            opts="-h --socket --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 --socket)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

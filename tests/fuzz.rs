@@ -444,7 +444,7 @@ fn edge_field(rng: &mut Rng, request: &mut Request) -> Option<String> {
                 format!("timeout_ms {timeout_ms}")
             }
         }
-        Request::Shutdown | Request::Events | Request::Reload => return None,
+        Request::Shutdown | Request::Events | Request::Reload | Request::Metrics => return None,
     };
     Some(what)
 }
@@ -776,8 +776,8 @@ fn judge(
                 let mut answer = want(n, &format!("the answer to {}", request.verb()), &|response| {
                     answers(request, response, known)
                 })?;
-                // A restart streams each step before its outcomes.
-                while let Some(Response::Step(_)) = answer {
+                // A restart streams each step before its outcomes; metrics come in pieces.
+                while let Some(Response::Step(_) | Response::Metrics { more: true, .. }) = answer {
                     answer = want(n, &format!("the answer to {}", request.verb()), &|response| {
                         answers(request, response, known)
                     })?;
@@ -885,6 +885,7 @@ fn answers(request: &Request, response: &Response, instances: &Instances) -> Res
             failures.iter().try_for_each(|failure| target_of(&Target::Name(name.clone()), &failure.id))
         }
         (Request::Reload, Response::Reloaded(_)) | (Request::Wait { .. }, Response::Waited) => Ok(()),
+        (Request::Metrics, Response::Metrics { .. }) => Ok(()),
         (Request::Logs { target, .. }, Response::Logs { lines, .. }) => {
             lines.iter().try_for_each(|line| target_of(target, &line.id))
         }

@@ -20,6 +20,7 @@ mod logs;
 mod manuals;
 mod messages;
 mod messaging;
+mod metrics;
 mod persistence;
 mod production;
 mod protocol;

@@ -38,7 +38,8 @@ fn changing(request: &Request) -> Option<String> {
         | Request::Send(_)
         | Request::Logs { .. }
         | Request::Events
-        | Request::Wait { .. } => return None,
+        | Request::Wait { .. }
+        | Request::Metrics => return None,
     })
 }
 

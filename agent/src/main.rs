@@ -26,6 +26,7 @@ mod instance;
 mod listening;
 mod log;
 mod logs;
+mod metrics;
 mod notify;
 mod pipe;
 mod probe;
@@ -76,6 +77,10 @@ struct Args {
     /// Clients served at once; past it a client is refused with a message
     #[arg(long, value_name = "N", default_value_t = server::MAX_CONNECTIONS)]
     max_connections: usize,
+    /// Serve GET /metrics (OpenMetrics) on ADDRESS: 127.0.0.1:9101, [::1]:9101 or
+    /// unix:///path [default: `metrics` of the config; none]
+    #[arg(long, value_name = "ADDRESS")]
+    metrics: Option<metrics::Address>,
     /// Track instances with process groups even where cgroups could be used (when something
     /// else owns this cgroup)
     #[arg(long)]
@@ -147,6 +152,11 @@ fn run(args: Args) -> anyhow::Result<()> {
 
     let socket = std::path::absolute(procctl_proto::socket::socket_path(args.socket))
         .context("cannot resolve the socket path")?;
+    // Before the control socket, so a taken port leaves nothing behind.
+    let metrics = match args.metrics.as_ref().or(config.metrics.as_ref()) {
+        Some(address) => Some(metrics::address::bind(address).map(|bound| (bound, address.clone()))?),
+        None => None,
+    };
     let listener = server::bind(&socket)?;
 
     // Orphaned descendants of our instances are re-parented to us instead of init, so the
@@ -172,15 +182,24 @@ fn run(args: Args) -> anyhow::Result<()> {
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the runtime")?;
     let limits = Limits { max_connections: args.max_connections, child_fd_limit };
-    let setup = Setup { listener, config, socket: socket.clone(), state_dir, previous, limits, tracking, service };
+    let metrics_socket = match &metrics {
+        Some((metrics::address::Bound::Unix(_, path), _)) => Some(path.clone()),
+        _ => None,
+    };
+    let setup =
+        Setup { listener, metrics, config, socket: socket.clone(), state_dir, previous, limits, tracking, service };
     let result = runtime.block_on(serve(setup));
     let _ = fs::remove_file(&socket);
+    if let Some(path) = metrics_socket {
+        let _ = fs::remove_file(path);
+    }
     result
 }
 
 /// What `run` hands the runtime.
 struct Setup {
     listener: OwnedFd,
+    metrics: Option<(metrics::address::Bound, metrics::Address)>,
     config: Config,
     socket: PathBuf,
     state_dir: PathBuf,
@@ -191,7 +210,7 @@ struct Setup {
 }
 
 async fn serve(setup: Setup) -> anyhow::Result<()> {
-    let Setup { listener, config, socket, state_dir, previous, limits, tracking, service } = setup;
+    let Setup { listener, metrics, config, socket, state_dir, previous, limits, tracking, service } = setup;
     // Handlers first: no signal may take the default action once children exist.
     let sigchld = signal(SignalKind::child()).context("cannot watch SIGCHLD")?;
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
@@ -239,7 +258,12 @@ async fn serve(setup: Setup) -> anyhow::Result<()> {
     let bus = crate::events::Bus::new();
     let follow = logs::Follow::new();
     let (changes, changed) = tokio::sync::watch::channel(0);
-    let context = handlers::Context { sup: handle, bus: bus.clone(), follow: follow.clone(), changes: changed };
+    let tally = Arc::new(metrics::Tally::default());
+    if let Some((bound, address)) = metrics {
+        log!("metrics at {address}");
+        tasks.spawn(metrics::http::serve(bound, handle.clone(), tally.clone()));
+    }
+    let context = handlers::Context { sup: handle, bus: bus.clone(), follow: follow.clone(), changes: changed, tally };
     tasks.spawn({
         let events = events.clone();
         let context = context.clone();

@@ -9,8 +9,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream as StdStream;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use interprocess::local_socket::traits::StreamCommon;
@@ -120,7 +119,7 @@ pub async fn serve(listener: OwnedFd, context: Context, alive: mpsc::Sender<()>,
         }
     };
     let own_uid = nix::unistd::geteuid().as_raw();
-    let open = Arc::new(AtomicUsize::new(0));
+    let open = context.tally.connections.clone();
     let mut alive = Some(alive);
     let mut changes = context.changes.clone();
     loop {
@@ -229,6 +228,13 @@ async fn connection(stream: uds::tokio::Stream, context: Context, own_uid: u32, 
                     }
                 }
             }
+            Reply::Many(responses) => {
+                for response in responses {
+                    if write(&mut stream, &response).await.is_err() {
+                        return;
+                    }
+                }
+            }
             Reply::Events(events) => {
                 let changes = context.changes.clone();
                 return forward(&mut stream, events, changes, |event| Some(Response::Event(event))).await;
@@ -320,9 +326,12 @@ fn peer_pid(stream: &uds::tokio::Stream) -> Option<i32> {
 /// a query, a stream, or the wait for a reply (the message itself is already on its way).
 fn only_waits(request: &Request) -> bool {
     match request {
-        Request::List { .. } | Request::Pid { .. } | Request::Logs { .. } | Request::Events | Request::Wait { .. } => {
-            true
-        }
+        Request::List { .. }
+        | Request::Pid { .. }
+        | Request::Logs { .. }
+        | Request::Events
+        | Request::Wait { .. }
+        | Request::Metrics => true,
         Request::Send(send) => send.reply,
         _ => false,
     }

@@ -133,6 +133,11 @@ pub enum Command {
         #[arg(long, default_value = "30s", value_parser = parse_duration)]
         timeout: Duration,
     },
+    /// Print the metrics in the OpenMetrics text format, as `procagent --metrics` serves them
+    ///
+    /// Through the control socket, so no port has to open: for node_exporter's textfile
+    /// collector (write to a temporary file, then rename it to NAME.prom) or a quick look.
+    Metrics,
     /// Stop every instance, then the agent exits
     Shutdown,
     /// Print a procctl.toml for the programs of a supervisord config, a Procfile or a pm2 ecosystem.json

@@ -282,6 +282,11 @@ pub fn reloaded(report: &ReloadReport, out: &mut impl Write, err: &mut impl Writ
     if report.failures.is_empty() { Ok(Status::Success) } else { outcomes(&report.failures, out, err) }
 }
 
+/// A piece of the metrics text, as the agent wrote it.
+pub fn text(piece: &str, out: &mut impl Write) -> io::Result<()> {
+    out.write_all(piece.as_bytes())
+}
+
 /// One captured line, prefixed `NAME:INDEX ` when the target has several instances.
 pub fn log_line(line: &LogLine, several: bool, out: &mut impl Write) -> io::Result<()> {
     if several {

@@ -56,6 +56,8 @@ pub enum Request {
         until: WaitFor,
         timeout_ms: u64,
     },
+    /// The metrics in the OpenMetrics text format, as `--metrics` serves them.
+    Metrics,
 }
 
 /// What `procctl wait --for` waits for.
@@ -119,6 +121,7 @@ impl Request {
             Request::Events => "events",
             Request::Reload => "reload",
             Request::Wait { .. } => "wait",
+            Request::Metrics => "metrics",
         }
     }
 }

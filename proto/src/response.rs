@@ -43,6 +43,12 @@ pub enum Response {
     /// One outcome of an operation that goes instance by instance, as it happens; the
     /// operation's final response follows the last.
     Step(Outcome),
+    /// A piece of the OpenMetrics text, cut at a line end to fit a frame; `more` until the last.
+    /// Last, so the variants before it keep their numbers on the wire.
+    Metrics {
+        text: String,
+        more: bool,
+    },
 }
 
 /// What a reload changed, by process name.

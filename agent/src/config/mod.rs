@@ -22,6 +22,8 @@ pub use probe::{Dependency, Health, Probe, Ready};
 pub struct Config {
     pub path: PathBuf,
     pub processes: BTreeMap<String, ProcessSpec>,
+    /// Where to serve the metrics (`--metrics` wins); read at start only.
+    pub metrics: Option<crate::metrics::Address>,
 }
 
 /// One `[process.NAME]` table, defaults applied and paths resolved.
@@ -113,6 +115,8 @@ impl fmt::Display for ConfigError {
 struct RawFile {
     #[serde(default)]
     process: BTreeMap<String, RawProcess>,
+    #[serde(default, deserialize_with = "metrics")]
+    metrics: Option<crate::metrics::Address>,
 }
 
 /// One `[process.NAME]` table as written; every key has its own reader in `value`.
@@ -231,6 +235,10 @@ fn restart<'de, D: Deserializer<'de>>(d: D) -> Result<Restart, D::Error> {
         "on-failure" => Restart::OnFailure,
         _ => Restart::Never,
     })
+}
+
+fn metrics<'de, D: Deserializer<'de>>(d: D) -> Result<Option<crate::metrics::Address>, D::Error> {
+    value::text(d)?.parse().map(Some).map_err(serde::de::Error::custom)
 }
 
 fn pipe<'de, D: Deserializer<'de>>(d: D) -> Result<Pipe, D::Error> {
@@ -391,7 +399,7 @@ impl Config {
             processes.insert(name, spec);
         }
         check_dependencies(&processes, &keys).map_err(|(line, key, problem)| error(line, Some(key), problem))?;
-        Ok(Config { path: path.to_path_buf(), processes })
+        Ok(Config { path: path.to_path_buf(), processes, metrics: raw.metrics })
     }
 }
 
@@ -567,11 +575,23 @@ log_files = 0
             ),
             ("[process.a]\ninstances = 2\n", "1: process.a: missing key `command`"),
             ("[process.a]\ncommand = [\"x\"\n", "2: "),
+            (
+                "metrics = \"9101\"\n",
+                "1: metrics: expected an IP address and a port (127.0.0.1:9101, [::1]:9101) or unix:///path, found \"9101\"",
+            ),
+            ("metrics = 9101\n", "1: metrics: expected a string, found the number 9101"),
         ];
         for (text, want) in others {
             let error = error_of(text).to_string();
             assert!(error.starts_with(&format!("/etc/app/procctl.toml:{want}")), "{text}: {error}");
         }
+    }
+
+    #[test]
+    fn the_metrics_address_is_read_at_the_top_level() {
+        let config = parse("metrics = \"unix:///run/procctl/metrics.sock\"\n[process.a]\ncommand = \"x\"\n").unwrap();
+        assert_eq!(config.metrics, Some(crate::metrics::Address::Unix("/run/procctl/metrics.sock".into())));
+        assert_eq!(parse("[process.a]\ncommand = \"x\"\n").unwrap().metrics, None);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 mod events;
 mod list;
 mod logs;
+mod metrics;
 mod pid;
 mod reload;
 mod restart;
@@ -26,17 +27,20 @@ use crate::logs::{Follow, Numbered};
 use crate::supervisor::{Handle, Pending, Settle, Settled};
 
 /// What a handler may use besides the supervisor: the event bus, the log followers, and
-/// the counter the supervisor bumps on every change `list` shows.
+/// the counter the supervisor bumps on every change `list` shows, and the metrics' counters.
 #[derive(Clone)]
 pub struct Context {
     pub sup: Handle,
     pub bus: Bus,
     pub follow: Follow,
     pub changes: tokio::sync::watch::Receiver<u64>,
+    pub tally: std::sync::Arc<crate::metrics::Tally>,
 }
 
 pub enum Reply {
     One(Response),
+    /// Several responses, in order, for an answer too large for one frame.
+    Many(Vec<Response>),
     /// Forward every event until the client goes away.
     Events(broadcast::Receiver<Event>),
     /// Send `first`, then every new line of `target` numbered above what `first` had.
@@ -66,11 +70,12 @@ pub async fn handle(request: Request, context: Context) -> Reply {
         Request::Signal { target, signal } => signal::run(sup, target, signal).await,
         Request::Scale { name, count } => scale::run(sup, name, count).await,
         Request::Shutdown => shutdown::run(sup).await,
-        Request::Send(request) => send::run(sup, request).await,
+        Request::Send(request) => send::run(sup, request, &context.tally).await,
         Request::Logs { target, lines, follow } => return logs::run(&context, target, lines, follow).await,
         Request::Events => return events::run(&context),
         Request::Reload => reload::run(&context).await,
         Request::Wait { target, until, timeout_ms } => wait::run(&context, target, until, timeout_ms).await,
+        Request::Metrics => return metrics::run(&context).await,
     };
     Reply::One(result.unwrap_or_else(Response::Error))
 }

@@ -4,17 +4,19 @@
 //! the timeout fails the send, which says how many messages it accepted.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use procctl_proto::duration::human;
 use procctl_proto::{Delivery, ErrorKind, InstanceId, Response, SendRequest, WireError};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
+use crate::metrics::Tally;
 use crate::pipe::{CHUNK_BYTES, Chunk, PipeRef};
 use crate::supervisor::Handle;
 
-pub async fn run(sup: &Handle, request: SendRequest) -> Result<Response, WireError> {
+pub async fn run(sup: &Handle, request: SendRequest, tally: &Arc<Tally>) -> Result<Response, WireError> {
     if request.messages.iter().any(|m| m.contains(['\n', '\r'])) {
         return Err(WireError::new(ErrorKind::BadRequest, "a message is one line: it cannot contain a newline"));
     }
@@ -40,10 +42,14 @@ pub async fn run(sup: &Handle, request: SendRequest) -> Result<Response, WireErr
     let mut tasks = JoinSet::new();
     for (id, (pipe, messages)) in plan {
         let reply = request.reply;
+        let tally = tally.clone();
         tasks.spawn(async move {
             match pipe {
-                Ok(pipe) => deliver(id, pipe, messages, timeout, reply).await,
-                Err(error) => Delivery { id, accepted: 0, reply: None, error: Some(error) },
+                Ok(pipe) => deliver(id, pipe, messages, timeout, reply, &tally).await,
+                Err(error) => {
+                    tally.rejected(messages.len() as u64);
+                    Delivery { id, accepted: 0, reply: None, error: Some(error) }
+                }
             }
         });
     }
@@ -52,7 +58,35 @@ pub async fn run(sup: &Handle, request: SendRequest) -> Result<Response, WireErr
     Ok(Response::Sent(deliveries))
 }
 
-async fn deliver(id: InstanceId, pipe: PipeRef, messages: Vec<String>, timeout: Duration, reply: bool) -> Delivery {
+/// Hands `messages` to one instance's pipe; the tally learns how many were written, how many
+/// were refused, and how long a reply took.
+async fn deliver(
+    id: InstanceId,
+    pipe: PipeRef,
+    messages: Vec<String>,
+    timeout: Duration,
+    reply: bool,
+    tally: &Tally,
+) -> Delivery {
+    let sent_at = Instant::now();
+    let total = messages.len();
+    let delivery = deliver_to(id, pipe, messages, timeout, reply).await;
+    let accepted = u64::from(delivery.accepted);
+    match &delivery.error {
+        None => tally.delivered(&delivery.id, accepted),
+        // Written; only the reply is late.
+        Some(error) if error.kind == ErrorKind::Timeout => tally.delivered(&delivery.id, accepted),
+        // Queued but never confirmed written: the pipe closed or stalled at the end.
+        Some(_) if accepted == total as u64 => tally.rejected(accepted),
+        Some(_) => tally.rejected(total as u64 - accepted),
+    }
+    if delivery.reply.is_some() {
+        tally.replied(sent_at.elapsed());
+    }
+    delivery
+}
+
+async fn deliver_to(id: InstanceId, pipe: PipeRef, messages: Vec<String>, timeout: Duration, reply: bool) -> Delivery {
     let total = messages.len();
     let mut delivery = Delivery { id, accepted: 0, reply: None, error: None };
     let id = delivery.id.clone();

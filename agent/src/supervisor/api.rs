@@ -67,6 +67,10 @@ pub enum Command {
     Reload {
         reply: Reply<ReloadPlan>,
     },
+    /// The table as a scrape shows it, CPU and memory sampled.
+    Metrics {
+        reply: Reply<crate::metrics::Snapshot>,
+    },
 }
 
 /// An instance a start or stop touched, and how to learn the result.
@@ -174,6 +178,10 @@ impl Handle {
 
     pub async fn reload(&self) -> Result<ReloadPlan, WireError> {
         self.call(|reply| Command::Reload { reply }).await
+    }
+
+    pub async fn metrics(&self) -> Result<crate::metrics::Snapshot, WireError> {
+        self.call(|reply| Command::Metrics { reply }).await
     }
 
     pub async fn shutdown(&self) -> Result<(), WireError> {

@@ -16,6 +16,7 @@ mod cgroups;
 mod deps;
 mod kernel;
 mod lifecycle;
+mod metrics;
 #[cfg(test)]
 mod model;
 mod persist;
@@ -150,6 +151,8 @@ struct Slot {
     timers: Armed,
     /// The current run's probe, watchdog, STATUS= and health verdict.
     checks: readiness::RunChecks,
+    /// Failed health checks over all runs, for the metrics.
+    health_failures: u64,
     /// The cgroup of the run whose processes may be alive, with cgroup tracking.
     cgroup: Option<PathBuf>,
     /// Its `cgroup.events` watch, while it drains.
@@ -173,6 +176,7 @@ impl Slot {
             down_waiters: vec![],
             timers: Armed::default(),
             checks: readiness::RunChecks::default(),
+            health_failures: 0,
             cgroup: None,
             cgroup_watch: None,
             cpu_sample: None,
@@ -448,6 +452,9 @@ impl Supervisor {
             }
             Command::Reload { reply } => {
                 let _ = reply.send(self.reload());
+            }
+            Command::Metrics { reply } => {
+                let _ = reply.send(Ok(self.metrics()));
             }
             Command::Sinks { target, reply } => {
                 let sinks = self

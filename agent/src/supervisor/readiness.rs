@@ -340,6 +340,7 @@ impl Supervisor {
             (Purpose::Health, Err(reason)) => {
                 checks.failures += 1;
                 slot.checks.health = Some(Health::Failing);
+                slot.health_failures += 1;
                 let Some(health) = &spec.health else {
                     return;
                 };

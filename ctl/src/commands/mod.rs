@@ -6,6 +6,7 @@ mod import;
 mod list;
 mod logs;
 mod manpages;
+mod metrics;
 mod pid;
 mod reload;
 mod restart;
@@ -41,6 +42,7 @@ pub fn run(cli: Cli) -> Result<Status, CtlError> {
         Command::Scale { name, count } => scale::run(&mut Client::connect(&socket)?, name, count),
         Command::Shutdown => shutdown::run(&mut Client::connect(&socket)?),
         Command::Reload => reload::run(&mut Client::connect(&socket)?),
+        Command::Metrics => metrics::run(&mut Client::connect(&socket)?),
         Command::Send { any, reply, timeout, target, message } => {
             let options = send::Options { any, reply, timeout };
             send::run(&socket, target, message, options)
