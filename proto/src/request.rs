@@ -104,6 +104,21 @@ pub struct SendRequest {
 }
 
 impl Request {
+    /// A request that changes nothing, so nothing is lost when it is dropped with its client:
+    /// a query, a stream, or the wait for a reply (the message itself is already on its way).
+    pub fn only_waits(&self) -> bool {
+        match self {
+            Request::List { .. }
+            | Request::Pid { .. }
+            | Request::Logs { .. }
+            | Request::Events
+            | Request::Wait { .. }
+            | Request::Metrics => true,
+            Request::Send(send) => send.reply,
+            _ => false,
+        }
+    }
+
     /// The verb, for logs and error messages.
     pub fn verb(&self) -> &'static str {
         match self {
