@@ -13,6 +13,7 @@ mod exit_codes;
 mod fuzz;
 mod hostile;
 mod import;
+mod listen;
 mod logs;
 mod manuals;
 mod messaging;

@@ -22,6 +22,7 @@ mod fdpass;
 mod group;
 mod handlers;
 mod instance;
+mod listen;
 mod log;
 mod logs;
 mod notify;
@@ -157,6 +158,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     if let Some(previous) = &previous {
         reclaim::reclaim(previous, &config);
     }
+    // After the leftovers of a dead agent are stopped: they may still hold the addresses.
+    let listening = listen::Listening::bind_all(config.processes.values()).map_err(|e| anyhow::anyhow!(e))?;
     // Before any thread: the agent may move itself into a leaf of its own cgroup, and its
     // service manager's variables leave its environment.
     let tracking = if args.no_cgroups {
@@ -169,7 +172,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the runtime")?;
     let limits = Limits { max_connections: args.max_connections, child_fd_limit };
-    let setup = Setup { listener, config, socket: socket.clone(), state_dir, previous, limits, tracking, service };
+    let setup =
+        Setup { listener, config, socket: socket.clone(), state_dir, previous, limits, tracking, service, listening };
     let result = runtime.block_on(serve(setup));
     let _ = fs::remove_file(&socket);
     result
@@ -185,10 +189,11 @@ struct Setup {
     limits: Limits,
     tracking: cgroup::Tracking,
     service: supervisor::Service,
+    listening: listen::Listening,
 }
 
 async fn serve(setup: Setup) -> anyhow::Result<()> {
-    let Setup { listener, config, socket, state_dir, previous, limits, tracking, service } = setup;
+    let Setup { listener, config, socket, state_dir, previous, limits, tracking, service, listening } = setup;
     // Handlers first: no signal may take the default action once children exist.
     let sigchld = signal(SignalKind::child()).context("cannot watch SIGCHLD")?;
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
@@ -199,7 +204,7 @@ async fn serve(setup: Setup) -> anyhow::Result<()> {
     let fork_lock = Arc::new(Mutex::new(()));
     let spawner = {
         let events = events.clone();
-        spawn::start(fork_lock.clone(), limits.child_fd_limit, move |report| {
+        spawn::start(fork_lock.clone(), limits.child_fd_limit, listening.raw_fds(), move |report| {
             let _ = events.send(Event::Spawn(report));
         })
         .context("cannot start the spawner thread")?
@@ -281,6 +286,7 @@ async fn serve(setup: Setup) -> anyhow::Result<()> {
         tracking,
         inotify: watches,
         service,
+        listening,
     };
     let sup = Supervisor::new(parts);
 

@@ -16,6 +16,7 @@ mod cgroups;
 mod deps;
 mod kernel;
 mod lifecycle;
+mod listening;
 #[cfg(test)]
 mod model;
 mod persist;
@@ -221,6 +222,8 @@ pub struct Supervisor {
     rng: u64,
     /// Follow-ups not carried out yet.
     queue: VecDeque<Next>,
+    /// The listening sockets the instances get.
+    listening: crate::listen::Listening,
 }
 
 pub struct Parts {
@@ -238,6 +241,8 @@ pub struct Parts {
     pub tracking: crate::cgroup::Tracking,
     pub inotify: inotify::Watches,
     pub service: service::Service,
+    /// The listening sockets of the config, bound.
+    pub listening: crate::listen::Listening,
 }
 
 impl Supervisor {
@@ -283,7 +288,11 @@ impl Supervisor {
             shutdown_waiters: vec![],
             rng: seed | 1,
             queue: VecDeque::new(),
+            listening: parts.listening,
         };
+        for key in sup.listening.keys() {
+            sup.share_listener(key);
+        }
         let names: Vec<String> = sup.config.processes.keys().cloned().collect();
         for name in names {
             let autostart = sup.config.processes[&name].autostart;
