@@ -293,6 +293,45 @@ mod tests {
         drop(fd);
     }
 
+    fn spec(name: &str, listen: &[&Path]) -> ProcessSpec {
+        let toml = format!("[process.{name}]\ncommand = [\"x\"]\n");
+        let mut spec =
+            crate::config::Config::parse(Path::new("/c/procctl.toml"), &toml).unwrap().processes[name].clone();
+        spec.listen = listen.iter().map(|p| Address::Unix(p.to_path_buf())).collect();
+        spec
+    }
+
+    #[test]
+    fn a_rebind_keeps_what_stays_binds_what_is_new_and_closes_what_went() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let [a, b, c] = ["a.sock", "b.sock", "c.sock"].map(|n| dir.path().join(n));
+        let mut listening = Listening::bind_all([&spec("web", &[&a, &b])]).unwrap();
+        let keys = listening.keys_of(&spec("web", &[&a, &b]));
+        assert_eq!(keys.len(), 2);
+        // `a` moves to another process, `b` goes, `c` is new.
+        let rebind = listening.rebind([&spec("web", &[&c]), &spec("api", &[&a])]).unwrap();
+        assert!(b.exists(), "nothing changes before the commit");
+        let (shared, forgotten) = listening.commit(rebind);
+        assert_eq!(forgotten, vec![keys[1]]);
+        assert_eq!(shared.len(), 1);
+        assert_eq!(listening.keys_of(&spec("api", &[&a])), vec![keys[0]], "the socket of `a` is kept");
+        assert_eq!(listening.keys_of(&spec("web", &[&c])), shared);
+        assert!(!b.exists(), "the closed socket's file is removed");
+        // A failure binds nothing and leaves the open set as it was.
+        std::fs::write(dir.path().join("d.sock"), b"x").unwrap();
+        let failed = listening.rebind([&spec("web", &[&c, &dir.path().join("e.sock"), &dir.path().join("d.sock")])]);
+        let error = failed.err().unwrap();
+        assert!(
+            error.starts_with("process web: cannot listen on unix://") && error.contains("not a socket"),
+            "{error}"
+        );
+        assert!(!dir.path().join("e.sock").exists(), "what the failed rebind bound is gone again");
+        assert_eq!(listening.keys().len(), 2);
+        drop(listening);
+        assert!(!a.exists() && !c.exists(), "the agent removes its socket files at exit");
+    }
+
     #[test]
     fn a_unix_socket_is_0600_replaces_a_stale_one_and_refuses_a_live_one() {
         let dir = tempfile::tempdir().unwrap();
