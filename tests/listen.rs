@@ -256,6 +256,16 @@ fn a_reload_that_changes_listen_rebinds_and_restarts_the_process() {
 }
 
 #[test]
+fn a_removed_process_closes_its_socket_once_its_instances_are_gone() {
+    let mut agent = Agent::start(&python_fleet(24160, 1, ""));
+    agent.wait_running("web", 1);
+    agent.write_config("[process.other]\ncommand = [\"sleep\", \"1000\"]\n");
+    agent.ctl(&["reload"]).ok();
+    agent.wait_running("other", 1);
+    wait_until(WAIT, "the removed process's address is closed", || TcpStream::connect(local(24160)).is_err());
+}
+
+#[test]
 fn bad_listen_addresses_are_config_errors_with_file_line_and_key() {
     for (listen, problem) in [
         ("[\"tcp://localhost:80\"]", "expected tcp://IP:PORT"),

@@ -204,6 +204,7 @@ impl Supervisor {
             self.retired.remove(&id.name);
             self.config.processes.remove(&id.name);
             self.scaled.remove(&id.name);
+            self.release_listening();
         }
     }
 

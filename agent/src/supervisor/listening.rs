@@ -24,4 +24,13 @@ impl Supervisor {
             self.kernel.forget_listener(key);
         }
     }
+
+    /// Closes the sockets no process of the config listens on any more (a removed process's,
+    /// once its last instance is gone).
+    pub(super) fn release_listening(&mut self) {
+        match self.listening.rebind(self.config.processes.values()) {
+            Ok(rebind) => self.commit_listening(rebind),
+            Err(e) => log!("internal error: {e}"),
+        }
+    }
 }
