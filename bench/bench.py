@@ -807,6 +807,122 @@ def s_metrics(runs, n=1000, idle_seconds=10):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+GUNICORN_APP = "def app(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'ok\\n']\n"
+
+
+class HttpLoad:
+    """A steady load of `clients` threads, each sending one HTTP/1.0 GET after another to the
+    next of `ports` (a new connection each): every failed connection and non-2xx counts, and
+    every answer's latency is kept with the phase it fell in."""
+
+    def __init__(self, ports, clients=4):
+        import threading
+        self.ports, self.phase, self.stop = ports, "before", False
+        self.lock = threading.Lock()
+        self.latency = {}
+        self.failed = {}
+        self.threads = [threading.Thread(target=self.client, args=(i,), daemon=True) for i in range(clients)]
+        for t in self.threads:
+            t.start()
+
+    def client(self, i):
+        import socket
+        n = i
+        while not self.stop:
+            port = self.ports[n % len(self.ports)]
+            n += 1
+            phase = self.phase
+            t0 = time.perf_counter()
+            ok = False
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                    s.sendall(b"GET / HTTP/1.0\r\nHost: bench\r\n\r\n")
+                    data = b""
+                    while True:
+                        chunk = s.recv(65536)
+                        if not chunk:
+                            break
+                        data += chunk
+                    ok = data.startswith(b"HTTP/1.0 2") or data.startswith(b"HTTP/1.1 2")
+            except OSError:
+                ok = False
+            elapsed = (time.perf_counter() - t0) * 1000
+            with self.lock:
+                if ok:
+                    self.latency.setdefault(phase, []).append(elapsed)
+                else:
+                    self.failed[phase] = self.failed.get(phase, 0) + 1
+                    # A refused connection comes back at once: do not spin on it.
+            if not ok:
+                time.sleep(0.001)
+
+    def finish(self):
+        self.stop = True
+        for t in self.threads:
+            t.join()
+
+    def figures(self, phase):
+        values = sorted(self.latency.get(phase, []))
+        pick = lambda q: values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
+        return {"served": len(values), "failed": self.failed.get(phase, 0), "p50_ms": pick(0.5), "p99_ms": pick(0.99)}
+
+
+def s_zero_downtime(seconds):
+    """4 gunicorn instances behind `listen` under a steady load: before, then during a rolling
+    restart, a reload that changes the command; then the same rolling restart with each
+    instance binding a port of its own (no `listen`)."""
+    results = {}
+    tmp = tempfile.mkdtemp(prefix="procctl-bench")
+    with open(os.path.join(tmp, "app.py"), "w") as f:
+        f.write(GUNICORN_APP)
+    gunicorn = [sys.executable, "-m", "gunicorn", "--chdir", tmp, "-w", "1", "--graceful-timeout", "5"]
+    port = 23500
+    web = {"name": "web", "argv": gunicorn + ["app:app"], "n": 4,
+           "extra": f'listen = ["tcp://127.0.0.1:{port}"]\nready = {{ log = "Booting worker" }}'}
+    sup = Procctl(tmp, [web]).start()
+    try:
+        wait_until(lambda: sup.ctl("wait", "web", "--timeout", "1s")[1] == 0, 60, 0.1)
+        load = HttpLoad([port])
+        time.sleep(seconds)
+        load.phase = "restart"
+        sup.ctl("restart", "web")
+        load.phase = "between"
+        time.sleep(1)
+        with open(sup.config) as f:
+            text = f.read()
+        with open(sup.config, "w") as f:
+            f.write(text.replace('"app:app"', '"--timeout", "31", "app:app"'))
+        load.phase = "reload"
+        sup.ctl("reload")
+        load.phase = "after"
+        time.sleep(1)
+        load.finish()
+        for phase in ("before", "restart", "reload"):
+            results[phase] = load.figures(phase)
+    finally:
+        sup.stop()
+    tmp = tempfile.mkdtemp(prefix="procctl-bench")
+    with open(os.path.join(tmp, "app.py"), "w") as f:
+        f.write(GUNICORN_APP)
+    own = {"name": "web", "argv": ["sh", "-c", f"exec {' '.join(gunicorn)} -b 127.0.0.1:$PORT app:app"],
+           "n": 4, "extra": f'port = {port + 10}\nready = {{ http = "http://127.0.0.1:{{port}}/" }}'}
+    sup = Procctl(tmp, [own]).start()
+    try:
+        wait_until(lambda: sup.ctl("wait", "web", "--timeout", "1s")[1] == 0, 60, 0.1)
+        load = HttpLoad([port + 10 + i for i in range(4)])
+        time.sleep(seconds)
+        load.phase = "restart"
+        sup.ctl("restart", "web")
+        load.phase = "after"
+        time.sleep(0.5)
+        load.finish()
+        results["before_without_listen"] = load.figures("before")
+        results["restart_without_listen"] = load.figures("restart")
+    finally:
+        sup.stop()
+    return results
+
+
 def summary(values):
     if not values:
         return None
@@ -856,6 +972,7 @@ def main():
         ("ready_event", "READY=1 sendto to `started` at a watcher (ms)", lambda m: s_notify(runs, False), False),
         ("wait_latency", "`started` at a watcher to `procctl wait` exit (ms)", lambda m: s_notify(runs, True), False),
         ("health_cpu", "agent CPU, 100 instances with a 1 s tcp health check", None, False),
+        ("zero_downtime", "4 gunicorn behind listen under load: restart, reload", None, False),
         ("hangup", f"list after {400 if q else 2000:,} send --reply clients hung up (ms)",
          lambda m: s_hangup(runs, 400 if q else 2000), False),
         ("metrics", "GET /metrics, 1,000 instances, in the bench (ms)", lambda m: s_metrics(runs, 1000, 5 if q else 10), False),
@@ -887,6 +1004,17 @@ def main():
                 theirs = (f"{srss:.1f} / {spss:.1f}", str(sticks))
             rows.append((f"agent RSS / PSS, 1,000 instances{suffix} (MiB)", f"{rss:.1f} / {pss:.1f}", theirs[0], ""))
             rows.append((f"idle CPU over 10 s, 1,000 instances{suffix} (ticks)", str(ticks), theirs[1], ""))
+            continue
+        if key == "zero_downtime":
+            r = s_zero_downtime(3 if q else 10)
+            results[key] = {"title": title, "procctl": r}
+            for phase, label in (("before", "steady, before"), ("restart", "during `restart web` (rolling)"),
+                                 ("reload", "during a reload changing the command"),
+                                 ("before_without_listen", "steady, own ports, no listen"),
+                                 ("restart_without_listen", "during `restart web`, own ports, no listen")):
+                f = r[phase]
+                rows.append((f"gunicorn x4, {label}", f"{f['served']} served, {f['failed']} failed, p50 {f['p50_ms']:.2f} ms, p99 {f['p99_ms']:.2f} ms", "", ""))
+                print(f"  {label}: {f}", file=sys.stderr)
             continue
         if key == "health_cpu":
             r = s_health_cpu(100, 5 if q else 10)

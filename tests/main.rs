@@ -16,6 +16,7 @@ mod exit_codes;
 mod fuzz;
 mod hostile;
 mod import;
+mod listen;
 mod logs;
 mod manuals;
 mod messages;

@@ -23,6 +23,7 @@ mod fdpass;
 mod group;
 mod handlers;
 mod instance;
+mod listen;
 mod listening;
 mod log;
 mod logs;
@@ -170,6 +171,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     if let Some(previous) = &previous {
         reclaim::reclaim(previous, &config);
     }
+    // After the leftovers of a dead agent are stopped: they may still hold the addresses.
+    let listening = listen::Listening::bind_all(config.processes.values()).map_err(|e| anyhow::anyhow!(e))?;
     // Before any thread: the agent may move itself into a leaf of its own cgroup, and its
     // service manager's variables leave its environment.
     let tracking = if args.no_cgroups {
@@ -186,8 +189,18 @@ fn run(args: Args) -> anyhow::Result<()> {
         Some((metrics::address::Bound::Unix(_, path), _)) => Some(path.clone()),
         _ => None,
     };
-    let setup =
-        Setup { listener, metrics, config, socket: socket.clone(), state_dir, previous, limits, tracking, service };
+    let setup = Setup {
+        listener,
+        metrics,
+        config,
+        socket: socket.clone(),
+        state_dir,
+        previous,
+        limits,
+        tracking,
+        service,
+        listening,
+    };
     let result = runtime.block_on(serve(setup));
     let _ = fs::remove_file(&socket);
     if let Some(path) = metrics_socket {
@@ -207,10 +220,11 @@ struct Setup {
     limits: Limits,
     tracking: cgroup::Tracking,
     service: supervisor::Service,
+    listening: listen::Listening,
 }
 
 async fn serve(setup: Setup) -> anyhow::Result<()> {
-    let Setup { listener, metrics, config, socket, state_dir, previous, limits, tracking, service } = setup;
+    let Setup { listener, metrics, config, socket, state_dir, previous, limits, tracking, service, listening } = setup;
     // Handlers first: no signal may take the default action once children exist.
     let sigchld = signal(SignalKind::child()).context("cannot watch SIGCHLD")?;
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
@@ -221,7 +235,7 @@ async fn serve(setup: Setup) -> anyhow::Result<()> {
     let fork_lock = Arc::new(Mutex::new(()));
     let spawner = {
         let events = events.clone();
-        spawn::start(fork_lock.clone(), limits.child_fd_limit, move |report| {
+        spawn::start(fork_lock.clone(), limits.child_fd_limit, listening.raw_fds(), move |report| {
             let _ = events.send(Event::Spawn(report));
         })
         .context("cannot start the spawner thread")?
@@ -308,6 +322,7 @@ async fn serve(setup: Setup) -> anyhow::Result<()> {
         tracking,
         inotify: watches,
         service,
+        listening,
     };
     let sup = Supervisor::new(parts);
 

@@ -64,6 +64,8 @@ pub struct ProcessSpec {
     pub critical: bool,
     /// `arg`, as JSON text for `PROCCTL_ARG`.
     pub arg: Option<String>,
+    /// Listening sockets the agent holds and hands to every instance from fd 3.
+    pub listen: Vec<crate::listen::Address>,
 }
 
 impl ProcessSpec {
@@ -177,6 +179,8 @@ struct RawProcess {
     critical: bool,
     #[serde(default, deserialize_with = "value::arg")]
     arg: Option<String>,
+    #[serde(default, deserialize_with = "value::texts")]
+    listen: Vec<String>,
 }
 
 fn up() -> Ready {
@@ -367,6 +371,16 @@ impl Config {
                 }
             };
             account::check_limits(&raw.limits, euid == 0).map_err(|problem| fail("limits", problem))?;
+            let mut listen = vec![];
+            for text in &raw.listen {
+                let address = crate::listen::Address::parse(text, &dir).map_err(|problem| fail("listen", problem))?;
+                let other = processes.values().find(|other: &&ProcessSpec| other.listen.contains(&address));
+                if listen.contains(&address) || other.is_some() {
+                    let whose = other.map_or("this process".to_string(), |o| format!("process {}", o.name));
+                    return Err(fail("listen", format!("{address} is listened on already by {whose}")));
+                }
+                listen.push(address);
+            }
             let spec = ProcessSpec {
                 name: name.clone(),
                 command,
@@ -395,6 +409,7 @@ impl Config {
                 cpu_max: raw.cpu_max,
                 critical: raw.critical,
                 arg: raw.arg,
+                listen,
             };
             processes.insert(name, spec);
         }

@@ -142,6 +142,22 @@ pub fn env<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, 
     Ok(env)
 }
 
+/// A list of strings (`listen`); one string is a list of one.
+pub fn texts<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let items = match Value::deserialize(d)? {
+        Value::Array(items) => items,
+        one @ Value::String(_) => vec![one],
+        other => return Err(expected("a list of strings", &other)),
+    };
+    items
+        .into_iter()
+        .map(|item| match item {
+            Value::String(s) => Ok(s),
+            other => Err(expected("a string", &other)),
+        })
+        .collect()
+}
+
 /// `arg`: any table, handed to the worker as JSON text (`PROCCTL_ARG`); a date becomes its
 /// TOML text, a string.
 pub fn arg<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {

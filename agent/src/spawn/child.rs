@@ -140,13 +140,26 @@ unsafe fn child(args: &ChildArgs) -> ! {
         if libc::dup2(stdin, 0) < 0 || libc::dup2(out, 1) < 0 || libc::dup2(out, 2) < 0 {
             fail(failure, step::FDS);
         }
+        // The listening sockets from 3 on, then the pipe: every source was copied above
+        // these numbers before the clone, so no dup2 here replaces a source still to come.
+        for (i, fd) in p.listen.iter().enumerate() {
+            let target = PIPE_FD + i as RawFd;
+            if libc::dup2(fd.as_raw_fd(), target) != target {
+                fail(failure, step::FDS);
+            }
+        }
         if let Some(pipe) = &p.pipe_child {
-            let fd = pipe.as_raw_fd();
+            let (fd, target) = (pipe.as_raw_fd(), super::pipe_fd(p.listen.len()));
             let ok =
-                if fd == PIPE_FD { libc::fcntl(fd, libc::F_SETFD, 0) == 0 } else { libc::dup2(fd, PIPE_FD) == PIPE_FD };
+                if fd == target { libc::fcntl(fd, libc::F_SETFD, 0) == 0 } else { libc::dup2(fd, target) == target };
             if !ok {
                 fail(failure, step::FDS);
             }
+        }
+        // LISTEN_PID is this process's pid, known only now: its digits go into the buffer
+        // made for them before the clone (sd_listen_fds and gunicorn check it).
+        if let Some(digits) = p.listen_pid_digits {
+            write_pid(digits, libc::syscall(libc::SYS_getpid) as u64);
         }
         // As the instance's user, so a directory it may not enter is its error.
         if libc::chdir(p.cwd.as_ptr()) != 0 {
@@ -155,6 +168,29 @@ unsafe fn child(args: &ChildArgs) -> ! {
         libc::execve(p.program.as_ptr(), p.argv_ptrs.as_ptr(), p.envp_ptrs.as_ptr());
         fail(failure, step::EXEC)
     }
+}
+
+/// Writes `pid` in decimal at `at`, then a NUL: no allocation, no formatting machinery.
+///
+/// # Safety
+/// `at` points to at least 21 writable bytes that nothing else reads or writes meanwhile.
+unsafe fn write_pid(at: *mut u8, pid: u64) {
+    let mut reversed = [0u8; 20];
+    let (mut n, mut len) = (pid, 0);
+    loop {
+        reversed[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for i in 0..len {
+        // SAFETY: i < len <= 20, within the 21 bytes the caller promises.
+        unsafe { at.add(i).write(reversed[len - 1 - i]) };
+    }
+    // SAFETY: len <= 20.
+    unsafe { at.add(len).write(0) };
 }
 
 /// Reports the step and errno to the spawner thread (steps start at 1, so the report is
@@ -166,5 +202,22 @@ unsafe fn fail(failure: &AtomicU64, step: u32) -> ! {
         let errno = *libc::__errno_location();
         failure.store(u64::from(step) << 32 | u64::from(errno as u32), Ordering::Relaxed);
         libc::_exit(127)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pids_are_written_in_decimal_with_a_nul() {
+        for (pid, want) in
+            [(0u64, &b"0\0"[..]), (7, b"7\0"), (4194304, b"4194304\0"), (u64::MAX, b"18446744073709551615\0")]
+        {
+            let mut buffer = [0xffu8; 21];
+            // SAFETY: 21 bytes of our own.
+            unsafe { write_pid(buffer.as_mut_ptr(), pid) };
+            assert_eq!(&buffer[..want.len()], want, "{pid}");
+        }
     }
 }

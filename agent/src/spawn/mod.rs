@@ -13,6 +13,7 @@ mod clone;
 mod env;
 mod prepare;
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
@@ -49,6 +50,8 @@ pub struct SpawnRequest {
     pub account: Option<Account>,
     pub umask: Option<u32>,
     pub limits: Vec<Limit>,
+    /// The listening sockets it gets from fd 3 on, by the key the spawner holds them under.
+    pub listen: Vec<u64>,
 }
 
 /// What the agent passes on to every run of one instance besides its spec.
@@ -77,7 +80,30 @@ impl SpawnRequest {
             account: spec.account.clone(),
             umask: spec.umask,
             limits: spec.limits.clone(),
+            listen: vec![],
         }
+    }
+
+    /// Hands the instance the listening sockets under `keys` (the spawner's copies of
+    /// `spec.listen`) with the sd_listen_fds variables; the message pipe moves after them.
+    /// `LISTEN_PID` is the child's own pid, written by the child itself (see `child`).
+    pub fn with_listen(mut self, spec: &ProcessSpec, keys: Vec<u64>) -> Self {
+        if keys.is_empty() {
+            return self;
+        }
+        let count = keys.len();
+        let mut set = |key: &str, value: String| {
+            self.env.retain(|(k, _)| k != key);
+            self.env.push((key.to_string(), value));
+        };
+        set("LISTEN_FDS", count.to_string());
+        set("LISTEN_FDNAMES", vec![spec.name.as_str(); count].join(":"));
+        if spec.pipe == Pipe::Fd {
+            set("PROCCTL_PIPE_FD", pipe_fd(count).to_string());
+        }
+        self.env.retain(|(k, _)| k != "LISTEN_PID");
+        self.listen = keys;
+        self
     }
 
     /// An `exec` probe of instance `id`: `argv` in the instance's cwd and environment, in a
@@ -95,8 +121,18 @@ impl SpawnRequest {
             account: spec.account.clone(),
             umask: spec.umask,
             limits: spec.limits.clone(),
+            listen: vec![],
         }
     }
+}
+
+/// What the spawner thread is asked to do.
+enum Job {
+    Spawn(Box<SpawnRequest>),
+    /// Keep the listening socket that came over the hand-off socket under this key.
+    Listen(u64),
+    /// Close the listening socket under this key.
+    Forget(u64),
 }
 
 pub enum SpawnReport {
@@ -126,14 +162,28 @@ pub enum Sent {
 
 /// The agent's side of the spawner: where requests go and where the pipes come back.
 pub struct Spawner {
-    requests: mpsc::Sender<SpawnRequest>,
+    requests: mpsc::Sender<Job>,
     handoff: OwnedFd,
 }
 
 impl Spawner {
     /// Queues a spawn; false when the spawner thread is gone.
     pub fn send(&self, request: SpawnRequest) -> bool {
-        self.requests.send(request).is_ok()
+        self.requests.send(Job::Spawn(Box::new(request))).is_ok()
+    }
+
+    /// Gives the spawner a copy of a listening socket, under `key`, for the spawns after
+    /// this. It goes through the hand-off socket, the other way than the pipes: the spawner
+    /// has a descriptor table of its own. These messages are few (one per address bound), so
+    /// the send never waits on a full queue.
+    pub fn share_listener(&self, key: u64, fd: &OwnedFd) -> std::io::Result<()> {
+        fdpass::send(&self.handoff, key, [Some(fd.as_raw_fd()), None])?;
+        self.requests.send(Job::Listen(key)).map_err(|_| std::io::Error::other("the spawner thread is gone"))
+    }
+
+    /// Makes the spawner close its copy of the listening socket under `key`.
+    pub fn forget_listener(&self, key: u64) {
+        let _ = self.requests.send(Job::Forget(key));
     }
 
     /// The report of a spawn, with the agent's ends of its pipes in the agent's table. The
@@ -168,8 +218,13 @@ impl Spawner {
     }
 }
 
-/// The number the message pipe gets in the child.
+/// The number the message pipe gets in the child without listening sockets.
 pub const PIPE_FD: RawFd = 3;
+
+/// The number the message pipe gets in a child with `listening` sockets (at 3 on).
+pub fn pipe_fd(listening: usize) -> RawFd {
+    PIPE_FD + listening as RawFd
+}
 
 /// Starts the spawner thread. `report` is called with the fork lock held, so that a
 /// `Spawned` report always reaches the supervisor before the reaper's report of that pid.
@@ -179,13 +234,16 @@ pub const PIPE_FD: RawFd = 3;
 /// with every instance and client, and starting n instances took time in n². The copy it
 /// begins with holds what the agent had open then (the runtime's waker among them, which
 /// `report` writes to); what the spawner opens later is its own, and the agent's ends of the
-/// pipes go over by `fdpass`.
+/// pipes go over by `fdpass`. `drop_copies` are descriptors of the agent's that its copy
+/// must not keep (the listening sockets bound before: a socket closed by the agent must
+/// close).
 pub fn start(
     fork_lock: Arc<Mutex<()>>,
     fd_limit: libc::rlimit,
+    drop_copies: Vec<RawFd>,
     report: impl Fn(Sent) + Send + 'static,
 ) -> std::io::Result<Spawner> {
-    let (tx, rx) = mpsc::channel::<SpawnRequest>();
+    let (tx, rx) = mpsc::channel::<Job>();
     let (agent_end, spawner_end) = fdpass::pair()?;
     let (agent_raw, spawner_raw) = (agent_end.as_raw_fd(), spawner_end.as_raw_fd());
     let (unshared_tx, unshared_rx) = mpsc::channel::<bool>();
@@ -198,6 +256,9 @@ pub fn start(
             // The agent's end of the pair, in our copy of the table only.
             Ok(()) => {
                 let _ = nix::unistd::close(agent_raw);
+                for fd in drop_copies {
+                    let _ = nix::unistd::close(fd);
+                }
                 true
             }
             Err(e) => {
@@ -217,7 +278,26 @@ pub fn start(
         // children and the output of probes.
         let open_null = || File::options().read(true).write(true).open("/dev/null").map(OwnedFd::from);
         let mut null: Result<OwnedFd, String> = Err(String::new());
-        for request in rx {
+        // The spawner's copies of the agent's listening sockets, by key.
+        let mut listening: HashMap<u64, OwnedFd> = HashMap::new();
+        for job in rx {
+            let request = match job {
+                Job::Spawn(request) => *request,
+                Job::Listen(key) => {
+                    match fdpass::receive(&spawner_end) {
+                        Ok((got, [Some(fd), _])) if got == key => {
+                            listening.insert(key, fd);
+                        }
+                        Ok((got, _)) => log!("internal error: listening socket {got} came where {key} was expected"),
+                        Err(e) => log!("internal error: listening socket {key} did not come over: {e}"),
+                    }
+                    continue;
+                }
+                Job::Forget(key) => {
+                    listening.remove(&key);
+                    continue;
+                }
+            };
             if null.is_err() {
                 null = open_null().map_err(|e| e.to_string());
             }
@@ -227,6 +307,7 @@ pub fn start(
                 handled: &handled,
                 handoff: &spawner_end,
                 null: null.as_ref(),
+                listening: &listening,
             };
             spawn_one(request, &context, &report, &mut stack, &mut programs);
         }
@@ -250,6 +331,8 @@ struct Shared<'a> {
     handoff: &'a OwnedFd,
     /// /dev/null, read and write, or why it could not be opened.
     null: Result<&'a OwnedFd, &'a String>,
+    /// The listening sockets, by key.
+    listening: &'a HashMap<u64, OwnedFd>,
 }
 
 /// The signals this process does not leave at their default (handled or ignored).
@@ -283,7 +366,7 @@ fn spawn_one(
         Ok(null) => null,
         Err(e) => return report(Sent::Failed { seq, error: format!("cannot open /dev/null: {e}"), handed: false }),
     };
-    let mut prepared = match prepare(request, programs) {
+    let mut prepared = match prepare(request, programs, spawner.listening) {
         Ok(prepared) => prepared,
         Err(error) => return report(Sent::Failed { seq, error, handed: false }),
     };

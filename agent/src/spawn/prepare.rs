@@ -37,7 +37,18 @@ pub(super) struct Prepared {
     pub(super) credentials: Option<(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)>,
     pub(super) umask: Option<libc::mode_t>,
     pub(super) limits: Vec<(libc::__rlimit_resource_t, libc::rlimit)>,
+    /// The listening sockets, in order, each to be moved to fd 3 + its index: copies above
+    /// every target number (as is `pipe_child` then), so no move overwrites another's source.
+    pub(super) listen: Vec<OwnedFd>,
+    /// Owns `LISTEN_PID=` and room for the digits, which `envp_ptrs` points to.
+    pub(super) _listen_pid: Option<Box<[u8]>>,
+    /// Where the child writes its pid's digits and a NUL, in `_listen_pid`.
+    pub(super) listen_pid_digits: Option<*mut u8>,
 }
+
+/// `LISTEN_PID=`, then room for any pid's digits and the NUL.
+const LISTEN_PID: &[u8] = b"LISTEN_PID=";
+const PID_ROOM: usize = 21;
 
 /// Programs found in PATH, for a second: a start loop of a thousand instances looks each
 /// up once, and a program installed meanwhile is found a second later.
@@ -64,7 +75,11 @@ impl Programs {
     }
 }
 
-pub(super) fn prepare(request: SpawnRequest, programs: &mut Programs) -> Result<Prepared, String> {
+pub(super) fn prepare(
+    request: SpawnRequest,
+    programs: &mut Programs,
+    listening: &HashMap<u64, OwnedFd>,
+) -> Result<Prepared, String> {
     let path_var = request.env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str());
     let program = programs.find(&request.argv[0], path_var, &request.cwd)?;
     let cstring = |s: &[u8]| CString::new(s).map_err(|_| "an argument contains a NUL byte".to_string());
@@ -77,7 +92,30 @@ pub(super) fn prepare(request: SpawnRequest, programs: &mut Programs) -> Result<
     }
     let null_ptrs = |v: &[CString]| v.iter().map(|c| c.as_ptr()).chain([std::ptr::null()]).collect();
     let argv_ptrs = null_ptrs(&argv);
-    let envp_ptrs = null_ptrs(&envp);
+    let mut envp_ptrs: Vec<*const libc::c_char> = null_ptrs(&envp);
+    // Every listening socket and the pipe are copied above the numbers they move to (3 on).
+    let above = super::pipe_fd(request.listen.len()) + 1;
+    let copy_above = |fd: &OwnedFd| {
+        nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(above))
+            // SAFETY: F_DUPFD_CLOEXEC made this descriptor for us alone.
+            .map(|raw| unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) })
+            .map_err(|e| format!("cannot pass on its listening sockets: {e}"))
+    };
+    let mut listen = Vec::with_capacity(request.listen.len());
+    for key in &request.listen {
+        let fd = listening.get(key).ok_or("one of its listening sockets is not open")?;
+        listen.push(copy_above(fd)?);
+    }
+    let (listen_pid, listen_pid_digits) = if listen.is_empty() {
+        (None, None)
+    } else {
+        let mut buffer = vec![0u8; LISTEN_PID.len() + PID_ROOM].into_boxed_slice();
+        buffer[..LISTEN_PID.len()].copy_from_slice(LISTEN_PID);
+        let start = buffer.as_mut_ptr();
+        envp_ptrs.insert(envp_ptrs.len() - 1, start.cast_const().cast());
+        // The heap buffer does not move with the Box; the digits start after `LISTEN_PID=`.
+        (Some(buffer), Some(start.wrapping_add(LISTEN_PID.len())))
+    };
     let (output_read, output_write) = if request.capture {
         let (read, write) = cloexec_pipe().map_err(|e| format!("cannot make the output pipe: {e}"))?;
         (Some(read), Some(write))
@@ -96,6 +134,10 @@ pub(super) fn prepare(request: SpawnRequest, programs: &mut Programs) -> Result<
         _ => None,
     };
     let pipe_child = if request.pipe == Pipe::Fd { pipe_child } else { None };
+    let pipe_child = match pipe_child {
+        Some(fd) if !listen.is_empty() => Some(copy_above(&fd)?),
+        other => other,
+    };
     let cgroup = match &request.cgroup {
         Some((path, limits)) => Some(
             cgroup::create(path, *limits).map_err(|e| format!("cannot create its cgroup {}: {e}", path.display()))?,
@@ -121,6 +163,9 @@ pub(super) fn prepare(request: SpawnRequest, programs: &mut Programs) -> Result<
         credentials,
         umask: request.umask.map(|mask| mask as libc::mode_t),
         limits,
+        listen,
+        _listen_pid: listen_pid,
+        listen_pid_digits,
     })
 }
 

@@ -2,6 +2,7 @@
 //! "is anything of this run left"), behind one trait, so that the supervisor's core can be
 //! driven as a model in tests with a kernel that the test plays.
 
+use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use nix::errno::Errno;
@@ -28,6 +29,10 @@ pub trait Kernel: Send {
     fn run_alive(&self, cgroup: Option<&Path>, pgid: i32) -> bool;
     /// Whether `pid` exists (a zombie does).
     fn process_exists(&self, pid: i32) -> bool;
+    /// Gives the spawner the listening socket `fd`, under `key`, for the spawns after this.
+    fn share_listener(&mut self, key: u64, fd: &OwnedFd) -> std::io::Result<()>;
+    /// Makes the spawner close its copy of the listening socket under `key`.
+    fn forget_listener(&mut self, key: u64);
 }
 
 /// The real one: the spawner thread, process groups and cgroups.
@@ -48,6 +53,14 @@ impl Kernel for Real {
 
     fn claim(&mut self, sent: Sent) -> SpawnReport {
         self.spawner.claim(sent)
+    }
+
+    fn share_listener(&mut self, key: u64, fd: &OwnedFd) -> std::io::Result<()> {
+        self.spawner.share_listener(key, fd)
+    }
+
+    fn forget_listener(&mut self, key: u64) {
+        self.spawner.forget_listener(key)
     }
 
     fn signal_run(&mut self, cgroup: Option<&Path>, pgid: i32, signal: Signal) {

@@ -128,7 +128,8 @@ impl Supervisor {
                 let context =
                     Context { base: &self.base_env, socket: &self.socket, notify: Some(&self.readiness.notify_name) };
                 let cgroup = self.cgroups.run_path(id, run);
-                let request = SpawnRequest::new(seq, id, spec, &context, cgroup);
+                let request =
+                    SpawnRequest::new(seq, id, spec, &context, cgroup).with_listen(spec, self.listening.keys_of(spec));
                 if !self.kernel.spawn(request) {
                     self.spawning.remove(&seq);
                     self.feed(id, Input::SpawnFailed);
@@ -206,6 +207,7 @@ impl Supervisor {
             self.retired.remove(&id.name);
             self.config.processes.remove(&id.name);
             self.scaled.remove(&id.name);
+            self.release_listening();
         }
     }
 

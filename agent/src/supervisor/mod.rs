@@ -16,6 +16,7 @@ mod cgroups;
 mod deps;
 mod kernel;
 mod lifecycle;
+mod listening;
 mod metrics;
 #[cfg(test)]
 mod model;
@@ -231,6 +232,8 @@ pub struct Supervisor {
     /// event of an earlier instance of the same name (scaled away, then back) never matches
     /// one of a new one's runs, and no two runs share a cgroup path.
     runs: u64,
+    /// The listening sockets the instances get.
+    listening: crate::listen::Listening,
 }
 
 pub struct Parts {
@@ -248,6 +251,8 @@ pub struct Parts {
     pub tracking: crate::cgroup::Tracking,
     pub inotify: inotify::Watches,
     pub service: service::Service,
+    /// The listening sockets of the config, bound.
+    pub listening: crate::listen::Listening,
 }
 
 impl Supervisor {
@@ -294,7 +299,11 @@ impl Supervisor {
             rng: seed | 1,
             queue: VecDeque::new(),
             runs: 0,
+            listening: parts.listening,
         };
+        for key in sup.listening.keys() {
+            sup.share_listener(key);
+        }
         let names: Vec<String> = sup.config.processes.keys().cloned().collect();
         for name in names {
             let autostart = sup.config.processes[&name].autostart;

@@ -78,6 +78,12 @@ impl Kernel for Fake {
         unreachable!("the model reports spawns itself")
     }
 
+    fn share_listener(&mut self, _: u64, _: &std::os::fd::OwnedFd) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    fn forget_listener(&mut self, _: u64) {}
+
     fn signal_run(&mut self, _: Option<&Path>, pgid: i32, signal: Signal) {
         self.world().signal_group(pgid, signal);
     }
@@ -205,6 +211,7 @@ impl Model {
             tracking: crate::cgroup::Tracking::Groups("a model".into()),
             inotify: inotify.watches(),
             service: Service::from_env(),
+            listening: crate::listen::Listening::default(),
         };
         let sup = Supervisor::new(parts);
         Model { sup, kernel, waiters: vec![], _events: events_rx, _dir: dir }

@@ -86,6 +86,13 @@ impl Supervisor {
         let instances: Vec<(InstanceId, State, bool)> =
             self.slots.iter().map(|(id, slot)| (id.clone(), slot.inst.state, slot.inst.removing)).collect();
         plan.restart = to_restart(&instances, &diff, &fresh.processes);
+        // Every new address is bound before anything changes; a process whose `listen`
+        // changed restarts (rolling) onto the new sockets, as for any changed key.
+        let rebind = self
+            .listening
+            .rebind(fresh.processes.values())
+            .map_err(|e| WireError::new(ErrorKind::Refused, format!("reload refused, nothing changed: {e}")))?;
+        self.commit_listening(rebind);
         self.config.processes = fresh.processes;
 
         for name in &diff.removed {
