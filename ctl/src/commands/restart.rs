@@ -1,12 +1,12 @@
-//! `procctl restart TARGET`: rolling; prints old and new pids
+//! `procctl restart TARGET...`: rolling; prints old and new pids
 
 use procctl_proto::{Request, Target};
 
 use super::outcomes;
 use crate::Status;
 use crate::client::{Client, CtlError};
+use crate::streams::Io;
 
-pub fn run(client: &mut Client, target: Target) -> Result<Status, CtlError> {
-    let request = Request::Restart { target: target.clone() };
-    outcomes(client, &request, "restart", &target)
+pub fn run(client: &mut Client, targets: &[Target], io: &mut Io) -> Result<Status, CtlError> {
+    outcomes(client, targets, |target| Request::Restart { target }, "restart", io)
 }
