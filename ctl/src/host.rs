@@ -100,7 +100,8 @@ mod tests {
 
     #[test]
     fn host_urls_parse_into_their_parts() {
-        let cases: [(&str, Option<&str>, &str, Option<u16>, Option<&str>); 6] = [
+        type Case<'a> = (&'a str, Option<&'a str>, &'a str, Option<u16>, Option<&'a str>);
+        let cases: [Case; 6] = [
             ("ssh://box", None, "box", None, None),
             ("ssh://ops@box", Some("ops"), "box", None, None),
             ("ssh://ops@box:2222", Some("ops"), "box", Some(2222), None),

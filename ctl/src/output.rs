@@ -48,7 +48,7 @@ fn list_table(rows: &[InstanceInfo], hosts: &[&str], colour: bool) -> String {
     if colour {
         table.enforce_styling();
     }
-    table.set_header(header.iter().map(|title| Cell::new(title)));
+    table.set_header(header.iter().map(Cell::new));
     for (number, row) in rows.iter().enumerate() {
         let mut cells = Vec::with_capacity(header.len());
         if host {
