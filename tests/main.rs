@@ -28,3 +28,4 @@ mod signals;
 mod socket;
 mod supervision;
 mod targets;
+mod top;

@@ -110,7 +110,7 @@ pub fn state_colour(state: State) -> Option<Color> {
 }
 
 /// Resident memory as `ps` and `top` show it: `340K`, `12.4M`, `1.02G`.
-fn memory(bytes: u64) -> String {
+pub fn memory(bytes: u64) -> String {
     let kib = bytes / 1024;
     match kib {
         0..1024 => format!("{kib}K"),
@@ -154,7 +154,7 @@ fn exit_json(exit: Exit) -> Value {
 }
 
 /// `3d4h`, `2h05m`, `4m07s`, `9s`.
-fn uptime(secs: u64) -> String {
+pub fn uptime(secs: u64) -> String {
     let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
     match (d, h, m) {
         (0, 0, 0) => format!("{s}s"),

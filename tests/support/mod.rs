@@ -16,7 +16,7 @@ pub use agent::{Agent, Output, bin, run};
 pub use events::{SPARE, Watcher};
 pub use procfs::{alive, children_of, kill, start_time, stat, status_kib, zombies_of};
 pub use users::{NOBODY, as_nobody, nobody_argv, root};
-pub use wait::{CTL_TIMEOUT, WAIT, holds_for, wait_until};
+pub use wait::{CTL_TIMEOUT, WAIT, holds_for, poll_until, wait_until};
 pub use wire::{closed_by_agent, connect, hello, read_response};
 
 /// A TOML array for `sh -c SCRIPT`.
