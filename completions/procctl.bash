@@ -19,6 +19,9 @@ _procctl() {
             procctl,completions)
                 cmd="procctl__subcmd__completions"
                 ;;
+            procctl,dial-stdio)
+                cmd="procctl__subcmd__dial__subcmd__stdio"
+                ;;
             procctl,events)
                 cmd="procctl__subcmd__events"
                 ;;
@@ -64,11 +67,17 @@ _procctl() {
             procctl,stop)
                 cmd="procctl__subcmd__stop"
                 ;;
+            procctl,top)
+                cmd="procctl__subcmd__top"
+                ;;
             procctl,wait)
                 cmd="procctl__subcmd__wait"
                 ;;
             procctl__subcmd__help,completions)
                 cmd="procctl__subcmd__help__subcmd__completions"
+                ;;
+            procctl__subcmd__help,dial-stdio)
+                cmd="procctl__subcmd__help__subcmd__dial__subcmd__stdio"
                 ;;
             procctl__subcmd__help,events)
                 cmd="procctl__subcmd__help__subcmd__events"
@@ -115,6 +124,9 @@ _procctl() {
             procctl__subcmd__help,stop)
                 cmd="procctl__subcmd__help__subcmd__stop"
                 ;;
+            procctl__subcmd__help,top)
+                cmd="procctl__subcmd__help__subcmd__top"
+                ;;
             procctl__subcmd__help,wait)
                 cmd="procctl__subcmd__help__subcmd__wait"
                 ;;
@@ -125,7 +137,7 @@ _procctl() {
 
     case "${cmd}" in
         procctl)
-            opts="-h -V --socket --help --version list pid start stop restart signal scale send logs events reload wait metrics shutdown import completions help"
+            opts="-h -V --socket --host --color --help --version list pid start stop restart signal scale send logs events reload wait metrics shutdown import top dial-stdio completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -133,6 +145,14 @@ _procctl() {
             case "${prev}" in
                 --socket)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -143,7 +163,7 @@ _procctl() {
             return 0
             ;;
         procctl__subcmd__completions)
-            opts="-h --socket --help bash elvish fish powershell zsh"
+            opts="-h --socket --host --color --help bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -151,6 +171,40 @@ _procctl() {
             case "${prev}" in
                 --socket)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        procctl__subcmd__dial__subcmd__stdio)
+            opts="-h --socket --host --color --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -161,7 +215,7 @@ _procctl() {
             return 0
             ;;
         procctl__subcmd__events)
-            opts="-h --json --socket --help"
+            opts="-h --json --socket --host --color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -169,6 +223,14 @@ _procctl() {
             case "${prev}" in
                 --socket)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -179,7 +241,7 @@ _procctl() {
             return 0
             ;;
         procctl__subcmd__help)
-            opts="list pid start stop restart signal scale send logs events reload wait metrics shutdown import completions help"
+            opts="list pid start stop restart signal scale send logs events reload wait metrics shutdown import top dial-stdio completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -193,6 +255,20 @@ _procctl() {
             return 0
             ;;
         procctl__subcmd__help__subcmd__completions)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        procctl__subcmd__help__subcmd__dial__subcmd__stdio)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -416,6 +492,20 @@ _procctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        procctl__subcmd__help__subcmd__top)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         procctl__subcmd__help__subcmd__wait)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -431,7 +521,7 @@ _procctl() {
             return 0
             ;;
         procctl__subcmd__import)
-            opts="-h --from --socket --help"
+            opts="-h --from --socket --host --color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -445,6 +535,14 @@ _procctl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -453,7 +551,7 @@ _procctl() {
             return 0
             ;;
         procctl__subcmd__list)
-            opts="-h --json --socket --help"
+            opts="-h --json --socket --host --color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -461,6 +559,14 @@ _procctl() {
             case "${prev}" in
                 --socket)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -471,7 +577,7 @@ _procctl() {
             return 0
             ;;
         procctl__subcmd__logs)
-            opts="-n -f -h --lines --follow --socket --help"
+            opts="-n -f -h --lines --follow --socket --host --color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -489,6 +595,14 @@ _procctl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -497,7 +611,7 @@ _procctl() {
             return 0
             ;;
         procctl__subcmd__metrics)
-            opts="-h --socket --help"
+            opts="-h --socket --host --color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -505,6 +619,14 @@ _procctl() {
             case "${prev}" in
                 --socket)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -515,7 +637,7 @@ _procctl() {
             return 0
             ;;
         procctl__subcmd__pid)
-            opts="-h --socket --help"
+            opts="-h --socket --host --color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -523,6 +645,14 @@ _procctl() {
             case "${prev}" in
                 --socket)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -533,7 +663,7 @@ _procctl() {
             return 0
             ;;
         procctl__subcmd__reload)
-            opts="-h --socket --help"
+            opts="-h --socket --host --color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -541,6 +671,14 @@ _procctl() {
             case "${prev}" in
                 --socket)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -551,7 +689,7 @@ _procctl() {
             return 0
             ;;
         procctl__subcmd__restart)
-            opts="-h --socket --help"
+            opts="-h --socket --host --color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -559,6 +697,14 @@ _procctl() {
             case "${prev}" in
                 --socket)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -569,7 +715,7 @@ _procctl() {
             return 0
             ;;
         procctl__subcmd__scale)
-            opts="-h --socket --help"
+            opts="-h --socket --host --color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -577,6 +723,14 @@ _procctl() {
             case "${prev}" in
                 --socket)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -587,7 +741,7 @@ _procctl() {
             return 0
             ;;
         procctl__subcmd__send)
-            opts="-h --any --reply --timeout --socket --help"
+            opts="-h --any --reply --timeout --socket --host --color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -601,6 +755,14 @@ _procctl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -609,7 +771,7 @@ _procctl() {
             return 0
             ;;
         procctl__subcmd__shutdown)
-            opts="-h --socket --help"
+            opts="-h --socket --host --color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -617,6 +779,14 @@ _procctl() {
             case "${prev}" in
                 --socket)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -627,7 +797,7 @@ _procctl() {
             return 0
             ;;
         procctl__subcmd__signal)
-            opts="-h --socket --help"
+            opts="-h --socket --host --color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -635,6 +805,14 @@ _procctl() {
             case "${prev}" in
                 --socket)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -645,7 +823,7 @@ _procctl() {
             return 0
             ;;
         procctl__subcmd__start)
-            opts="-h --socket --help"
+            opts="-h --socket --host --color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -653,6 +831,14 @@ _procctl() {
             case "${prev}" in
                 --socket)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -663,7 +849,7 @@ _procctl() {
             return 0
             ;;
         procctl__subcmd__stop)
-            opts="-h --socket --help"
+            opts="-h --socket --host --color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -671,6 +857,40 @@ _procctl() {
             case "${prev}" in
                 --socket)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        procctl__subcmd__top)
+            opts="-h --socket --host --color --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -681,7 +901,7 @@ _procctl() {
             return 0
             ;;
         procctl__subcmd__wait)
-            opts="-h --for --timeout --socket --help"
+            opts="-h --for --timeout --socket --host --color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -697,6 +917,14 @@ _procctl() {
                     ;;
                 --socket)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
                     return 0
                     ;;
                 *)

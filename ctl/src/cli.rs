@@ -3,14 +3,15 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use procctl_proto::{Signal, Target, WaitFor};
 
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (protocol 3)");
 
 /// Control procagent: list, start, stop, restart, signal and scale supervised processes.
 ///
-/// TARGET is `all`, a process NAME (all its instances) or NAME:INDEX (one instance).
+/// TARGET is `all`, a process NAME (all its instances) or NAME:INDEX (one instance); the
+/// commands that take targets take several (`procctl restart web worker:2`).
 /// Exit status: 0 success, 1 refused or failed, 2 usage error, 3 agent unreachable.
 #[derive(Debug, Parser)]
 #[command(name = "procctl", version = VERSION)]
@@ -18,11 +19,24 @@ pub struct Cli {
     /// The agent's socket [default: $PROCCTL_SOCKET, $XDG_RUNTIME_DIR/procctl/agent.sock, /tmp/procctl-UID/agent.sock]
     #[arg(long, global = true, value_name = "PATH")]
     pub socket: Option<PathBuf>,
+    /// Run the command on the agent of another machine, through ssh: ssh://[USER@]HOST[:PORT][/SOCKET] (repeat or separate with commas for several) [default: $PROCCTL_HOST]
+    #[arg(long, global = true, value_name = "URL")]
+    pub host: Vec<String>,
+    /// Colour in tables and `top`: auto is on a terminal without NO_COLOR
+    #[arg(long, global = true, value_name = "WHEN", default_value = "auto")]
+    pub color: ColorChoice,
     #[command(subcommand)]
     pub command: Command,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Clone, Subcommand)]
 pub enum Command {
     /// One row per instance: NAME, INSTANCE, PID, STATE, UPTIME, RESTARTS, LAST EXIT, CPU, MEM, and HEALTH and STATUS when an instance has them
     ///
@@ -30,26 +44,30 @@ pub enum Command {
     /// since its start), MEM the resident memory of its whole tree. HEALTH is ok or failing
     /// for instances with a health check; STATUS the last STATUS= text an instance sent.
     List {
-        /// What to list: `all`, a process NAME or NAME:INDEX [default: all]
-        target: Option<Target>,
+        /// What to list: `all`, a process NAME or NAME:INDEX, several may be given [default: all]
+        #[arg(value_name = "TARGET")]
+        targets: Vec<Target>,
         /// Print one JSON array with stable keys instead of a table
         #[arg(long)]
         json: bool,
     },
     /// Print the pids of running instances, one per line (exit 1 when none runs)
     Pid {
-        /// `all`, a process NAME (all its instances) or NAME:INDEX (one instance)
-        target: Target,
+        /// `all`, a process NAME (all its instances) or NAME:INDEX (one instance); several may be given
+        #[arg(required = true, value_name = "TARGET")]
+        targets: Vec<Target>,
     },
     /// Start stopped, exited or fatal instances; returns when each is running
     Start {
-        /// `all`, a process NAME (all its instances) or NAME:INDEX (one instance)
-        target: Target,
+        /// `all`, a process NAME (all its instances) or NAME:INDEX (one instance); several may be given
+        #[arg(required = true, value_name = "TARGET")]
+        targets: Vec<Target>,
     },
     /// Stop gracefully (stop_signal, stop_timeout, then SIGKILL); returns when they are gone
     Stop {
-        /// `all`, a process NAME (all its instances) or NAME:INDEX (one instance)
-        target: Target,
+        /// `all`, a process NAME (all its instances) or NAME:INDEX (one instance); several may be given
+        #[arg(required = true, value_name = "TARGET")]
+        targets: Vec<Target>,
     },
     /// Warm restart, one instance at a time, each replacement running before the next; prints each old and new pid as it happens
     ///
@@ -57,13 +75,15 @@ pub enum Command {
     /// when asked (stopped, exited, fatal, or still trying) are started after the others have
     /// rolled; their failure halts nothing.
     Restart {
-        /// `all`, a process NAME (all its instances) or NAME:INDEX (one instance)
-        target: Target,
+        /// `all`, a process NAME (all its instances) or NAME:INDEX (one instance); several may be given
+        #[arg(required = true, value_name = "TARGET")]
+        targets: Vec<Target>,
     },
     /// Send a signal (a name like HUP or a number) to each instance's process group
     Signal {
-        /// `all`, a process NAME (all its instances) or NAME:INDEX (one instance)
-        target: Target,
+        /// `all`, a process NAME (all its instances) or NAME:INDEX (one instance); several may be given
+        #[arg(required = true, value_name = "TARGET")]
+        targets: Vec<Target>,
         #[arg(value_name = "SIGNAL")]
         signal: Signal,
     },
@@ -99,8 +119,9 @@ pub enum Command {
     },
     /// Show the last lines of captured stdout and stderr, interleaved by time
     Logs {
-        /// `all`, a process NAME (all its instances) or NAME:INDEX (one instance)
-        target: Target,
+        /// `all`, a process NAME (all its instances) or NAME:INDEX (one instance); several may be given
+        #[arg(required = true, value_name = "TARGET")]
+        targets: Vec<Target>,
         /// How many lines
         #[arg(short = 'n', long, default_value_t = 10)]
         lines: u32,
@@ -124,8 +145,9 @@ pub enum Command {
     /// Waits on the agent's events, never by polling, and returns as soon as the last
     /// instance gets there.
     Wait {
-        /// `all`, a process NAME (all its instances) or NAME:INDEX (one instance)
-        target: Target,
+        /// `all`, a process NAME (all its instances) or NAME:INDEX (one instance); several may be given
+        #[arg(required = true, value_name = "TARGET")]
+        targets: Vec<Target>,
         /// running (ready), stopped, exited, fatal, or gone (the instances no longer exist)
         #[arg(long = "for", value_name = "STATE", default_value = "running")]
         until: WaitFor,
@@ -155,6 +177,16 @@ pub enum Command {
         #[arg(long, value_name = "FORMAT")]
         from: Option<crate::import::Format>,
     },
+    /// A full-screen live view: a row per instance, the selected one's log below; `?` lists the keys
+    ///
+    /// Keys: arrows or j/k select, r restart, s stop or start, + and - scale the selected
+    /// process, / filter by name, l full-height logs, ? help, q or Ctrl-C quit. Exit 2 when
+    /// stdout is not a terminal.
+    Top,
+    /// Join stdin and stdout to the local agent's socket until either side closes
+    ///
+    /// What `--host ssh://` runs on the far side; exit 3 when the agent is unreachable.
+    DialStdio,
     /// Print a completion script for a shell
     Completions { shell: clap_complete::Shell },
     /// Write the man pages (procctl.1 and one procctl-SUBCOMMAND.1 each) into DIR
@@ -194,6 +226,19 @@ mod tests {
     #[test]
     fn the_cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn commands_take_several_targets_and_signal_takes_its_signal_last() {
+        let cli = Cli::try_parse_from(["procctl", "signal", "web", "worker:2", "HUP"]).unwrap();
+        let Command::Signal { targets, signal } = cli.command else { panic!("{:?}", cli.command) };
+        assert_eq!(targets, ["web".parse().unwrap(), "worker:2".parse().unwrap()]);
+        assert_eq!(signal, Signal::HUP);
+        let cli = Cli::try_parse_from(["procctl", "--host", "ssh://a,ssh://b", "restart", "web", "db"]).unwrap();
+        assert_eq!(cli.host, ["ssh://a,ssh://b"]);
+        assert!(Cli::try_parse_from(["procctl", "restart"]).is_err());
+        let cli = Cli::try_parse_from(["procctl", "list"]).unwrap();
+        assert!(matches!(cli.command, Command::List { targets, .. } if targets.is_empty()));
     }
 
     #[test]

@@ -1,14 +1,21 @@
-//! A blocking connection to the agent: connect, check who answers, hello, then one request
-//! and its response. interprocess is the local-socket layer, its peer credentials the check.
+//! A blocking connection to the agent: connect, check who answers, hello, then requests and
+//! their responses. The protocol is spoken over any byte stream: the local socket
+//! (interprocess is the local-socket layer, its peer credentials the check) or the pipes of
+//! an `ssh` child running `procctl dial-stdio` on the far side.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 use interprocess::local_socket::traits::{Stream as _, StreamCommon};
 use interprocess::local_socket::{GenericFilePath, Stream, ToFsName};
 
 use procctl_proto::frame::{self, HEADER_LEN};
 use procctl_proto::{ErrorKind, PROTOCOL_VERSION, Request, Response, WireError};
+
+use crate::host::{Endpoint, SSH_ENV, SshHost};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CtlError {
@@ -19,6 +26,8 @@ pub enum CtlError {
          someone else's process holds that socket", path.display()
     )]
     Impostor { path: PathBuf, uid: u32, owner: String, own: u32 },
+    #[error("cannot reach the agent on {host} through ssh: {message}")]
+    Ssh { host: String, message: String },
     #[error("{0}")]
     Agent(WireError),
     #[error("{0}")]
@@ -32,7 +41,7 @@ pub enum CtlError {
 impl CtlError {
     pub fn exit_code(&self) -> u8 {
         match self {
-            CtlError::Unreachable { .. } | CtlError::Impostor { .. } => 3,
+            CtlError::Unreachable { .. } | CtlError::Impostor { .. } | CtlError::Ssh { .. } => 3,
             // Going away: as unreachable as an agent that is not there.
             CtlError::Agent(error) if error.kind == ErrorKind::ShuttingDown => 3,
             CtlError::Usage(_) => 2,
@@ -41,11 +50,24 @@ impl CtlError {
     }
 }
 
+/// A byte stream the protocol runs over.
+trait Transport: Read + Write + Send {}
+
+impl<T: Read + Write + Send> Transport for T {}
+
 pub struct Client {
-    stream: Stream,
+    stream: Box<dyn Transport>,
 }
 
 impl Client {
+    /// Connects to the agent `endpoint` names and says hello.
+    pub fn open(endpoint: &Endpoint) -> Result<Client, CtlError> {
+        match endpoint {
+            Endpoint::Local(path) => Client::connect(path),
+            Endpoint::Ssh(host) => Client::ssh(host),
+        }
+    }
+
     /// Connects, checks that the agent on the other end runs as this user or root (before a
     /// byte is sent: a socket someone else bound must not see our requests), and says hello;
     /// a version mismatch comes back as the agent's error.
@@ -54,56 +76,179 @@ impl Client {
         let stream =
             Stream::connect(path.to_fs_name::<GenericFilePath>().map_err(unreachable)?).map_err(unreachable)?;
         check_peer(&stream, path)?;
-        let mut client = Client { stream };
-        match client.call(&Request::Hello { version: PROTOCOL_VERSION })? {
-            Response::Hello { version, .. } if version == PROTOCOL_VERSION => Ok(client),
-            Response::Hello { version, .. } => Err(CtlError::Protocol(format!(
-                "protocol version mismatch: procctl speaks version {PROTOCOL_VERSION}, procagent speaks version {version}"
-            ))),
-            other => Err(unexpected(&other)),
+        let mut stream = stream;
+        hello(&mut stream)?;
+        Ok(Client { stream: Box::new(stream) })
+    }
+
+    /// Starts ssh with `procctl dial-stdio` on the far side and says hello through it. When
+    /// nothing answers, ssh's own message (or the far procctl's) is the error.
+    fn ssh(host: &SshHost) -> Result<Client, CtlError> {
+        let failed = |message: String| CtlError::Ssh { host: host.label.clone(), message };
+        let mut command = ssh_command(host, std::env::var(SSH_ENV).ok().as_deref()).map_err(failed)?;
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| failed(format!("cannot run {}: {e}", command.get_program().to_string_lossy())))?;
+        let (stdin, stdout) = (child.stdin.take(), child.stdout.take());
+        let said = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().map(|mut stderr| {
+            let said = Arc::clone(&said);
+            std::thread::spawn(move || {
+                let mut chunk = [0u8; 4096];
+                while let Ok(n @ 1..) = stderr.read(&mut chunk) {
+                    said.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(&chunk[..n]);
+                }
+            })
+        });
+        let (Some(stdin), Some(stdout)) = (stdin, stdout) else { unreachable!("both pipes were asked for") };
+        let mut pipes = SshPipes { child, stdin: Some(stdin), stdout, stderr, said };
+        match hello(&mut pipes) {
+            Ok(()) => Ok(Client { stream: Box::new(pipes) }),
+            Err(CtlError::Protocol(lost)) => {
+                let said = pipes.finish();
+                Err(failed(if said.is_empty() { lost } else { said }))
+            }
+            Err(error) => Err(error),
         }
     }
 
     /// Sends one request and reads its response; an error response becomes `CtlError::Agent`.
     pub fn call(&mut self, request: &Request) -> Result<Response, CtlError> {
-        let bytes = frame::encode(request).map_err(|e| CtlError::Failed(format!("cannot send: {e}")))?;
-        // A write can fail because the agent already answered and closed: read that answer.
-        let written = self.stream.write_all(&bytes);
-        match self.read() {
-            Ok(Response::Error(error)) => Err(CtlError::Agent(error)),
-            Ok(response) => Ok(response),
-            Err(e) => Err(written.err().map_or(e, |w| CtlError::Protocol(format!("lost the agent: {w}")))),
-        }
+        call(&mut *self.stream, request)
     }
 
     /// Sends a request without waiting, for a stream of responses read with `next`.
     pub fn start(&mut self, request: &Request) -> Result<(), CtlError> {
         let bytes = frame::encode(request).map_err(|e| CtlError::Failed(format!("cannot send: {e}")))?;
-        self.stream.write_all(&bytes).map_err(|e| CtlError::Protocol(format!("lost the agent: {e}")))
+        let written = self.stream.write_all(&bytes).and_then(|()| self.stream.flush());
+        written.map_err(|e| CtlError::Protocol(format!("lost the agent: {e}")))
     }
 
     /// The next response of a stream; an error response becomes `CtlError::Agent`.
     pub fn next(&mut self) -> Result<Response, CtlError> {
-        match self.read()? {
+        match read(&mut *self.stream)? {
             Response::Error(error) => Err(CtlError::Agent(error)),
             response => Ok(response),
         }
     }
+}
 
-    fn read(&mut self) -> Result<Response, CtlError> {
-        let lost = |e: std::io::Error| {
-            CtlError::Protocol(match e.kind() {
-                std::io::ErrorKind::UnexpectedEof => "the agent closed the connection (it shut down or died)".into(),
-                _ => format!("lost the agent: {e}"),
-            })
-        };
-        let mut header = [0u8; HEADER_LEN];
-        self.stream.read_exact(&mut header).map_err(lost)?;
-        let len = frame::body_len(header).map_err(|e| CtlError::Protocol(e.to_string()))?;
-        let mut body = vec![0u8; len];
-        self.stream.read_exact(&mut body).map_err(lost)?;
-        frame::decode_body(&body).map_err(|e| CtlError::Protocol(e.to_string()))
+fn hello(stream: &mut dyn Transport) -> Result<(), CtlError> {
+    match call(stream, &Request::Hello { version: PROTOCOL_VERSION })? {
+        Response::Hello { version, .. } if version == PROTOCOL_VERSION => Ok(()),
+        Response::Hello { version, .. } => Err(CtlError::Protocol(format!(
+            "protocol version mismatch: procctl speaks version {PROTOCOL_VERSION}, procagent speaks version {version}"
+        ))),
+        other => Err(unexpected(&other)),
     }
+}
+
+fn call(stream: &mut dyn Transport, request: &Request) -> Result<Response, CtlError> {
+    let bytes = frame::encode(request).map_err(|e| CtlError::Failed(format!("cannot send: {e}")))?;
+    // A write can fail because the agent already answered and closed: read that answer.
+    let written = stream.write_all(&bytes).and_then(|()| stream.flush());
+    match read(stream) {
+        Ok(Response::Error(error)) => Err(CtlError::Agent(error)),
+        Ok(response) => Ok(response),
+        Err(e) => Err(written.err().map_or(e, |w| CtlError::Protocol(format!("lost the agent: {w}")))),
+    }
+}
+
+fn read(stream: &mut dyn Transport) -> Result<Response, CtlError> {
+    let lost = |e: std::io::Error| {
+        CtlError::Protocol(match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => "the agent closed the connection (it shut down or died)".into(),
+            _ => format!("lost the agent: {e}"),
+        })
+    };
+    let mut header = [0u8; HEADER_LEN];
+    stream.read_exact(&mut header).map_err(lost)?;
+    let len = frame::body_len(header).map_err(|e| CtlError::Protocol(e.to_string()))?;
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).map_err(lost)?;
+    frame::decode_body(&body).map_err(|e| CtlError::Protocol(e.to_string()))
+}
+
+/// The ssh child's pipes as one byte stream; dropping it closes the far side's stdin, so
+/// `dial-stdio` there ends, and waits for ssh.
+struct SshPipes {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: ChildStdout,
+    stderr: Option<JoinHandle<()>>,
+    said: Arc<Mutex<Vec<u8>>>,
+}
+
+impl SshPipes {
+    /// Closes our end, waits for ssh, and returns what it wrote on stderr (or how it ended).
+    fn finish(&mut self) -> String {
+        drop(self.stdin.take());
+        let status = self.child.wait();
+        if let Some(reader) = self.stderr.take() {
+            let _ = reader.join();
+        }
+        let said = String::from_utf8_lossy(&self.said.lock().unwrap_or_else(|e| e.into_inner())).trim().to_string();
+        match status {
+            Ok(status) if !status.success() && said.is_empty() => format!("ssh ended with {status}"),
+            _ => said,
+        }
+    }
+}
+
+impl Read for SshPipes {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.stdout.read(buf)
+    }
+}
+
+impl Write for SshPipes {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match &mut self.stdin {
+            Some(stdin) => stdin.write(buf),
+            None => Err(std::io::ErrorKind::BrokenPipe.into()),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.stdin.as_mut().map_or(Ok(()), Write::flush)
+    }
+}
+
+impl Drop for SshPipes {
+    fn drop(&mut self) {
+        if self.stdin.is_some() {
+            self.finish();
+        }
+    }
+}
+
+/// `PROCCTL_SSH` (default `ssh`, split as a shell would) with `-o BatchMode=yes`, the port
+/// and user, the host, and `procctl dial-stdio [--socket SOCKET]` for the far side's shell.
+fn ssh_command(host: &SshHost, ssh: Option<&str>) -> Result<Command, String> {
+    let ssh = ssh.map(str::trim).filter(|ssh| !ssh.is_empty()).unwrap_or("ssh");
+    let words = shlex::split(ssh)
+        .filter(|words| !words.is_empty())
+        .ok_or_else(|| format!("{SSH_ENV} cannot be split into words: {ssh}"))?;
+    let mut command = Command::new(&words[0]);
+    command.args(&words[1..]).args(["-o", "BatchMode=yes"]);
+    if let Some(port) = host.port {
+        command.arg("-p").arg(port.to_string());
+    }
+    if let Some(user) = &host.user {
+        command.arg("-l").arg(user);
+    }
+    let mut remote = String::from("procctl dial-stdio");
+    if let Some(socket) = &host.socket {
+        let quoted =
+            shlex::try_quote(socket).map_err(|_| format!("the socket path {socket:?} cannot be quoted for a shell"))?;
+        remote.push_str(" --socket ");
+        remote.push_str(&quoted);
+    }
+    command.arg("--").arg(&host.host).arg(remote);
+    Ok(command)
 }
 
 fn check_peer(stream: &Stream, path: &Path) -> Result<(), CtlError> {
@@ -127,6 +272,53 @@ fn check_peer(stream: &Stream, path: &Path) -> Result<(), CtlError> {
     }
 }
 
+/// The uid at the other end of a connected Unix socket, when the kernel says.
+pub fn peer_uid(fd: std::os::fd::BorrowedFd<'_>) -> Option<u32> {
+    nix::sys::socket::getsockopt(&fd, nix::sys::socket::sockopt::PeerCredentials).ok().map(|creds| creds.uid())
+}
+
 pub fn unexpected(response: &Response) -> CtlError {
     CtlError::Protocol(format!("unexpected answer from the agent: {response:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::parse;
+
+    fn words(command: &Command) -> Vec<String> {
+        std::iter::once(command.get_program())
+            .chain(command.get_args())
+            .map(|w| w.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn ssh_runs_dial_stdio_in_batch_mode_with_the_port_user_and_socket() {
+        let cases = [
+            ("ssh://box", None, vec!["ssh", "-o", "BatchMode=yes", "--", "box", "procctl dial-stdio"]),
+            (
+                "ssh://ops@box:2222/run/my agent.sock",
+                Some("ssh -F '/tmp/my config'"),
+                vec![
+                    "ssh",
+                    "-F",
+                    "/tmp/my config",
+                    "-o",
+                    "BatchMode=yes",
+                    "-p",
+                    "2222",
+                    "-l",
+                    "ops",
+                    "--",
+                    "box",
+                    "procctl dial-stdio --socket '/run/my agent.sock'",
+                ],
+            ),
+        ];
+        for (url, ssh, expected) in cases {
+            assert_eq!(words(&ssh_command(&parse(url).unwrap(), ssh).unwrap()), expected, "{url}");
+        }
+        assert!(ssh_command(&parse("ssh://box").unwrap(), Some("ssh 'unclosed")).is_err());
+    }
 }

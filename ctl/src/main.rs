@@ -1,16 +1,20 @@
 //! procctl: the command-line client of procagent.
 //!
-//! `cli` is the clap tree, `client` the blocking socket connection, `commands` one file
-//! per subcommand, `output` the only place that prints replies, and `import` reads other
-//! supervisors' files for `procctl import`. `main` parses, calls
+//! `cli` is the clap tree, `host` where a command goes (the local socket or ssh), `client`
+//! the blocking connection over either, `commands` one file per subcommand, `output` the
+//! only place that turns replies into text and `streams` where it goes, `top` the live view,
+//! and `import` reads other supervisors' files for `procctl import`. `main` parses, calls
 //! `commands::run`, and maps the result to an exit code: 0 success, 1 refused or failed,
 //! 2 usage error, 3 agent unreachable.
 
 mod cli;
 mod client;
 mod commands;
+mod host;
 mod import;
 mod output;
+mod streams;
+mod top;
 
 use std::process::ExitCode;
 
@@ -22,6 +26,9 @@ pub enum Status {
     Success,
     /// Failures were printed already.
     Failure,
+    /// The worst exit code of a command run on several hosts (or streams); failures were
+    /// printed already.
+    Worst(u8),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +46,7 @@ fn main() -> ExitCode {
     match commands::run(cli) {
         Ok(Status::Success) => ExitCode::SUCCESS,
         Ok(Status::Failure) => ExitCode::from(1),
+        Ok(Status::Worst(code)) => ExitCode::from(code),
         Err(error) => {
             eprintln!("procctl: {error}");
             ExitCode::from(error.exit_code())

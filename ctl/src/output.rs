@@ -5,94 +5,116 @@
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 
+use comfy_table::{Cell, CellAlignment, Color, ContentArrangement, Table, presets};
 use procctl_proto::{
     Delivery, Event, EventKind, Exit, InstanceId, InstanceInfo, LogLine, Outcome, OutcomeKind, ReloadReport, Target,
     WireError,
 };
+use procctl_proto::{Health, State};
 use serde_json::{Value, json};
-use unicode_width::UnicodeWidthStr;
 
 use crate::Status;
 
-/// The rows of `list`: a table, or one JSON array.
-pub fn list(rows: &[InstanceInfo], json: bool, out: &mut impl Write) -> io::Result<Status> {
-    let text = if json { list_json(rows) } else { list_table(rows) };
+/// The rows of `list`: a table, or one JSON array. `hosts` is empty for one agent, else the
+/// host of each row (a HOST column first, a `host` key in JSON).
+pub fn list(
+    rows: &[InstanceInfo],
+    hosts: &[&str],
+    json: bool,
+    colour: bool,
+    out: &mut impl Write,
+) -> io::Result<Status> {
+    let text = if json { list_json(rows, hosts) } else { list_table(rows, hosts, colour) };
     writeln!(out, "{text}")?;
     Ok(Status::Success)
 }
 
 /// The table of `list`: the columns of SPEC.md, then CPU and MEM, then HEALTH and STATUS
 /// when an instance listed has one (STATUS last: free text of any length).
-fn list_table(rows: &[InstanceInfo]) -> String {
+///
+/// comfy-table, set for speed: no borders (preset NOTHING), no arrangement, and never asked
+/// to look at the terminal (`force_no_tty`: its width and tty probes are system calls);
+/// colour is decided by the caller. Columns are two spaces apart and no line ends in blanks.
+fn list_table(rows: &[InstanceInfo], hosts: &[&str], colour: bool) -> String {
     let health = rows.iter().any(|row| row.health.is_some());
     let status = rows.iter().any(|row| row.status.is_some());
-    let mut header = vec!["NAME", "INSTANCE", "PID", "STATE", "UPTIME", "RESTARTS", "LAST EXIT", "CPU", "MEM"];
+    let host = !hosts.is_empty();
+    let mut header = Vec::with_capacity(12);
+    header.extend(host.then_some("HOST"));
+    header.extend(["NAME", "INSTANCE", "PID", "STATE", "UPTIME", "RESTARTS", "LAST EXIT", "CPU", "MEM"]);
     header.extend(health.then_some("HEALTH"));
     header.extend(status.then_some("STATUS"));
-    let mut table = vec![header.into_iter().map(String::from).collect()];
-    for row in rows {
-        let mut cells = vec![
-            row.id.name.clone(),
-            row.id.index.to_string(),
-            row.pid.map_or("-".into(), |pid| pid.to_string()),
-            row.state.to_string(),
-            row.uptime_secs.map_or("-".into(), uptime),
-            row.restarts.to_string(),
-            match (&row.start_error, row.last_exit) {
-                (Some(error), _) => error.clone(),
-                (None, exit) => exit.map_or("-".into(), |exit| exit.to_string()),
+    let mut table = Table::new();
+    table.load_preset(presets::NOTHING).set_content_arrangement(ContentArrangement::Disabled).force_no_tty();
+    if colour {
+        table.enforce_styling();
+    }
+    table.set_header(header.iter().map(Cell::new));
+    for (number, row) in rows.iter().enumerate() {
+        let mut cells = Vec::with_capacity(header.len());
+        if host {
+            cells.push(Cell::new(hosts.get(number).copied().unwrap_or("-")));
+        }
+        let state = Cell::new(row.state.as_str());
+        cells.extend([
+            Cell::new(&row.id.name),
+            Cell::new(row.id.index),
+            row.pid.map_or_else(dash, Cell::new),
+            match state_colour(row.state) {
+                Some(colour_of_state) if colour => state.fg(colour_of_state),
+                _ => state,
             },
-            row.cpu_tenths.map_or("-".into(), |t| format!("{}.{}%", t / 10, t % 10)),
-            row.memory_bytes.map_or("-".into(), memory),
-        ];
+            row.uptime_secs.map_or_else(dash, |secs| Cell::new(uptime(secs))),
+            Cell::new(row.restarts),
+            match (&row.start_error, row.last_exit) {
+                (Some(error), _) => Cell::new(error),
+                (None, exit) => exit.map_or_else(dash, Cell::new),
+            },
+            row.cpu_tenths.map_or_else(dash, |t| Cell::new(format_args!("{}.{}%", t / 10, t % 10))),
+            row.memory_bytes.map_or_else(dash, |bytes| Cell::new(memory(bytes))),
+        ]);
         if health {
-            cells.push(row.health.map_or("-".into(), |h| h.as_str().to_string()));
+            cells.push(match row.health {
+                Some(Health::Failing) if colour => Cell::new("failing").fg(Color::Red),
+                Some(health) => Cell::new(health.as_str()),
+                None => dash(),
+            });
         }
         if status {
             // The program's own words: control characters (an escape sequence meant for the
             // terminal of whoever lists) are shown as `?`.
             let text = row.status.as_deref().unwrap_or("-");
-            cells.push(text.chars().map(|c| if c.is_control() { '?' } else { c }).collect());
+            cells.push(Cell::new(text.chars().map(|c| if c.is_control() { '?' } else { c }).collect::<String>()));
         }
-        table.push(cells);
+        table.add_row(cells);
     }
-    columns(&table, &[1, 2, 5, 7, 8])
+    let shift = usize::from(host);
+    for (index, column) in table.column_iter_mut().enumerate() {
+        column.set_padding((0, 2));
+        if [1, 2, 5, 7, 8].contains(&(index.wrapping_sub(shift))) {
+            column.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    table.trim_fmt()
 }
 
-/// Lines of cells in columns two spaces apart, each as wide as its widest cell on screen
-/// (a CJK character takes two), the columns in `right` aligned right, no trailing blanks.
-fn columns(lines: &[Vec<String>], right: &[usize]) -> String {
-    let count = lines.iter().map(Vec::len).max().unwrap_or(0);
-    let mut widths = vec![0; count];
-    for line in lines {
-        for (width, cell) in widths.iter_mut().zip(line) {
-            *width = (*width).max(cell.width());
-        }
+fn dash() -> Cell {
+    Cell::new("-")
+}
+
+/// The colour of a state in `list` and `top`: running green; on its way or retrying yellow;
+/// given up or ended red; the others plain.
+pub fn state_colour(state: State) -> Option<Color> {
+    match state {
+        State::Running => Some(Color::Green),
+        State::Starting | State::Waiting | State::Backoff => Some(Color::Yellow),
+        State::Fatal | State::Exited => Some(Color::Red),
+        State::Stopping | State::Stopped => None,
     }
-    let mut text = String::with_capacity(lines.len() * (widths.iter().sum::<usize>() + 2 * count + 1));
-    for (number, line) in lines.iter().enumerate() {
-        if number > 0 {
-            text.push('\n');
-        }
-        let start = text.len();
-        for (index, (cell, width)) in line.iter().zip(&widths).enumerate() {
-            let pad = width - cell.width();
-            if right.contains(&index) {
-                text.extend(std::iter::repeat_n(' ', pad));
-                text.push_str(cell);
-            } else {
-                text.push_str(cell);
-                text.extend(std::iter::repeat_n(' ', pad));
-            }
-            text.push_str("  ");
-        }
-        text.truncate(start + text[start..].trim_end().len());
-    }
-    text
 }
 
 /// Resident memory as `ps` and `top` show it: `340K`, `12.4M`, `1.02G`.
-fn memory(bytes: u64) -> String {
+pub fn memory(bytes: u64) -> String {
     let kib = bytes / 1024;
     match kib {
         0..1024 => format!("{kib}K"),
@@ -101,11 +123,12 @@ fn memory(bytes: u64) -> String {
     }
 }
 
-fn list_json(rows: &[InstanceInfo]) -> String {
+fn list_json(rows: &[InstanceInfo], hosts: &[&str]) -> String {
     let rows: Vec<Value> = rows
         .iter()
-        .map(|row| {
-            json!({
+        .enumerate()
+        .map(|(number, row)| {
+            let mut value = json!({
                 "name": row.id.name,
                 "instance": row.id.index,
                 "pid": row.pid,
@@ -118,7 +141,11 @@ fn list_json(rows: &[InstanceInfo]) -> String {
                 "cpu_percent": row.cpu_tenths.map(|t| f64::from(t) / 10.0),
                 "memory_bytes": row.memory_bytes,
                 "start_error": row.start_error,
-            })
+            });
+            if let Some(host) = hosts.get(number) {
+                value["host"] = json!(host);
+            }
+            value
         })
         .collect();
     Value::Array(rows).to_string()
@@ -132,7 +159,7 @@ fn exit_json(exit: Exit) -> Value {
 }
 
 /// `3d4h`, `2h05m`, `4m07s`, `9s`.
-fn uptime(secs: u64) -> String {
+pub fn uptime(secs: u64) -> String {
     let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
     match (d, h, m) {
         (0, 0, 0) => format!("{s}s"),
@@ -362,27 +389,17 @@ fn event_json(time: &str, kind: &EventKind) -> Value {
     value
 }
 
-/// RFC 3339 in UTC with milliseconds: `2026-11-24T11:06:36.123Z`.
+/// RFC 3339 in UTC with milliseconds: `2026-11-24T11:06:36.123Z` (humantime's, which
+/// writes it into a fixed buffer without a time-zone database: UTC is all it needs).
 fn rfc3339(time_ms: u64) -> String {
-    let (secs, millis) = (time_ms / 1000, time_ms % 1000);
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z", rest / 3600, rest / 60 % 60, rest % 60)
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(time_ms);
+    humantime::format_rfc3339_millis(time).to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use procctl_proto::{ErrorKind, Health, Signal, State, WireError};
+    use procctl_proto::{ErrorKind, Signal, WireError};
 
     /// What a printer wrote to stdout and to stderr, and the status it returned.
     fn print(printer: impl FnOnce(&mut Vec<u8>, &mut Vec<u8>) -> io::Result<Status>) -> (String, String, Status) {
@@ -425,7 +442,7 @@ mod tests {
             row(Some(42), State::Running, Some(Exit::Signal(Signal::KILL))),
             row(None, State::Stopped, Some(Exit::Code(3))),
         ];
-        let value: Value = serde_json::from_str(&list_json(&rows)).unwrap();
+        let value: Value = serde_json::from_str(&list_json(&rows, &[])).unwrap();
         assert_eq!(
             value[0],
             json!({"name": "web", "instance": 1, "pid": 42, "state": "running", "uptime_secs": 75,
@@ -439,7 +456,7 @@ mod tests {
 
     #[test]
     fn the_table_has_every_column() {
-        let text = list_table(&[row(Some(42), State::Running, None)]);
+        let text = list_table(&[row(Some(42), State::Running, None)], &[], false);
         let header = text.lines().next().unwrap();
         for column in ["NAME", "INSTANCE", "PID", "STATE", "UPTIME", "RESTARTS", "LAST EXIT"] {
             assert!(header.contains(column), "{header}");
@@ -466,17 +483,17 @@ mod tests {
             "一个很长的名字-worker        10        -  exited   -          12345  code 3          -      -  -       -",
             "web                           1  1234567  backoff  1d1h           2  -          199.9%  3.00G  -       -",
         ];
-        assert_eq!(list_table(&[a, b.clone(), c.clone()]), all.join("\n"));
+        assert_eq!(list_table(&[a, b.clone(), c.clone()], &[], false), all.join("\n"));
         let without_health_and_status = [
             "NAME                   INSTANCE      PID  STATE    UPTIME  RESTARTS  LAST EXIT     CPU    MEM",
             "一个很长的名字-worker        10        -  exited   -          12345  code 3          -      -",
             "web                           1  1234567  backoff  1d1h           2  -          199.9%  3.00G",
         ];
-        assert_eq!(list_table(&[b, c]), without_health_and_status.join("\n"));
+        assert_eq!(list_table(&[b, c], &[], false), without_health_and_status.join("\n"));
         let mut d = row(Some(7), State::Running, None);
         d.status = Some("\u{1b}]0;owned\u{7}\tup".into());
-        assert!(list_table(&[d]).ends_with("  ?]0;owned??up"), "control characters are not written out");
-        assert_eq!(list_table(&[]), "NAME  INSTANCE  PID  STATE  UPTIME  RESTARTS  LAST EXIT  CPU  MEM");
+        assert!(list_table(&[d], &[], false).ends_with("  ?]0;owned??up"), "control characters are not written out");
+        assert_eq!(list_table(&[], &[], false), "NAME  INSTANCE  PID  STATE  UPTIME  RESTARTS  LAST EXIT  CPU  MEM");
     }
 
     #[test]
@@ -705,10 +722,10 @@ mod tests {
     #[test]
     fn list_ends_its_table_or_json_with_a_newline() {
         let rows = [row(Some(42), State::Running, None)];
-        let (table, _, status) = print(|o, _| list(&rows, false, o));
-        assert_eq!((table, status), (format!("{}\n", list_table(&rows)), Status::Success));
-        let (json, _, _) = print(|o, _| list(&rows, true, o));
-        assert_eq!(json, format!("{}\n", list_json(&rows)));
+        let (table, _, status) = print(|o, _| list(&rows, &[], false, false, o));
+        assert_eq!((table, status), (format!("{}\n", list_table(&rows, &[], false)), Status::Success));
+        let (json, _, _) = print(|o, _| list(&rows, &[], true, false, o));
+        assert_eq!(json, format!("{}\n", list_json(&rows, &[])));
     }
 
     #[test]

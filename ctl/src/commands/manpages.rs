@@ -40,6 +40,17 @@ pub fn run(dir: &Path) -> Result<Status, CtlError> {
         "The socket of the agent, when --socket is not given. Otherwise \
          $XDG_RUNTIME_DIR/procctl/agent.sock, else /tmp/procctl-UID/agent.sock.",
     )]);
+    for (name, meaning) in [
+        ("PROCCTL_HOST", "The hosts to run on, as --host takes them, when --host is not given."),
+        (
+            "PROCCTL_SSH",
+            "The ssh command and its options for --host, split as a shell would (default ssh); \
+             -o BatchMode=yes is added, so ssh never prompts.",
+        ),
+        ("NO_COLOR", "When set and not empty, --color auto prints no colour."),
+    ] {
+        main.control("TP", []).text([bold(name)]).text([roman(meaning)]);
+    }
     let mut see_also: Vec<String> = pages.iter().map(|page| format!("{page}(1)")).collect();
     see_also.extend(["procagent(8)".into(), "procctl.toml(5)".into()]);
     section(&mut main, "SEE ALSO", &see_also.join(", "));

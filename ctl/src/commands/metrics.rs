@@ -6,14 +6,14 @@ use super::printed;
 use crate::Status;
 use crate::client::{Client, CtlError, unexpected};
 use crate::output;
+use crate::streams::Io;
 
-pub fn run(client: &mut Client) -> Result<Status, CtlError> {
+pub fn run(client: &mut Client, io: &mut Io) -> Result<Status, CtlError> {
     let mut response = client.call(&Request::Metrics)?;
-    let mut out = std::io::stdout().lock();
     loop {
         match response {
             Response::Metrics { text, more } => {
-                printed(output::text(&text, &mut out))?;
+                printed(output::text(&text, &mut io.out))?;
                 if !more {
                     return Ok(Status::Success);
                 }

@@ -1,16 +1,25 @@
-//! `procctl pid TARGET`
+//! `procctl pid TARGET...`
 
 use procctl_proto::{Request, Response, Target};
 
-use super::printed;
+use super::{distinct, printed};
 use crate::Status;
 use crate::client::{Client, CtlError, unexpected};
 use crate::output;
+use crate::streams::Io;
 
-pub fn run(client: &mut Client, target: Target) -> Result<Status, CtlError> {
-    match client.call(&Request::Pid { target: target.clone() })? {
-        Response::Pids(pids) if pids.is_empty() => Err(CtlError::Failed(format!("no running instance of {target}"))),
-        Response::Pids(pids) => printed(output::pids(&pids, &mut std::io::stdout().lock())),
-        other => Err(unexpected(&other)),
+pub fn run(client: &mut Client, targets: &[Target], io: &mut Io) -> Result<Status, CtlError> {
+    let targets = distinct(targets);
+    let mut all = vec![];
+    for target in &targets {
+        match client.call(&Request::Pid { target: target.clone() })? {
+            Response::Pids(pids) => all.extend(pids.into_iter().filter(|pid| !all.contains(pid)).collect::<Vec<_>>()),
+            other => return Err(unexpected(&other)),
+        }
     }
+    if all.is_empty() {
+        let names: Vec<String> = targets.iter().map(Target::to_string).collect();
+        return Err(CtlError::Failed(format!("no running instance of {}", names.join(" "))));
+    }
+    printed(output::pids(&all, &mut io.out))
 }

@@ -4,8 +4,7 @@
 //! connection, in order; the first batch an instance fails stops the stream.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, stderr, stdout};
-use std::path::Path;
+use std::io::BufRead;
 use std::time::Duration;
 
 use procctl_proto::frame::{self, MAX_FRAME};
@@ -14,7 +13,9 @@ use procctl_proto::{InstanceId, Request, Response, SendRequest, Target};
 use super::printed;
 use crate::Status;
 use crate::client::{Client, CtlError, unexpected};
+use crate::host::Endpoint;
 use crate::output;
+use crate::streams::Io;
 
 pub struct Options {
     pub any: bool,
@@ -28,7 +29,13 @@ const MAX_MESSAGE: usize = MAX_FRAME - 1024;
 /// A batch is sent once it holds this many bytes of messages (well under one frame).
 const BATCH_BYTES: usize = 256 * 1024;
 
-pub fn run(socket: &Path, target: Target, words: Vec<String>, options: Options) -> Result<Status, CtlError> {
+pub fn run(
+    endpoint: &Endpoint,
+    target: Target,
+    words: Vec<String>,
+    options: Options,
+    io: &mut Io,
+) -> Result<Status, CtlError> {
     if options.any && matches!(target, Target::Instance(_)) {
         return Err(CtlError::Usage(format!("--any takes a process NAME, not the instance {target}")));
     }
@@ -45,11 +52,10 @@ pub fn run(socket: &Path, target: Target, words: Vec<String>, options: Options) 
         let send = request(vec![words.join(" ")]);
         // Refused before anything is sent when it cannot fit in one frame.
         frame::encode(&send).map_err(|e| CtlError::Failed(format!("message too large: {e}")))?;
-        let mut client = Client::connect(socket)?;
+        let mut client = Client::open(endpoint)?;
         return match client.call(&send)? {
             Response::Sent(deliveries) => {
-                let (out, err) = (&mut stdout().lock(), &mut stderr().lock());
-                printed(output::deliveries(&target, &deliveries, options.reply, out, err))
+                printed(output::deliveries(&target, &deliveries, options.reply, &mut io.out, &mut io.err))
             }
             other => Err(unexpected(&other)),
         };
@@ -57,7 +63,7 @@ pub fn run(socket: &Path, target: Target, words: Vec<String>, options: Options) 
     if options.reply {
         return Err(CtlError::Usage("--reply takes one message, not a stream from stdin".into()));
     }
-    let mut client = Client::connect(socket)?;
+    let mut client = Client::open(endpoint)?;
     let mut accepted: BTreeMap<InstanceId, u32> = BTreeMap::new();
     let mut batch: Vec<String> = vec![];
     let mut bytes = 0;
@@ -83,8 +89,13 @@ pub fn run(socket: &Path, target: Target, words: Vec<String>, options: Options) 
                     if deliveries.is_empty() || deliveries.iter().any(|d| d.error.is_some()) {
                         // No instance at all (scaled to 0 meanwhile) took none of this batch.
                         let through = if deliveries.is_empty() { sent } else { sent + count };
-                        let (out, err) = (&mut stdout().lock(), &mut stderr().lock());
-                        return printed(output::stream_stopped(&target, &deliveries, through, out, err));
+                        return printed(output::stream_stopped(
+                            &target,
+                            &deliveries,
+                            through,
+                            &mut io.out,
+                            &mut io.err,
+                        ));
                     }
                 }
                 other => return Err(unexpected(&other)),
@@ -103,5 +114,5 @@ pub fn run(socket: &Path, target: Target, words: Vec<String>, options: Options) 
             break;
         }
     }
-    printed(output::stream_accepted(&accepted, &mut stdout().lock()))
+    printed(output::stream_accepted(&accepted, &mut io.out))
 }

@@ -1,12 +1,12 @@
-//! `procctl signal TARGET SIGNAL`
+//! `procctl signal TARGET... SIGNAL`
 
 use procctl_proto::{Request, Signal, Target};
 
 use super::outcomes;
 use crate::Status;
 use crate::client::{Client, CtlError};
+use crate::streams::Io;
 
-pub fn run(client: &mut Client, target: Target, signal: Signal) -> Result<Status, CtlError> {
-    let request = Request::Signal { target: target.clone(), signal };
-    outcomes(client, &request, "signal", &target)
+pub fn run(client: &mut Client, targets: &[Target], signal: Signal, io: &mut Io) -> Result<Status, CtlError> {
+    outcomes(client, targets, |target| Request::Signal { target, signal }, "signal", io)
 }

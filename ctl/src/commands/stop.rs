@@ -1,12 +1,12 @@
-//! `procctl stop TARGET`: returns when the processes are gone
+//! `procctl stop TARGET...`: returns when the processes are gone
 
 use procctl_proto::{Request, Target};
 
 use super::outcomes;
 use crate::Status;
 use crate::client::{Client, CtlError};
+use crate::streams::Io;
 
-pub fn run(client: &mut Client, target: Target) -> Result<Status, CtlError> {
-    let request = Request::Stop { target: target.clone() };
-    outcomes(client, &request, "stop", &target)
+pub fn run(client: &mut Client, targets: &[Target], io: &mut Io) -> Result<Status, CtlError> {
+    outcomes(client, targets, |target| Request::Stop { target }, "stop", io)
 }
