@@ -406,6 +406,11 @@ impl Model {
 }
 
 fn run(ops: Vec<Op>) {
+    run_then(ops, |_, _| {});
+}
+
+/// Carries out `ops`, checking after each; then `look` at the model, then the world settles.
+fn run_then(ops: Vec<Op>, look: impl FnOnce(&Model, &[Op])) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
     runtime.block_on(async {
         let mut model = Model::new();
@@ -415,6 +420,7 @@ fn run(ops: Vec<Op>) {
             model.apply(op).await;
             model.check(&history);
         }
+        look(&model, &history);
         model.settle(&history).await;
     });
 }
@@ -439,34 +445,24 @@ fn a_queued_start_of_a_waiting_instance_does_not_undo_a_stop() {
 /// killed run (20 ms after the SIGKILL) must not kill its first run.
 #[test]
 fn an_instance_scaled_away_and_back_is_not_killed_by_its_predecessors_recheck() {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
-    runtime.block_on(async {
-        let mut model = Model::new();
-        let mut history = vec![];
-        let ops = [
-            Op::Stubborn(true),
-            Op::SpawnOk(0),
-            Op::SpawnOk(0),
-            Op::SpawnOk(0),
-            Op::Advance(1_100),
-            Op::Scale("a", 1),
-            Op::Advance(2_000), // a:1's stop deadline: SIGKILL, a recheck 20 ms later
-            Op::Reap(0),        // gone: a:1 leaves the table
-            Op::Stubborn(false),
-            Op::Scale("a", 2), // a new a:1
-            Op::SpawnOk(0),
-            Op::SpawnOk(0),
-            Op::Advance(30),
-        ];
-        for op in ops {
-            history.push(op.clone());
-            model.apply(op).await;
-            model.check(&history);
-        }
-        let id = InstanceId::new("a", 1);
-        let pid = model.sup.slots[&id].inst.pid.expect("the new a:1 runs");
+    let ops = vec![
+        Op::Stubborn(true),
+        Op::SpawnOk(0),
+        Op::SpawnOk(0),
+        Op::SpawnOk(0),
+        Op::Advance(1_100),
+        Op::Scale("a", 1),
+        Op::Advance(2_000), // a:1's stop deadline: SIGKILL, a recheck 20 ms later
+        Op::Reap(0),        // gone: a:1 leaves the table
+        Op::Stubborn(false),
+        Op::Scale("a", 2), // a new a:1
+        Op::SpawnOk(0),
+        Op::SpawnOk(0),
+        Op::Advance(30),
+    ];
+    run_then(ops, |model, history| {
+        let pid = model.sup.slots[&InstanceId::new("a", 1)].inst.pid.expect("the new a:1 runs");
         assert_eq!(model.kernel.world().procs[&pid].life, Life::Alive, "the new a:1 was killed: {history:?}");
-        model.settle(&history).await;
     });
 }
 
