@@ -10,6 +10,7 @@ mod contrib;
 mod control;
 mod events;
 mod exit_codes;
+mod fleet;
 mod fuzz;
 mod hostile;
 mod import;

@@ -113,6 +113,8 @@ fn list_json(rows: &[InstanceInfo]) -> String {
                 "status": row.status,
                 "cpu_percent": row.cpu_tenths.map(|t| f64::from(t) / 10.0),
                 "memory_bytes": row.memory_bytes,
+                "recycles": row.recycles,
+                "messages": row.messages,
             })
         })
         .collect();
@@ -306,6 +308,10 @@ fn event_text(time: &str, kind: &EventKind) -> String {
         EventKind::Reply { line, .. } => line.clone(),
         EventKind::Waiting { on, .. } => format!("on {}", on.join(" ")),
         EventKind::Unhealthy { reason, .. } => reason.clone(),
+        EventKind::Recycled { reason, .. } => {
+            let (why, key, figure) = reason.parts();
+            format!("{why} {key}={figure}")
+        }
         EventKind::Fatal { .. } | EventKind::Stopped { .. } | EventKind::Reloaded => String::new(),
     };
     let id = kind.id().map(|id| format!(" {id}")).unwrap_or_default();
@@ -336,6 +342,11 @@ fn event_json(time: &str, kind: &EventKind) -> Value {
         EventKind::Reply { line, .. } => value["line"] = json!(line),
         EventKind::Waiting { on, .. } => value["on"] = json!(on),
         EventKind::Unhealthy { reason, .. } => value["reason"] = json!(reason),
+        EventKind::Recycled { reason, .. } => {
+            let (why, key, figure) = reason.parts();
+            value["reason"] = json!(why);
+            value[key] = json!(figure);
+        }
         EventKind::Fatal { .. } | EventKind::Stopped { .. } | EventKind::Reloaded => {}
     }
     value
@@ -394,6 +405,8 @@ mod tests {
             status: None,
             cpu_tenths: pid.map(|_| 125),
             memory_bytes: pid.map(|_| 13 << 20),
+            recycles: 1,
+            messages: 7,
         }
     }
 
@@ -408,7 +421,7 @@ mod tests {
             value[0],
             json!({"name": "web", "instance": 1, "pid": 42, "state": "running", "uptime_secs": 75,
                    "restarts": 2, "last_exit": {"signal": "KILL"}, "health": null, "status": null,
-                   "cpu_percent": 12.5, "memory_bytes": 13 << 20})
+                   "cpu_percent": 12.5, "memory_bytes": 13 << 20, "recycles": 1, "messages": 7})
         );
         assert_eq!(value[1]["pid"], Value::Null);
         assert_eq!(value[1]["uptime_secs"], Value::Null);

@@ -128,6 +128,30 @@ pub enum EventKind {
         line: String,
     },
     Reloaded,
+    /// Warm-restarted by a recycling policy (`max_memory`, `max_age`, `max_messages`).
+    Recycled {
+        id: InstanceId,
+        reason: RecycleReason,
+    },
+}
+
+/// Which limit a recycled instance crossed, and its figure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RecycleReason {
+    Memory { bytes: u64 },
+    Age { secs: u64 },
+    Messages { count: u64 },
+}
+
+impl RecycleReason {
+    /// The `reason` of the event, and the key and value of its figure.
+    pub fn parts(self) -> (&'static str, &'static str, u64) {
+        match self {
+            RecycleReason::Memory { bytes } => ("memory", "memory_bytes", bytes),
+            RecycleReason::Age { secs } => ("age", "uptime_secs", secs),
+            RecycleReason::Messages { count } => ("messages", "messages", count),
+        }
+    }
 }
 
 impl EventKind {
@@ -144,6 +168,7 @@ impl EventKind {
             EventKind::Scaled { .. } => "scaled",
             EventKind::Reply { .. } => "reply",
             EventKind::Reloaded => "reloaded",
+            EventKind::Recycled { .. } => "recycled",
         }
     }
 
@@ -157,7 +182,8 @@ impl EventKind {
             | EventKind::Backoff { id, .. }
             | EventKind::Fatal { id }
             | EventKind::Stopped { id }
-            | EventKind::Reply { id, .. } => Some(id),
+            | EventKind::Reply { id, .. }
+            | EventKind::Recycled { id, .. } => Some(id),
             EventKind::Scaled { .. } | EventKind::Reloaded => None,
         }
     }
@@ -237,6 +263,10 @@ pub struct InstanceInfo {
     pub cpu_tenths: Option<u32>,
     /// Resident memory of the instance's whole tree.
     pub memory_bytes: Option<u64>,
+    /// Recycled this many times since the agent started.
+    pub recycles: u32,
+    /// Messages routed to the current run's pipe.
+    pub messages: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

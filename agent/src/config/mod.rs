@@ -11,6 +11,7 @@ use serde::{Deserialize, Deserializer};
 use toml::de::DeTable;
 
 mod account;
+pub mod fleet;
 mod probe;
 mod value;
 
@@ -61,6 +62,7 @@ pub struct ProcessSpec {
     pub critical: bool,
     /// `arg`, as JSON text for `PROCCTL_ARG`.
     pub arg: Option<String>,
+    pub recycle: fleet::Recycle,
 }
 
 impl ProcessSpec {
@@ -172,6 +174,14 @@ struct RawProcess {
     critical: bool,
     #[serde(default, deserialize_with = "value::arg")]
     arg: Option<String>,
+    #[serde(default, deserialize_with = "some_size")]
+    max_memory: Option<u64>,
+    #[serde(default, deserialize_with = "fleet::some_period")]
+    max_age: Option<Duration>,
+    #[serde(default, deserialize_with = "fleet::some_count")]
+    max_messages: Option<u64>,
+    #[serde(default = "fleet::ten_secs", deserialize_with = "fleet::period")]
+    recycle_check: Duration,
 }
 
 fn up() -> Ready {
@@ -372,6 +382,12 @@ impl Config {
                 cpu_max: raw.cpu_max,
                 critical: raw.critical,
                 arg: raw.arg,
+                recycle: fleet::Recycle {
+                    max_memory: raw.max_memory,
+                    max_age: raw.max_age,
+                    max_messages: raw.max_messages,
+                    check: raw.recycle_check,
+                },
             };
             processes.insert(name, spec);
         }

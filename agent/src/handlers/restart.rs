@@ -15,6 +15,7 @@ pub async fn run(sup: &Handle, target: Target) -> Result<Response, WireError> {
 /// Restarts `ids` in order, one at a time; after the first that fails, the rest are not
 /// touched and each says where the roll halted.
 pub(super) async fn roll(sup: &Handle, ids: Vec<InstanceId>) -> Result<Vec<Outcome>, WireError> {
+    let _rolling = sup.rolling(ids.iter().map(|id| id.name.clone()).collect());
     let mut outcomes = vec![];
     let mut halted_at: Option<InstanceId> = None;
     for id in ids {

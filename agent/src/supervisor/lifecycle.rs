@@ -52,6 +52,7 @@ impl Supervisor {
         if slot.inst.state != before {
             self.touch();
             self.on_state_change(id, before);
+            self.recycle_on_state(id);
         }
         for action in actions {
             self.act(id, action);
@@ -198,6 +199,7 @@ impl Supervisor {
         };
         self.timers.disarm_all(&mut slot.timers);
         self.waiting.remove(id);
+        self.recycle_left(id);
         self.touch();
         if self.retired.contains(&id.name) && !self.slots.keys().any(|other| other.name == id.name) {
             self.retired.remove(&id.name);
@@ -271,6 +273,7 @@ impl Supervisor {
                     }
                 });
                 self.by_pid.insert(pid, id.clone());
+                self.recycle_spawned(&id, run);
                 self.bus.emit(EventKind::Spawned { id: id.clone(), pid: pid as u32 });
                 self.feed(&id, Input::Spawned { pid, at: SystemTime::now() });
             }

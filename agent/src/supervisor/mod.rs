@@ -20,6 +20,7 @@ mod lifecycle;
 mod model;
 mod persist;
 mod readiness;
+mod recycle;
 mod reload;
 mod routes;
 mod scale;
@@ -106,6 +107,16 @@ pub enum Due {
     /// An `exec` probe ran out of time.
     ProbeTimeout {
         pid: i32,
+    },
+    /// Time to sample the instances of a process with `max_memory`.
+    MemoryCheck {
+        name: String,
+        generation: u64,
+    },
+    /// Run `run` reached its `max_age`.
+    Age {
+        id: InstanceId,
+        run: u64,
     },
 }
 
@@ -221,6 +232,8 @@ pub struct Supervisor {
     rng: u64,
     /// Follow-ups not carried out yet.
     queue: VecDeque<Next>,
+    /// Recycles going on and waiting, and what they are decided from.
+    recycling: recycle::Recycling,
 }
 
 pub struct Parts {
@@ -283,6 +296,7 @@ impl Supervisor {
             shutdown_waiters: vec![],
             rng: seed | 1,
             queue: VecDeque::new(),
+            recycling: recycle::Recycling::default(),
         };
         let names: Vec<String> = sup.config.processes.keys().cloned().collect();
         for name in names {
@@ -297,6 +311,7 @@ impl Supervisor {
             }
         }
         sup.warn_unlimited();
+        sup.recycle_arm_checks();
         let ids: Vec<InstanceId> = sup.service_pending();
         for id in ids {
             sup.start_with_dependencies(&id);
@@ -397,6 +412,8 @@ impl Supervisor {
             Due::Probe { id, run, purpose } => self.on_probe_due(id, run, purpose),
             Due::Watchdog { id, run } => self.on_watchdog_due(id, run),
             Due::ProbeTimeout { pid } => self.on_probe_timeout(pid),
+            Due::MemoryCheck { name, generation } => self.on_memory_check(name, generation),
+            Due::Age { id, run } => self.on_age_due(id, run),
         }
     }
 
@@ -440,7 +457,9 @@ impl Supervisor {
             }
             Command::Reload { reply } => {
                 let _ = reply.send(self.reload());
+                self.recycle_arm_checks();
             }
+            Command::Rolling { names, on } => self.on_rolling(names, on),
             Command::Sinks { target, reply } => {
                 let sinks = self
                     .resolve(&target)
@@ -506,6 +525,8 @@ impl Supervisor {
             status: slot.checks.status.clone(),
             cpu_tenths: None,
             memory_bytes: None,
+            recycles: self.recycling.recycles(id),
+            messages: self.recycling.messages(id, slot.inst.run),
         })
     }
 }

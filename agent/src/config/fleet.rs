@@ -1,0 +1,53 @@
+//! The fleet policies of a process: when an instance is recycled (`max_memory`, `max_age`,
+//! `max_messages`, sampled every `recycle_check`).
+
+use std::time::Duration;
+
+use serde::Deserializer;
+
+use super::value;
+
+/// When an instance is warm-restarted by the agent; none of them by default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recycle {
+    /// MEM above this for two checks in a row.
+    pub max_memory: Option<u64>,
+    /// Running longer than this (each run's deadline falls up to 10% later).
+    pub max_age: Option<Duration>,
+    /// This many messages routed to the current run.
+    pub max_messages: Option<u64>,
+    /// How often `max_memory` is sampled.
+    pub check: Duration,
+}
+
+impl Default for Recycle {
+    fn default() -> Self {
+        Recycle { max_memory: None, max_age: None, max_messages: None, check: RECYCLE_CHECK }
+    }
+}
+
+pub const RECYCLE_CHECK: Duration = Duration::from_secs(10);
+
+pub fn ten_secs() -> Duration {
+    RECYCLE_CHECK
+}
+
+/// A count from 1 up.
+pub fn some_count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    match value::whole(d)? {
+        0 => Err(serde::de::Error::custom("expected a whole number from 1 up, found 0")),
+        n => Ok(Some(u64::from(n))),
+    }
+}
+
+/// A duration above zero.
+pub fn some_period<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    match value::duration(d)? {
+        zero if zero.is_zero() => Err(serde::de::Error::custom("expected a duration above zero")),
+        period => Ok(Some(period)),
+    }
+}
+
+pub fn period<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    some_period(d).map(|p| p.unwrap_or(RECYCLE_CHECK))
+}

@@ -1,0 +1,197 @@
+//! Fleet policies: recycling by memory, age and messages, as warm restarts of one instance
+//! at a time that are no failures.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::{Agent, SPARE, WAIT, Watcher, alive, holds_for, run, sh, wait_until};
+
+/// A python3 worker that, on its first run only (a marker file says), holds 64 MiB it
+/// really touches, a MiB at a time.
+fn grower(agent: &Agent, extra: &str) -> String {
+    let mark = agent.path("grew");
+    let script = format!(
+        "import os, time\n\
+         grow = not os.path.exists({mark:?})\n\
+         open({mark:?}, 'a').close()\n\
+         held = []\n\
+         while True:\n\
+         \x20   if grow and len(held) < 64:\n\
+         \x20       held.append(b'x' * (1 << 20))\n\
+         \x20   time.sleep(0.02)\n",
+        mark = mark.display().to_string()
+    );
+    let argv = serde_json::to_string(&["python3", "-c", &script]).unwrap();
+    format!("{SPARE}[process.grow]\ncommand = {argv}\nstart_secs = \"0s\"\n{extra}\n")
+}
+
+fn recycled(event: &Value, name: &str, instance: u64) -> bool {
+    event["event"] == "recycled" && event["name"] == name && event["instance"] == instance
+}
+
+#[test]
+fn max_memory_recycles_a_growing_child_and_leaves_its_replacement_alone() {
+    let mut agent = Agent::new("");
+    agent.write_config(&grower(&agent, "max_memory = \"32MiB\"\nrecycle_check = \"200ms\""));
+    agent.launch();
+    let watcher = Watcher::subscribed(&agent, true);
+    let first = agent.wait_running("grow", 1)[0];
+    let seen = watcher.until_json("grow:0 is recycled", |e| recycled(e, "grow", 0));
+    let event = seen.last().unwrap();
+    assert_eq!(event["reason"], "memory", "{event}");
+    assert!(event["memory_bytes"].as_u64().unwrap() > 32 << 20, "the figure that crossed the limit: {event}");
+
+    wait_until(Duration::from_secs(15), "the replacement runs", || {
+        let row = agent.row("grow", 0);
+        row["state"] == "running" && row["pid"].as_i64().is_some_and(|pid| pid as i32 != first)
+    });
+    assert!(!alive(first), "the old run is gone");
+    let row = agent.row("grow", 0);
+    assert_eq!(row["recycles"], 1, "{row}");
+    assert_eq!(row["restarts"], 0, "a recycle is no failure: {row}");
+    let second = agent.pid_of("grow", 0).unwrap();
+    holds_for(Duration::from_secs(1), Duration::from_millis(100), "the small replacement is left alone", || {
+        agent.pid_of("grow", 0) == Some(second)
+    });
+}
+
+#[test]
+fn max_age_recycles_one_instance_at_a_time() {
+    let mut agent = Agent::new(&format!(
+        "{SPARE}[process.old]\ncommand = [\"sleep\", \"100000\"]\ninstances = 2\nstart_secs = \"0s\"\nmax_age = \"1s\"\n"
+    ));
+    agent.launch();
+    let watcher = Watcher::subscribed(&agent, true);
+    // Until each instance has been recycled once: between two recycles, the first
+    // recycled instance's replacement came up.
+    let mut busy: Option<u64> = None;
+    let mut done = std::collections::BTreeSet::new();
+    watcher.until_json("both instances are recycled", |e| {
+        if e["name"] != "old" {
+            return false;
+        }
+        let instance = e["instance"].as_u64().unwrap();
+        match e["event"].as_str().unwrap() {
+            "recycled" => {
+                assert_eq!(busy, None, "a second recycle while one is going on: {e}");
+                assert_eq!(e["reason"], "age", "{e}");
+                assert!(e["uptime_secs"].as_u64().unwrap() >= 1, "{e}");
+                busy = Some(instance);
+            }
+            "started" if busy == Some(instance) => {
+                busy = None;
+                done.insert(instance);
+            }
+            _ => {}
+        }
+        done.len() == 2
+    });
+    for row in agent.list("old") {
+        assert_eq!(row["restarts"], 0, "{row}");
+        assert!(row["recycles"].as_u64().unwrap() >= 1, "{row}");
+    }
+}
+
+#[test]
+fn max_messages_recycles_after_the_last_message_is_delivered() {
+    let mut agent = Agent::new("");
+    let out = agent.path("rec");
+    agent.write_config(&format!(
+        "{SPARE}[process.rec]\ncommand = {}\nstart_secs = \"0s\"\nmax_messages = 3\n",
+        // A worker that reads its queue to the end when told to stop.
+        sh(&format!(
+            "trap '' TERM; while IFS= read -r m <&\"$PROCCTL_PIPE_FD\"; do printf '%s %s\\n' $$ \"$m\" >> {}; done",
+            out.display()
+        ))
+    ));
+    agent.launch();
+    let first = agent.wait_running("rec", 1)[0];
+    let watcher = Watcher::subscribed(&agent, true);
+    agent.ctl(&["send", "rec", "one"]).ok();
+    agent.ctl(&["send", "rec", "two"]).ok();
+    assert_eq!(agent.row("rec", 0)["messages"], 2);
+    agent.ctl(&["send", "rec", "three"]).ok();
+    let seen = watcher.until_json("rec:0 is recycled", |e| recycled(e, "rec", 0));
+    let event = seen.last().unwrap();
+    assert_eq!((event["reason"].as_str(), event["messages"].as_u64()), (Some("messages"), Some(3)), "{event}");
+    wait_until(Duration::from_secs(15), "the replacement runs", || {
+        agent.pid_of("rec", 0).is_some_and(|pid| pid != first) && agent.state_of("rec", 0) == "running"
+    });
+    let row = agent.row("rec", 0);
+    assert_eq!(
+        (row["messages"].as_u64(), row["recycles"].as_u64(), row["restarts"].as_u64()),
+        (Some(0), Some(1), Some(0))
+    );
+    let got = std::fs::read_to_string(&out).unwrap();
+    let want: Vec<String> = ["one", "two", "three"].iter().map(|m| format!("{first} {m}")).collect();
+    assert_eq!(got.lines().collect::<Vec<_>>(), want, "the queue drained into the old run before it stopped");
+}
+
+#[test]
+fn stop_during_a_recycle_stops_cleanly() {
+    // The old run takes a second to stop, so the stop comes while the recycle goes on.
+    let mut agent = Agent::new(&format!(
+        "{SPARE}[process.slow]\ncommand = {}\nstart_secs = \"0s\"\nmax_age = \"1s\"\nstop_timeout = \"10s\"\n",
+        sh("trap 'sleep 1; exit 0' TERM; while :; do sleep 0.1; done")
+    ));
+    agent.launch();
+    let watcher = Watcher::subscribed(&agent, true);
+    let first = agent.wait_running("slow", 1)[0];
+    watcher.until_json("slow:0 is recycled", |e| recycled(e, "slow", 0));
+    assert_eq!(agent.state_of("slow", 0), "stopping");
+    agent.ctl(&["stop", "slow"]).ok();
+    assert_eq!(agent.state_of("slow", 0), "stopped");
+    assert!(!alive(first));
+    holds_for(Duration::from_millis(1500), Duration::from_millis(100), "it stays stopped", || {
+        agent.state_of("slow", 0) == "stopped"
+    });
+    agent.ctl(&["start", "slow"]).ok();
+    agent.wait_running("slow", 1);
+}
+
+#[test]
+fn a_recycle_decided_during_a_rolling_restart_waits_for_it() {
+    // Each stop takes a second, so the roll is still stopping rec:1 when rec:0, already
+    // restarted, reaches its max_messages.
+    let mut agent = Agent::new(&format!(
+        "{SPARE}[process.rec]\ncommand = {}\ninstances = 2\nstart_secs = \"0s\"\nmax_messages = 1\nstop_timeout = \"10s\"\n",
+        sh("trap 'sleep 1; exit 0' TERM; while IFS= read -r m <&\"$PROCCTL_PIPE_FD\"; do :; done")
+    ));
+    agent.launch();
+    agent.wait_running("rec", 2);
+    let watcher = Watcher::subscribed(&agent, true);
+    let mut restart = agent.ctl_command(&["restart", "rec"]).spawn().unwrap();
+    watcher.until_json("the roll has restarted rec:0", |e| {
+        e["event"] == "started" && e["name"] == "rec" && e["instance"] == 0
+    });
+    agent.ctl(&["send", "rec:0", "last"]).ok();
+    let seen = watcher.until_json("rec:0 is recycled", |e| recycled(e, "rec", 0));
+    let events: Vec<(String, u64)> = seen
+        .iter()
+        .filter(|e| e["name"] == "rec")
+        .map(|e| (e["event"].as_str().unwrap().to_string(), e["instance"].as_u64().unwrap()))
+        .collect();
+    let roll_done = events.iter().position(|e| *e == ("started".to_string(), 1));
+    assert!(roll_done.is_some(), "the roll finished before the recycle began: {events:?}");
+    assert!(restart.wait().unwrap().success());
+    wait_until(Duration::from_secs(15), "the recycled rec:0 runs again", || {
+        agent.row("rec", 0)["recycles"] == 1 && agent.state_of("rec", 0) == "running"
+    });
+}
+
+#[test]
+fn recycling_limits_are_checked_at_load() {
+    let cases = [
+        ("max_messages = 0", "max_messages"),
+        ("max_age = \"0s\"", "max_age"),
+        ("recycle_check = \"0s\"", "recycle_check"),
+        ("max_memory = \"lots\"", "max_memory"),
+    ];
+    for (line, key) in cases {
+        let agent = Agent::new(&format!("[process.w]\ncommand = [\"sleep\", \"1\"]\n{line}\n"));
+        let out = run(&mut agent.command(), None, WAIT);
+        assert_eq!(out.code, Some(1), "{line}: {out:?}");
+        assert!(out.stderr.contains(&format!(":3: process.w.{key}")), "{line}: {out:?}");
+    }
+}
