@@ -195,3 +195,60 @@ fn recycling_limits_are_checked_at_load() {
         assert!(out.stderr.contains(&format!(":3: process.w.{key}")), "{line}: {out:?}");
     }
 }
+
+#[test]
+fn max_starting_lets_that_many_start_at_once_and_the_rest_wait() {
+    let mut agent = Agent::new(&format!(
+        "{SPARE}[process.warm]\ncommand = [\"sleep\", \"100000\"]\ninstances = 5\nstart_secs = \"300ms\"\nautostart = false\nmax_starting = 2\n"
+    ));
+    agent.launch();
+    let watcher = Watcher::subscribed(&agent, true);
+    let out = agent.ctl(&["start", "warm"]);
+    out.ok();
+    let (mut starting, mut most, mut held, mut started) = (0i32, 0, 0, 0);
+    watcher.until_json("all five started", |e| {
+        if e["name"] != "warm" {
+            return false;
+        }
+        match e["event"].as_str().unwrap() {
+            "spawned" => starting += 1,
+            "started" => {
+                starting -= 1;
+                started += 1;
+            }
+            "waiting" => {
+                assert_eq!(e["on"], serde_json::json!(["max_starting"]), "{e}");
+                held += 1;
+            }
+            _ => {}
+        }
+        most = most.max(starting);
+        started == 5
+    });
+    assert_eq!(most, 2, "at most two starting at once, and two did");
+    assert_eq!(held, 3, "the other three waited on max_starting");
+    assert!(agent.list("warm").iter().all(|row| row["state"] == "running"));
+
+    // A restart after an exit goes through the same gate: kill three, two start at once.
+    let pids: Vec<i32> = agent.list("warm").iter().take(3).map(|row| row["pid"].as_i64().unwrap() as i32).collect();
+    for pid in &pids {
+        crate::support::kill(*pid, 9);
+    }
+    let (mut starting, mut most, mut started) = (0i32, 0, 0);
+    watcher.until_json("the three killed are back", |e| {
+        if e["name"] != "warm" {
+            return false;
+        }
+        match e["event"].as_str().unwrap() {
+            "spawned" => starting += 1,
+            "started" => {
+                starting -= 1;
+                started += 1;
+            }
+            _ => {}
+        }
+        most = most.max(starting);
+        started == 3
+    });
+    assert!(most <= 2, "restarts after exits wait on max_starting too");
+}

@@ -61,6 +61,9 @@ pub enum Input {
     Remove,
     /// A later scale or reload keeps it after all.
     Keep,
+    /// Its process has `max_starting` instances starting already: a start that has just
+    /// asked for a spawn waits in `waiting` instead (ignored once the spawn is under way).
+    Hold,
     Spawned {
         pid: i32,
         at: SystemTime,
@@ -218,6 +221,12 @@ impl Instance {
                 self.removing = true;
                 self.on_stop(spec)
             }
+            Input::Hold if self.state == State::Starting && self.spawn_pending && self.pid.is_none() => {
+                self.spawn_pending = false;
+                self.state = State::Waiting;
+                vec![self.disarm(Timer::Spawn)]
+            }
+            Input::Hold => vec![],
             Input::Keep => {
                 self.removing = false;
                 // The request that was taking it away stops waiting.

@@ -1,5 +1,6 @@
 //! The fleet policies of a process: when an instance is recycled (`max_memory`, `max_age`,
-//! `max_messages`, sampled every `recycle_check`).
+//! `max_messages`, sampled every `recycle_check`), and how many may start at once
+//! (`max_starting`).
 
 use std::time::Duration;
 
@@ -37,6 +38,14 @@ pub fn some_count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Err
     match value::whole(d)? {
         0 => Err(serde::de::Error::custom("expected a whole number from 1 up, found 0")),
         n => Ok(Some(u64::from(n))),
+    }
+}
+
+/// A limit from 1 up.
+pub fn some_limit<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    match value::whole(d)? {
+        0 => Err(serde::de::Error::custom("expected a whole number from 1 up, found 0")),
+        n => Ok(Some(n)),
     }
 }
 

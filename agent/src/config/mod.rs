@@ -63,6 +63,8 @@ pub struct ProcessSpec {
     /// `arg`, as JSON text for `PROCCTL_ARG`.
     pub arg: Option<String>,
     pub recycle: fleet::Recycle,
+    /// At most this many instances `starting` at once.
+    pub max_starting: Option<u32>,
 }
 
 impl ProcessSpec {
@@ -182,6 +184,8 @@ struct RawProcess {
     max_messages: Option<u64>,
     #[serde(default = "fleet::ten_secs", deserialize_with = "fleet::period")]
     recycle_check: Duration,
+    #[serde(default, deserialize_with = "fleet::some_limit")]
+    max_starting: Option<u32>,
 }
 
 fn up() -> Ready {
@@ -388,6 +392,7 @@ impl Config {
                     max_messages: raw.max_messages,
                     check: raw.recycle_check,
                 },
+                max_starting: raw.max_starting,
             };
             processes.insert(name, spec);
         }

@@ -47,7 +47,11 @@ impl Supervisor {
         };
         let before = slot.inst.state;
         let was_down = slot.inst.is_down();
-        let actions = slot.inst.step(input, spec);
+        let mut actions = slot.inst.step(input, spec);
+        self.hold_over_max_starting(id, before, &mut actions);
+        let (Some(slot), Some(_)) = (self.slots.get_mut(id), self.config.processes.get(&id.name)) else {
+            return;
+        };
         let changed = slot.inst.state != before || slot.inst.is_down() != was_down;
         if slot.inst.state != before {
             self.touch();

@@ -25,6 +25,7 @@ mod reload;
 mod routes;
 mod scale;
 mod service;
+mod starting;
 mod timers;
 mod usage;
 

@@ -109,6 +109,7 @@ command = ["a"]
 instances = 2
 start_secs = "1s"
 stop_timeout = "2s"
+max_starting = 1
 
 [process.b]
 command = ["b"]
@@ -350,6 +351,17 @@ impl Model {
                 assert!(sup.waiting.contains(id), "a waiting instance is looked at again: {case}");
             }
         }
+        let launching = |name: &str| {
+            sup.slots
+                .iter()
+                .filter(|(id, slot)| {
+                    id.name == name
+                        && slot.inst.state == State::Starting
+                        && (slot.spawn_seq.is_some() || slot.inst.pid.is_some())
+                })
+                .count()
+        };
+        assert!(launching("a") <= 1, "max_starting = 1 holds for a: {history:?}");
     }
 
     /// Everything is stopped and the world settles: processes that ignore SIGTERM are
