@@ -252,3 +252,103 @@ fn max_starting_lets_that_many_start_at_once_and_the_rest_wait() {
     });
     assert!(most <= 2, "restarts after exits wait on max_starting too");
 }
+
+/// A TOML string of `sh -c SCRIPT`, for a hook.
+fn hook(script: &str) -> String {
+    serde_json::to_string(script).unwrap()
+}
+
+#[test]
+fn hooks_run_with_the_instance_environment_and_their_output_in_its_log() {
+    let mut agent = Agent::new("");
+    let file = agent.path("hooks");
+    let record = format!(
+        "echo \"$PROCCTL_EVENT $PROCCTL_NAME:$PROCCTL_INSTANCE code=$PROCCTL_EXIT_CODE signal=$PROCCTL_EXIT_SIGNAL restarts=$PROCCTL_RESTARTS $(pwd)\" >> {}",
+        file.display()
+    );
+    agent.write_config(&format!(
+        "[process.svc]\ncommand = [\"sleep\", \"100000\"]\nstart_secs = \"0s\"\ncwd = {cwd:?}\n\
+         pre_start = {pre}\npost_stop = {post}\n\n\
+         [process.bad]\ncommand = [\"sh\", \"-c\", \"exit 4\"]\nstart_retries = 2\nstart_secs = \"1s\"\non_fatal = {fatal}\n",
+        cwd = agent.path("").display().to_string(),
+        pre = hook(&format!("{record}; echo warming up")),
+        post = hook(&record),
+        fatal = hook(&record),
+    ));
+    agent.launch();
+    agent.wait_running("svc", 1);
+    wait_until(WAIT, "pre_start's output is in the instance's log", || {
+        agent.ctl(&["logs", "svc"]).stdout.contains("[pre_start] warming up")
+    });
+    agent.ctl(&["stop", "svc"]).ok();
+    wait_until(WAIT, "post_stop and on_fatal ran", || {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        text.contains("post_stop") && text.contains("fatal bad")
+    });
+    let text = std::fs::read_to_string(&file).unwrap();
+    let dir = agent.path("").display().to_string();
+    let dir = dir.trim_end_matches('/');
+    assert!(text.contains(&format!("pre_start svc:0 code= signal= restarts=0 {dir}")), "{text}");
+    assert!(text.contains(&format!("post_stop svc:0 code= signal=TERM restarts=0 {dir}")), "{text}");
+    assert!(text.contains("fatal bad:0 code=4 signal= restarts=1"), "{text}");
+}
+
+#[test]
+fn a_failing_pre_start_is_a_failed_start_that_names_the_hook() {
+    let mut agent = Agent::new("");
+    let ran = agent.path("ran");
+    agent.write_config(&format!(
+        "[process.gate]\ncommand = {}\nstart_retries = 2\nautostart = false\npre_start = {}\n",
+        sh(&format!("touch {}; exec sleep 100000", ran.display())),
+        hook("echo not today; exit 3"),
+    ));
+    agent.launch();
+    let out = agent.ctl(&["start", "gate"]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("the pre_start hook failed: exited with code 3"), "{out:?}");
+    assert_eq!(agent.state_of("gate", 0), "fatal", "it counts toward start_retries");
+    assert!(!ran.exists(), "the command never ran");
+}
+
+#[test]
+fn hanging_forking_and_flooding_hooks_are_killed_at_hook_timeout_while_the_agent_serves() {
+    let mut agent = Agent::new("");
+    let pids = agent.path("pids");
+    // Each hook leaves a child that ignores SIGTERM, then hangs ignoring SIGTERM itself; the
+    // post_stop hook floods its output meanwhile.
+    let hang = |flood: bool| {
+        hook(&format!(
+            "trap '' TERM; (trap '' TERM; sleep 100000) & echo $$ $! >> {}; {}",
+            pids.display(),
+            if flood { "yes flood" } else { "sleep 100000" }
+        ))
+    };
+    agent.write_config(&format!(
+        "[process.stuck]\ncommand = [\"sleep\", \"100000\"]\nautostart = false\nstart_retries = 1\nhook_timeout = \"1s\"\n\
+         pre_start = {}\n\n[process.flood]\ncommand = [\"sleep\", \"100000\"]\nstart_secs = \"0s\"\nhook_timeout = \"1s\"\npost_stop = {}\n",
+        hang(false),
+        hang(true),
+    ));
+    agent.launch();
+    agent.wait_running("flood", 1);
+    let start = agent.ctl_command(&["start", "stuck"]).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    wait_until(WAIT, "the pre_start hook runs", || {
+        std::fs::read_to_string(&pids).is_ok_and(|t| t.lines().count() == 1)
+    });
+    // The agent answers while the hook hangs.
+    assert_eq!(agent.state_of("stuck", 0), "starting");
+    agent.ctl(&["stop", "flood"]).ok();
+    wait_until(WAIT, "the post_stop hook runs", || {
+        std::fs::read_to_string(&pids).is_ok_and(|t| t.lines().count() == 2)
+    });
+    assert_eq!(agent.state_of("flood", 0), "stopped", "a stop does not wait for its post_stop hook");
+    let out = start.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("hook_timeout"), "{out:?}");
+    let all: Vec<i32> =
+        std::fs::read_to_string(&pids).unwrap().split_whitespace().map(|pid| pid.parse().unwrap()).collect();
+    wait_until(WAIT, "every hook process is gone", || all.iter().all(|&pid| !alive(pid)));
+    assert!(agent.ctl(&["logs", "flood"]).stdout.contains("[post_stop] flood"));
+    let rss = crate::support::status_kib(agent.pid(), "VmRSS");
+    assert!(rss < 200 << 10, "a flood costs bounded memory: agent RSS {rss} KiB");
+}

@@ -182,6 +182,11 @@ impl Instance {
         matches!(self.state, State::Stopped | State::Exited | State::Fatal)
     }
 
+    /// Whether a spawn was asked for and not answered yet.
+    pub fn awaits_spawn(&self) -> bool {
+        self.spawn_pending
+    }
+
     /// Whether a start request has anything to do.
     pub fn is_startable(&self) -> bool {
         self.at_rest()

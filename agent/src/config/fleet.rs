@@ -1,6 +1,7 @@
 //! The fleet policies of a process: when an instance is recycled (`max_memory`, `max_age`,
 //! `max_messages`, sampled every `recycle_check`), and how many may start at once
-//! (`max_starting`).
+//! (`max_starting`), and the hooks run around its runs (`pre_start`, `post_stop`,
+//! `on_fatal`, cut at `hook_timeout`).
 
 use std::time::Duration;
 
@@ -25,6 +26,39 @@ impl Default for Recycle {
     fn default() -> Self {
         Recycle { max_memory: None, max_age: None, max_messages: None, check: RECYCLE_CHECK }
     }
+}
+
+/// Commands run around an instance's runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hooks {
+    /// Before each start: a non-zero exit is a failed start.
+    pub pre_start: Option<Vec<String>>,
+    /// After each run ends, whatever ended it.
+    pub post_stop: Option<Vec<String>>,
+    /// When the instance turns `fatal`.
+    pub on_fatal: Option<Vec<String>>,
+    /// Each hook's process group is killed after this long.
+    pub timeout: Duration,
+}
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Hooks { pre_start: None, post_stop: None, on_fatal: None, timeout: HOOK_TIMEOUT }
+    }
+}
+
+pub const HOOK_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub fn thirty_secs() -> Duration {
+    HOOK_TIMEOUT
+}
+
+pub fn hook_period<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    some_period(d).map(|p| p.unwrap_or(HOOK_TIMEOUT))
+}
+
+pub fn some_hook<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    value::command(d).map(Some)
 }
 
 pub const RECYCLE_CHECK: Duration = Duration::from_secs(10);

@@ -65,6 +65,7 @@ pub struct ProcessSpec {
     pub recycle: fleet::Recycle,
     /// At most this many instances `starting` at once.
     pub max_starting: Option<u32>,
+    pub hooks: fleet::Hooks,
 }
 
 impl ProcessSpec {
@@ -186,6 +187,14 @@ struct RawProcess {
     recycle_check: Duration,
     #[serde(default, deserialize_with = "fleet::some_limit")]
     max_starting: Option<u32>,
+    #[serde(default, deserialize_with = "fleet::some_hook")]
+    pre_start: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "fleet::some_hook")]
+    post_stop: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "fleet::some_hook")]
+    on_fatal: Option<Vec<String>>,
+    #[serde(default = "fleet::thirty_secs", deserialize_with = "fleet::hook_period")]
+    hook_timeout: Duration,
 }
 
 fn up() -> Ready {
@@ -393,6 +402,12 @@ impl Config {
                     check: raw.recycle_check,
                 },
                 max_starting: raw.max_starting,
+                hooks: fleet::Hooks {
+                    pre_start: raw.pre_start,
+                    post_stop: raw.post_stop,
+                    on_fatal: raw.on_fatal,
+                    timeout: raw.hook_timeout,
+                },
             };
             processes.insert(name, spec);
         }

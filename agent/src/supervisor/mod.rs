@@ -14,6 +14,7 @@
 mod api;
 mod cgroups;
 mod deps;
+mod hooks;
 mod kernel;
 mod lifecycle;
 #[cfg(test)]
@@ -114,6 +115,10 @@ pub enum Due {
         name: String,
         generation: u64,
     },
+    /// A hook ran out of time.
+    HookTimeout {
+        pid: i32,
+    },
     /// Run `run` reached its `max_age`.
     Age {
         id: InstanceId,
@@ -127,6 +132,8 @@ enum Spawning {
     Run { id: InstanceId, run: u64 },
     /// An `exec` probe, cut at `timeout`.
     Probe { id: InstanceId, run: u64, purpose: Purpose, timeout: Duration },
+    /// A hook; a `pre_start` carries the token of the start it precedes.
+    Hook { id: InstanceId, hook: hooks::Hook, token: u64 },
 }
 
 /// A follow-up decided while carrying out an event or another follow-up: the loop takes
@@ -235,6 +242,8 @@ pub struct Supervisor {
     queue: VecDeque<Next>,
     /// Recycles going on and waiting, and what they are decided from.
     recycling: recycle::Recycling,
+    /// Hooks running.
+    hooks: hooks::Hooks,
 }
 
 pub struct Parts {
@@ -298,6 +307,7 @@ impl Supervisor {
             rng: seed | 1,
             queue: VecDeque::new(),
             recycling: recycle::Recycling::default(),
+            hooks: hooks::Hooks::default(),
         };
         let names: Vec<String> = sup.config.processes.keys().cloned().collect();
         for name in names {
@@ -344,7 +354,7 @@ impl Supervisor {
                 self.drain();
             }
             self.save_if_due();
-            if self.shutting_down && self.slots.values().all(|slot| slot.inst.is_down()) {
+            if self.shutting_down && self.slots.values().all(|slot| slot.inst.is_down()) && self.hooks.idle() {
                 break;
             }
         }
@@ -415,6 +425,7 @@ impl Supervisor {
             Due::ProbeTimeout { pid } => self.on_probe_timeout(pid),
             Due::MemoryCheck { name, generation } => self.on_memory_check(name, generation),
             Due::Age { id, run } => self.on_age_due(id, run),
+            Due::HookTimeout { pid } => self.on_hook_timeout(pid),
         }
     }
 
