@@ -352,3 +352,113 @@ fn hanging_forking_and_flooding_hooks_are_killed_at_hook_timeout_while_the_agent
     let rss = crate::support::status_kib(agent.pid(), "VmRSS");
     assert!(rss < 200 << 10, "a flood costs bounded memory: agent RSS {rss} KiB");
 }
+
+/// A redis-server of the test's own on a loopback port, stopped when dropped.
+struct Redis {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    fn start(port: u16) -> Redis {
+        let dir = tempfile::tempdir().unwrap();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server");
+        let redis = Redis { child, port, _dir: dir };
+        wait_until(WAIT, "redis answers", || redis.cli(&["ping"]) == "PONG");
+        redis
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        let out =
+            std::process::Command::new("redis-cli").arg("-p").arg(self.port.to_string()).args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn queue_workers(redis: &Redis, command: &str, extra: &str) -> String {
+    format!(
+        "{SPARE}[process.q]\ncommand = {command}\nstart_secs = \"0s\"\nstop_timeout = \"10s\"\n{extra}\n\
+         [process.q.autoscale]\nmin = 1\nmax = 4\nprobe = [\"redis-cli\", \"-p\", \"{}\", \"llen\", \"jobs\"]\n\
+         per_instance = 10\nevery = \"200ms\"\ndown_after = \"1s\"\n",
+        redis.port
+    )
+}
+
+fn count(agent: &mut Agent) -> usize {
+    agent.list("q").len()
+}
+
+#[test]
+fn autoscale_follows_a_redis_list_and_scale_pauses_it() {
+    let redis = Redis::start(26391);
+    let mut agent = Agent::new(&queue_workers(&redis, "[\"sleep\", \"100000\"]", ""));
+    agent.launch();
+    agent.wait_running("q", 1);
+    assert_eq!(agent.row("q", 0)["autoscale"], "on");
+    let watcher = Watcher::subscribed(&agent, true);
+    let jobs: Vec<String> = (0..35).map(|i| format!("job-{i}")).collect();
+    let mut push = vec!["rpush", "jobs"];
+    push.extend(jobs.iter().map(String::as_str));
+    redis.cli(&push);
+    let seen = watcher.until_json("q is scaled up", |e| e["event"] == "scaled" && e["name"] == "q");
+    let scaled = seen.last().unwrap();
+    assert_eq!((scaled["from"].as_u64(), scaled["to"].as_u64()), (Some(1), Some(4)), "ceil(35 / 10) = 4: {scaled}");
+    agent.wait_running("q", 4);
+
+    // A scale by hand pins the count and pauses autoscaling.
+    agent.ctl(&["scale", "q", "2"]).ok();
+    assert!(agent.list("q").iter().all(|row| row["autoscale"] == "paused"));
+    holds_for(Duration::from_secs(1), Duration::from_millis(100), "the pinned count stays", || count(&mut agent) == 2);
+    let out = agent.ctl(&["scale", "q", "auto"]);
+    assert!(out.ok().stdout.contains("autoscaling of q is on"), "{out:?}");
+    wait_until(WAIT, "autoscaling brings q back to 4", || count(&mut agent) == 4);
+
+    // Down only after down_after, to min.
+    redis.cli(&["del", "jobs"]);
+    watcher.until_json("q is scaled down", |e| e["event"] == "scaled" && e["name"] == "q" && e["to"] == 1);
+    assert_eq!(count(&mut agent), 1);
+
+    // A probe that prints no number changes nothing and is told once per streak.
+    redis.cli(&["set", "jobs", "not a list"]);
+    let seen = watcher.until_json("an autoscale_error", |e| e["event"] == "autoscale_error");
+    assert_eq!(seen.last().unwrap()["name"], "q");
+    holds_for(Duration::from_secs(1), Duration::from_millis(50), "one event per streak", || {
+        watcher.lines.try_recv().map_or(true, |line| !line.contains("autoscale_error"))
+    });
+    assert_eq!(count(&mut agent), 1);
+}
+
+#[test]
+fn an_autoscale_decision_during_a_rolling_restart_waits_for_it() {
+    let redis = Redis::start(26392);
+    // Its stop takes a second: the roll goes on while the queue fills.
+    let slow = sh("trap 'sleep 1; exit 0' TERM; while :; do sleep 0.1; done");
+    let mut agent = Agent::new(&queue_workers(&redis, &slow, ""));
+    agent.launch();
+    agent.wait_running("q", 1);
+    let watcher = Watcher::subscribed(&agent, true);
+    let mut restart = agent.ctl_command(&["restart", "q"]).spawn().unwrap();
+    watcher.until_json("the roll stops q:0", |e| e["name"] == "q" && e["event"] == "exited");
+    redis.cli(&["rpush", "jobs", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15"]);
+    let seen = watcher.until_json("q is scaled", |e| e["event"] == "scaled" && e["name"] == "q");
+    let events: Vec<String> =
+        seen.iter().filter(|e| e["name"] == "q").map(|e| e["event"].as_str().unwrap().to_string()).collect();
+    let started = events.iter().position(|e| e == "started");
+    assert!(started.is_some(), "the roll's replacement ran before the scale: {events:?}");
+    assert!(restart.wait().unwrap().success());
+    agent.wait_running("q", 2);
+}

@@ -50,7 +50,9 @@ pub enum Command {
     Scale {
         #[arg(value_parser = parse_name)]
         name: String,
-        count: u32,
+        /// A count (pauses autoscaling of NAME), or `auto` (resumes it)
+        #[arg(value_parser = crate::commands::scale::parse_count)]
+        count: crate::commands::scale::ScaleTo,
     },
     /// Write a message (the words joined by spaces) to each target instance's pipe; `-` reads one message per line from stdin
     ///

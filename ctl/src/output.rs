@@ -115,6 +115,7 @@ fn list_json(rows: &[InstanceInfo]) -> String {
                 "memory_bytes": row.memory_bytes,
                 "recycles": row.recycles,
                 "messages": row.messages,
+                "autoscale": row.autoscale.map(|on| if on { "on" } else { "paused" }),
             })
         })
         .collect();
@@ -312,6 +313,7 @@ fn event_text(time: &str, kind: &EventKind) -> String {
             let (why, key, figure) = reason.parts();
             format!("{why} {key}={figure}")
         }
+        EventKind::AutoscaleError { name, reason } => format!("{name} {reason}"),
         EventKind::Fatal { .. } | EventKind::Stopped { .. } | EventKind::Reloaded => String::new(),
     };
     let id = kind.id().map(|id| format!(" {id}")).unwrap_or_default();
@@ -346,6 +348,10 @@ fn event_json(time: &str, kind: &EventKind) -> Value {
             let (why, key, figure) = reason.parts();
             value["reason"] = json!(why);
             value[key] = json!(figure);
+        }
+        EventKind::AutoscaleError { name, reason } => {
+            value["name"] = json!(name);
+            value["reason"] = json!(reason);
         }
         EventKind::Fatal { .. } | EventKind::Stopped { .. } | EventKind::Reloaded => {}
     }
@@ -407,6 +413,7 @@ mod tests {
             memory_bytes: pid.map(|_| 13 << 20),
             recycles: 1,
             messages: 7,
+            autoscale: None,
         }
     }
 
@@ -421,7 +428,7 @@ mod tests {
             value[0],
             json!({"name": "web", "instance": 1, "pid": 42, "state": "running", "uptime_secs": 75,
                    "restarts": 2, "last_exit": {"signal": "KILL"}, "health": null, "status": null,
-                   "cpu_percent": 12.5, "memory_bytes": 13 << 20, "recycles": 1, "messages": 7})
+                   "cpu_percent": 12.5, "memory_bytes": 13 << 20, "recycles": 1, "messages": 7, "autoscale": null})
         );
         assert_eq!(value[1]["pid"], Value::Null);
         assert_eq!(value[1]["uptime_secs"], Value::Null);

@@ -36,6 +36,10 @@ pub enum Request {
         name: String,
         count: u32,
     },
+    /// `scale NAME auto`: autoscaling of NAME resumes (a `Scale` pauses it).
+    Autoscale {
+        name: String,
+    },
     Shutdown,
     /// One batch of messages; `procctl send -` sends many over one connection.
     Send(SendRequest),
@@ -113,6 +117,7 @@ impl Request {
             Request::Restart { .. } => "restart",
             Request::Signal { .. } => "signal",
             Request::Scale { .. } => "scale",
+            Request::Autoscale { .. } => "autoscale",
             Request::Shutdown => "shutdown",
             Request::Send(_) => "send",
             Request::Logs { .. } => "logs",

@@ -128,6 +128,11 @@ pub enum EventKind {
         line: String,
     },
     Reloaded,
+    /// An autoscale probe failed, or printed no number: nothing changes (once per streak).
+    AutoscaleError {
+        name: String,
+        reason: String,
+    },
     /// Warm-restarted by a recycling policy (`max_memory`, `max_age`, `max_messages`).
     Recycled {
         id: InstanceId,
@@ -169,6 +174,7 @@ impl EventKind {
             EventKind::Reply { .. } => "reply",
             EventKind::Reloaded => "reloaded",
             EventKind::Recycled { .. } => "recycled",
+            EventKind::AutoscaleError { .. } => "autoscale_error",
         }
     }
 
@@ -184,7 +190,7 @@ impl EventKind {
             | EventKind::Stopped { id }
             | EventKind::Reply { id, .. }
             | EventKind::Recycled { id, .. } => Some(id),
-            EventKind::Scaled { .. } | EventKind::Reloaded => None,
+            EventKind::Scaled { .. } | EventKind::Reloaded | EventKind::AutoscaleError { .. } => None,
         }
     }
 }
@@ -267,6 +273,8 @@ pub struct InstanceInfo {
     pub recycles: u32,
     /// Messages routed to the current run's pipe.
     pub messages: u64,
+    /// Its process's autoscaling: on (`Some(true)`), paused, or `None` without a policy.
+    pub autoscale: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -61,6 +61,74 @@ pub fn some_hook<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>,
     value::command(d).map(Some)
 }
 
+/// `[process.NAME.autoscale]`: wanted instances = ceil(probe's number / per_instance),
+/// within min..max.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Autoscale {
+    pub min: u32,
+    pub max: u32,
+    pub probe: Vec<String>,
+    pub per_instance: u64,
+    /// The probe's interval and timeout.
+    pub every: Duration,
+    /// At most this many added or removed per decision.
+    pub step: Option<u32>,
+    /// A scale-down waits until the wanted count has stayed lower this long.
+    pub down_after: Duration,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAutoscale {
+    #[serde(deserialize_with = "value::whole")]
+    pub min: u32,
+    #[serde(deserialize_with = "value::whole")]
+    pub max: u32,
+    #[serde(deserialize_with = "value::command")]
+    pub probe: Vec<String>,
+    #[serde(deserialize_with = "value::whole")]
+    pub per_instance: u32,
+    #[serde(default = "five_secs", deserialize_with = "every")]
+    pub every: Duration,
+    #[serde(default, deserialize_with = "some_limit")]
+    pub step: Option<u32>,
+    #[serde(default = "thirty_secs", deserialize_with = "value::duration")]
+    pub down_after: Duration,
+}
+
+fn five_secs() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn every<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    some_period(d).map(|p| p.unwrap_or(Duration::from_secs(5)))
+}
+
+pub fn some_autoscale<'de, D: Deserializer<'de>>(d: D) -> Result<Option<RawAutoscale>, D::Error> {
+    <RawAutoscale as serde::Deserialize>::deserialize(d).map(Some)
+}
+
+impl RawAutoscale {
+    /// The policy, or the key that is wrong and why.
+    pub fn check(self) -> Result<Autoscale, (&'static str, String)> {
+        if self.min > self.max {
+            return Err(("autoscale.min", format!("min ({}) is above max ({})", self.min, self.max)));
+        }
+        if self.per_instance == 0 {
+            return Err(("autoscale.per_instance", "per_instance must be 1 or more".into()));
+        }
+        Ok(Autoscale {
+            min: self.min,
+            max: self.max,
+            probe: self.probe,
+            per_instance: u64::from(self.per_instance),
+            every: self.every,
+            step: self.step,
+            down_after: self.down_after,
+        })
+    }
+}
+
 pub const RECYCLE_CHECK: Duration = Duration::from_secs(10);
 
 pub fn ten_secs() -> Duration {

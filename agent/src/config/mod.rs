@@ -66,6 +66,7 @@ pub struct ProcessSpec {
     /// At most this many instances `starting` at once.
     pub max_starting: Option<u32>,
     pub hooks: fleet::Hooks,
+    pub autoscale: Option<fleet::Autoscale>,
 }
 
 impl ProcessSpec {
@@ -125,8 +126,8 @@ struct RawFile {
 struct RawProcess {
     #[serde(default, deserialize_with = "some_command")]
     command: Option<Vec<String>>,
-    #[serde(default = "one", deserialize_with = "value::whole")]
-    instances: u32,
+    #[serde(default, deserialize_with = "some_whole")]
+    instances: Option<u32>,
     #[serde(default = "always", deserialize_with = "restart")]
     restart: Restart,
     #[serde(default = "term", deserialize_with = "value::signal")]
@@ -195,6 +196,12 @@ struct RawProcess {
     on_fatal: Option<Vec<String>>,
     #[serde(default = "fleet::thirty_secs", deserialize_with = "fleet::hook_period")]
     hook_timeout: Duration,
+    #[serde(default, deserialize_with = "fleet::some_autoscale")]
+    autoscale: Option<fleet::RawAutoscale>,
+}
+
+fn some_whole<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    value::whole(d).map(Some)
 }
 
 fn up() -> Ready {
@@ -208,9 +215,6 @@ fn some_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     value::size(d).map(Some)
 }
 
-fn one() -> u32 {
-    1
-}
 fn three() -> u32 {
     3
 }
@@ -316,8 +320,19 @@ impl Config {
                 error(line, key, problem)
             };
             check_name(&name).map_err(|problem| fail("", problem))?;
-            if raw.instances > MAX_INSTANCES {
-                return Err(fail("instances", format!("{} is over the limit of {MAX_INSTANCES}", raw.instances)));
+            let autoscale = match raw.autoscale {
+                Some(_) if raw.instances.is_some() => {
+                    return Err(fail(
+                        "autoscale",
+                        "a process with `autoscale` leaves `instances` out (it starts with min)".into(),
+                    ));
+                }
+                Some(policy) => Some(policy.check().map_err(|(key, problem)| fail(key, problem))?),
+                None => None,
+            };
+            let instances = autoscale.as_ref().map_or(raw.instances.unwrap_or(1), |policy| policy.min);
+            if instances > MAX_INSTANCES {
+                return Err(fail("instances", format!("{instances} is over the limit of {MAX_INSTANCES}")));
             }
             let Some(mut command) = raw.command else {
                 return Err(fail("", "missing key `command` (the program to run)".into()));
@@ -347,8 +362,8 @@ impl Config {
                 }
             }
             if let Some(port) = raw.port {
-                if u32::from(port) + raw.instances.max(1) - 1 > 65535 {
-                    return Err(fail("port", format!("{port} + {} instances goes past port 65535", raw.instances)));
+                if u32::from(port) + instances.max(1) - 1 > 65535 {
+                    return Err(fail("port", format!("{port} + {instances} instances goes past port 65535")));
                 }
             }
             let account = match &raw.user {
@@ -370,7 +385,7 @@ impl Config {
             let spec = ProcessSpec {
                 name: name.clone(),
                 command,
-                instances: raw.instances,
+                instances,
                 restart: raw.restart,
                 stop_signal: raw.stop_signal,
                 stop_timeout: raw.stop_timeout,
@@ -402,6 +417,7 @@ impl Config {
                     check: raw.recycle_check,
                 },
                 max_starting: raw.max_starting,
+                autoscale,
                 hooks: fleet::Hooks {
                     pre_start: raw.pre_start,
                     post_stop: raw.post_stop,

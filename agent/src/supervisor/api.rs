@@ -65,6 +65,11 @@ pub enum Command {
     Reload {
         reply: Reply<ReloadPlan>,
     },
+    /// `scale NAME auto`: resume autoscaling; the current count.
+    Autoscale {
+        name: String,
+        reply: Reply<u32>,
+    },
     /// A rolling restart (or a reload's) of these processes begins (`on`) or is over: no
     /// instance of them is recycled meanwhile.
     Rolling {
@@ -178,6 +183,10 @@ impl Handle {
 
     pub async fn reload(&self) -> Result<ReloadPlan, WireError> {
         self.call(|reply| Command::Reload { reply }).await
+    }
+
+    pub async fn autoscale(&self, name: String) -> Result<u32, WireError> {
+        self.call(|reply| Command::Autoscale { name, reply }).await
     }
 
     /// Marks a rolling restart of `names` until the guard is dropped (also when the request

@@ -271,6 +271,9 @@ fn capture(fd: OwnedFd, sink: SharedSink, follow: Follow, key: &'static str) -> 
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(_) => break,
             }
+            // Readiness alone never yields: a pipe that never runs dry would starve the
+            // agent's one thread.
+            tokio::task::yield_now().await;
         }
         if !line.is_empty() {
             put(&mut line);

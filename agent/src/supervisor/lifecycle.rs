@@ -237,6 +237,13 @@ impl Supervisor {
                     Some(Spawning::Probe { id, run, purpose, timeout }) => {
                         return self.exec_probe_spawned(pid, (id, run, purpose, timeout), exec_error);
                     }
+                    Some(Spawning::Autoscale { name, token }) => {
+                        let spawned = match exec_error {
+                            Some(error) => Err(error),
+                            None => Ok((pid, output)),
+                        };
+                        return self.autoscale_spawned((name, token), spawned);
+                    }
                     Some(Spawning::Hook { id, hook, token }) => {
                         // A hook that could not exec has exited already and is reaped as a stranger.
                         let spawned = match exec_error {
@@ -315,6 +322,9 @@ impl Supervisor {
                     Some(Spawning::Hook { id, hook, token }) => {
                         return self.hook_spawned((id, hook, token), Err(error));
                     }
+                    Some(Spawning::Autoscale { name, token }) => {
+                        return self.autoscale_spawned((name, token), Err(error));
+                    }
                     None => {
                         log!("a start nobody waits for failed: {error}");
                         return;
@@ -335,6 +345,9 @@ impl Supervisor {
         }
         if self.hooks.is_hook(pid) {
             return self.hook_reaped(pid, exit);
+        }
+        if self.autoscaling.is_probe(pid) {
+            return self.autoscale_reaped(pid, exit);
         }
         let Some(id) = self.by_pid.get(&pid).cloned() else {
             // A grandchild handed to us as subreaper: its group may now be empty.

@@ -12,6 +12,7 @@
 //! queue.
 
 mod api;
+mod autoscale;
 mod cgroups;
 mod deps;
 mod hooks;
@@ -76,6 +77,12 @@ pub enum Event {
         run: u64,
     },
     Signal(AgentSignal),
+    /// The output of autoscale probe `token` of `name`, read to its end (capped).
+    AutoscaleOutput {
+        name: String,
+        token: u64,
+        output: Vec<u8>,
+    },
 }
 
 /// What a timer of the loop hands back when it is due.
@@ -115,6 +122,15 @@ pub enum Due {
         name: String,
         generation: u64,
     },
+    /// Time to run the autoscale probe of `name`.
+    Autoscale {
+        name: String,
+        generation: u64,
+    },
+    /// An autoscale probe ran out of time.
+    AutoscaleTimeout {
+        pid: i32,
+    },
     /// A hook ran out of time.
     HookTimeout {
         pid: i32,
@@ -134,6 +150,8 @@ enum Spawning {
     Probe { id: InstanceId, run: u64, purpose: Purpose, timeout: Duration },
     /// A hook; a `pre_start` carries the token of the start it precedes.
     Hook { id: InstanceId, hook: hooks::Hook, token: u64 },
+    /// An autoscale probe.
+    Autoscale { name: String, token: u64 },
 }
 
 /// A follow-up decided while carrying out an event or another follow-up: the loop takes
@@ -244,6 +262,8 @@ pub struct Supervisor {
     recycling: recycle::Recycling,
     /// Hooks running.
     hooks: hooks::Hooks,
+    /// Autoscale probes and decisions.
+    autoscaling: autoscale::Autoscaling,
 }
 
 pub struct Parts {
@@ -308,6 +328,7 @@ impl Supervisor {
             queue: VecDeque::new(),
             recycling: recycle::Recycling::default(),
             hooks: hooks::Hooks::default(),
+            autoscaling: autoscale::Autoscaling::default(),
         };
         let names: Vec<String> = sup.config.processes.keys().cloned().collect();
         for name in names {
@@ -323,6 +344,7 @@ impl Supervisor {
         }
         sup.warn_unlimited();
         sup.recycle_arm_checks();
+        sup.autoscale_arm(&[]);
         let ids: Vec<InstanceId> = sup.service_pending();
         for id in ids {
             sup.start_with_dependencies(&id);
@@ -398,6 +420,7 @@ impl Supervisor {
             Event::CgroupChanged(watch) => self.on_cgroup_event(watch),
             Event::Probed { id, run, purpose, result } => self.on_probed(id, run, purpose, result),
             Event::LogReady { id, run } => self.on_log_ready(id, run),
+            Event::AutoscaleOutput { name, token, output } => self.on_autoscale_output(name, token, output),
             Event::Reaped { pid, exit } => self.on_reaped(pid, exit),
             Event::Signal(AgentSignal::Terminate) if self.shutting_down => {
                 log!("second stop signal: killing what is left");
@@ -426,6 +449,8 @@ impl Supervisor {
             Due::MemoryCheck { name, generation } => self.on_memory_check(name, generation),
             Due::Age { id, run } => self.on_age_due(id, run),
             Due::HookTimeout { pid } => self.on_hook_timeout(pid),
+            Due::Autoscale { name, generation } => self.on_autoscale_due(name, generation),
+            Due::AutoscaleTimeout { pid } => self.on_autoscale_timeout(pid),
         }
     }
 
@@ -458,7 +483,14 @@ impl Supervisor {
                 let _ = reply.send(result);
             }
             Command::Scale { name, count, reply } => {
-                let _ = reply.send(self.scale(&name, count, true));
+                let result = self.scale(&name, count, true);
+                if result.is_ok() {
+                    self.autoscale_pause(&name);
+                }
+                let _ = reply.send(result);
+            }
+            Command::Autoscale { name, reply } => {
+                let _ = reply.send(self.autoscale_resume(&name));
             }
             Command::Shutdown { reply } => {
                 self.shutdown_waiters.push(reply);
@@ -468,8 +500,16 @@ impl Supervisor {
                 let _ = reply.send(self.pipes(&target, any, count));
             }
             Command::Reload { reply } => {
+                let before: Vec<(String, Option<crate::config::fleet::Autoscale>)> =
+                    self.config.processes.iter().map(|(name, spec)| (name.clone(), spec.autoscale.clone())).collect();
                 let _ = reply.send(self.reload());
                 self.recycle_arm_checks();
+                let changed: Vec<String> = before
+                    .into_iter()
+                    .filter(|(name, policy)| self.config.processes.get(name).is_some_and(|s| s.autoscale != *policy))
+                    .map(|(name, _)| name)
+                    .collect();
+                self.autoscale_arm(&changed);
             }
             Command::Rolling { names, on } => self.on_rolling(names, on),
             Command::Sinks { target, reply } => {
@@ -537,6 +577,9 @@ impl Supervisor {
             status: slot.checks.status.clone(),
             cpu_tenths: None,
             memory_bytes: None,
+            autoscale: self
+                .autoscaling
+                .shown(&id.name, self.config.processes.get(&id.name).is_some_and(|s| s.autoscale.is_some())),
             recycles: self.recycling.recycles(id),
             messages: self.recycling.messages(id, slot.inst.run),
         })

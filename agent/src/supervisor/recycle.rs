@@ -74,6 +74,11 @@ impl Recycling {
         self.per.get(id).filter(|p| p.run == run).map_or(0, |p| p.messages)
     }
 
+    /// Whether a rolling restart of `name` goes on.
+    pub fn rolling(&self, name: &str) -> bool {
+        self.rolling.get(name).is_some_and(|n| *n > 0)
+    }
+
     pub fn forget(&mut self, id: &InstanceId) {
         self.per.remove(id);
     }

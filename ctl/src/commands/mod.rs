@@ -9,7 +9,7 @@ mod manpages;
 mod pid;
 mod reload;
 mod restart;
-mod scale;
+pub mod scale;
 mod send;
 mod shutdown;
 mod signal;

@@ -1,6 +1,6 @@
-//! `procctl scale NAME COUNT`
+//! `procctl scale NAME COUNT|auto`
 
-use std::io::{stderr, stdout};
+use std::io::{Write, stderr, stdout};
 
 use procctl_proto::{Request, Response};
 
@@ -9,8 +9,30 @@ use crate::Status;
 use crate::client::{Client, CtlError, unexpected};
 use crate::output;
 
-pub fn run(client: &mut Client, name: String, count: u32) -> Result<Status, CtlError> {
-    match client.call(&Request::Scale { name, count })? {
+/// A count, or `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScaleTo {
+    Count(u32),
+    Auto,
+}
+
+pub fn parse_count(text: &str) -> Result<ScaleTo, String> {
+    match text {
+        "auto" => Ok(ScaleTo::Auto),
+        _ => text.parse().map(ScaleTo::Count).map_err(|_| format!("expected a count or `auto`, found `{text}`")),
+    }
+}
+
+pub fn run(client: &mut Client, name: String, count: ScaleTo) -> Result<Status, CtlError> {
+    let request = match count {
+        ScaleTo::Count(count) => Request::Scale { name, count },
+        ScaleTo::Auto => Request::Autoscale { name },
+    };
+    match client.call(&request)? {
+        Response::Scaled { name, to, .. } if count == ScaleTo::Auto => {
+            printed(writeln!(stdout().lock(), "autoscaling of {name} is on ({to} instance(s) now)"))?;
+            Ok(Status::Success)
+        }
         Response::Scaled { name, from, to } => printed(output::scaled(&name, from, to, &mut stdout().lock())),
         Response::Outcomes(failures) => {
             printed(output::outcomes(&failures, &mut stdout().lock(), &mut stderr().lock()))
