@@ -462,3 +462,24 @@ fn an_autoscale_decision_during_a_rolling_restart_waits_for_it() {
     assert!(restart.wait().unwrap().success());
     agent.wait_running("q", 2);
 }
+
+#[test]
+fn autoscale_mistakes_name_their_key() {
+    let table = |extra: &str, keys: &str| {
+        format!(
+            "[process.w]\ncommand = [\"sleep\", \"1\"]\n{extra}\n[process.w.autoscale]\n{keys}\nprobe = [\"echo\", \"1\"]\n"
+        )
+    };
+    let cases = [
+        (table("", "min = 5\nmax = 2\nper_instance = 1"), "process.w.autoscale.min", "above max"),
+        (table("", "min = 1\nmax = 2\nper_instance = 0"), "process.w.autoscale.per_instance", "1 or more"),
+        (table("instances = 3", "min = 1\nmax = 2\nper_instance = 1"), "process.w.autoscale", "instances"),
+        (table("", "min = 1\nmax = 2\nper_instance = 1\nevery = \"0s\""), "process.w.autoscale.every", "above zero"),
+    ];
+    for (toml, key, word) in cases {
+        let agent = Agent::new(&toml);
+        let out = run(&mut agent.command(), None, WAIT);
+        assert_eq!(out.code, Some(1), "{toml}: {out:?}");
+        assert!(out.stderr.contains(key) && out.stderr.contains(word), "{toml}: {out:?}");
+    }
+}
