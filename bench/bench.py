@@ -10,6 +10,7 @@ supervisord comes from `pip install supervisor`; without it those columns are em
 Figures vary from run to run on a shared machine: compare medians and ratios.
 """
 import argparse
+import datetime
 import json
 import os
 import select
@@ -714,6 +715,56 @@ def s_recycle_cpu(n=100, seconds=10):
     return out
 
 
+def s_autoscale(runs):
+    """A process autoscaled from a file (`cat` as the probe, every 100 ms): the number goes
+    from 1 to 2 and back, `runs` times. The figure is the agent's own: from its `scaled`
+    event (the decision, made as the probe's output is read) to the `started` event of the
+    new instance, from the event stream's timestamps (ms)."""
+    tmp = tempfile.mkdtemp(prefix="procctl-bench")
+    number = os.path.join(tmp, "number")
+    with open(number, "w") as f:
+        f.write("1\n")
+    policy = (f'[process.w.autoscale]\nmin = 1\nmax = 2\nper_instance = 1\nevery = "100ms"\n'
+              f'down_after = "0s"\nprobe = ["cat", "{number}"]')
+    sup = Procctl(tmp, [{"name": "w", "argv": SLEEP, "n": 1, "extra": ""}])
+    with open(sup.config) as f:
+        text = f.read().replace("instances = 1\n", "")
+    with open(sup.config, "w") as f:
+        f.write(text + "\n" + policy + "\n")
+    sup.start()
+    times = []
+    try:
+        ready(sup, "sleep", 1)
+        events = subprocess.Popen([CTL, "events", "--json"], env=sup.env, stdout=subprocess.PIPE, text=True)
+        stamp = lambda e: datetime.datetime.fromisoformat(e["time"].replace("Z", "+00:00")).timestamp() * 1000
+        try:
+            time.sleep(0.3)
+            for _ in range(runs):
+                with open(number, "w") as f:
+                    f.write("2\n")
+                decided = None
+                for line in events.stdout:
+                    e = json.loads(line)
+                    if e["event"] == "scaled" and e.get("to") == 2:
+                        decided = stamp(e)
+                    elif e["event"] == "started" and e.get("instance") == 1 and decided is not None:
+                        times.append(stamp(e) - decided)
+                        break
+                with open(number, "w") as f:
+                    f.write("1\n")
+                for line in events.stdout:
+                    e = json.loads(line)
+                    if e["event"] == "stopped" and e.get("instance") == 1:
+                        break
+        finally:
+            events.kill()
+            events.wait()
+    finally:
+        sup.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return times
+
+
 def socket_fds(pid):
     count = 0
     for fd in os.listdir(f"/proc/{pid}/fd"):
@@ -834,6 +885,7 @@ def main():
         ("wait_latency", "`started` at a watcher to `procctl wait` exit (ms)", lambda m: s_notify(runs, True), False),
         ("health_cpu", "agent CPU, 100 instances with a 1 s tcp health check", None, False),
         ("recycle_cpu", "agent CPU per max_memory check of 100 instances", None, False),
+        ("autoscale", "autoscale decision to the new instance started (ms, event times)", lambda m: s_autoscale(runs), False),
         ("hangup", f"list after {400 if q else 2000:,} send --reply clients hung up (ms)",
          lambda m: s_hangup(runs, 400 if q else 2000), False),
     ]

@@ -36,10 +36,6 @@ pub enum Request {
         name: String,
         count: u32,
     },
-    /// `scale NAME auto`: autoscaling of NAME resumes (a `Scale` pauses it).
-    Autoscale {
-        name: String,
-    },
     Shutdown,
     /// One batch of messages; `procctl send -` sends many over one connection.
     Send(SendRequest),
@@ -59,6 +55,11 @@ pub enum Request {
         target: Target,
         until: WaitFor,
         timeout_ms: u64,
+    },
+    /// `scale NAME auto`: autoscaling of NAME resumes (a `Scale` pauses it). Last, so that
+    /// the tags of the requests before it stay.
+    Autoscale {
+        name: String,
     },
 }
 
