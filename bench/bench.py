@@ -10,6 +10,7 @@ supervisord comes from `pip install supervisor`; without it those columns are em
 Figures vary from run to run on a shared machine: compare medians and ratios.
 """
 import argparse
+import datetime
 import json
 import os
 import select
@@ -679,6 +680,91 @@ def s_health_cpu(n=100, seconds=10):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def cpu_ns(pid):
+    """CPU time of every thread of `pid`, in nanoseconds (schedstat: finer than ticks)."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError):
+            pass
+    return total
+
+
+def s_recycle_cpu(n=100, seconds=10):
+    """n `sleep` instances with max_memory (never crossed) sampled every second: the agent's
+    CPU per check of all n, against the same agent with no policy."""
+    out = {}
+    for label, extra in (("max_memory", 'max_memory = "1GiB"\nrecycle_check = "1s"'), ("none", "")):
+        tmp = tempfile.mkdtemp(prefix="procctl-bench")
+        sup = Procctl(tmp, [{"name": "m", "argv": SLEEP, "n": n, "extra": extra}]).start()
+        try:
+            ready(sup, "sleep", n)
+            time.sleep(2)
+            c0, t0 = cpu_ns(sup.pid), time.perf_counter()
+            time.sleep(seconds)
+            used, elapsed = cpu_ns(sup.pid) - c0, time.perf_counter() - t0
+            out[label] = {"cpu_ms": used / 1e6, "seconds": elapsed}
+        finally:
+            sup.stop()
+            shutil.rmtree(tmp, ignore_errors=True)
+    checks = out["max_memory"]["seconds"]
+    out["ms_per_check"] = (out["max_memory"]["cpu_ms"] - out["none"]["cpu_ms"]) / checks
+    out["instances"] = n
+    return out
+
+
+def s_autoscale(runs):
+    """A process autoscaled from a file (`cat` as the probe, every 100 ms): the number goes
+    from 1 to 2 and back, `runs` times. The figure is the agent's own: from its `scaled`
+    event (the decision, made as the probe's output is read) to the `started` event of the
+    new instance, from the event stream's timestamps (ms)."""
+    tmp = tempfile.mkdtemp(prefix="procctl-bench")
+    number = os.path.join(tmp, "number")
+    with open(number, "w") as f:
+        f.write("1\n")
+    policy = (f'[process.w.autoscale]\nmin = 1\nmax = 2\nper_instance = 1\nevery = "100ms"\n'
+              f'down_after = "0s"\nprobe = ["cat", "{number}"]')
+    sup = Procctl(tmp, [{"name": "w", "argv": SLEEP, "n": 1, "extra": ""}])
+    with open(sup.config) as f:
+        text = f.read().replace("instances = 1\n", "")
+    with open(sup.config, "w") as f:
+        f.write(text + "\n" + policy + "\n")
+    sup.start()
+    times = []
+    try:
+        ready(sup, "sleep", 1)
+        events = subprocess.Popen([CTL, "events", "--json"], env=sup.env, stdout=subprocess.PIPE, text=True)
+        stamp = lambda e: datetime.datetime.fromisoformat(e["time"].replace("Z", "+00:00")).timestamp() * 1000
+        try:
+            time.sleep(0.3)
+            for _ in range(runs):
+                with open(number, "w") as f:
+                    f.write("2\n")
+                decided = None
+                for line in events.stdout:
+                    e = json.loads(line)
+                    if e["event"] == "scaled" and e.get("to") == 2:
+                        decided = stamp(e)
+                    elif e["event"] == "started" and e.get("instance") == 1 and decided is not None:
+                        times.append(stamp(e) - decided)
+                        break
+                with open(number, "w") as f:
+                    f.write("1\n")
+                for line in events.stdout:
+                    e = json.loads(line)
+                    if e["event"] == "stopped" and e.get("instance") == 1:
+                        break
+        finally:
+            events.kill()
+            events.wait()
+    finally:
+        sup.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return times
+
+
 def socket_fds(pid):
     count = 0
     for fd in os.listdir(f"/proc/{pid}/fd"):
@@ -973,6 +1059,8 @@ def main():
         ("wait_latency", "`started` at a watcher to `procctl wait` exit (ms)", lambda m: s_notify(runs, True), False),
         ("health_cpu", "agent CPU, 100 instances with a 1 s tcp health check", None, False),
         ("zero_downtime", "4 gunicorn behind listen under load: restart, reload", None, False),
+        ("recycle_cpu", "agent CPU per max_memory check of 100 instances", None, False),
+        ("autoscale", "autoscale decision to the new instance started (ms, event times)", lambda m: s_autoscale(runs), False),
         ("hangup", f"list after {400 if q else 2000:,} send --reply clients hung up (ms)",
          lambda m: s_hangup(runs, 400 if q else 2000), False),
         ("metrics", "GET /metrics, 1,000 instances, in the bench (ms)", lambda m: s_metrics(runs, 1000, 5 if q else 10), False),
@@ -1015,6 +1103,11 @@ def main():
                 f = r[phase]
                 rows.append((f"gunicorn x4, {label}", f"{f['served']} served, {f['failed']} failed, p50 {f['p50_ms']:.2f} ms, p99 {f['p99_ms']:.2f} ms", "", ""))
                 print(f"  {label}: {f}", file=sys.stderr)
+        if key == "recycle_cpu":
+            r = s_recycle_cpu(100, 5 if q else 10)
+            results[key] = {"title": title, "procctl": r}
+            rows.append((title, f"{r['ms_per_check']:.3f} ms (agent CPU {r['max_memory']['cpu_ms']:.1f} ms in "
+                         f"{r['max_memory']['seconds']:.0f} s; {r['none']['cpu_ms']:.1f} ms without a policy)", "", ""))
             continue
         if key == "health_cpu":
             r = s_health_cpu(100, 5 if q else 10)

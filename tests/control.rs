@@ -20,13 +20,16 @@ fn list_shows_every_instance_as_a_table_and_as_json() {
         assert_eq!(
             keys,
             [
+                "autoscale",
                 "cpu_percent",
                 "health",
                 "instance",
                 "last_exit",
                 "memory_bytes",
+                "messages",
                 "name",
                 "pid",
+                "recycles",
                 "restarts",
                 "start_error",
                 "state",

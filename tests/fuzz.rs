@@ -444,6 +444,10 @@ fn edge_field(rng: &mut Rng, request: &mut Request) -> Option<String> {
                 format!("timeout_ms {timeout_ms}")
             }
         }
+        Request::Autoscale { name } => {
+            *name = rng.pick(&["", "all", "ghost", SLEEPER, ECHO, disturbing::TERM, disturbing::FORK]).to_string();
+            format!("name {name:?}")
+        }
         Request::Shutdown | Request::Events | Request::Reload | Request::Metrics => return None,
     };
     Some(what)
@@ -879,7 +883,11 @@ fn answers(request: &Request, response: &Response, instances: &Instances) -> Res
             Response::Outcomes(outcomes),
         ) => outcomes.iter().try_for_each(|outcome| target_of(target, &outcome.id)),
         (Request::Restart { target }, Response::Step(outcome)) => target_of(target, &outcome.id),
-        (Request::Scale { name, .. }, Response::Scaled { name: scaled, .. }) if scaled == name => Ok(()),
+        (Request::Scale { name, .. } | Request::Autoscale { name }, Response::Scaled { name: scaled, .. })
+            if scaled == name =>
+        {
+            Ok(())
+        }
         // The instances a scale added that did not come up.
         (Request::Scale { name, .. }, Response::Outcomes(failures)) => {
             failures.iter().try_for_each(|failure| target_of(&Target::Name(name.clone()), &failure.id))

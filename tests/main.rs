@@ -13,6 +13,7 @@ mod crash_loops;
 mod docs;
 mod events;
 mod exit_codes;
+mod fleet;
 mod fuzz;
 mod hostile;
 mod import;

@@ -30,6 +30,7 @@ fn changing(request: &Request) -> Option<String> {
         Request::Restart { target } => format!("restart {target}"),
         Request::Signal { target, signal } => format!("signal {target} {signal}"),
         Request::Scale { name, count } => format!("scale {name} {count}"),
+        Request::Autoscale { name } => format!("scale {name} auto"),
         Request::Reload => "reload".into(),
         Request::Shutdown => "shutdown".into(),
         Request::Hello { .. }

@@ -63,6 +63,9 @@ pub enum Input {
     Remove,
     /// A later scale or reload keeps it after all.
     Keep,
+    /// Its process has `max_starting` instances starting already: a start that has just
+    /// asked for a spawn waits in `waiting` instead (ignored once the spawn is under way).
+    Hold,
     /// Run `run` has started as `pid`. Runs are numbered by the supervisor, once across the
     /// agent, so a delayed event of an earlier instance of the same name never matches.
     Spawned {
@@ -187,6 +190,11 @@ impl Instance {
         matches!(self.state, State::Stopped | State::Exited | State::Fatal)
     }
 
+    /// Whether a spawn was asked for and not answered yet.
+    pub fn awaits_spawn(&self) -> bool {
+        self.spawn_pending
+    }
+
     /// Whether a start request has anything to do.
     pub fn is_startable(&self) -> bool {
         self.at_rest()
@@ -226,6 +234,12 @@ impl Instance {
                 self.removing = true;
                 self.on_stop(spec)
             }
+            Input::Hold if self.state == State::Starting && self.spawn_pending && self.pid.is_none() => {
+                self.spawn_pending = false;
+                self.state = State::Waiting;
+                vec![self.disarm(Timer::Spawn)]
+            }
+            Input::Hold => vec![],
             Input::Keep => {
                 self.removing = false;
                 // The request that was taking it away stops waiting.

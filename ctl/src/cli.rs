@@ -92,9 +92,9 @@ pub enum Command {
         /// The process NAME
         #[arg(value_parser = parse_name)]
         name: String,
-        /// How many instances: a whole number, 0 or more (0 stops them all)
-        #[arg(allow_negative_numbers = true, value_parser = parse_count)]
-        count: u32,
+        /// How many instances: a whole number, 0 or more (0 stops them all; pauses autoscaling of NAME), or `auto` (resumes it)
+        #[arg(allow_negative_numbers = true, value_parser = crate::commands::scale::parse_count)]
+        count: crate::commands::scale::ScaleTo,
     },
     /// Write a message (the words joined by spaces) to each target instance's pipe; `-` reads one message per line from stdin
     ///
@@ -208,10 +208,6 @@ fn parse_message(text: &str) -> Result<String, String> {
         return Err("a message is one line: it cannot contain a newline".into());
     }
     Ok(text.to_string())
-}
-
-fn parse_count(text: &str) -> Result<u32, String> {
-    text.parse().map_err(|_| format!("a count is a whole number, 0 or more (0 stops every instance), not `{text}`"))
 }
 
 fn parse_name(text: &str) -> Result<String, String> {

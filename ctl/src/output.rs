@@ -141,6 +141,9 @@ fn list_json(rows: &[InstanceInfo], hosts: &[&str]) -> String {
                 "cpu_percent": row.cpu_tenths.map(|t| f64::from(t) / 10.0),
                 "memory_bytes": row.memory_bytes,
                 "start_error": row.start_error,
+                "recycles": row.recycles,
+                "messages": row.messages,
+                "autoscale": row.autoscale.map(|on| if on { "on" } else { "paused" }),
             });
             if let Some(host) = hosts.get(number) {
                 value["host"] = json!(host);
@@ -354,6 +357,11 @@ fn event_text(time: &str, kind: &EventKind) -> String {
         EventKind::Reply { line, .. } => line.clone(),
         EventKind::Waiting { on, .. } => format!("on {}", on.join(" ")),
         EventKind::Unhealthy { reason, .. } => reason.clone(),
+        EventKind::Recycled { reason, .. } => {
+            let (why, key, figure) = reason.parts();
+            format!("{why} {key}={figure}")
+        }
+        EventKind::AutoscaleError { name, reason } => format!("{name} {reason}"),
         EventKind::Fatal { .. } | EventKind::Stopped { .. } | EventKind::Reloaded => String::new(),
     };
     let id = kind.id().map(|id| format!(" {id}")).unwrap_or_default();
@@ -384,6 +392,15 @@ fn event_json(time: &str, kind: &EventKind) -> Value {
         EventKind::Reply { line, .. } => value["line"] = json!(line),
         EventKind::Waiting { on, .. } => value["on"] = json!(on),
         EventKind::Unhealthy { reason, .. } => value["reason"] = json!(reason),
+        EventKind::Recycled { reason, .. } => {
+            let (why, key, figure) = reason.parts();
+            value["reason"] = json!(why);
+            value[key] = json!(figure);
+        }
+        EventKind::AutoscaleError { name, reason } => {
+            value["name"] = json!(name);
+            value["reason"] = json!(reason);
+        }
         EventKind::Fatal { .. } | EventKind::Stopped { .. } | EventKind::Reloaded => {}
     }
     value
@@ -433,6 +450,9 @@ mod tests {
             cpu_tenths: pid.map(|_| 125),
             memory_bytes: pid.map(|_| 13 << 20),
             start_error: None,
+            recycles: 1,
+            messages: 7,
+            autoscale: None,
         }
     }
 
@@ -447,7 +467,7 @@ mod tests {
             value[0],
             json!({"name": "web", "instance": 1, "pid": 42, "state": "running", "uptime_secs": 75,
                    "restarts": 2, "last_exit": {"signal": "KILL"}, "health": null, "status": null,
-                   "cpu_percent": 12.5, "memory_bytes": 13 << 20, "start_error": null})
+                   "cpu_percent": 12.5, "memory_bytes": 13 << 20, "start_error": null, "recycles": 1, "messages": 7, "autoscale": null})
         );
         assert_eq!(value[1]["pid"], Value::Null);
         assert_eq!(value[1]["uptime_secs"], Value::Null);

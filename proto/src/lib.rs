@@ -16,8 +16,8 @@ pub mod target;
 pub use frame::{FrameError, MAX_FRAME};
 pub use request::{Request, SendRequest, WaitFor};
 pub use response::{
-    Delivery, ErrorKind, Event, EventKind, Health, InstanceInfo, LogLine, Outcome, OutcomeKind, ReloadReport, Response,
-    State, WireError,
+    Delivery, ErrorKind, Event, EventKind, Health, InstanceInfo, LogLine, Outcome, OutcomeKind, RecycleReason,
+    ReloadReport, Response, State, WireError,
 };
 pub use signal::{Exit, Signal};
 pub use target::{InstanceId, Target};

@@ -58,6 +58,11 @@ pub enum Request {
     },
     /// The metrics in the OpenMetrics text format, as `--metrics` serves them.
     Metrics,
+    /// `scale NAME auto`: autoscaling of NAME resumes (a `Scale` pauses it). Last, so that
+    /// the tags of the requests before it stay.
+    Autoscale {
+        name: String,
+    },
 }
 
 /// What `procctl wait --for` waits for.
@@ -130,6 +135,7 @@ impl Request {
             Request::Restart { .. } => "restart",
             Request::Signal { .. } => "signal",
             Request::Scale { .. } => "scale",
+            Request::Autoscale { .. } => "autoscale",
             Request::Shutdown => "shutdown",
             Request::Send(_) => "send",
             Request::Logs { .. } => "logs",

@@ -137,6 +137,35 @@ pub enum EventKind {
         line: String,
     },
     Reloaded,
+    /// An autoscale probe failed, or printed no number: nothing changes (once per streak).
+    AutoscaleError {
+        name: String,
+        reason: String,
+    },
+    /// Warm-restarted by a recycling policy (`max_memory`, `max_age`, `max_messages`).
+    Recycled {
+        id: InstanceId,
+        reason: RecycleReason,
+    },
+}
+
+/// Which limit a recycled instance crossed, and its figure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RecycleReason {
+    Memory { bytes: u64 },
+    Age { secs: u64 },
+    Messages { count: u64 },
+}
+
+impl RecycleReason {
+    /// The `reason` of the event, and the key and value of its figure.
+    pub fn parts(self) -> (&'static str, &'static str, u64) {
+        match self {
+            RecycleReason::Memory { bytes } => ("memory", "memory_bytes", bytes),
+            RecycleReason::Age { secs } => ("age", "uptime_secs", secs),
+            RecycleReason::Messages { count } => ("messages", "messages", count),
+        }
+    }
 }
 
 impl EventKind {
@@ -153,6 +182,8 @@ impl EventKind {
             EventKind::Scaled { .. } => "scaled",
             EventKind::Reply { .. } => "reply",
             EventKind::Reloaded => "reloaded",
+            EventKind::Recycled { .. } => "recycled",
+            EventKind::AutoscaleError { .. } => "autoscale_error",
         }
     }
 
@@ -166,8 +197,9 @@ impl EventKind {
             | EventKind::Backoff { id, .. }
             | EventKind::Fatal { id }
             | EventKind::Stopped { id }
-            | EventKind::Reply { id, .. } => Some(id),
-            EventKind::Scaled { .. } | EventKind::Reloaded => None,
+            | EventKind::Reply { id, .. }
+            | EventKind::Recycled { id, .. } => Some(id),
+            EventKind::Scaled { .. } | EventKind::Reloaded | EventKind::AutoscaleError { .. } => None,
         }
     }
 }
@@ -249,6 +281,12 @@ pub struct InstanceInfo {
     /// Why its last start failed before the program ran (not found, permission denied),
     /// while that is the latest news of it.
     pub start_error: Option<String>,
+    /// Recycled this many times since the agent started.
+    pub recycles: u32,
+    /// Messages routed to the current run's pipe.
+    pub messages: u64,
+    /// Its process's autoscaling: on (`Some(true)`), paused, or `None` without a policy.
+    pub autoscale: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

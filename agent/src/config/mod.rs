@@ -11,6 +11,7 @@ use serde::{Deserialize, Deserializer};
 use toml::de::DeTable;
 
 mod account;
+pub mod fleet;
 mod keys;
 mod probe;
 mod value;
@@ -66,6 +67,11 @@ pub struct ProcessSpec {
     pub arg: Option<String>,
     /// Listening sockets the agent holds and hands to every instance from fd 3.
     pub listen: Vec<crate::listen::Address>,
+    pub recycle: fleet::Recycle,
+    /// At most this many instances `starting` at once.
+    pub max_starting: Option<u32>,
+    pub hooks: fleet::Hooks,
+    pub autoscale: Option<fleet::Autoscale>,
 }
 
 impl ProcessSpec {
@@ -127,8 +133,8 @@ struct RawFile {
 struct RawProcess {
     #[serde(default, deserialize_with = "some_command")]
     command: Option<Vec<String>>,
-    #[serde(default = "one", deserialize_with = "value::whole")]
-    instances: u32,
+    #[serde(default, deserialize_with = "some_whole")]
+    instances: Option<u32>,
     #[serde(default = "always", deserialize_with = "restart")]
     restart: Restart,
     #[serde(default = "term", deserialize_with = "value::signal")]
@@ -181,6 +187,30 @@ struct RawProcess {
     arg: Option<String>,
     #[serde(default, deserialize_with = "value::texts")]
     listen: Vec<String>,
+    #[serde(default, deserialize_with = "some_size")]
+    max_memory: Option<u64>,
+    #[serde(default, deserialize_with = "fleet::some_period")]
+    max_age: Option<Duration>,
+    #[serde(default, deserialize_with = "fleet::some_count")]
+    max_messages: Option<u64>,
+    #[serde(default = "fleet::ten_secs", deserialize_with = "fleet::period")]
+    recycle_check: Duration,
+    #[serde(default, deserialize_with = "fleet::some_limit")]
+    max_starting: Option<u32>,
+    #[serde(default, deserialize_with = "fleet::some_hook")]
+    pre_start: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "fleet::some_hook")]
+    post_stop: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "fleet::some_hook")]
+    on_fatal: Option<Vec<String>>,
+    #[serde(default = "fleet::thirty_secs", deserialize_with = "fleet::hook_period")]
+    hook_timeout: Duration,
+    #[serde(default, deserialize_with = "fleet::some_autoscale")]
+    autoscale: Option<fleet::RawAutoscale>,
+}
+
+fn some_whole<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    value::whole(d).map(Some)
 }
 
 fn up() -> Ready {
@@ -194,9 +224,6 @@ fn some_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     value::size(d).map(Some)
 }
 
-fn one() -> u32 {
-    1
-}
 fn three() -> u32 {
     3
 }
@@ -320,8 +347,19 @@ impl Config {
                 error(line, key, problem)
             };
             check_name(&name).map_err(|problem| fail("", problem))?;
-            if raw.instances > MAX_INSTANCES {
-                return Err(fail("instances", format!("{} is over the limit of {MAX_INSTANCES}", raw.instances)));
+            let autoscale = match raw.autoscale {
+                Some(_) if raw.instances.is_some() => {
+                    return Err(fail(
+                        "autoscale",
+                        "a process with `autoscale` leaves `instances` out (it starts with min)".into(),
+                    ));
+                }
+                Some(policy) => Some(policy.check().map_err(|(key, problem)| fail(key, problem))?),
+                None => None,
+            };
+            let instances = autoscale.as_ref().map_or(raw.instances.unwrap_or(1), |policy| policy.min);
+            if instances > MAX_INSTANCES {
+                return Err(fail("instances", format!("{instances} is over the limit of {MAX_INSTANCES}")));
             }
             let Some(mut command) = raw.command else {
                 return Err(fail("", "missing key `command` (the program to run)".into()));
@@ -351,8 +389,8 @@ impl Config {
                 }
             }
             if let Some(port) = raw.port {
-                if u32::from(port) + raw.instances.max(1) - 1 > 65535 {
-                    return Err(fail("port", format!("{port} + {} instances goes past port 65535", raw.instances)));
+                if u32::from(port) + instances.max(1) - 1 > 65535 {
+                    return Err(fail("port", format!("{port} + {instances} instances goes past port 65535")));
                 }
             }
             let account = match &raw.user {
@@ -384,7 +422,7 @@ impl Config {
             let spec = ProcessSpec {
                 name: name.clone(),
                 command,
-                instances: raw.instances,
+                instances,
                 restart: raw.restart,
                 stop_signal: raw.stop_signal,
                 stop_timeout: raw.stop_timeout,
@@ -410,6 +448,20 @@ impl Config {
                 critical: raw.critical,
                 arg: raw.arg,
                 listen,
+                recycle: fleet::Recycle {
+                    max_memory: raw.max_memory,
+                    max_age: raw.max_age,
+                    max_messages: raw.max_messages,
+                    check: raw.recycle_check,
+                },
+                max_starting: raw.max_starting,
+                autoscale,
+                hooks: fleet::Hooks {
+                    pre_start: raw.pre_start,
+                    post_stop: raw.post_stop,
+                    on_fatal: raw.on_fatal,
+                    timeout: raw.hook_timeout,
+                },
             };
             processes.insert(name, spec);
         }

@@ -69,6 +69,9 @@ pub async fn handle(request: Request, context: Context) -> Reply {
         },
         Request::Signal { target, signal } => signal::run(sup, target, signal).await,
         Request::Scale { name, count } => scale::run(sup, name, count).await,
+        Request::Autoscale { name } => {
+            sup.autoscale(name.clone()).await.map(|count| Response::Scaled { name, from: count, to: count })
+        }
         Request::Shutdown => shutdown::run(sup).await,
         Request::Send(request) => send::run(sup, request, &context.tally).await,
         Request::Logs { target, lines, follow } => return logs::run(&context, target, lines, follow).await,

@@ -57,6 +57,7 @@ pub(super) async fn roll(
     ids: Vec<InstanceId>,
     steps: Option<&mpsc::UnboundedSender<Response>>,
 ) -> Result<Vec<Outcome>, WireError> {
+    let _rolling = sup.rolling(ids.iter().map(|id| id.name.clone()).collect());
     let mut outcomes = vec![];
     let mut halted_at: Option<InstanceId> = None;
     for id in ids {

@@ -71,6 +71,17 @@ pub enum Command {
     Metrics {
         reply: Reply<crate::metrics::Snapshot>,
     },
+    /// `scale NAME auto`: resume autoscaling; the current count.
+    Autoscale {
+        name: String,
+        reply: Reply<u32>,
+    },
+    /// A rolling restart (or a reload's) of these processes begins (`on`) or is over: no
+    /// instance of them is recycled meanwhile.
+    Rolling {
+        names: Vec<String>,
+        on: bool,
+    },
 }
 
 /// An instance a start or stop touched, and how to learn the result.
@@ -184,9 +195,35 @@ impl Handle {
         self.call(|reply| Command::Metrics { reply }).await
     }
 
+    pub async fn autoscale(&self, name: String) -> Result<u32, WireError> {
+        self.call(|reply| Command::Autoscale { name, reply }).await
+    }
+
+    /// Marks a rolling restart of `names` until the guard is dropped (also when the request
+    /// that rolls is cancelled).
+    pub fn rolling(&self, mut names: Vec<String>) -> Rolling {
+        names.sort();
+        names.dedup();
+        let _ = self.events.send(Event::Command(Command::Rolling { names: names.clone(), on: true }));
+        Rolling { events: self.events.clone(), names }
+    }
+
     pub async fn shutdown(&self) -> Result<(), WireError> {
         let (reply, done) = oneshot::channel();
         self.events.send(Event::Command(Command::Shutdown { reply })).map_err(|_| gone())?;
         done.await.map_err(|_| gone())
+    }
+}
+
+/// A rolling restart going on; over when dropped.
+pub struct Rolling {
+    events: mpsc::UnboundedSender<Event>,
+    names: Vec<String>,
+}
+
+impl Drop for Rolling {
+    fn drop(&mut self) {
+        let names = std::mem::take(&mut self.names);
+        let _ = self.events.send(Event::Command(Command::Rolling { names, on: false }));
     }
 }

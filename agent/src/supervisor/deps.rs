@@ -156,6 +156,9 @@ impl Supervisor {
         }
         let deps = self.dependencies(id);
         if deps.iter().all(|(_, _, standing)| *standing == Standing::Met) {
+            if !self.room_to_start(id) {
+                return; // held by max_starting: looked at again after the next change
+            }
             self.waiting.remove(id);
             self.feed(id, Input::DependenciesMet);
             return;

@@ -9,6 +9,7 @@ use procctl_proto::{ErrorKind, EventKind, Exit, InstanceId, Outcome, OutcomeKind
 use tokio::sync::oneshot;
 
 use super::api::{Pending, Settle, Settled};
+use super::hooks::Hook;
 use super::kernel::Kernel;
 use super::{Due, Next, Spawning, Supervisor};
 use crate::config::{Pipe, Probe, Ready};
@@ -48,11 +49,16 @@ impl Supervisor {
         };
         let before = slot.inst.state;
         let was_down = slot.inst.is_down();
-        let actions = slot.inst.step(input, spec);
+        let mut actions = slot.inst.step(input, spec);
+        self.hold_over_max_starting(id, before, &mut actions);
+        let (Some(slot), Some(_)) = (self.slots.get_mut(id), self.config.processes.get(&id.name)) else {
+            return;
+        };
         let changed = slot.inst.state != before || slot.inst.is_down() != was_down;
         if slot.inst.state != before {
             self.touch();
             self.on_state_change(id, before);
+            self.recycle_on_state(id);
         }
         for action in actions {
             self.act(id, action);
@@ -101,7 +107,10 @@ impl Supervisor {
             State::Fatal => {
                 log!("{id} is fatal: it failed {} starts in a row", spec.start_retries);
                 self.bus.emit(EventKind::Fatal { id: id.clone() });
+                let last_exit = slot.inst.last_exit;
+                self.run_hook(id, Hook::OnFatal, 0, last_exit);
             }
+            State::Stopping => self.cut_pre_start(id),
             State::Stopped => self.bus.emit(EventKind::Stopped { id: id.clone() }),
             // Looked at again after every change until it starts or stops.
             State::Waiting => {
@@ -120,22 +129,16 @@ impl Supervisor {
             Action::Spawn => {
                 self.runs += 1;
                 let run = self.runs;
-                self.next_seq += 1;
-                let seq = self.next_seq;
-                slot.spawn_seq = Some(seq);
-                self.spawning.insert(seq, Spawning::Run { id: id.clone(), run });
-                let spec = &self.config.processes[&id.name];
-                let context =
-                    Context { base: &self.base_env, socket: &self.socket, notify: Some(&self.readiness.notify_name) };
-                let cgroup = self.cgroups.run_path(id, run);
-                let request =
-                    SpawnRequest::new(seq, id, spec, &context, cgroup).with_listen(spec, self.listening.keys_of(spec));
-                if !self.kernel.spawn(request) {
-                    self.spawning.remove(&seq);
-                    self.feed(id, Input::SpawnFailed);
+                let last_exit = slot.inst.last_exit;
+                if !self.run_hook(id, Hook::PreStart, run, last_exit) {
+                    self.spawn_run(id, run);
                 }
             }
             Action::AbandonSpawn => {
+                self.forget_pre_start(id);
+                let Some(slot) = self.slots.get_mut(id) else {
+                    return;
+                };
                 if let Some(seq) = slot.spawn_seq.take() {
                     self.spawning.remove(&seq);
                 }
@@ -194,6 +197,25 @@ impl Supervisor {
         }
     }
 
+    /// Asks the spawner for run `run` of `id`.
+    pub(super) fn spawn_run(&mut self, id: &InstanceId, run: u64) {
+        let (Some(slot), Some(spec)) = (self.slots.get_mut(id), self.config.processes.get(&id.name)) else {
+            return;
+        };
+        self.next_seq += 1;
+        let seq = self.next_seq;
+        slot.spawn_seq = Some(seq);
+        self.spawning.insert(seq, Spawning::Run { id: id.clone(), run });
+        let context = Context { base: &self.base_env, socket: &self.socket, notify: Some(&self.readiness.notify_name) };
+        let cgroup = self.cgroups.run_path(id, run);
+        let request =
+            SpawnRequest::new(seq, id, spec, &context, cgroup).with_listen(spec, self.listening.keys_of(spec));
+        if !self.kernel.spawn(request) {
+            self.spawning.remove(&seq);
+            self.feed(id, Input::SpawnFailed);
+        }
+    }
+
     /// A removed instance that is down leaves the table, and its process with its last one.
     fn leave(&mut self, id: &InstanceId) {
         self.end_checks(id);
@@ -202,6 +224,7 @@ impl Supervisor {
         };
         self.timers.disarm_all(&mut slot.timers);
         self.waiting.remove(id);
+        self.recycle_left(id);
         self.touch();
         if self.retired.contains(&id.name) && !self.slots.keys().any(|other| other.name == id.name) {
             self.retired.remove(&id.name);
@@ -218,6 +241,21 @@ impl Supervisor {
                     Some(Spawning::Run { id, run }) => (id, run),
                     Some(Spawning::Probe { id, run, purpose, timeout }) => {
                         return self.exec_probe_spawned(pid, (id, run, purpose, timeout), exec_error);
+                    }
+                    Some(Spawning::Autoscale { name, token }) => {
+                        let spawned = match exec_error {
+                            Some(error) => Err(error),
+                            None => Ok((pid, output)),
+                        };
+                        return self.autoscale_spawned((name, token), spawned);
+                    }
+                    Some(Spawning::Hook { id, hook, token }) => {
+                        // A hook that could not exec has exited already and is reaped as a stranger.
+                        let spawned = match exec_error {
+                            Some(error) => Err(error),
+                            None => Ok((pid, output)),
+                        };
+                        return self.hook_spawned((id, hook, token), spawned);
                     }
                     None => {
                         // Nobody wants this child any more; it is reaped as a stray.
@@ -276,6 +314,7 @@ impl Supervisor {
                     }
                 });
                 self.by_pid.insert(pid, id.clone());
+                self.recycle_spawned(&id, run);
                 self.bus.emit(EventKind::Spawned { id: id.clone(), pid: pid as u32 });
                 self.feed(&id, Input::Spawned { pid, at: SystemTime::now(), run });
             }
@@ -284,6 +323,12 @@ impl Supervisor {
                     Some(Spawning::Run { id, .. }) => id,
                     Some(Spawning::Probe { id, run, purpose, .. }) => {
                         return self.on_probed(id, run, purpose, Err(error));
+                    }
+                    Some(Spawning::Hook { id, hook, token }) => {
+                        return self.hook_spawned((id, hook, token), Err(error));
+                    }
+                    Some(Spawning::Autoscale { name, token }) => {
+                        return self.autoscale_spawned((name, token), Err(error));
                     }
                     None => {
                         log!("a start nobody waits for failed: {error}");
@@ -302,6 +347,12 @@ impl Supervisor {
     pub(super) fn on_reaped(&mut self, pid: i32, exit: Exit) {
         if self.readiness.is_probe(pid) {
             return self.exec_probe_reaped(pid, exit);
+        }
+        if self.hooks.is_hook(pid) {
+            return self.hook_reaped(pid, exit);
+        }
+        if self.autoscaling.is_probe(pid) {
+            return self.autoscale_reaped(pid, exit);
         }
         let Some(id) = self.by_pid.get(&pid).cloned() else {
             // A grandchild handed to us as subreaper: its group may now be empty.
@@ -326,6 +377,7 @@ impl Supervisor {
         let group_left = run_alive(&*self.kernel, slot);
         self.end_checks(id);
         self.feed(id, Input::Exited { exit, group_left });
+        self.run_hook(id, Hook::PostStop, 0, exit);
     }
 
     fn check_draining_groups(&mut self) {
@@ -374,7 +426,7 @@ impl Supervisor {
 
     /// Says why a start failed: in the agent's log, in the instance's own log (so that
     /// `procctl logs` shows it) and to whoever waits for the instance to come up.
-    fn start_failed(&mut self, id: &InstanceId, error: String) {
+    pub(super) fn start_failed(&mut self, id: &InstanceId, error: String) {
         log!("{id}: {error}");
         if let Some(slot) = self.slots.get_mut(id) {
             logs::note(&slot.sink, &self.follow, &format!("procagent: {error}"));
@@ -511,6 +563,7 @@ impl Supervisor {
 
     /// A second SIGTERM: SIGKILL to every group, and the rechecks that see them gone.
     pub(super) fn kill_everything(&mut self) {
+        self.kill_hooks();
         for (id, slot) in &self.slots {
             if let Some(pgid) = slot.inst.pgid {
                 self.kernel.kill_run(slot.cgroup.as_deref(), pgid);

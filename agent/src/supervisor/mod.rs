@@ -12,8 +12,10 @@
 //! queue.
 
 mod api;
+mod autoscale;
 mod cgroups;
 mod deps;
+mod hooks;
 mod kernel;
 mod lifecycle;
 mod listening;
@@ -22,10 +24,12 @@ mod metrics;
 mod model;
 mod persist;
 mod readiness;
+mod recycle;
 mod reload;
 mod routes;
 mod scale;
 mod service;
+mod starting;
 mod timers;
 mod usage;
 
@@ -75,6 +79,12 @@ pub enum Event {
         run: u64,
     },
     Signal(AgentSignal),
+    /// The output of autoscale probe `token` of `name`, read to its end (capped).
+    AutoscaleOutput {
+        name: String,
+        token: u64,
+        output: Vec<u8>,
+    },
 }
 
 /// What a timer of the loop hands back when it is due.
@@ -109,6 +119,29 @@ pub enum Due {
     ProbeTimeout {
         pid: i32,
     },
+    /// Time to sample the instances of a process with `max_memory`.
+    MemoryCheck {
+        name: String,
+        generation: u64,
+    },
+    /// Time to run the autoscale probe of `name`.
+    Autoscale {
+        name: String,
+        generation: u64,
+    },
+    /// An autoscale probe ran out of time.
+    AutoscaleTimeout {
+        pid: i32,
+    },
+    /// A hook ran out of time.
+    HookTimeout {
+        pid: i32,
+    },
+    /// Run `run` reached its `max_age`.
+    Age {
+        id: InstanceId,
+        run: u64,
+    },
 }
 
 /// What a spawn in flight is for.
@@ -117,6 +150,10 @@ enum Spawning {
     Run { id: InstanceId, run: u64 },
     /// An `exec` probe, cut at `timeout`.
     Probe { id: InstanceId, run: u64, purpose: Purpose, timeout: Duration },
+    /// A hook; a `pre_start` carries the token of the start it precedes.
+    Hook { id: InstanceId, hook: hooks::Hook, token: u64 },
+    /// An autoscale probe.
+    Autoscale { name: String, token: u64 },
 }
 
 /// A follow-up decided while carrying out an event or another follow-up: the loop takes
@@ -234,6 +271,12 @@ pub struct Supervisor {
     runs: u64,
     /// The listening sockets the instances get.
     listening: crate::listen::Listening,
+    /// Recycles going on and waiting, and what they are decided from.
+    recycling: recycle::Recycling,
+    /// Hooks running.
+    hooks: hooks::Hooks,
+    /// Autoscale probes and decisions.
+    autoscaling: autoscale::Autoscaling,
 }
 
 pub struct Parts {
@@ -300,6 +343,9 @@ impl Supervisor {
             queue: VecDeque::new(),
             runs: 0,
             listening: parts.listening,
+            recycling: recycle::Recycling::default(),
+            hooks: hooks::Hooks::default(),
+            autoscaling: autoscale::Autoscaling::default(),
         };
         for key in sup.listening.keys() {
             sup.share_listener(key);
@@ -317,6 +363,8 @@ impl Supervisor {
             }
         }
         sup.warn_unlimited();
+        sup.recycle_arm_checks();
+        sup.autoscale_arm(&[]);
         let ids: Vec<InstanceId> = sup.service_pending();
         for id in ids {
             sup.start_with_dependencies(&id);
@@ -348,7 +396,7 @@ impl Supervisor {
                 self.drain();
             }
             self.save_if_due();
-            if self.shutting_down && self.slots.values().all(|slot| slot.inst.is_down()) {
+            if self.shutting_down && self.slots.values().all(|slot| slot.inst.is_down()) && self.hooks.idle() {
                 break;
             }
         }
@@ -392,6 +440,7 @@ impl Supervisor {
             Event::CgroupChanged(watch) => self.on_cgroup_event(watch),
             Event::Probed { id, run, purpose, result } => self.on_probed(id, run, purpose, result),
             Event::LogReady { id, run } => self.on_log_ready(id, run),
+            Event::AutoscaleOutput { name, token, output } => self.on_autoscale_output(name, token, output),
             Event::Reaped { pid, exit } => self.on_reaped(pid, exit),
             Event::Signal(AgentSignal::Terminate) if self.shutting_down => {
                 log!("second stop signal: killing what is left");
@@ -417,6 +466,11 @@ impl Supervisor {
             Due::Probe { id, run, purpose } => self.on_probe_due(id, run, purpose),
             Due::Watchdog { id, run } => self.on_watchdog_due(id, run),
             Due::ProbeTimeout { pid } => self.on_probe_timeout(pid),
+            Due::MemoryCheck { name, generation } => self.on_memory_check(name, generation),
+            Due::Age { id, run } => self.on_age_due(id, run),
+            Due::HookTimeout { pid } => self.on_hook_timeout(pid),
+            Due::Autoscale { name, generation } => self.on_autoscale_due(name, generation),
+            Due::AutoscaleTimeout { pid } => self.on_autoscale_timeout(pid),
         }
     }
 
@@ -450,7 +504,14 @@ impl Supervisor {
                 let _ = reply.send(result);
             }
             Command::Scale { name, count, reply } => {
-                let _ = reply.send(self.scale(&name, count, true));
+                let result = self.scale(&name, count, true);
+                if result.is_ok() {
+                    self.autoscale_pause(&name);
+                }
+                let _ = reply.send(result);
+            }
+            Command::Autoscale { name, reply } => {
+                let _ = reply.send(self.autoscale_resume(&name));
             }
             Command::Shutdown { reply } => {
                 self.shutdown_waiters.push(reply);
@@ -460,11 +521,21 @@ impl Supervisor {
                 let _ = reply.send(self.pipes(&target, any, count));
             }
             Command::Reload { reply } => {
+                let before: Vec<(String, Option<crate::config::fleet::Autoscale>)> =
+                    self.config.processes.iter().map(|(name, spec)| (name.clone(), spec.autoscale.clone())).collect();
                 let _ = reply.send(self.reload());
+                self.recycle_arm_checks();
+                let changed: Vec<String> = before
+                    .into_iter()
+                    .filter(|(name, policy)| self.config.processes.get(name).is_some_and(|s| s.autoscale != *policy))
+                    .map(|(name, _)| name)
+                    .collect();
+                self.autoscale_arm(&changed);
             }
             Command::Metrics { reply } => {
                 let _ = reply.send(Ok(self.metrics()));
             }
+            Command::Rolling { names, on } => self.on_rolling(names, on),
             Command::Sinks { target, reply } => {
                 let sinks = self
                     .resolve(&target)
@@ -532,6 +603,11 @@ impl Supervisor {
             cpu_tenths: None,
             memory_bytes: None,
             start_error: slot.start_error.clone(),
+            autoscale: self
+                .autoscaling
+                .shown(&id.name, self.config.processes.get(&id.name).is_some_and(|s| s.autoscale.is_some())),
+            recycles: self.recycling.recycles(id),
+            messages: self.recycling.messages(id, slot.inst.run),
         })
     }
 }

@@ -115,6 +115,7 @@ command = ["a"]
 instances = 2
 start_secs = "1s"
 stop_timeout = "2s"
+max_starting = 1
 
 [process.b]
 command = ["b"]
@@ -128,6 +129,13 @@ depends_on = { a = "running" }
 command = ["c"]
 start_secs = "0s"
 restart = "never"
+autostart = false
+
+[process.d]
+command = ["d"]
+instances = 2
+start_secs = "1s"
+stop_timeout = "2s"
 autostart = false
 "#;
 
@@ -365,6 +373,17 @@ impl Model {
                 assert!(sup.waiting.contains(id), "a waiting instance is looked at again: {case}");
             }
         }
+        let launching = |name: &str| {
+            sup.slots
+                .iter()
+                .filter(|(id, slot)| {
+                    id.name == name
+                        && slot.inst.state == State::Starting
+                        && (slot.spawn_seq.is_some() || slot.inst.pid.is_some())
+                })
+                .count()
+        };
+        assert!(launching("a") <= 1, "max_starting = 1 holds for a: {history:?}");
     }
 
     /// Everything is stopped and the world settles: processes that ignore SIGTERM are
@@ -445,24 +464,24 @@ fn a_queued_start_of_a_waiting_instance_does_not_undo_a_stop() {
 /// killed run (20 ms after the SIGKILL) must not kill its first run.
 #[test]
 fn an_instance_scaled_away_and_back_is_not_killed_by_its_predecessors_recheck() {
-    let ops = vec![
-        Op::Stubborn(true),
-        Op::SpawnOk(0),
-        Op::SpawnOk(0),
-        Op::SpawnOk(0),
+    let answer_spawns = || vec![Op::SpawnOk(0); 6];
+    let mut ops = vec![Op::Stubborn(true), Op::Start(Target::Name("d".into()))];
+    ops.extend(answer_spawns());
+    ops.push(Op::Advance(1_100));
+    ops.extend(answer_spawns());
+    ops.extend([
         Op::Advance(1_100),
-        Op::Scale("a", 1),
-        Op::Advance(2_000), // a:1's stop deadline: SIGKILL, a recheck 20 ms later
-        Op::Reap(0),        // gone: a:1 leaves the table
+        Op::Scale("d", 1),
+        Op::Advance(2_000), // d:1's stop deadline: SIGKILL, a recheck 20 ms later
+        Op::Reap(0),        // gone: d:1 leaves the table
         Op::Stubborn(false),
-        Op::Scale("a", 2), // a new a:1
-        Op::SpawnOk(0),
-        Op::SpawnOk(0),
-        Op::Advance(30),
-    ];
+        Op::Scale("d", 2), // a new d:1
+    ]);
+    ops.extend(answer_spawns());
+    ops.push(Op::Advance(30));
     run_then(ops, |model, history| {
-        let pid = model.sup.slots[&InstanceId::new("a", 1)].inst.pid.expect("the new a:1 runs");
-        assert_eq!(model.kernel.world().procs[&pid].life, Life::Alive, "the new a:1 was killed: {history:?}");
+        let pid = model.sup.slots[&InstanceId::new("d", 1)].inst.pid.expect("the new d:1 runs");
+        assert_eq!(model.kernel.world().procs[&pid].life, Life::Alive, "the new d:1 was killed: {history:?}");
     });
 }
 

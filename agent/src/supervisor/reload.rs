@@ -30,7 +30,7 @@ pub fn diff(
     fresh: &BTreeMap<String, ProcessSpec>,
 ) -> Diff {
     let mut diff = Diff::default();
-    let counts_aside = |s: &ProcessSpec| ProcessSpec { instances: 0, autostart: false, ..s.clone() };
+    let counts_aside = |s: &ProcessSpec| ProcessSpec { instances: 0, autostart: false, autoscale: None, ..s.clone() };
     for (name, spec) in fresh {
         match old.get(name).filter(|_| !retired.contains(name)) {
             None => diff.added.push(name.clone()),

@@ -63,7 +63,10 @@ impl Supervisor {
             })
             .collect();
         let turn = self.round_robin.entry(target.name().unwrap_or("all").to_string()).or_default();
-        route(candidates, any, count, turn, target)
+        let routes = route(candidates, any, count, turn, target)?;
+        let routed: Vec<(InstanceId, bool)> = routes.iter().map(|(id, pipe)| (id.clone(), pipe.is_ok())).collect();
+        self.recycle_count_messages(&routed, any, count);
+        Ok(routes)
     }
 }
 

@@ -16,7 +16,7 @@ mod metrics;
 mod pid;
 mod reload;
 mod restart;
-mod scale;
+pub mod scale;
 mod send;
 mod shutdown;
 mod signal;
