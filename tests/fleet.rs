@@ -50,6 +50,13 @@ fn max_memory_recycles_a_growing_child_and_leaves_its_replacement_alone() {
     let row = agent.row("grow", 0);
     assert_eq!(row["recycles"], 1, "{row}");
     assert_eq!(row["restarts"], 0, "a recycle is no failure: {row}");
+    let metrics = agent.ctl(&["metrics"]).ok().stdout.clone();
+    assert!(
+        metrics.lines().any(|line| line.starts_with("procctl_instance_recycles_total{")
+            && line.contains("name=\"grow\"")
+            && line.ends_with(" 1")),
+        "the metrics count the recycle:\n{metrics}"
+    );
     let second = agent.pid_of("grow", 0).unwrap();
     holds_for(Duration::from_secs(1), Duration::from_millis(100), "the small replacement is left alone", || {
         agent.pid_of("grow", 0) == Some(second)

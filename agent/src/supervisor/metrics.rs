@@ -18,7 +18,7 @@ impl Supervisor {
                 Some(InstanceSample {
                     state: row.state,
                     restarts: row.restarts,
-                    recycles: 0, // no recycle policy restarts an instance in this agent
+                    recycles: u64::from(self.recycling.recycles(&row.id)),
                     started_at: slot.inst.started_at.filter(|_| run),
                     last_exit: row.last_exit,
                     cpu_usec: slot.cpu_sample.filter(|_| run).map(|(used, _)| used),
@@ -33,7 +33,12 @@ impl Supervisor {
             .processes
             .keys()
             .filter(|name| !self.retired.contains(*name))
-            .map(|name| ProcessSample { name: name.clone(), wanted: self.desired(name), autoscale_wanted: None })
+            .map(|name| {
+                let policy = self.config.processes.get(name).is_some_and(|spec| spec.autoscale.is_some());
+                // An autoscale decision is applied as a scale: the count it wants is the count.
+                let autoscale_wanted = (self.autoscaling.shown(name, policy) == Some(true)).then(|| self.desired(name));
+                ProcessSample { name: name.clone(), wanted: self.desired(name), autoscale_wanted }
+            })
             .collect();
         Snapshot { instances, processes }
     }
