@@ -31,18 +31,6 @@ use crate::supervisor::Handle;
 pub const REPLY_BUCKETS: [f64; 16] =
     [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
-/// Every state an instance can be in, in the order the state series are written.
-pub const STATES: [State; 8] = [
-    State::Waiting,
-    State::Starting,
-    State::Running,
-    State::Backoff,
-    State::Stopping,
-    State::Stopped,
-    State::Exited,
-    State::Fatal,
-];
-
 /// One instance as the table has it at the scrape.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InstanceSample {
@@ -226,7 +214,7 @@ impl Collector for Scrape {
             let help = "1 for the state the instance is in, 0 for the others.";
             let mut family = encoder.encode_descriptor("procctl_instance_state", help, None, MetricType::Gauge)?;
             for (sample, [name, index]) in instances.iter().zip(&labels) {
-                for state in STATES {
+                for state in State::ALL {
                     let labels = [*name, *index, ("state", state.as_str())];
                     family.encode_family(&labels)?.encode_gauge(&i64::from(sample.state == state))?;
                 }
@@ -390,7 +378,7 @@ mod tests {
         for line in want {
             assert!(text.lines().any(|l| l == line), "{line} missing from:\n{text}");
         }
-        assert_eq!(lines(&text, "procctl_instance_state{").len(), STATES.len());
+        assert_eq!(lines(&text, "procctl_instance_state{").len(), State::ALL.len());
         assert_eq!(lines(&text, "procctl_agent_info{").len(), 1);
         assert!(text.ends_with("# EOF\n"));
     }
