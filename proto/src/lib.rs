@@ -3,10 +3,12 @@
 //! `request` and `response` are the two message enums, `frame` turns them into
 //! length-prefixed bytes and back (the only place that knows bincode), `target`
 //! parses `all | NAME | NAME:INDEX`, `signal` names signals and exits, and
-//! `socket` is the one rule for where the socket lives.
+//! `socket` is the one rule for where the socket lives. `located` is the form of an error
+//! about a line of a file, shared by the agent's config and `procctl import`.
 
 pub mod duration;
 pub mod frame;
+pub mod located;
 pub mod request;
 pub mod response;
 pub mod signal;
