@@ -259,9 +259,9 @@ fn app(path: &Path, dir: &Path, index: usize, app: &Node, context: &Context) -> 
             fail(node, "max_memory_restart", format!("expected a size like \"300M\", found {}", node.kind()))
         })?;
         settings.push(Setting::noted(
-            "memory_max",
+            "max_memory",
             supervisord::size(bytes),
-            "max_memory_restart: procctl's cgroup limit: the kernel ends the instance at this size and procctl restarts it",
+            "max_memory_restart: a warm restart once MEM stays above it for two checks (every recycle_check, 10s)",
         ));
     }
 
@@ -408,10 +408,10 @@ mod tests {
                 r#"[{"script": "a.js", "env": {"NODE_ENV": "production", "PORT": 3000, "DEBUG": false}}]"#,
                 &["env = { NODE_ENV = \"production\", PORT = \"3000\", DEBUG = \"false\" }"],
             ),
-            (r#"[{"script": "a.js", "max_memory_restart": "1G"}]"#, &["memory_max = \"1GiB\"  # max_memory_restart"]),
+            (r#"[{"script": "a.js", "max_memory_restart": "1G"}]"#, &["max_memory = \"1GiB\"  # max_memory_restart"]),
             (
                 r#"[{"script": "a.js", "max_memory_restart": "300M", "user": "node"}]"#,
-                &["memory_max = \"300MiB\"", "user = \"node\""],
+                &["max_memory = \"300MiB\"", "user = \"node\""],
             ),
             (
                 r#"[{"script": "a.js", "watch": true, "exec_mode": "cluster", "cron_restart": "0 * * * *", "env_production": {}}]"#,
@@ -429,6 +429,37 @@ mod tests {
             toml.parse::<toml::Table>().unwrap_or_else(|e| panic!("{text}: not TOML: {e}\n{toml}"));
             for line in *lines {
                 assert!(toml.contains(&format!("\n{line}")), "{text}: no line `{line}` in\n{toml}");
+            }
+        }
+    }
+
+    #[test]
+    fn max_memory_restart_is_max_memory_in_each_of_pm2s_size_forms() {
+        let cases: &[(&str, Option<&str>)] = &[
+            ("\"200M\"", Some("max_memory = \"200MiB\"")),
+            ("\"1G\"", Some("max_memory = \"1GiB\"")),
+            ("\"512K\"", Some("max_memory = \"512KiB\"")),
+            ("\"300MB\"", Some("max_memory = \"300MiB\"")),
+            ("\"100m\"", Some("max_memory = \"100MiB\"")),
+            ("104857600", Some("max_memory = \"100MiB\"")),
+            ("\"104857600\"", Some("max_memory = \"100MiB\"")),
+            ("1000", Some("max_memory = 1000")),
+            ("\"0\"", None),
+            ("0", None),
+            ("\"1.5G\"", None),
+            ("\"-1M\"", None),
+            ("\"M\"", None),
+            ("true", None),
+        ];
+        for (value, want) in cases {
+            let text = format!(r#"[{{"script": "a.js", "max_memory_restart": {value}}}]"#);
+            match (import(&text), want) {
+                (Ok(out), Some(want)) => {
+                    assert!(out.contains(&format!("{want}  # max_memory_restart")), "{value}: {out}");
+                    assert!(!out.contains("memory_max"), "{value}: {out}");
+                }
+                (Err(error), None) => assert!(error.contains("apps[0].max_memory_restart: expected a size"), "{error}"),
+                (got, want) => panic!("{value}: want {want:?}, got {got:?}"),
             }
         }
     }
