@@ -16,7 +16,8 @@ use std::time::{Duration, SystemTime};
 use procctl_proto::{Exit, InstanceId, State, WireError};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
-    DescriptorEncoder, EncodeCounterValue, EncodeExemplarValue, EncodeGaugeValue, EncodeMetric, NoLabelSet,
+    DescriptorEncoder, EncodeCounterValue, EncodeExemplarValue, EncodeGaugeValue, EncodeMetric, MetricEncoder,
+    NoLabelSet,
 };
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::histogram::Histogram;
@@ -153,7 +154,23 @@ struct Scrape {
     replies: Histogram,
 }
 
-/// A gauge family with one series per labelled value that is there.
+/// A family of `kind` with one series per labelled value that is there, each written by `write`.
+fn family<V>(
+    encoder: &mut DescriptorEncoder,
+    (name, help, unit, kind): (&str, &str, Option<&Unit>, MetricType),
+    labels: &[[(&str, &str); 2]],
+    values: &[Option<V>],
+    write: impl Fn(&mut MetricEncoder<'_>, &V) -> std::fmt::Result,
+) -> std::fmt::Result {
+    let mut family = encoder.encode_descriptor(name, help, unit, kind)?;
+    for (labels, value) in labels.iter().zip(values) {
+        if let Some(value) = value {
+            write(&mut family.encode_family(labels)?, value)?;
+        }
+    }
+    Ok(())
+}
+
 fn gauges<V: EncodeGaugeValue>(
     encoder: &mut DescriptorEncoder,
     name: &str,
@@ -162,16 +179,9 @@ fn gauges<V: EncodeGaugeValue>(
     labels: &[[(&str, &str); 2]],
     values: &[Option<V>],
 ) -> std::fmt::Result {
-    let mut family = encoder.encode_descriptor(name, help, unit, MetricType::Gauge)?;
-    for (labels, value) in labels.iter().zip(values) {
-        if let Some(value) = value {
-            family.encode_family(labels)?.encode_gauge(value)?;
-        }
-    }
-    Ok(())
+    family(encoder, (name, help, unit, MetricType::Gauge), labels, values, |metric, value| metric.encode_gauge(value))
 }
 
-/// A counter family with one series per labelled value that is there.
 fn counters<V: EncodeCounterValue + EncodeExemplarValue>(
     encoder: &mut DescriptorEncoder,
     name: &str,
@@ -180,13 +190,9 @@ fn counters<V: EncodeCounterValue + EncodeExemplarValue>(
     labels: &[[(&str, &str); 2]],
     values: &[Option<V>],
 ) -> std::fmt::Result {
-    let mut family = encoder.encode_descriptor(name, help, unit, MetricType::Counter)?;
-    for (labels, value) in labels.iter().zip(values) {
-        if let Some(value) = value {
-            family.encode_family(labels)?.encode_counter::<NoLabelSet, _, V>(value, None)?;
-        }
-    }
-    Ok(())
+    family(encoder, (name, help, unit, MetricType::Counter), labels, values, |metric, value| {
+        metric.encode_counter::<NoLabelSet, _, V>(value, None)
+    })
 }
 
 fn each<V>(instances: &[InstanceSample], value: impl Fn(&InstanceSample) -> Option<V>) -> Vec<Option<V>> {
