@@ -192,6 +192,14 @@ fn config(agent: &Agent, instances: u32, arg: &str, extra: &str) -> String {
     toml
 }
 
+/// An agent started on `config(instances, arg, extra)`.
+fn launched(instances: u32, arg: &str, extra: &str) -> Agent {
+    let mut agent = Agent::new("");
+    agent.write_config(&config(&agent, instances, arg, extra));
+    agent.launch();
+    agent
+}
+
 fn notes(agent: &Agent, kind: &str, index: u32) -> Vec<String> {
     lines(&agent.path(&format!("out.{kind}.{index}")))
 }
@@ -211,9 +219,7 @@ fn stop(agent: &Agent, target: &str) {
 
 #[test]
 fn messages_get_their_returned_replies_and_run_gets_the_arg_table() {
-    let mut agent = Agent::new("");
-    agent.write_config(&config(&agent, 2, "", ""));
-    agent.launch();
+    let mut agent = launched(2, "", "");
     for kind in KINDS {
         agent.wait_running(kind, 2);
         for index in 0..2 {
@@ -226,9 +232,7 @@ fn messages_get_their_returned_replies_and_run_gets_the_arg_table() {
 
 #[test]
 fn on_shutdown_runs_on_stop_and_the_stop_takes_only_as_long_as_the_worker() {
-    let mut agent = Agent::new("");
-    agent.write_config(&config(&agent, 1, "", ""));
-    agent.launch();
+    let mut agent = launched(1, "", "");
     for kind in KINDS {
         started(&mut agent, kind, 1);
         // stop_timeout is 300s: a stop that returns before STOP_DEADLINE ended by itself.
@@ -240,9 +244,7 @@ fn on_shutdown_runs_on_stop_and_the_stop_takes_only_as_long_as_the_worker() {
 
 #[test]
 fn a_run_that_loops_by_itself_ends_its_loop_on_stop() {
-    let mut agent = Agent::new("");
-    agent.write_config(&config(&agent, 1, ", loop = true", ""));
-    agent.launch();
+    let mut agent = launched(1, ", loop = true", "");
     for kind in KINDS {
         started(&mut agent, kind, 1);
         let out = agent.ctl(&["send", "--reply", kind, "while looping"]);
@@ -256,9 +258,7 @@ fn a_run_that_loops_by_itself_ends_its_loop_on_stop() {
 
 #[test]
 fn an_uncaught_exception_is_logged_with_its_trace_exits_1_and_procctl_starts_it_again() {
-    let mut agent = Agent::new("");
-    agent.write_config(&config(&agent, 1, "", ""));
-    agent.launch();
+    let mut agent = launched(1, "", "");
     for kind in KINDS {
         agent.wait_running(kind, 1);
         let before = agent.pid_of(kind, 0);
@@ -296,9 +296,7 @@ fn ready_tells_a_notify_process_it_is_running_with_its_status() {
 
 #[test]
 fn timers_fire_while_no_message_comes_and_stop_at_a_stop() {
-    let mut agent = Agent::new("");
-    agent.write_config(&config(&agent, 1, ", tick_ms = 50", ""));
-    agent.launch();
+    let agent = launched(1, ", tick_ms = 50", "");
     for kind in KINDS {
         wait_until(WAIT, &format!("{kind}'s timer fired three times"), || {
             notes(&agent, kind, 0).iter().filter(|l| *l == "tick").count() >= 3
@@ -310,9 +308,7 @@ fn timers_fire_while_no_message_comes_and_stop_at_a_stop() {
 
 #[test]
 fn ten_thousand_messages_through_send_stdin_arrive_in_order() {
-    let mut agent = Agent::new("");
-    agent.write_config(&config(&agent, 1, ", record = true", ""));
-    agent.launch();
+    let mut agent = launched(1, ", record = true", "");
     let messages: Vec<String> = (0..10_000).map(|i| format!("message {i}")).collect();
     let input = messages.join("\n") + "\n";
     for kind in KINDS {
@@ -327,9 +323,7 @@ fn ten_thousand_messages_through_send_stdin_arrive_in_order() {
 
 #[test]
 fn a_restart_at_once_after_40_jobs_loses_none_of_their_replies() {
-    let mut agent = Agent::new("");
-    agent.write_config(&config(&agent, 4, ", work_ms = 20", ""));
-    agent.launch();
+    let mut agent = launched(4, ", work_ms = 20", "");
     let watcher = Watcher::subscribed(&agent, true);
     for kind in KINDS {
         let old: BTreeSet<i32> = started(&mut agent, kind, 4).into_iter().collect();
@@ -387,9 +381,7 @@ fn the_examples_of_workers_toml_run() {
 
 #[test]
 fn a_scale_down_drains_the_instances_it_removes() {
-    let mut agent = Agent::new("");
-    agent.write_config(&config(&agent, 2, ", work_ms = 20", ""));
-    agent.launch();
+    let mut agent = launched(2, ", work_ms = 20", "");
     let watcher = Watcher::subscribed(&agent, true);
     for kind in KINDS {
         let pids = started(&mut agent, kind, 2);
