@@ -97,6 +97,12 @@ fn after_kill_9_of_the_agent_a_descendant_that_left_its_group_is_stopped_by_the_
     let escaped: i32 = lines(&stray)[0].parse().unwrap();
     agent.remember(escaped);
     wait_until(WAIT, "the stray has its own group", || stat(escaped).is_some_and(|s| s.pgrp == escaped));
+    // The table is written behind the loop (after an fsync): `list` shows the run before the
+    // disk does, and a kill before then leaves the next agent nothing to find the stray by.
+    let table = agent.state.join("table.json");
+    wait_until(WAIT, "the table on disk has the instance", || {
+        std::fs::read_to_string(&table).is_ok_and(|t| t.contains(&format!("\"pgid\": {main}")))
+    });
 
     agent.kill9();
     wait_until(WAIT, "the direct child dies with the agent", || !alive(main));
