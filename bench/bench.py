@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """procctl benchmarks, side by side with supervisord when it is installed.
 
-    python3 bench/bench.py [--quick] [--only NAME[,NAME]] [--json FILE] [--no-build]
+    python3 bench/bench.py [--quick] [--only NAME[,NAME]] [--json FILE] [--no-build] [--bin DIR]
+                           [--no-supervisord]
 
 Builds the release binaries, runs each scenario against real processes (sleep, sh and
 python3 workers), and prints one table: scenario, procctl median (min-max), supervisord
@@ -1026,11 +1027,20 @@ def main():
     ap.add_argument("--only", help="comma-separated scenario keys")
     ap.add_argument("--json", default=os.path.join(ROOT, "bench/results.json"))
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--no-supervisord", action="store_true", help="procctl only (an A/B run of two builds)")
+    ap.add_argument("--bin", metavar="DIR",
+                    help="run the procagent and procctl in DIR (another build, to compare); implies --no-build")
     args = ap.parse_args()
-    if not args.no_build:
+    if args.bin:
+        global AGENT, CTL
+        AGENT, CTL = (os.path.join(os.path.abspath(args.bin), name) for name in ("procagent", "procctl"))
+        for binary in (AGENT, CTL):
+            if not os.access(binary, os.X_OK):
+                ap.error(f"--bin: no executable {binary}")
+    elif not args.no_build:
         subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
-    sv = find_supervisor()
-    if not sv:
+    sv = None if args.no_supervisord else find_supervisor()
+    if not sv and not args.no_supervisord:
         print("supervisord not found: `pip install supervisor` to compare with it", file=sys.stderr)
     make_sv = (lambda tmp, p: Supervisord(tmp, p, sv)) if sv else None
     no_cgroups = lambda tmp, p: Procctl(tmp, p, agent_args=["--no-cgroups"])
@@ -1103,6 +1113,7 @@ def main():
                 f = r[phase]
                 rows.append((f"gunicorn x4, {label}", f"{f['served']} served, {f['failed']} failed, p50 {f['p50_ms']:.2f} ms, p99 {f['p99_ms']:.2f} ms", "", ""))
                 print(f"  {label}: {f}", file=sys.stderr)
+            continue
         if key == "recycle_cpu":
             r = s_recycle_cpu(100, 5 if q else 10)
             results[key] = {"title": title, "procctl": r}
