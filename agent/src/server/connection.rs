@@ -106,6 +106,18 @@ pub(super) async fn connection(
                     }
                 }
             }
+            Reply::Upgrade { first, written, rest } => {
+                let sent = write(&mut stream, &first).await;
+                let _ = written.send(());
+                if sent.is_err() {
+                    return;
+                }
+                if let Ok(response) = rest.await
+                    && write(&mut stream, &response).await.is_err()
+                {
+                    return;
+                }
+            }
             Reply::Events(events) => {
                 let changes = context.changes.clone();
                 return forward(&mut stream, events, changes, |event| Some(Response::Event(event))).await;

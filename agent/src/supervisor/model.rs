@@ -84,6 +84,16 @@ impl Kernel for Fake {
 
     fn forget_listener(&mut self, _: u64) {}
 
+    fn exec(
+        &mut self,
+        _: std::path::PathBuf,
+        _: Vec<std::ffi::OsString>,
+        _: Vec<u8>,
+        _: &[std::os::fd::RawFd],
+    ) -> String {
+        "a model does not exec".into()
+    }
+
     fn signal_run(&mut self, _: Option<&Path>, pgid: i32, signal: Signal) {
         self.world().signal_group(pgid, signal);
     }
@@ -220,6 +230,7 @@ impl Model {
             inotify: inotify.watches(),
             service: Service::from_env(),
             listening: crate::listen::Listening::default(),
+            own: crate::upgrade::Own::default(),
         };
         let sup = Supervisor::new(parts);
         Model { sup, kernel, waiters: vec![], _events: events_rx, _dir: dir }
