@@ -177,7 +177,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     trust::private_dir(&state_dir.join("logs")).context("the log directory")?;
     // After an upgrade the lock is the handed-over descriptor: a POSIX record lock belongs
     // to the process and lasts while a descriptor of the file stays open, which it did.
-    let _lock = match handed.as_mut().and_then(|h| {
+    let lock = match handed.as_mut().and_then(|h| {
         let index = h.handed.lock;
         h.take(index)
     }) {
@@ -240,10 +240,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             (listening, tracking, supervisor::Service::from_env())
         }
     };
-    let lock_fd = std::os::fd::AsRawFd::as_raw_fd(&_lock);
 
-    let runtime =
-        tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the runtime")?;
     let limits = Limits { max_connections: args.max_connections, child_fd_limit };
     let metrics_socket = match &metrics {
         Some((metrics::address::Bound::Unix(_, path), _)) => Some(path.clone()),
@@ -261,9 +258,25 @@ fn run(args: Args) -> anyhow::Result<()> {
         service,
         listening,
         handed,
-        lock_fd,
+        lock,
     };
-    let result = runtime.block_on(serve(setup));
+    // The runtime runs on a thread of its own; this (main) thread becomes the spawner, the
+    // parent thread of every child, which an upgrade's execve keeps (see `spawn::start`).
+    let (launch, launched) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+    let agent = std::thread::Builder::new()
+        .name("agent".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the runtime")?;
+            runtime.block_on(serve(setup, launch))
+        })
+        .context("cannot start the agent's thread")?;
+    if let Ok(spawner) = launched.recv() {
+        spawner();
+    }
+    let result = agent.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the agent's thread panicked")));
     let _ = fs::remove_file(&socket);
     if let Some(path) = metrics_socket {
         let _ = fs::remove_file(path);
@@ -285,10 +298,12 @@ struct Setup {
     listening: listen::Listening,
     /// What the image before handed over, after an upgrade.
     handed: Option<upgrade::Received>,
-    lock_fd: std::os::fd::RawFd,
+    /// The state directory's lock, held by the agent's thread until it ends (the main
+    /// thread's table, the spawner's, keeps no copy).
+    lock: File,
 }
 
-async fn serve(setup: Setup) -> anyhow::Result<()> {
+async fn serve(setup: Setup, launch: std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>) -> anyhow::Result<()> {
     let Setup {
         listener,
         metrics,
@@ -301,9 +316,10 @@ async fn serve(setup: Setup) -> anyhow::Result<()> {
         service,
         listening,
         mut handed,
-        lock_fd,
+        lock,
     } = setup;
     use std::os::fd::AsRawFd;
+    let lock_fd = lock.as_raw_fd();
     // Handlers first: no signal may take the default action once children exist.
     let sigchld = signal(SignalKind::child()).context("cannot watch SIGCHLD")?;
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
@@ -315,10 +331,18 @@ async fn serve(setup: Setup) -> anyhow::Result<()> {
     let fork_lock = Arc::new(Mutex::new(()));
     let spawner = {
         let events = events.clone();
-        spawn::start(fork_lock.clone(), limits.child_fd_limit, listening.raw_fds(), move |report| {
+        // The spawner's table keeps no copy of the lock (no child may ever hold it), of the
+        // sockets the agent serves, nor of what an upgrade handed over (the instances'
+        // pipes among them: a copy would keep them open).
+        let handed_fds = handed.as_ref().map(upgrade::Received::untaken).unwrap_or_default();
+        let served = [Some(listener.as_raw_fd()), metrics.as_ref().map(|(bound, _)| bound.as_raw_fd())];
+        let copies = [listening.raw_fds(), vec![lock_fd], served.into_iter().flatten().collect(), handed_fds].concat();
+        let report = move |report| {
             let _ = events.send(Event::Spawn(report));
-        })
-        .context("cannot start the spawner thread")?
+        };
+        let on_main = move |run| launch.send(run).map_err(|_| std::io::Error::other("the main thread is gone"));
+        spawn::start(fork_lock.clone(), limits.child_fd_limit, copies, report, on_main)
+            .context("cannot start the spawner thread")?
     };
     // The loops that feed the supervisor; they end with it, and are joined before the agent exits.
     let mut tasks = tokio::task::JoinSet::new();

@@ -169,6 +169,12 @@ impl Received {
         Ok(Received { handed, fds })
     }
 
+    /// The numbers of the descriptors not taken yet.
+    pub fn untaken(&self) -> Vec<RawFd> {
+        use std::os::fd::AsRawFd;
+        self.fds.iter().flatten().map(|fd| fd.as_raw_fd()).collect()
+    }
+
     /// Takes the descriptor at `index` (once).
     pub fn take(&mut self, index: Option<usize>) -> Option<OwnedFd> {
         index.and_then(|i| self.fds.get_mut(i)).and_then(Option::take)

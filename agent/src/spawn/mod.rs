@@ -282,17 +282,24 @@ pub fn pipe_fd(listening: usize) -> RawFd {
 /// pipes go over by `fdpass`. `drop_copies` are descriptors of the agent's that its copy
 /// must not keep (the listening sockets bound before: a socket closed by the agent must
 /// close).
+///
+/// `launch` runs the spawner's loop on the thread that is to be the spawner: the agent
+/// passes it to its main thread, which lives as long as the process and is the one thread
+/// an upgrade's execve keeps (see `upgrade`), so every child, those of the image before
+/// included, has the same parent thread in every image. The loop returns once the
+/// `Spawner` is dropped; its thread must then live until the agent exits.
 pub fn start(
     fork_lock: Arc<Mutex<()>>,
     fd_limit: libc::rlimit,
     drop_copies: Vec<RawFd>,
     report: impl Fn(Sent) + Send + 'static,
+    launch: impl FnOnce(Box<dyn FnOnce() + Send>) -> std::io::Result<()>,
 ) -> std::io::Result<Spawner> {
     let (tx, rx) = mpsc::channel::<Job>();
     let (agent_end, spawner_end) = fdpass::pair()?;
     let (agent_raw, spawner_raw) = (agent_end.as_raw_fd(), spawner_end.as_raw_fd());
     let (unshared_tx, unshared_rx) = mpsc::channel::<bool>();
-    std::thread::Builder::new().name("spawner".into()).spawn(move || {
+    launch(Box::new(move || {
         // No signal handler may run in a child that shares this thread's memory: the
         // kernel delivers the agent's signals to its other threads instead.
         let _ = SigSet::all().thread_block();
@@ -362,9 +369,8 @@ pub fn start(
             };
             spawn_one(request, &context, &report, &mut stack, &mut programs);
         }
-        // The agent is exiting; children must not lose their parent thread before it does.
-        std::thread::park();
-    })?;
+        // The agent is exiting: the caller keeps this thread until it does.
+    }))?;
     if unshared_rx.recv().unwrap_or(false) {
         // The spawner's end now lives in the spawner's table; this copy is not needed (the
         // number is still the pair's end in this table: nothing closed it here).
