@@ -460,7 +460,7 @@ async fn serve(setup: Setup, launch: std::sync::mpsc::Sender<Box<dyn FnOnce() + 
     let sup = match handed {
         Some(mut received) => {
             let state = std::mem::replace(&mut received.handed.supervisor, supervisor::HandedState::empty());
-            Supervisor::resume(parts, state, &mut received)
+            Supervisor::resume(parts, state, &mut |index| received.take(index))
         }
         None => Supervisor::new(parts),
     };

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::{Due, Parts, Supervisor};
 use crate::instance::{Instance, Timer};
 use crate::table::ScaleOverride;
-use crate::upgrade::{FdList, Received};
+use crate::upgrade::FdList;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HandedState {
@@ -147,7 +147,12 @@ impl Supervisor {
     /// instance as it was, its pipes and output taken up again, its timers armed with the
     /// time they had left. Instances of processes the config (read again) no longer has
     /// are killed; instances it gained are added as a start would add them.
-    pub fn resume(parts: Parts, state: HandedState, received: &mut Received) -> Supervisor {
+    /// `take` gives the descriptor at an index of the handover (once).
+    pub fn resume(
+        parts: Parts,
+        state: HandedState,
+        take: &mut dyn FnMut(Option<usize>) -> Option<OwnedFd>,
+    ) -> Supervisor {
         let mut sup = Supervisor::assemble(parts);
         sup.service.handed_over();
         sup.runs = state.runs;
@@ -156,7 +161,7 @@ impl Supervisor {
         sup.round_robin = state.round_robin.into_iter().collect();
         for row in state.instances {
             let id = row.id;
-            let (pipe, output) = (received.take(row.pipe), received.take(row.output));
+            let (pipe, output) = (take(row.pipe), take(row.output));
             if !sup.config.processes.contains_key(&id.name) {
                 log!("{id}: its process is no longer in the config: ending it");
                 if let Some(pgid) = row.inst.pgid {
@@ -178,6 +183,14 @@ impl Supervisor {
             for (timer, left, generation) in row.timers {
                 let due = Due::Instance { id: id.clone(), timer, generation };
                 sup.timers.arm(&mut slot.timers, timer, Duration::from_millis(left), due);
+            }
+            // A run stopped or drained past its deadline was SIGKILLed: its rechecks (until
+            // the group is gone, or the main process is taken as ended) go on from the first.
+            let killed = slot.inst.pgid.is_some()
+                && (slot.inst.state == State::Stopping || slot.inst.pid.is_none())
+                && !slot.timers.armed().any(|(timer, _)| timer == Timer::StopDeadline);
+            if killed {
+                sup.timers.after(Duration::ZERO, Due::Recheck { id: id.clone(), run, attempt: 1, vanished: false });
             }
             let (state, live) = (slot.inst.state, slot.inst.pid.is_some());
             sup.slots.insert(id.clone(), slot);
