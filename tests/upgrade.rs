@@ -223,3 +223,41 @@ fn gunicorn_behind_listen_fails_no_request_during_an_upgrade() {
     assert_eq!(agent.wait_running("web", 2), before, "the same servers");
     agent.shutdown();
 }
+
+/// `events` and `logs -f` end with a message naming the upgrade (exit 0), not a lost
+/// connection; a follower started after it follows the new agent.
+#[test]
+fn open_streams_end_with_a_message_naming_the_upgrade() {
+    let mut agent = Agent::start(&format!(
+        "[process.talker]\ncommand = {}\nstart_secs = \"0s\"\n{}",
+        sh("echo hello; exec sleep 100000"),
+        crate::support::SPARE
+    ));
+    agent.wait_running("talker", 1);
+    let mut events = crate::support::Watcher::subscribed(&agent, false);
+    let mut follower = agent
+        .ctl_command(&["logs", "talker", "-f"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 6];
+    std::io::Read::read_exact(&mut follower.stdout.take().unwrap(), &mut first).unwrap();
+    assert_eq!(&first, b"hello\n");
+    let new = copy_of_agent(&agent, "procagent-new");
+    upgrade(&agent, &new);
+    for (what, child) in [("events", &mut events.child), ("logs -f", &mut follower)] {
+        let mut status = None;
+        wait_until(WAIT, &format!("{what} ends"), || {
+            status = child.try_wait().unwrap();
+            status.is_some()
+        });
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert!(stderr.contains("the agent is being upgraded to procagent"), "{what}: {stderr}");
+        assert_eq!(status.unwrap().code(), Some(0), "{what}: {stderr}");
+    }
+    let again = crate::support::Watcher::subscribed(&agent, false);
+    drop(again);
+    agent.shutdown();
+}

@@ -394,7 +394,14 @@ async fn serve(setup: Setup, launch: std::sync::mpsc::Sender<Box<dyn FnOnce() + 
         log!("metrics at {address}");
         tasks.spawn(metrics::http::serve(bound, handle.clone(), tally.clone()));
     }
-    let context = handlers::Context { sup: handle, bus: bus.clone(), follow: follow.clone(), changes: changed, tally };
+    let context = handlers::Context {
+        sup: handle,
+        bus: bus.clone(),
+        follow: follow.clone(),
+        changes: changed,
+        tally,
+        upgrade: handlers::UpgradeNotice::default(),
+    };
     tasks.spawn({
         let events = events.clone();
         let context = context.clone();

@@ -18,7 +18,7 @@ mod stop;
 mod upgrade;
 mod wait;
 
-pub use upgrade::on_signal as upgrade_on_signal;
+pub use upgrade::{Notice as UpgradeNotice, announced as upgrade_announced, on_signal as upgrade_on_signal};
 
 use std::collections::HashMap;
 
@@ -38,6 +38,8 @@ pub struct Context {
     pub follow: Follow,
     pub changes: tokio::sync::watch::Receiver<u64>,
     pub tally: std::sync::Arc<crate::metrics::Tally>,
+    /// Tells open streams an upgrade is about to happen.
+    pub upgrade: UpgradeNotice,
 }
 
 pub enum Reply {
