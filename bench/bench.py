@@ -955,8 +955,8 @@ class HttpLoad:
 
 def s_zero_downtime(seconds):
     """4 gunicorn instances behind `listen` under a steady load: before, then during a rolling
-    restart, a reload that changes the command, and `procctl upgrade` of the agent; then the same rolling restart with each
-    instance binding a port of its own (no `listen`)."""
+    restart, a reload that changes the command, and `procctl upgrade` of the agent; then the
+    same rolling restart with each instance binding a port of its own (no `listen`)."""
     results = {}
     tmp = tempfile.mkdtemp(prefix="procctl-bench")
     with open(os.path.join(tmp, "app.py"), "w") as f:
@@ -983,8 +983,10 @@ def s_zero_downtime(seconds):
         load.phase = "between_upgrade"
         time.sleep(1)
         load.phase = "upgrade"
-        if sup.ctl("upgrade")[1] != 0:
+        upgrade_s, rc = sup.ctl("upgrade")[:2]
+        if rc != 0:
             raise RuntimeError("procctl upgrade failed")
+        results["upgrade_ms"] = upgrade_s * 1000
         load.phase = "after"
         time.sleep(1)
         load.finish()
@@ -1109,6 +1111,9 @@ def main():
                 f = r[phase]
                 rows.append((f"gunicorn x4, {label}", f"{f['served']} served, {f['failed']} failed, p50 {f['p50_ms']:.2f} ms, p99 {f['p99_ms']:.2f} ms", "", ""))
                 print(f"  {label}: {f}", file=sys.stderr)
+            rows.append(("`procctl upgrade` of the agent, whole command (ms)", f"{r['upgrade_ms']:.1f}", "", ""))
+            print(f"  procctl upgrade took {r['upgrade_ms']:.1f} ms", file=sys.stderr)
+            continue
         if key == "recycle_cpu":
             r = s_recycle_cpu(100, 5 if q else 10)
             results[key] = {"title": title, "procctl": r}
