@@ -261,3 +261,25 @@ fn open_streams_end_with_a_message_naming_the_upgrade() {
     drop(again);
     agent.shutdown();
 }
+
+/// A count pinned by `scale NAME N` (autoscaling paused) stays pinned after an upgrade.
+#[test]
+fn a_scale_that_paused_autoscaling_holds_after_an_upgrade() {
+    let mut agent = Agent::start(
+        "[process.q]\ncommand = [\"sleep\", \"100000\"]\nstart_secs = \"0s\"\n\
+         [process.q.autoscale]\nmin = 1\nmax = 4\nprobe = [\"echo\", \"40\"]\nper_instance = 10\nevery = \"100ms\"\n",
+    );
+    agent.wait_running("q", 4);
+    agent.ctl(&["scale", "q", "2"]).ok();
+    let pinned = agent.wait_running("q", 2);
+    upgrade(&agent, &copy_of_agent(&agent, "procagent-new"));
+    assert!(agent.list("q").iter().all(|row| row["autoscale"] == "paused"), "{:?}", agent.list("q"));
+    crate::support::holds_for(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_millis(100),
+        "q stays at 2",
+        || agent.list("q").len() == 2,
+    );
+    assert_eq!(agent.wait_running("q", 2), pinned);
+    agent.shutdown();
+}

@@ -51,6 +51,11 @@ struct Probe {
 }
 
 impl Autoscaling {
+    /// The processes whose autoscaling a `scale NAME N` paused.
+    pub fn paused(&self) -> Vec<String> {
+        self.per.iter().filter(|(_, scaler)| scaler.paused).map(|(name, _)| name.clone()).collect()
+    }
+
     /// Whether an autoscale probe is under way (spawned or running).
     pub fn probing(&self) -> bool {
         self.per.values().any(|scaler| scaler.probe.is_some())

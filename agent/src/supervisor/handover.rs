@@ -4,8 +4,8 @@
 //! Handed over: every instance's state machine whole (state, pid, group, run, restarts,
 //! backoff, quick failures, timer generations), its start time, cgroup, STATUS= and health
 //! count, its timers as the time they had left, and the agent's ends of its message pipe
-//! and output capture (by descriptor); the run counter, the scale overrides and `send
-//! --any`'s turn. Not handed over, and started afresh by the new image: probes and the
+//! and output capture (by descriptor); the run counter, the scale overrides, autoscaling paused by a
+//! `scale`, and `send --any`'s turn. Not handed over, and started afresh by the new image: probes and the
 //! watchdog of each run (they begin again as for a new run of that state), `max_age`
 //! deadlines (drawn again from the upgrade on), memory-check and autoscale timers, the
 //! in-memory log ring (the log files stay). An upgrade waits until no spawn, hook or probe
@@ -30,6 +30,9 @@ pub struct HandedState {
     pub next_seq: u64,
     pub scaled: BTreeMap<String, ScaleOverride>,
     pub round_robin: BTreeMap<String, usize>,
+    /// Processes whose autoscaling a `scale NAME N` paused.
+    #[serde(default)]
+    pub autoscale_paused: Vec<String>,
     pub instances: Vec<HandedInstance>,
 }
 
@@ -53,7 +56,14 @@ pub struct HandedInstance {
 impl HandedState {
     /// No instance (what is left once a handover is taken).
     pub fn empty() -> HandedState {
-        HandedState { runs: 0, next_seq: 0, scaled: BTreeMap::new(), round_robin: BTreeMap::new(), instances: vec![] }
+        HandedState {
+            runs: 0,
+            next_seq: 0,
+            scaled: BTreeMap::new(),
+            round_robin: BTreeMap::new(),
+            autoscale_paused: vec![],
+            instances: vec![],
+        }
     }
 }
 
@@ -119,6 +129,11 @@ impl Supervisor {
             next_seq: self.next_seq,
             scaled: self.scaled.clone(),
             round_robin: self.round_robin.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            autoscale_paused: {
+                let mut paused = self.autoscaling.paused();
+                paused.sort();
+                paused
+            },
             instances,
         }
     }
@@ -227,6 +242,9 @@ impl Supervisor {
         sup.warn_unlimited();
         sup.recycle_arm_checks();
         sup.autoscale_arm(&[]);
+        for name in &state.autoscale_paused {
+            sup.autoscale_pause(name);
+        }
         // Groups that emptied during the exec; exits in it are reaped as the reaper starts.
         sup.check_draining_groups();
         sup.recheck_waiting();
