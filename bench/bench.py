@@ -956,8 +956,8 @@ class HttpLoad:
 
 def s_zero_downtime(seconds):
     """4 gunicorn instances behind `listen` under a steady load: before, then during a rolling
-    restart, a reload that changes the command; then the same rolling restart with each
-    instance binding a port of its own (no `listen`)."""
+    restart, a reload that changes the command, and `procctl upgrade` of the agent; then the
+    same rolling restart with each instance binding a port of its own (no `listen`)."""
     results = {}
     tmp = tempfile.mkdtemp(prefix="procctl-bench")
     with open(os.path.join(tmp, "app.py"), "w") as f:
@@ -981,10 +981,17 @@ def s_zero_downtime(seconds):
             f.write(text.replace('"app:app"', '"--timeout", "31", "app:app"'))
         load.phase = "reload"
         sup.ctl("reload")
+        load.phase = "between_upgrade"
+        time.sleep(1)
+        load.phase = "upgrade"
+        upgrade_s, rc = sup.ctl("upgrade")[:2]
+        if rc != 0:
+            raise RuntimeError("procctl upgrade failed")
+        results["upgrade_ms"] = upgrade_s * 1000
         load.phase = "after"
         time.sleep(1)
         load.finish()
-        for phase in ("before", "restart", "reload"):
+        for phase in ("before", "restart", "reload", "upgrade"):
             results[phase] = load.figures(phase)
     finally:
         sup.stop()
@@ -1068,7 +1075,7 @@ def main():
         ("ready_event", "READY=1 sendto to `started` at a watcher (ms)", lambda m: s_notify(runs, False), False),
         ("wait_latency", "`started` at a watcher to `procctl wait` exit (ms)", lambda m: s_notify(runs, True), False),
         ("health_cpu", "agent CPU, 100 instances with a 1 s tcp health check", None, False),
-        ("zero_downtime", "4 gunicorn behind listen under load: restart, reload", None, False),
+        ("zero_downtime", "4 gunicorn behind listen under load: restart, reload, upgrade", None, False),
         ("recycle_cpu", "agent CPU per max_memory check of 100 instances", None, False),
         ("autoscale", "autoscale decision to the new instance started (ms, event times)", lambda m: s_autoscale(runs), False),
         ("hangup", f"list after {400 if q else 2000:,} send --reply clients hung up (ms)",
@@ -1108,11 +1115,14 @@ def main():
             results[key] = {"title": title, "procctl": r}
             for phase, label in (("before", "steady, before"), ("restart", "during `restart web` (rolling)"),
                                  ("reload", "during a reload changing the command"),
+                                 ("upgrade", "during `procctl upgrade` of the agent"),
                                  ("before_without_listen", "steady, own ports, no listen"),
                                  ("restart_without_listen", "during `restart web`, own ports, no listen")):
                 f = r[phase]
                 rows.append((f"gunicorn x4, {label}", f"{f['served']} served, {f['failed']} failed, p50 {f['p50_ms']:.2f} ms, p99 {f['p99_ms']:.2f} ms", "", ""))
                 print(f"  {label}: {f}", file=sys.stderr)
+            rows.append(("`procctl upgrade` of the agent, whole command (ms)", f"{r['upgrade_ms']:.1f}", "", ""))
+            print(f"  procctl upgrade took {r['upgrade_ms']:.1f} ms", file=sys.stderr)
             continue
         if key == "recycle_cpu":
             r = s_recycle_cpu(100, 5 if q else 10)

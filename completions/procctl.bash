@@ -70,6 +70,9 @@ _procctl() {
             procctl,top)
                 cmd="procctl__subcmd__top"
                 ;;
+            procctl,upgrade)
+                cmd="procctl__subcmd__upgrade"
+                ;;
             procctl,wait)
                 cmd="procctl__subcmd__wait"
                 ;;
@@ -127,6 +130,9 @@ _procctl() {
             procctl__subcmd__help,top)
                 cmd="procctl__subcmd__help__subcmd__top"
                 ;;
+            procctl__subcmd__help,upgrade)
+                cmd="procctl__subcmd__help__subcmd__upgrade"
+                ;;
             procctl__subcmd__help,wait)
                 cmd="procctl__subcmd__help__subcmd__wait"
                 ;;
@@ -137,7 +143,7 @@ _procctl() {
 
     case "${cmd}" in
         procctl)
-            opts="-h -V --socket --host --color --help --version list pid start stop restart signal scale send logs events reload wait metrics shutdown import top dial-stdio completions help"
+            opts="-h -V --socket --host --color --help --version list pid start stop restart signal scale send logs events reload upgrade wait metrics shutdown import top dial-stdio completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -241,7 +247,7 @@ _procctl() {
             return 0
             ;;
         procctl__subcmd__help)
-            opts="list pid start stop restart signal scale send logs events reload wait metrics shutdown import top dial-stdio completions help"
+            opts="list pid start stop restart signal scale send logs events reload upgrade wait metrics shutdown import top dial-stdio completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -493,6 +499,20 @@ _procctl() {
             return 0
             ;;
         procctl__subcmd__help__subcmd__top)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        procctl__subcmd__help__subcmd__upgrade)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -881,6 +901,36 @@ _procctl() {
                 return 0
             fi
             case "${prev}" in
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        procctl__subcmd__upgrade)
+            opts="-h --binary --socket --host --color --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --binary)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --socket)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

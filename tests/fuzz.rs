@@ -448,7 +448,9 @@ fn edge_field(rng: &mut Rng, request: &mut Request) -> Option<String> {
             *name = rng.pick(&["", "all", "ghost", SLEEPER, ECHO, disturbing::TERM, disturbing::FORK]).to_string();
             format!("name {name:?}")
         }
-        Request::Shutdown | Request::Events | Request::Reload | Request::Metrics => return None,
+        Request::Shutdown | Request::Events | Request::Reload | Request::Metrics | Request::Upgrade { .. } => {
+            return None;
+        }
     };
     Some(what)
 }

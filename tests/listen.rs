@@ -56,7 +56,7 @@ fn get(address: SocketAddr) -> bool {
 
 /// A steady load of a few clients, each sending one request after another, until stopped or
 /// `MAX_REQUESTS` in all: counts the answers and every failed connection or non-2xx.
-struct Load {
+pub(crate) struct Load {
     stop: Arc<AtomicBool>,
     served: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
@@ -67,7 +67,7 @@ const MAX_REQUESTS: u64 = 200_000;
 const CLIENTS: usize = 4;
 
 impl Load {
-    fn start(address: SocketAddr) -> Load {
+    pub(crate) fn start(address: SocketAddr) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let served = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicU64::new(0));
@@ -87,12 +87,12 @@ impl Load {
         Load { stop, served, failed, threads }
     }
 
-    fn served(&self) -> u64 {
+    pub(crate) fn served(&self) -> u64 {
         self.served.load(Ordering::Relaxed)
     }
 
     /// Stops the clients: (served, failed).
-    fn finish(self) -> (u64, u64) {
+    pub(crate) fn finish(self) -> (u64, u64) {
         self.stop.store(true, Ordering::Relaxed);
         for thread in self.threads {
             thread.join().unwrap();
@@ -113,7 +113,7 @@ fn python_fleet_run(port: u16, instances: u32, option: &str, extra: &str) -> Str
     )
 }
 
-fn local(port: u16) -> SocketAddr {
+pub(crate) fn local(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 

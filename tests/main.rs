@@ -39,4 +39,5 @@ mod socket;
 mod supervision;
 mod targets;
 mod top;
+mod upgrade;
 mod workers;

@@ -198,15 +198,17 @@ fn the_spawner_keeps_a_descriptor_table_of_its_own_that_does_not_grow_with_the_i
     let pids = agent.wait_running("worker", 300);
     let agent_pid = agent.pid();
     let table = |task: &str| std::fs::read_dir(format!("/proc/{agent_pid}/task/{task}/fd")).unwrap().count();
-    let spawner = std::fs::read_dir(format!("/proc/{agent_pid}/task"))
+    // The spawner is the main thread (the parent thread of every child, which an upgrade's
+    // execve keeps); the runtime runs on the thread named `agent`.
+    let runtime = std::fs::read_dir(format!("/proc/{agent_pid}/task"))
         .unwrap()
         .flatten()
         .map(|task| task.file_name().into_string().unwrap())
         .find(|task| {
-            std::fs::read_to_string(format!("/proc/{agent_pid}/task/{task}/comm")).is_ok_and(|c| c.trim() == "spawner")
+            std::fs::read_to_string(format!("/proc/{agent_pid}/task/{task}/comm")).is_ok_and(|c| c.trim() == "agent")
         })
-        .expect("the agent has a thread named spawner");
-    let (own, agents) = (table(&spawner), table(&agent_pid.to_string()));
+        .expect("the agent has a thread named agent");
+    let (own, agents) = (table(&agent_pid.to_string()), table(&runtime));
     assert!(agents >= 600, "the agent holds two descriptors per instance: {agents}");
     assert!(own < 50, "the spawner's table holds {own} descriptors, the agent's {agents}");
     // A child started now, with the agent's table at its largest, still gets only its own.

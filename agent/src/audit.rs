@@ -33,6 +33,8 @@ fn changing(request: &Request) -> Option<String> {
         Request::Autoscale { name } => format!("scale {name} auto"),
         Request::Reload => "reload".into(),
         Request::Shutdown => "shutdown".into(),
+        Request::Upgrade { binary: Some(binary) } => format!("upgrade --binary {binary}"),
+        Request::Upgrade { binary: None } => "upgrade".into(),
         Request::Hello { .. }
         | Request::List { .. }
         | Request::Pid { .. }
@@ -69,6 +71,17 @@ pub async fn handle(request: Request, context: Context, client: Client) -> Reply
             });
             Reply::Steps(relayed)
         }
+        Reply::Upgrade { first, written, rest } => {
+            log!("{what} (asked by {client}): {}", outcome(&first));
+            let (relay, relayed) = tokio::sync::oneshot::channel();
+            tokio::spawn(async move {
+                if let Ok(response) = rest.await {
+                    log!("{what} (asked by {client}): {}", outcome(&response));
+                    let _ = relay.send(response);
+                }
+            });
+            Reply::Upgrade { first, written, rest: relayed }
+        }
         other => other,
     }
 }
@@ -101,6 +114,7 @@ fn outcome(response: &Response) -> String {
             report.failures.len()
         ),
         Response::Error(error) => format!("refused: {error}"),
+        Response::Upgrading { from, to } => format!("handing over from {from} to {to}"),
         other => format!("{other:?}"),
     }
 }

@@ -25,7 +25,7 @@ const WANTED: [&str; 2] = ["memory", "cpu"];
 const CPU_PERIOD: u64 = 100_000;
 
 /// The agent's own tree in the hierarchy.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Tree {
     /// `A/procctl-ID`.
     pub base: PathBuf,
@@ -47,6 +47,22 @@ impl Tracking {
     /// this run of the agent. Call before any thread is started.
     pub fn detect(id: &str) -> Tracking {
         match Tree::create(id) {
+            Ok(tree) => Tracking::Cgroups(tree),
+            Err(why) => Tracking::Groups(why),
+        }
+    }
+
+    /// What an upgrade hands the next image: the tree, or why there is none.
+    pub fn handed(&self) -> Result<Tree, String> {
+        match self {
+            Tracking::Cgroups(tree) => Ok(tree.clone()),
+            Tracking::Groups(why) => Err(why.clone()),
+        }
+    }
+
+    /// The tracking an upgrade handed over: the same tree, not a new one.
+    pub fn from_handed(handed: Result<Tree, String>) -> Tracking {
+        match handed {
             Ok(tree) => Tracking::Cgroups(tree),
             Err(why) => Tracking::Groups(why),
         }

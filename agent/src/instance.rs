@@ -20,7 +20,7 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How long a spawn may go unanswered by the spawner thread before it counts as failed.
 pub const SPAWN_REPORT_TIMEOUT: Duration = Duration::from_secs(60);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Timer {
     /// start_secs after a spawn: the instance counts as started.
     Up,
@@ -40,6 +40,10 @@ pub enum Timer {
 pub const TIMERS: usize = 6;
 
 impl Timer {
+    /// Every kind, in slot order.
+    pub const ALL: [Timer; TIMERS] =
+        [Timer::Up, Timer::Backoff, Timer::StopDeadline, Timer::Spawn, Timer::Ready, Timer::Young];
+
     pub fn slot(self) -> usize {
         self as usize
     }
@@ -118,7 +122,8 @@ pub enum Action {
     Leave,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Serialized whole for an upgrade's handover (`supervisor::handover`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Instance {
     pub state: State,
     pub pid: Option<i32>,
@@ -188,6 +193,11 @@ impl Instance {
 
     fn at_rest(&self) -> bool {
         matches!(self.state, State::Stopped | State::Exited | State::Fatal)
+    }
+
+    /// The generation a timer of this kind was last armed with.
+    pub fn generation(&self, timer: Timer) -> u64 {
+        self.generations[timer.slot()]
     }
 
     /// Whether a spawn was asked for and not answered yet.

@@ -135,6 +135,16 @@ pub struct Listening {
     next_key: u64,
 }
 
+/// One listening socket as an upgrade hands it over: its address, key, file and the
+/// index of its descriptor.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Handed {
+    pub address: String,
+    pub key: u64,
+    pub inode: Option<(u64, u64)>,
+    pub fd: usize,
+}
+
 /// What a reload would change: sockets bound for new addresses, and the addresses no process
 /// listens on any more.
 pub struct Rebind {
@@ -219,6 +229,35 @@ impl Listening {
     /// The keys of `spec`'s sockets, in the order of its `listen`.
     pub fn keys_of(&self, spec: &ProcessSpec) -> Vec<u64> {
         spec.listen.iter().filter_map(|a| self.open.get(a)).map(|b| b.key).collect()
+    }
+
+    /// Every open socket for an upgrade, its descriptor added to `fds`; and the last key given.
+    pub fn handed(&self, fds: &mut crate::upgrade::FdList) -> (Vec<Handed>, u64) {
+        let handed = self
+            .open
+            .iter()
+            .map(|(address, bound)| Handed {
+                address: address.to_string(),
+                key: bound.key,
+                inode: bound.inode,
+                fd: fds.add(bound.fd.as_raw_fd()),
+            })
+            .collect();
+        (handed, self.next_key)
+    }
+
+    /// The sockets an upgrade handed over, under the keys they had.
+    pub fn from_handed(handed: Vec<Handed>, next_key: u64, received: &mut crate::upgrade::Received) -> Listening {
+        let mut listening = Listening { open: BTreeMap::new(), next_key };
+        for one in handed {
+            let (Ok(address), Some(fd)) = (Address::parse(&one.address, Path::new("/")), received.take(Some(one.fd)))
+            else {
+                log!("internal error: the listening socket {} was not handed over", one.address);
+                continue;
+            };
+            listening.open.insert(address, Bound { key: one.key, fd, inode: one.inode });
+        }
+        listening
     }
 
     /// Closes every socket, removing the files of Unix ones (at shutdown).

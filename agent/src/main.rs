@@ -41,6 +41,7 @@ mod suggest;
 mod supervisor;
 mod table;
 mod trust;
+mod upgrade;
 
 use std::fs::{self, File};
 use std::os::fd::OwnedFd;
@@ -89,6 +90,14 @@ struct Args {
     /// Print the procagent(8) man page, generated from these flags, and exit (for packagers)
     #[arg(long, hide = true)]
     manpage: bool,
+    /// Print the version and the handover format this binary takes, and exit (`procctl
+    /// upgrade` asks it of a new binary before it runs it)
+    #[arg(long, hide = true)]
+    handover_check: bool,
+    /// Take over from the agent image before this one, whose state descriptor FD holds
+    /// (given by `procctl upgrade`, never by hand)
+    #[arg(long, hide = true, value_name = "FD")]
+    handover: Option<i32>,
 }
 
 fn main() -> ExitCode {
@@ -101,6 +110,10 @@ fn main() -> ExitCode {
     };
     if args.manpage {
         return manpage();
+    }
+    if args.handover_check {
+        println!("{}", upgrade::check_line(VERSION));
+        return ExitCode::SUCCESS;
     }
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -131,6 +144,19 @@ fn manpage() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
+    upgrade::record_start();
+    // The image before left the handed-over descriptors open (and no other): take them
+    // before anything is opened, and block no signal (the spawner thread that exec'd this
+    // image blocks every one).
+    let mut handed = match args.handover {
+        Some(fd) => {
+            let _ = nix::sys::signal::SigSet::all().thread_unblock();
+            let received = upgrade::Received::read(fd)?;
+            reclaim::keep_token(received.handed.token.clone());
+            Some(received)
+        }
+        None => None,
+    };
     ensure_standard_fds();
     let child_fd_limit = raise_fd_limit();
     let config_path = match args.config {
@@ -149,16 +175,36 @@ fn run(args: Args) -> anyhow::Result<()> {
     // Private: the table and the logs hold whatever the instances print.
     trust::private_dir(&state_dir).context("the state directory")?;
     trust::private_dir(&state_dir.join("logs")).context("the log directory")?;
-    let _lock = table::lock(&state_dir)?;
+    // After an upgrade the lock is the handed-over descriptor: a POSIX record lock belongs
+    // to the process and lasts while a descriptor of the file stays open, which it did.
+    let lock = match handed.as_mut().and_then(|h| {
+        let index = h.handed.lock;
+        h.take(index)
+    }) {
+        Some(fd) => File::from(fd),
+        None => table::lock(&state_dir)?,
+    };
 
     let socket = std::path::absolute(procctl_proto::socket::socket_path(args.socket))
         .context("cannot resolve the socket path")?;
     // Before the control socket, so a taken port leaves nothing behind.
-    let metrics = match args.metrics.as_ref().or(config.metrics.as_ref()) {
-        Some(address) => Some(metrics::address::bind(address).map(|bound| (bound, address.clone()))?),
-        None => None,
+    let handed_metrics = handed.as_mut().and_then(|h| {
+        let index = h.handed.metrics;
+        h.take(index)
+    });
+    let metrics = match (args.metrics.as_ref().or(config.metrics.as_ref()), handed_metrics) {
+        (Some(address), Some(fd)) => Some((metrics::address::Bound::from_handed(address, fd)?, address.clone())),
+        (Some(address), None) => Some(metrics::address::bind(address).map(|bound| (bound, address.clone()))?),
+        (None, _) => None,
     };
-    let listener = server::bind(&socket)?;
+    let handed_control = handed.as_mut().and_then(|h| {
+        let index = h.handed.control;
+        h.take(index)
+    });
+    let listener = match handed_control {
+        Some(fd) => fd,
+        None => server::bind(&socket)?,
+    };
 
     // Orphaned descendants of our instances are re-parented to us instead of init, so the
     // reaper sees them and nothing of ours becomes a zombie elsewhere.
@@ -168,22 +214,33 @@ fn run(args: Args) -> anyhow::Result<()> {
         log!("{problem}");
         None
     });
-    if let Some(previous) = &previous {
+    // The instances of the image before are ours still: nothing to reclaim.
+    if let (Some(previous), None) = (&previous, &handed) {
         reclaim::reclaim(previous, &config);
     }
-    // After the leftovers of a dead agent are stopped: they may still hold the addresses.
-    let listening = listen::Listening::bind_all(config.processes.values()).map_err(|e| anyhow::anyhow!(e))?;
-    // Before any thread: the agent may move itself into a leaf of its own cgroup, and its
-    // service manager's variables leave its environment.
-    let tracking = if args.no_cgroups {
-        cgroup::Tracking::Groups("turned off with --no-cgroups".into())
-    } else {
-        cgroup::Tracking::detect(reclaim::token())
+    let (listening, tracking, service) = match handed.as_mut() {
+        Some(received) => {
+            let listening = std::mem::take(&mut received.handed.listening);
+            let next = received.handed.listening_next;
+            let listening = listen::Listening::from_handed(listening, next, received);
+            // A reload that changes `listen` is what binds new addresses; the rest stay.
+            let tracking = cgroup::Tracking::from_handed(received.handed.tree.clone());
+            (listening, tracking, supervisor::Service::handed(received.handed.service_notify.clone()))
+        }
+        None => {
+            // After the leftovers of a dead agent are stopped: they may still hold the addresses.
+            let listening = listen::Listening::bind_all(config.processes.values()).map_err(|e| anyhow::anyhow!(e))?;
+            // Before any thread: the agent may move itself into a leaf of its own cgroup, and
+            // its service manager's variables leave its environment.
+            let tracking = if args.no_cgroups {
+                cgroup::Tracking::Groups("turned off with --no-cgroups".into())
+            } else {
+                cgroup::Tracking::detect(reclaim::token())
+            };
+            (listening, tracking, supervisor::Service::from_env())
+        }
     };
-    let service = supervisor::Service::from_env();
 
-    let runtime =
-        tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the runtime")?;
     let limits = Limits { max_connections: args.max_connections, child_fd_limit };
     let metrics_socket = match &metrics {
         Some((metrics::address::Bound::Unix(_, path), _)) => Some(path.clone()),
@@ -200,8 +257,26 @@ fn run(args: Args) -> anyhow::Result<()> {
         tracking,
         service,
         listening,
+        handed,
+        lock,
     };
-    let result = runtime.block_on(serve(setup));
+    // The runtime runs on a thread of its own; this (main) thread becomes the spawner, the
+    // parent thread of every child, which an upgrade's execve keeps (see `spawn::start`).
+    let (launch, launched) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+    let agent = std::thread::Builder::new()
+        .name("agent".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the runtime")?;
+            runtime.block_on(serve(setup, launch))
+        })
+        .context("cannot start the agent's thread")?;
+    if let Ok(spawner) = launched.recv() {
+        spawner();
+    }
+    let result = agent.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the agent's thread panicked")));
     let _ = fs::remove_file(&socket);
     if let Some(path) = metrics_socket {
         let _ = fs::remove_file(path);
@@ -221,24 +296,53 @@ struct Setup {
     tracking: cgroup::Tracking,
     service: supervisor::Service,
     listening: listen::Listening,
+    /// What the image before handed over, after an upgrade.
+    handed: Option<upgrade::Received>,
+    /// The state directory's lock, held by the agent's thread until it ends (the main
+    /// thread's table, the spawner's, keeps no copy).
+    lock: File,
 }
 
-async fn serve(setup: Setup) -> anyhow::Result<()> {
-    let Setup { listener, metrics, config, socket, state_dir, previous, limits, tracking, service, listening } = setup;
+async fn serve(setup: Setup, launch: std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>) -> anyhow::Result<()> {
+    let Setup {
+        listener,
+        metrics,
+        config,
+        socket,
+        state_dir,
+        previous,
+        limits,
+        tracking,
+        service,
+        listening,
+        mut handed,
+        lock,
+    } = setup;
+    use std::os::fd::AsRawFd;
+    let lock_fd = lock.as_raw_fd();
     // Handlers first: no signal may take the default action once children exist.
     let sigchld = signal(SignalKind::child()).context("cannot watch SIGCHLD")?;
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+    let mut usr2 = signal(SignalKind::user_defined2()).context("cannot watch SIGUSR2")?;
 
     let (events, events_rx) = tokio::sync::mpsc::unbounded_channel();
     let fork_lock = Arc::new(Mutex::new(()));
     let spawner = {
         let events = events.clone();
-        spawn::start(fork_lock.clone(), limits.child_fd_limit, listening.raw_fds(), move |report| {
+        // The spawner's table keeps no copy of the lock (no child may ever hold it), of the
+        // sockets the agent serves, nor of what an upgrade handed over (the instances'
+        // pipes among them: a copy would keep them open).
+        let handed_fds = handed.as_ref().map(upgrade::Received::untaken).unwrap_or_default();
+        let served = [Some(listener.as_raw_fd()), metrics.as_ref().map(|(bound, _)| bound.as_raw_fd())];
+        let copies = [listening.raw_fds(), vec![lock_fd], served.into_iter().flatten().collect(), handed_fds].concat();
+        let report = move |report| {
             let _ = events.send(Event::Spawn(report));
-        })
-        .context("cannot start the spawner thread")?
+        };
+        let on_main = move |run| launch.send(run).map_err(|_| std::io::Error::other("the main thread is gone"));
+        spawn::start(fork_lock.clone(), limits.child_fd_limit, copies, report, on_main)
+            .context("cannot start the spawner thread")?
     };
     // The loops that feed the supervisor; they end with it, and are joined before the agent exits.
     let mut tasks = tokio::task::JoinSet::new();
@@ -248,7 +352,20 @@ async fn serve(setup: Setup) -> anyhow::Result<()> {
             let _ = events.send(Event::Reaped { pid, exit });
         })
     });
-    let (notify_fd, notify_name) = notify::bind(reclaim::token()).context("cannot bind the notify socket")?;
+    let handed_notify = handed.as_mut().and_then(|h| {
+        let index = h.handed.notify;
+        h.take(index).map(|fd| (fd, h.handed.notify_name.clone()))
+    });
+    let (notify_fd, notify_name) = match handed_notify {
+        Some(notify) => notify,
+        None => notify::bind(reclaim::token()).context("cannot bind the notify socket")?,
+    };
+    let own = upgrade::Own {
+        control: Some(listener.as_raw_fd()),
+        lock: Some(lock_fd),
+        notify: Some(notify_fd.as_raw_fd()),
+        metrics: metrics.as_ref().map(|(bound, _)| bound.as_raw_fd()),
+    };
     tasks.spawn({
         let events = events.clone();
         notify::run(notify_fd, move |message| {
@@ -277,7 +394,14 @@ async fn serve(setup: Setup) -> anyhow::Result<()> {
         log!("metrics at {address}");
         tasks.spawn(metrics::http::serve(bound, handle.clone(), tally.clone()));
     }
-    let context = handlers::Context { sup: handle, bus: bus.clone(), follow: follow.clone(), changes: changed, tally };
+    let context = handlers::Context {
+        sup: handle,
+        bus: bus.clone(),
+        follow: follow.clone(),
+        changes: changed,
+        tally,
+        upgrade: handlers::UpgradeNotice::default(),
+    };
     tasks.spawn({
         let events = events.clone();
         let context = context.clone();
@@ -291,6 +415,11 @@ async fn serve(setup: Setup) -> anyhow::Result<()> {
                         tokio::spawn(reload_on_hangup(context.clone()));
                         continue;
                     }
+                    _ = usr2.recv() => {
+                        // The same path as `procctl upgrade`, with the outcome in the log.
+                        tokio::spawn(handlers::upgrade_on_signal(context.clone()));
+                        continue;
+                    }
                 };
                 if events.send(Event::Signal(AgentSignal::Terminate)).is_err() {
                     return;
@@ -300,13 +429,23 @@ async fn serve(setup: Setup) -> anyhow::Result<()> {
     });
 
     let writer = table::Writer::start(state_dir.clone()).context("cannot start the table writer")?;
-    log!(
-        "version {VERSION}: {} process(es) from {}, serving on {}; {}",
-        config.processes.len(),
-        config.path.display(),
-        socket.display(),
-        tracking.describe()
-    );
+    match &handed {
+        Some(received) => log!(
+            "version {VERSION}: took over from version {} ({} instance(s)), {} process(es) from {}, serving on {}",
+            received.handed.from,
+            received.handed.supervisor.instances.len(),
+            config.processes.len(),
+            config.path.display(),
+            socket.display(),
+        ),
+        None => log!(
+            "version {VERSION}: {} process(es) from {}, serving on {}; {}",
+            config.processes.len(),
+            config.path.display(),
+            socket.display(),
+            tracking.describe()
+        ),
+    }
     let parts = Parts {
         config,
         socket,
@@ -323,8 +462,15 @@ async fn serve(setup: Setup) -> anyhow::Result<()> {
         inotify: watches,
         service,
         listening,
+        own,
     };
-    let sup = Supervisor::new(parts);
+    let sup = match handed {
+        Some(mut received) => {
+            let state = std::mem::replace(&mut received.handed.supervisor, supervisor::HandedState::empty());
+            Supervisor::resume(parts, state, &mut |index| received.take(index))
+        }
+        None => Supervisor::new(parts),
+    };
 
     let (alive, mut all_closed) = mpsc::channel::<()>(1);
     let server = server::serve(listener, context, alive, limits.max_connections);

@@ -30,15 +30,36 @@ pub enum Chunk {
 
 type Waiters = Arc<Mutex<VecDeque<oneshot::Sender<String>>>>;
 
+/// Whether a pipe's writer is in the middle of a chunk (some of it written, not all): an
+/// upgrade waits for it to finish, so the worker never reads half a message.
+#[derive(Clone, Default)]
+pub struct Writing(Arc<std::sync::atomic::AtomicBool>);
+
+impl Writing {
+    pub fn busy(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn set(&self, busy: bool) {
+        self.0.store(busy, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// What a sender needs: the queue, and where to wait for replies (`None` when the
 /// instance cannot reply, as with `pipe = "stdin"`).
 #[derive(Clone)]
 pub struct PipeRef {
     pub queue: mpsc::Sender<Chunk>,
     waiters: Option<Waiters>,
+    writing: Writing,
 }
 
 impl PipeRef {
+    /// Its writer's progress, which outlives the `PipeRef`s while the queue is written out.
+    pub fn writing(&self) -> Writing {
+        self.writing.clone()
+    }
+
     /// Whether reply lines come back on this pipe.
     pub fn carries_replies(&self) -> bool {
         self.waiters.is_some()
@@ -68,11 +89,16 @@ pub fn start(fd: OwnedFd, id: InstanceId, replies: bool, bus: Bus) -> std::io::R
     stream.set_nonblocking(true)?;
     let (read, mut write) = UnixStream::from_std(stream)?.into_split();
     let (queue, mut chunks) = mpsc::channel::<Chunk>(QUEUE_CHUNKS);
+    let writing = Writing::default();
+    let progress = writing.clone();
     tokio::spawn(async move {
         while let Some(chunk) = chunks.recv().await {
             match chunk {
                 Chunk::Data(bytes) => {
-                    if write.write_all(&bytes).await.is_err() {
+                    progress.set(true);
+                    let written = write.write_all(&bytes).await;
+                    progress.set(false);
+                    if written.is_err() {
                         // The instance closed its end: dropping the queue tells every sender.
                         return;
                     }
@@ -121,7 +147,7 @@ pub fn start(fd: OwnedFd, id: InstanceId, replies: bool, bus: Bus) -> std::io::R
             }
         });
     }
-    Ok(PipeRef { queue, waiters })
+    Ok(PipeRef { queue, waiters, writing })
 }
 
 fn deliver(waiters: &Waiters, id: &InstanceId, bus: &Bus, line: Vec<u8>) {

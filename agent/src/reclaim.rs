@@ -26,9 +26,15 @@ const POLL: Duration = Duration::from_millis(10);
 /// The variable that carries the token into every process the agent starts.
 pub const TOKEN_VAR: &str = "PROCCTL_AGENT";
 
+static TOKEN: OnceLock<String> = OnceLock::new();
+
+/// After an upgrade: the token of the image before, which every instance carries.
+pub fn keep_token(token: String) {
+    let _ = TOKEN.set(token);
+}
+
 /// This run of the agent: its pid, its start time and the clock at start-up.
 pub fn token() -> &'static str {
-    static TOKEN: OnceLock<String> = OnceLock::new();
     TOKEN.get_or_init(|| {
         let pid = std::process::id();
         let started = procfs::stat(pid as i32).map_or(0, |s| s.start_time);

@@ -175,12 +175,15 @@ pub fn lock(dir: &Path) -> anyhow::Result<File> {
         .mode(0o600)
         .open(&path)
         .with_context(|| format!("cannot create {}", path.display()))?;
-    // A POSIX record lock belongs to this process alone: a child between fork and exec,
-    // which still holds the descriptor, does not hold the lock (a flock it would), so the
-    // next agent after a crash is never locked out by one.
+    // An open file description lock: it belongs to this open file, whichever descriptors
+    // (or descriptor tables) refer to it, so it survives an upgrade's execve, where the
+    // descriptor is handed over from another thread's table (a classic POSIX lock belongs
+    // to the table that took it, and went with it). Children never get a copy of the
+    // descriptor (the spawner closes its copy: see `spawn::start`), so the next agent after
+    // a crash is never locked out by one. It conflicts with a classic POSIX lock too.
     let whole =
         libc::flock { l_type: libc::F_WRLCK as i16, l_whence: libc::SEEK_SET as i16, l_start: 0, l_len: 0, l_pid: 0 };
-    if nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETLK(&whole)).is_err() {
+    if nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_OFD_SETLK(&whole)).is_err() {
         bail!("another procagent is already using the state directory {}", dir.display());
     }
     Ok(file)

@@ -140,6 +140,17 @@ pub enum Command {
     /// Prints what changed. An invalid file is refused with its file and line, and nothing
     /// running changes. The agent does the same on SIGHUP.
     Reload,
+    /// Replace the running agent with a new binary in place, keeping every instance running
+    ///
+    /// Same agent pid; every instance keeps its pid, pipes, output capture and listening
+    /// sockets. The new binary is asked first whether it can take over; if it cannot (or does
+    /// not exist) nothing changes and this exits 1 saying why. Prints both versions once the
+    /// new agent serves. The agent does the same on SIGUSR2.
+    Upgrade {
+        /// The new procagent [default: the path the agent was started from]
+        #[arg(long, value_name = "PATH")]
+        binary: Option<String>,
+    },
     /// Wait until every instance of TARGET is in a state (or gone); exit 1 at the timeout, naming those that are not
     ///
     /// Waits on the agent's events, never by polling, and returns as soon as the last

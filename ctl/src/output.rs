@@ -229,6 +229,11 @@ pub fn scaled(name: &str, from: u32, to: u32, out: &mut impl Write) -> io::Resul
     Ok(Status::Success)
 }
 
+pub fn upgraded(from: &str, to: &str, out: &mut impl Write) -> io::Result<Status> {
+    writeln!(out, "upgraded procagent {from} -> {to}; serving again, every instance kept")?;
+    Ok(Status::Success)
+}
+
 pub fn shut_down(out: &mut impl Write) -> io::Result<Status> {
     writeln!(out, "every instance stopped; the agent is exiting")?;
     Ok(Status::Success)

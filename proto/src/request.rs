@@ -63,6 +63,12 @@ pub enum Request {
     Autoscale {
         name: String,
     },
+    /// Re-execute the agent in place from `binary` (default: the agent's own path as it was
+    /// at start), keeping its pid, its instances and their descriptors. Last, so that the
+    /// tags of the requests before it stay.
+    Upgrade {
+        binary: Option<String>,
+    },
 }
 
 /// What `procctl wait --for` waits for.
@@ -143,6 +149,7 @@ impl Request {
             Request::Reload => "reload",
             Request::Wait { .. } => "wait",
             Request::Metrics => "metrics",
+            Request::Upgrade { .. } => "upgrade",
         }
     }
 }

@@ -49,6 +49,13 @@ pub enum Response {
         text: String,
         more: bool,
     },
+    /// The new binary takes the handover: the agent re-executes itself once this is
+    /// written, and serves again from the new image on the same socket. Last, so the
+    /// variants before it keep their numbers on the wire.
+    Upgrading {
+        from: String,
+        to: String,
+    },
 }
 
 /// What a reload changed, by process name.

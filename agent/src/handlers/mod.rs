@@ -15,7 +15,10 @@ mod shutdown;
 mod signal;
 mod start;
 mod stop;
+mod upgrade;
 mod wait;
+
+pub use upgrade::{Notice as UpgradeNotice, announced as upgrade_announced, on_signal as upgrade_on_signal};
 
 use std::collections::HashMap;
 
@@ -35,6 +38,8 @@ pub struct Context {
     pub follow: Follow,
     pub changes: tokio::sync::watch::Receiver<u64>,
     pub tally: std::sync::Arc<crate::metrics::Tally>,
+    /// Tells open streams an upgrade is about to happen.
+    pub upgrade: UpgradeNotice,
 }
 
 pub enum Reply {
@@ -53,6 +58,13 @@ pub enum Reply {
     /// Send each response as it comes (steps of an operation, the last one its result);
     /// then the connection takes its next request.
     Steps(tokio::sync::mpsc::UnboundedReceiver<Response>),
+    /// An upgrade: send `first`, say so on `written`, then send `rest` if it comes (it does
+    /// only when the upgrade did not happen; when it did, this image is gone).
+    Upgrade {
+        first: Response,
+        written: tokio::sync::oneshot::Sender<()>,
+        rest: tokio::sync::oneshot::Receiver<Response>,
+    },
 }
 
 pub async fn handle(request: Request, context: Context) -> Reply {
@@ -79,6 +91,7 @@ pub async fn handle(request: Request, context: Context) -> Reply {
         Request::Reload => reload::run(&context).await,
         Request::Wait { target, until, timeout_ms } => wait::run(&context, target, until, timeout_ms).await,
         Request::Metrics => return metrics::run(&context).await,
+        Request::Upgrade { binary } => return upgrade::run(&context, binary).await,
     };
     Reply::One(result.unwrap_or_else(Response::Error))
 }

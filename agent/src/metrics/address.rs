@@ -86,6 +86,33 @@ pub fn bind(address: &Address) -> Result<Bound, BindError> {
     }
 }
 
+impl Bound {
+    /// Its descriptor, for an upgrade to hand over.
+    pub fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        match self {
+            Bound::Tcp(listener) => listener.as_raw_fd(),
+            Bound::Unix(listener, _) => listener.as_raw_fd(),
+        }
+    }
+
+    /// The listener an upgrade handed over for `address`.
+    pub fn from_handed(address: &Address, fd: OwnedFd) -> std::io::Result<Bound> {
+        Ok(match address {
+            Address::Tcp(_) => {
+                let listener = TcpListener::from(fd);
+                listener.set_nonblocking(true)?;
+                Bound::Tcp(listener)
+            }
+            Address::Unix(path) => {
+                let listener = UnixListener::from(fd);
+                listener.set_nonblocking(true)?;
+                Bound::Unix(listener, path.clone())
+            }
+        })
+    }
+}
+
 fn bind_unix(path: &Path) -> Result<UnixListener, BindError> {
     let shown = path.display().to_string();
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {

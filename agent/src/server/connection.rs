@@ -106,9 +106,22 @@ pub(super) async fn connection(
                     }
                 }
             }
+            Reply::Upgrade { first, written, rest } => {
+                let sent = write(&mut stream, &first).await;
+                let _ = written.send(());
+                if sent.is_err() {
+                    return;
+                }
+                if let Ok(response) = rest.await
+                    && write(&mut stream, &response).await.is_err()
+                {
+                    return;
+                }
+            }
             Reply::Events(events) => {
                 let changes = context.changes.clone();
-                return forward(&mut stream, events, changes, |event| Some(Response::Event(event))).await;
+                let upgrade = context.upgrade.clone();
+                return forward(&mut stream, events, changes, upgrade, |event| Some(Response::Event(event))).await;
             }
             Reply::Logs { first, lines, target, after } => {
                 if write(&mut stream, &first).await.is_err() {
@@ -119,7 +132,7 @@ pub(super) async fn connection(
                         target.matches(&line.line.id) && line.seq > after.get(&line.line.id).copied().unwrap_or(0);
                     new.then_some(Response::LogLine(line.line))
                 };
-                return forward(&mut stream, lines, context.changes.clone(), keep).await;
+                return forward(&mut stream, lines, context.changes.clone(), context.upgrade.clone(), keep).await;
             }
         }
     }
@@ -127,13 +140,15 @@ pub(super) async fn connection(
 
 /// Writes each item the mapping keeps until the client goes away. A client that reads
 /// slowly falls behind the channel and is told how many items it missed. When the agent
-/// exits, the stream ends with a message saying so.
+/// exits, or is about to be upgraded, the stream ends with a message saying so.
 async fn forward<T: Clone>(
     stream: &mut UnixStream,
     mut items: broadcast::Receiver<T>,
     mut changes: watch::Receiver<u64>,
+    upgrade: crate::handlers::UpgradeNotice,
     mut keep: impl FnMut(T) -> Option<Response>,
 ) {
+    let (mut announced, _open) = upgrade.open();
     let (mut read, mut write_half) = stream.split();
     let mut probe = [0u8; 64];
     loop {
@@ -147,6 +162,9 @@ async fn forward<T: Clone>(
                 Err(broadcast::error::RecvError::Closed) => return,
             },
             () = exiting(&mut changes) => Response::Error(shutting_down()),
+            message = crate::handlers::upgrade_announced(&mut announced) => {
+                Response::Error(WireError::new(ErrorKind::ShuttingDown, message))
+            }
             // The client sends nothing during a stream: a read that ends means it left.
             read = read.read(&mut probe) => match read {
                 Ok(0) | Err(_) => return,

@@ -14,8 +14,10 @@ mod env;
 mod prepare;
 
 use std::collections::HashMap;
+use std::ffi::CString;
 use std::fs::File;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -133,6 +135,21 @@ enum Job {
     Listen(u64),
     /// Close the listening socket under this key.
     Forget(u64),
+    /// Re-execute the agent from this thread (see `upgrade`).
+    Exec(Box<ExecRequest>),
+}
+
+/// An upgrade's execve, made by the spawner thread: the thread that forked every child, so
+/// that none gets its `PR_SET_PDEATHSIG` when the other threads end at execve.
+struct ExecRequest {
+    program: PathBuf,
+    args: Vec<std::ffi::OsString>,
+    /// The state; the spawner writes it into a memfd after the descriptors' numbers.
+    state: Vec<u8>,
+    /// How many descriptors come over the hand-off socket after this job.
+    count: usize,
+    /// Why the exec failed (only a failure ever answers).
+    failed: mpsc::Sender<String>,
 }
 
 pub enum SpawnReport {
@@ -186,6 +203,31 @@ impl Spawner {
         let _ = self.requests.send(Job::Forget(key));
     }
 
+    /// Re-executes the agent as `program args... --handover FD` from the spawner thread,
+    /// handing over `fds` (in this order) and `state`. Returns only when that failed, with
+    /// why; the agent goes on as before then.
+    pub fn exec(&self, program: PathBuf, args: Vec<std::ffi::OsString>, state: Vec<u8>, fds: &[RawFd]) -> String {
+        let (failed, why) = mpsc::channel();
+        let job = ExecRequest { program, args, state, count: fds.len(), failed };
+        if self.requests.send(Job::Exec(Box::new(job))).is_err() {
+            return "the spawner thread is gone".into();
+        }
+        for (i, chunk) in fds.chunks(fdpass::SLOTS).enumerate() {
+            let mut slots = [None; fdpass::SLOTS];
+            for (slot, fd) in slots.iter_mut().zip(chunk) {
+                *slot = Some(*fd);
+            }
+            if let Err(e) = fdpass::send(&self.handoff, i as u64, slots) {
+                // The spawner waits for the rest until its deadline, then gives up.
+                return format!("cannot hand the descriptors to the spawner: {e}");
+            }
+        }
+        match why.recv_timeout(EXEC_TIMEOUT + std::time::Duration::from_secs(5)) {
+            Ok(why) => why,
+            Err(_) => "the spawner did not answer".into(),
+        }
+    }
+
     /// The report of a spawn, with the agent's ends of its pipes in the agent's table. The
     /// spawner sends them before its report, so they are there already.
     pub fn claim(&self, sent: Sent) -> SpawnReport {
@@ -218,6 +260,9 @@ impl Spawner {
     }
 }
 
+/// How long the spawner waits for each message of an upgrade's descriptors.
+const EXEC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The number the message pipe gets in the child without listening sockets.
 pub const PIPE_FD: RawFd = 3;
 
@@ -237,17 +282,24 @@ pub fn pipe_fd(listening: usize) -> RawFd {
 /// pipes go over by `fdpass`. `drop_copies` are descriptors of the agent's that its copy
 /// must not keep (the listening sockets bound before: a socket closed by the agent must
 /// close).
+///
+/// `launch` runs the spawner's loop on the thread that is to be the spawner: the agent
+/// passes it to its main thread, which lives as long as the process and is the one thread
+/// an upgrade's execve keeps (see `upgrade`), so every child, those of the image before
+/// included, has the same parent thread in every image. The loop returns once the
+/// `Spawner` is dropped; its thread must then live until the agent exits.
 pub fn start(
     fork_lock: Arc<Mutex<()>>,
     fd_limit: libc::rlimit,
     drop_copies: Vec<RawFd>,
     report: impl Fn(Sent) + Send + 'static,
+    launch: impl FnOnce(Box<dyn FnOnce() + Send>) -> std::io::Result<()>,
 ) -> std::io::Result<Spawner> {
     let (tx, rx) = mpsc::channel::<Job>();
     let (agent_end, spawner_end) = fdpass::pair()?;
     let (agent_raw, spawner_raw) = (agent_end.as_raw_fd(), spawner_end.as_raw_fd());
     let (unshared_tx, unshared_rx) = mpsc::channel::<bool>();
-    std::thread::Builder::new().name("spawner".into()).spawn(move || {
+    launch(Box::new(move || {
         // No signal handler may run in a child that shares this thread's memory: the
         // kernel delivers the agent's signals to its other threads instead.
         let _ = SigSet::all().thread_block();
@@ -297,6 +349,12 @@ pub fn start(
                     listening.remove(&key);
                     continue;
                 }
+                Job::Exec(request) => {
+                    let ExecRequest { failed, .. } = &*request;
+                    let failed = failed.clone();
+                    let _ = failed.send(exec(*request, &spawner_end));
+                    continue;
+                }
             };
             if null.is_err() {
                 null = open_null().map_err(|e| e.to_string());
@@ -311,15 +369,70 @@ pub fn start(
             };
             spawn_one(request, &context, &report, &mut stack, &mut programs);
         }
-        // The agent is exiting; children must not lose their parent thread before it does.
-        std::thread::park();
-    })?;
+        // The agent is exiting: the caller keeps this thread until it does.
+    }))?;
     if unshared_rx.recv().unwrap_or(false) {
         // The spawner's end now lives in the spawner's table; this copy is not needed (the
         // number is still the pair's end in this table: nothing closed it here).
         let _ = nix::unistd::close(spawner_raw);
     }
     Ok(Spawner { requests: tx, handoff: agent_end })
+}
+
+/// Takes the descriptors of an upgrade into this thread's table, writes the memfd, clears
+/// close-on-exec on exactly those, and execve's. Returns why it could not.
+fn exec(request: ExecRequest, handoff: &OwnedFd) -> String {
+    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+    use std::os::unix::ffi::OsStrExt;
+    let mut fds: Vec<OwnedFd> = Vec::with_capacity(request.count);
+    for i in 0..request.count.div_ceil(fdpass::SLOTS) {
+        let mut poll = [nix::poll::PollFd::new(handoff.as_fd(), nix::poll::PollFlags::POLLIN)];
+        let timeout = nix::poll::PollTimeout::try_from(EXEC_TIMEOUT).unwrap_or(nix::poll::PollTimeout::MAX);
+        match nix::poll::poll(&mut poll, timeout) {
+            Ok(1..) => {}
+            _ => return "the descriptors did not come over to the spawner in time".into(),
+        }
+        match fdpass::receive(handoff) {
+            Ok((got, received)) if got == i as u64 => fds.extend(received.into_iter().flatten()),
+            Ok((got, _)) => return format!("internal error: descriptors {got} came where {i} were expected"),
+            Err(e) => return format!("the descriptors did not come over: {e}"),
+        }
+    }
+    if fds.len() != request.count {
+        return format!("{} of {} descriptors came over", fds.len(), request.count);
+    }
+    let numbers: Vec<RawFd> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
+    let memfd = match nix::sys::memfd::memfd_create(c"procagent-handover", nix::sys::memfd::MFdFlags::empty()) {
+        Ok(memfd) => File::from(memfd),
+        Err(e) => return format!("cannot make the handover file: {e}"),
+    };
+    if let Err(e) = (&memfd).write_all(&crate::upgrade::memfd_text(&numbers, &request.state)) {
+        return format!("cannot write the handover: {e}");
+    }
+    let mut argv: Vec<CString> = vec![];
+    let memfd_number = memfd.as_raw_fd().to_string();
+    let words = std::iter::once(request.program.as_os_str())
+        .chain(request.args.iter().map(|a| a.as_os_str()))
+        .chain([std::ffi::OsStr::new(crate::upgrade::HANDOVER_FLAG), std::ffi::OsStr::new(&memfd_number)]);
+    for word in words {
+        match CString::new(word.as_bytes()) {
+            Ok(word) => argv.push(word),
+            Err(_) => return format!("an argument holds a NUL byte: {}", word.to_string_lossy()),
+        }
+    }
+    let Ok(program) = CString::new(request.program.as_os_str().as_bytes()) else {
+        return "the binary's path holds a NUL byte".into();
+    };
+    // Close-on-exec comes off exactly the handed-over descriptors and the handover itself;
+    // every other descriptor of this table closes at execve.
+    for fd in fds.iter().map(|fd| fd.as_fd()).chain([memfd.as_fd()]) {
+        if let Err(e) = fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty())) {
+            return format!("cannot keep a descriptor open across exec: {e}");
+        }
+    }
+    // Returns only on failure; `fds` and `memfd` close then, as the copies they are.
+    let Err(e) = nix::unistd::execv(&program, &argv);
+    format!("cannot execute {}: {e}", request.program.display())
 }
 
 /// What every spawn of the thread shares.

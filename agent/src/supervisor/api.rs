@@ -82,6 +82,17 @@ pub enum Command {
         names: Vec<String>,
         on: bool,
     },
+    /// Ask `binary` whether it takes this agent's handover; its version if it does.
+    UpgradeCheck {
+        binary: std::path::PathBuf,
+        reply: Reply<String>,
+    },
+    /// Hand everything over to `binary` and exec it: answered only when that cannot be done
+    /// (`Refused` while something is half done: try again shortly).
+    Upgrade {
+        binary: std::path::PathBuf,
+        reply: Reply<()>,
+    },
 }
 
 /// An instance a start or stop touched, and how to learn the result.
@@ -197,6 +208,16 @@ impl Handle {
 
     pub async fn autoscale(&self, name: String) -> Result<u32, WireError> {
         self.call(|reply| Command::Autoscale { name, reply }).await
+    }
+
+    /// The version of `binary` when it takes this agent's handover.
+    pub async fn upgrade_check(&self, binary: std::path::PathBuf) -> Result<String, WireError> {
+        self.call(|reply| Command::UpgradeCheck { binary, reply }).await
+    }
+
+    /// Execs `binary` with the handover; returns only when that could not be done.
+    pub async fn upgrade(&self, binary: std::path::PathBuf) -> Result<(), WireError> {
+        self.call(|reply| Command::Upgrade { binary, reply }).await
     }
 
     /// Marks a rolling restart of `names` until the guard is dropped (also when the request

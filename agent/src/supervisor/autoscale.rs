@@ -51,6 +51,16 @@ struct Probe {
 }
 
 impl Autoscaling {
+    /// The processes whose autoscaling a `scale NAME N` paused.
+    pub fn paused(&self) -> Vec<String> {
+        self.per.iter().filter(|(_, scaler)| scaler.paused).map(|(name, _)| name.clone()).collect()
+    }
+
+    /// Whether an autoscale probe is under way (spawned or running).
+    pub fn probing(&self) -> bool {
+        self.per.values().any(|scaler| scaler.probe.is_some())
+    }
+
     pub fn is_probe(&self, pid: i32) -> bool {
         self.by_pid.contains_key(&pid)
     }
@@ -199,7 +209,12 @@ impl Supervisor {
         self.autoscaling.by_pid.insert(pid, name.clone());
         match output {
             Some(fd) => {
-                if let Err(e) = read_capped(fd, self.events.clone(), name.clone(), token) {
+                let events = self.events.clone();
+                let (owner, token_) = (name.clone(), token);
+                let done = move |output| {
+                    let _ = events.send(Event::AutoscaleOutput { name: owner, token: token_, output });
+                };
+                if let Err(e) = read_capped(fd, done) {
                     log!("{name}: cannot read its autoscale probe: {e}");
                     probe.output = Some(vec![]);
                 }
@@ -301,13 +316,8 @@ impl Supervisor {
 }
 
 /// Reads a probe's output to its end, keeping the first MAX_OUTPUT bytes, and hands it to
-/// the supervisor.
-fn read_capped(
-    fd: OwnedFd,
-    events: tokio::sync::mpsc::UnboundedSender<Event>,
-    name: String,
-    token: u64,
-) -> std::io::Result<()> {
+/// `done` (which sends it to the supervisor).
+pub(super) fn read_capped(fd: OwnedFd, done: impl FnOnce(Vec<u8>) + Send + 'static) -> std::io::Result<()> {
     nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK))?;
     let pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(fd)?;
     tokio::spawn(async move {
@@ -330,7 +340,7 @@ fn read_capped(
             // agent's one thread.
             tokio::task::yield_now().await;
         }
-        let _ = events.send(Event::AutoscaleOutput { name, token, output: kept });
+        done(kept);
     });
     Ok(())
 }

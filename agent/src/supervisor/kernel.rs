@@ -2,8 +2,9 @@
 //! "is anything of this run left"), behind one trait, so that the supervisor's core can be
 //! driven as a model in tests with a kernel that the test plays.
 
-use std::os::fd::OwnedFd;
-use std::path::Path;
+use std::ffi::OsString;
+use std::os::fd::{OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use procctl_proto::Signal;
@@ -33,6 +34,9 @@ pub trait Kernel: Send {
     fn share_listener(&mut self, key: u64, fd: &OwnedFd) -> std::io::Result<()>;
     /// Makes the spawner close its copy of the listening socket under `key`.
     fn forget_listener(&mut self, key: u64);
+    /// Re-executes the agent from the spawner thread with a handover (`state` and `fds`, in
+    /// order). Returns only when that failed, with why.
+    fn exec(&mut self, program: PathBuf, args: Vec<OsString>, state: Vec<u8>, fds: &[RawFd]) -> String;
 }
 
 /// The real one: the spawner thread, process groups and cgroups.
@@ -61,6 +65,10 @@ impl Kernel for Real {
 
     fn forget_listener(&mut self, key: u64) {
         self.spawner.forget_listener(key)
+    }
+
+    fn exec(&mut self, program: PathBuf, args: Vec<OsString>, state: Vec<u8>, fds: &[RawFd]) -> String {
+        self.spawner.exec(program, args, state, fds)
     }
 
     fn signal_run(&mut self, cgroup: Option<&Path>, pgid: i32, signal: Signal) {

@@ -9,6 +9,7 @@ use procctl_proto::{ErrorKind, EventKind, Exit, InstanceId, Outcome, OutcomeKind
 use tokio::sync::oneshot;
 
 use super::api::{Pending, Settle, Settled};
+use super::handover::Kept;
 use super::hooks::Hook;
 use super::kernel::Kernel;
 use super::{Due, Next, Spawning, Supervisor};
@@ -249,6 +250,13 @@ impl Supervisor {
                         };
                         return self.autoscale_spawned((name, token), spawned);
                     }
+                    Some(Spawning::UpgradeCheck { token }) => {
+                        let spawned = match exec_error {
+                            Some(error) => Err(error),
+                            None => Ok((pid, output)),
+                        };
+                        return self.upgrade_check_spawned(token, spawned);
+                    }
                     Some(Spawning::Hook { id, hook, token }) => {
                         // A hook that could not exec has exited already and is reaped as a stranger.
                         let spawned = match exec_error {
@@ -282,37 +290,7 @@ impl Supervisor {
                 slot.start_time = start_time;
                 slot.checks.status = None;
                 slot.checks.health = None;
-                let spec = &self.config.processes[&id.name];
-                let watch = match &spec.ready {
-                    Ready::Probe { probe: Probe::Log(pattern), .. } => {
-                        let pattern = Probe::Log(pattern.clone()).render(id.index, spec.port_of(id.index));
-                        let Probe::Log(pattern) = pattern else { unreachable!("rendered a log probe") };
-                        // Checked at load with placeholders filled in the same way.
-                        regex::Regex::new(&pattern).ok().map(|regex| {
-                            let (events, id) = (self.events.clone(), id.clone());
-                            LineWatch {
-                                regex,
-                                matched: Box::new(move || {
-                                    let _ = events.send(super::Event::LogReady { id, run });
-                                }),
-                            }
-                        })
-                    }
-                    _ => None,
-                };
-                if let Some(output) = output
-                    && let Err(e) = logs::capture(output, slot.sink.clone(), self.follow.clone(), watch)
-                {
-                    log!("{id}: cannot capture output: {e}");
-                }
-                let replies = self.config.processes.get(&id.name).is_some_and(|spec| spec.pipe == Pipe::Fd);
-                slot.pipe = pipe.and_then(|fd| match pipe::start(fd, id.clone(), replies, self.bus.clone()) {
-                    Ok(pipe) => Some(pipe),
-                    Err(e) => {
-                        log!("{id}: cannot set up the message pipe: {e}");
-                        None
-                    }
-                });
+                self.attach_run(&id, run, pipe, output);
                 self.by_pid.insert(pid, id.clone());
                 self.recycle_spawned(&id, run);
                 self.bus.emit(EventKind::Spawned { id: id.clone(), pid: pid as u32 });
@@ -330,6 +308,9 @@ impl Supervisor {
                     Some(Spawning::Autoscale { name, token }) => {
                         return self.autoscale_spawned((name, token), Err(error));
                     }
+                    Some(Spawning::UpgradeCheck { token }) => {
+                        return self.upgrade_check_spawned(token, Err(error));
+                    }
                     None => {
                         log!("a start nobody waits for failed: {error}");
                         return;
@@ -344,6 +325,52 @@ impl Supervisor {
         }
     }
 
+    /// Takes up a run's output capture and message pipe (from a spawn, or handed over by an
+    /// upgrade), keeping copies of both ends for an upgrade.
+    pub(super) fn attach_run(
+        &mut self,
+        id: &InstanceId,
+        run: u64,
+        pipe: Option<std::os::fd::OwnedFd>,
+        output: Option<std::os::fd::OwnedFd>,
+    ) {
+        let (Some(slot), Some(spec)) = (self.slots.get_mut(id), self.config.processes.get(&id.name)) else {
+            return;
+        };
+        let kept = Kept::of_run(id, pipe.as_ref(), output.as_ref());
+        let watch = match &spec.ready {
+            Ready::Probe { probe: Probe::Log(pattern), .. } => {
+                let pattern = Probe::Log(pattern.clone()).render(id.index, spec.port_of(id.index));
+                let Probe::Log(pattern) = pattern else { unreachable!("rendered a log probe") };
+                // Checked at load with placeholders filled in the same way.
+                regex::Regex::new(&pattern).ok().map(|regex| {
+                    let (events, id) = (self.events.clone(), id.clone());
+                    LineWatch {
+                        regex,
+                        matched: Box::new(move || {
+                            let _ = events.send(super::Event::LogReady { id, run });
+                        }),
+                    }
+                })
+            }
+            _ => None,
+        };
+        if let Some(output) = output
+            && let Err(e) = logs::capture(output, slot.sink.clone(), self.follow.clone(), watch)
+        {
+            log!("{id}: cannot capture output: {e}");
+        }
+        let replies = spec.pipe == Pipe::Fd;
+        slot.pipe = pipe.and_then(|fd| match pipe::start(fd, id.clone(), replies, self.bus.clone()) {
+            Ok(pipe) => Some(pipe),
+            Err(e) => {
+                log!("{id}: cannot set up the message pipe: {e}");
+                None
+            }
+        });
+        slot.kept = kept.with_writing(slot.pipe.as_ref().map(pipe::PipeRef::writing));
+    }
+
     pub(super) fn on_reaped(&mut self, pid: i32, exit: Exit) {
         if self.readiness.is_probe(pid) {
             return self.exec_probe_reaped(pid, exit);
@@ -353,6 +380,9 @@ impl Supervisor {
         }
         if self.autoscaling.is_probe(pid) {
             return self.autoscale_reaped(pid, exit);
+        }
+        if self.upgrading.is_check(pid) {
+            return self.upgrade_check_reaped(exit);
         }
         let Some(id) = self.by_pid.get(&pid).cloned() else {
             // A grandchild handed to us as subreaper: its group may now be empty.
@@ -374,13 +404,14 @@ impl Supervisor {
             return;
         };
         slot.pipe = None;
+        slot.kept = Kept::default();
         let group_left = run_alive(&*self.kernel, slot);
         self.end_checks(id);
         self.feed(id, Input::Exited { exit, group_left });
         self.run_hook(id, Hook::PostStop, 0, exit);
     }
 
-    fn check_draining_groups(&mut self) {
+    pub(super) fn check_draining_groups(&mut self) {
         let gone: Vec<InstanceId> = self
             .slots
             .iter()

@@ -15,6 +15,7 @@ mod api;
 mod autoscale;
 mod cgroups;
 mod deps;
+mod handover;
 mod hooks;
 mod kernel;
 mod lifecycle;
@@ -31,6 +32,7 @@ mod scale;
 mod service;
 mod starting;
 mod timers;
+mod upgrade;
 mod usage;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
@@ -42,6 +44,7 @@ use tokio::sync::{mpsc as tokio_mpsc, oneshot, watch};
 
 use api::gone;
 pub use api::{Command, Handle, Pending, Settle, Settled};
+pub use handover::HandedState;
 pub use kernel::{Kernel, Real as RealKernel};
 pub use readiness::Purpose;
 pub use service::Service;
@@ -82,6 +85,11 @@ pub enum Event {
     /// The output of autoscale probe `token` of `name`, read to its end (capped).
     AutoscaleOutput {
         name: String,
+        token: u64,
+        output: Vec<u8>,
+    },
+    /// The output of upgrade check `token`, read to its end (capped).
+    UpgradeCheckOutput {
         token: u64,
         output: Vec<u8>,
     },
@@ -142,6 +150,10 @@ pub enum Due {
         id: InstanceId,
         run: u64,
     },
+    /// An upgrade's check of the new binary ran out of time.
+    UpgradeCheckTimeout {
+        token: u64,
+    },
 }
 
 /// What a spawn in flight is for.
@@ -154,6 +166,8 @@ enum Spawning {
     Hook { id: InstanceId, hook: hooks::Hook, token: u64 },
     /// An autoscale probe.
     Autoscale { name: String, token: u64 },
+    /// The check of the binary an upgrade would run.
+    UpgradeCheck { token: u64 },
 }
 
 /// A follow-up decided while carrying out an event or another follow-up: the loop takes
@@ -199,6 +213,8 @@ struct Slot {
     cpu_sample: Option<(u64, std::time::Instant)>,
     /// The files CPU and memory are read from.
     usage: usage::Files,
+    /// Copies of the run's pipe ends, for an upgrade.
+    kept: handover::Kept,
 }
 
 impl Slot {
@@ -219,6 +235,7 @@ impl Slot {
             cgroup_watch: None,
             cpu_sample: None,
             usage: usage::Files::default(),
+            kept: handover::Kept::default(),
         }
     }
 
@@ -277,6 +294,8 @@ pub struct Supervisor {
     hooks: hooks::Hooks,
     /// Autoscale probes and decisions.
     autoscaling: autoscale::Autoscaling,
+    /// An upgrade's check, and the agent's descriptors an upgrade hands over.
+    upgrading: upgrade::Upgrading,
 }
 
 pub struct Parts {
@@ -296,12 +315,41 @@ pub struct Parts {
     pub service: service::Service,
     /// The listening sockets of the config, bound.
     pub listening: crate::listen::Listening,
+    /// The agent's own descriptors an upgrade hands over.
+    pub own: crate::upgrade::Own,
 }
 
 impl Supervisor {
     /// Builds the table from the config (and the scale counts of `previous`) and starts
     /// every autostart instance.
     pub fn new(parts: Parts) -> Supervisor {
+        let mut sup = Supervisor::assemble(parts);
+        let names: Vec<String> = sup.config.processes.keys().cloned().collect();
+        for name in names {
+            let autostart = sup.config.processes[&name].autostart;
+            for index in 0..sup.desired(&name) {
+                let id = InstanceId::new(name.clone(), index);
+                let slot = sup.new_slot(&id);
+                sup.slots.insert(id.clone(), slot);
+                if autostart {
+                    sup.expect_first_start(&id);
+                }
+            }
+        }
+        sup.warn_unlimited();
+        sup.recycle_arm_checks();
+        sup.autoscale_arm(&[]);
+        let ids: Vec<InstanceId> = sup.service_pending();
+        for id in ids {
+            sup.start_with_dependencies(&id);
+        }
+        sup.drain();
+        sup.service_ready_if_due();
+        sup
+    }
+
+    /// The supervisor with no instance yet, its listening sockets shared with the spawner.
+    fn assemble(parts: Parts) -> Supervisor {
         let scaled = parts
             .previous
             .map(|table| table.scaled)
@@ -346,31 +394,11 @@ impl Supervisor {
             recycling: recycle::Recycling::default(),
             hooks: hooks::Hooks::default(),
             autoscaling: autoscale::Autoscaling::default(),
+            upgrading: upgrade::Upgrading::new(parts.own),
         };
         for key in sup.listening.keys() {
             sup.share_listener(key);
         }
-        let names: Vec<String> = sup.config.processes.keys().cloned().collect();
-        for name in names {
-            let autostart = sup.config.processes[&name].autostart;
-            for index in 0..sup.desired(&name) {
-                let id = InstanceId::new(name.clone(), index);
-                let slot = sup.new_slot(&id);
-                sup.slots.insert(id.clone(), slot);
-                if autostart {
-                    sup.expect_first_start(&id);
-                }
-            }
-        }
-        sup.warn_unlimited();
-        sup.recycle_arm_checks();
-        sup.autoscale_arm(&[]);
-        let ids: Vec<InstanceId> = sup.service_pending();
-        for id in ids {
-            sup.start_with_dependencies(&id);
-        }
-        sup.drain();
-        sup.service_ready_if_due();
         sup
     }
 
@@ -441,6 +469,7 @@ impl Supervisor {
             Event::Probed { id, run, purpose, result } => self.on_probed(id, run, purpose, result),
             Event::LogReady { id, run } => self.on_log_ready(id, run),
             Event::AutoscaleOutput { name, token, output } => self.on_autoscale_output(name, token, output),
+            Event::UpgradeCheckOutput { token, output } => self.on_upgrade_check_output(token, output),
             Event::Reaped { pid, exit } => self.on_reaped(pid, exit),
             Event::Signal(AgentSignal::Terminate) if self.shutting_down => {
                 log!("second stop signal: killing what is left");
@@ -468,6 +497,7 @@ impl Supervisor {
             Due::ProbeTimeout { pid } => self.on_probe_timeout(pid),
             Due::MemoryCheck { name, generation } => self.on_memory_check(name, generation),
             Due::Age { id, run } => self.on_age_due(id, run),
+            Due::UpgradeCheckTimeout { token } => self.on_upgrade_check_timeout(token),
             Due::HookTimeout { pid } => self.on_hook_timeout(pid),
             Due::Autoscale { name, generation } => self.on_autoscale_due(name, generation),
             Due::AutoscaleTimeout { pid } => self.on_autoscale_timeout(pid),
@@ -536,6 +566,8 @@ impl Supervisor {
                 let _ = reply.send(Ok(self.metrics()));
             }
             Command::Rolling { names, on } => self.on_rolling(names, on),
+            Command::UpgradeCheck { binary, reply } => self.upgrade_check(binary, reply),
+            Command::Upgrade { binary, reply } => self.upgrade_now(binary, reply),
             Command::Sinks { target, reply } => {
                 let sinks = self
                     .resolve(&target)

@@ -84,6 +84,16 @@ impl Kernel for Fake {
 
     fn forget_listener(&mut self, _: u64) {}
 
+    fn exec(
+        &mut self,
+        _: std::path::PathBuf,
+        _: Vec<std::ffi::OsString>,
+        _: Vec<u8>,
+        _: &[std::os::fd::RawFd],
+    ) -> String {
+        "a model does not exec".into()
+    }
+
     fn signal_run(&mut self, _: Option<&Path>, pgid: i32, signal: Signal) {
         self.world().signal_group(pgid, signal);
     }
@@ -161,6 +171,9 @@ enum Op {
     Stubborn(bool),
     /// Time passes; due timers fire.
     Advance(u64),
+    /// The agent upgrades in place (when nothing is half done): its state is written out,
+    /// read back, and a new supervisor resumes from it with the same processes.
+    Upgrade,
 }
 
 fn target() -> impl Strategy<Value = Target> {
@@ -186,6 +199,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(Op::Vanish),
         1 => any::<bool>().prop_map(Op::Stubborn),
         4 => prop::sample::select(vec![10u64, 100, 1_100, 2_100, 6_000]).prop_map(Op::Advance),
+        1 => Just(Op::Upgrade),
     ]
 }
 
@@ -200,17 +214,24 @@ struct Model {
 impl Model {
     fn new() -> Model {
         let dir = tempfile::tempdir().unwrap();
-        let config = Config::parse(&dir.path().join("procctl.toml"), CONFIG).unwrap();
         let kernel = Fake::default();
         let (events, events_rx) = mpsc::unbounded_channel();
+        let sup = Supervisor::new(Model::parts(&kernel, dir.path(), events));
+        Model { sup, kernel, waiters: vec![], _events: events_rx, _dir: dir }
+    }
+
+    /// What a supervisor is made of: the config above, the model's kernel.
+    fn parts(kernel: &Fake, dir: &Path, events: mpsc::UnboundedSender<Event>) -> Parts {
+        let config = Config::parse(&dir.join("procctl.toml"), CONFIG).unwrap();
         let inotify = inotify::Inotify::init().unwrap();
-        let parts = Parts {
+        let dir = tempfile::TempDir::new_in(dir).unwrap().keep();
+        Parts {
             config,
-            socket: dir.path().join("sock"),
-            state_dir: dir.path().to_path_buf(),
+            socket: dir.join("sock"),
+            state_dir: dir.clone(),
             previous: None,
             kernel: Box::new(kernel.clone()),
-            writer: crate::table::Writer::start(dir.path().to_path_buf()).unwrap(),
+            writer: crate::table::Writer::start(dir).unwrap(),
             events,
             bus: crate::events::Bus::new(),
             follow: crate::logs::Follow::new(),
@@ -220,9 +241,26 @@ impl Model {
             inotify: inotify.watches(),
             service: Service::from_env(),
             listening: crate::listen::Listening::default(),
-        };
-        let sup = Supervisor::new(parts);
-        Model { sup, kernel, waiters: vec![], _events: events_rx, _dir: dir }
+            own: crate::upgrade::Own::default(),
+        }
+    }
+
+    /// An upgrade, when the supervisor would take one now: the state written out reads
+    /// back equal, and the new supervisor goes on with the same processes. Waits in flight
+    /// are not handed over (their requests' connections end with the old image).
+    fn upgrade(&mut self) {
+        if self.sup.handover_busy().is_some() {
+            return;
+        }
+        let state = self.sup.handed_state(&mut crate::upgrade::FdList::default());
+        let text = serde_json::to_string(&state).unwrap();
+        let back: super::HandedState = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, state, "the state reads back as it was written");
+        let (events, events_rx) = mpsc::unbounded_channel();
+        let parts = Model::parts(&self.kernel, self._dir.path(), events);
+        self.sup = Supervisor::resume(parts, back, &mut |_| None);
+        self._events = events_rx;
+        self.waiters.clear();
     }
 
     fn keep(&mut self, what: &str, pendings: Vec<Pending>) {
@@ -332,6 +370,7 @@ impl Model {
             }
             Op::Stubborn(on) => self.kernel.world().stubborn = on,
             Op::Advance(ms) => self.advance(Duration::from_millis(ms)).await,
+            Op::Upgrade => self.upgrade(),
         }
         self.sup.drain();
     }
@@ -503,4 +542,11 @@ fn a_recheck_that_ends_an_instance_being_removed_does_not_pull_it_from_under_its
         Op::Advance(100),
         Op::Advance(100),
     ]);
+}
+
+/// A group SIGKILLed before an upgrade is looked at again by the resumed supervisor until it
+/// is gone, so a stop after the upgrade finishes.
+#[test]
+fn a_group_killed_before_an_upgrade_is_rechecked_after_it() {
+    run(vec![Op::SpawnOk(0), Op::Exit(0, 0, true), Op::Reap(0), Op::Advance(2100), Op::Upgrade, Op::Vanish(0)]);
 }

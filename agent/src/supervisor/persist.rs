@@ -61,7 +61,7 @@ impl Supervisor {
         self.save();
     }
 
-    fn save(&mut self) {
+    pub(super) fn save(&mut self) {
         self.persist.dirty = false;
         self.persist.last_save = Instant::now();
         let table = self.snapshot();

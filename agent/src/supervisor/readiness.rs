@@ -47,6 +47,11 @@ impl Readiness {
         Readiness { probes: HashMap::new(), timed_out: HashSet::new(), notify_name, refusals: 0 }
     }
 
+    /// Whether any `exec` probe is running.
+    pub fn probes_running(&self) -> bool {
+        !self.probes.is_empty()
+    }
+
     /// Whether `pid` is an `exec` probe's child.
     pub fn is_probe(&self, pid: i32) -> bool {
         self.probes.contains_key(&pid)

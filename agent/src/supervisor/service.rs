@@ -29,6 +29,23 @@ impl Service {
         Service { notify, pending: BTreeSet::new(), ready_sent: false, critical: None }
     }
 
+    /// The service manager's socket, for an upgrade to hand over.
+    pub fn manager(&self) -> Option<String> {
+        self.notify.clone()
+    }
+
+    /// The service of an image an upgrade started: the manager's socket handed over (the
+    /// environment no longer has it), READY=1 said already by the image before.
+    pub fn handed(notify: Option<String>) -> Service {
+        Service { notify, pending: BTreeSet::new(), ready_sent: true, critical: None }
+    }
+
+    /// Nothing to tell the manager as a first start: the image before did.
+    pub fn handed_over(&mut self) {
+        self.ready_sent = true;
+        self.pending.clear();
+    }
+
     fn tell(&self, text: &str) {
         let Some(address) = &self.notify else {
             return;

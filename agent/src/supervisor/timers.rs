@@ -26,6 +26,11 @@ impl<D> Default for Timers<D> {
 pub struct Armed([Option<Key>; TIMERS]);
 
 impl Armed {
+    /// The armed timers, by kind.
+    pub fn armed(&self) -> impl Iterator<Item = (Timer, &Key)> {
+        Timer::ALL.into_iter().zip(&self.0).filter_map(|(timer, key)| key.as_ref().map(|key| (timer, key)))
+    }
+
     /// Forgets the key of a timer that just fired.
     pub fn fired(&mut self, timer: Timer) {
         self.0[timer.slot()] = None;
@@ -68,6 +73,11 @@ impl<D> Timers<D> {
         for key in armed.0.iter_mut().filter_map(Option::take) {
             self.queue.try_remove(&key);
         }
+    }
+
+    /// How long until the entry under `key` is due (zero when it is due already).
+    pub fn remaining(&self, key: &Key) -> Duration {
+        self.queue.deadline(key).saturating_duration_since(tokio::time::Instant::now())
     }
 
     pub fn is_empty(&self) -> bool {

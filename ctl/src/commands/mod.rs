@@ -22,6 +22,7 @@ mod shutdown;
 mod signal;
 mod start;
 mod stop;
+mod upgrade;
 mod wait;
 
 use std::io::{self, IsTerminal};
@@ -93,6 +94,7 @@ fn on(endpoint: &Endpoint, command: Command, io: &mut Io) -> Result<Status, CtlE
         Command::Scale { name, count } => scale::run(&mut open()?, name, count, io),
         Command::Shutdown => shutdown::run(&mut open()?, io),
         Command::Reload => reload::run(&mut open()?, io),
+        Command::Upgrade { binary } => upgrade::run(endpoint, binary, io),
         Command::Metrics => metrics::run(&mut open()?, io),
         Command::Send { any, reply, timeout, target, message } => {
             let options = send::Options { any, reply, timeout };
