@@ -283,3 +283,23 @@ fn a_scale_that_paused_autoscaling_holds_after_an_upgrade() {
     assert_eq!(agent.wait_running("q", 2), pinned);
     agent.shutdown();
 }
+
+/// An upgrade is not a reload: the new image runs the config in effect, whatever the file
+/// holds by then (here first a broken file, then a changed one), and a reload afterwards
+/// applies the file as always.
+#[test]
+fn an_upgrade_runs_the_config_in_effect_and_leaves_edits_of_the_file_to_a_reload() {
+    let mut agent = Agent::start(&crate::support::sleepers(2));
+    let before = agent.wait_running("worker", 2);
+    let new = copy_of_agent(&agent, "procagent-new");
+    agent.write_config("[process.worker\ncommand = oops\n");
+    upgrade(&agent, &new);
+    assert_eq!(agent.wait_running("worker", 2), before, "a broken file changes nothing");
+    agent.write_config(&crate::support::sleepers(3));
+    upgrade(&agent, &copy_of_agent(&agent, "procagent-newer"));
+    assert_eq!(agent.wait_running("worker", 2), before, "nor does an edited one");
+    agent.ctl(&["reload"]).ok();
+    let after = agent.wait_running("worker", 3);
+    assert_eq!(after[..2], before[..], "the reload adds the third and keeps the two");
+    agent.shutdown();
+}

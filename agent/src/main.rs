@@ -165,7 +165,12 @@ fn run(args: Args) -> anyhow::Result<()> {
         None => bail!("no config: pass --config FILE or create ./procctl.toml"),
     };
     let config_path = std::path::absolute(&config_path).context("cannot resolve the config path")?;
-    let config = Config::load(&config_path)?;
+    // After an upgrade, the config in effect before it: edits to the file since then wait
+    // for a reload, and one that no longer parses cannot stop the handover half-way.
+    let config = match &handed {
+        Some(received) => Config::parse(&config_path, &received.handed.config)?,
+        None => Config::load(&config_path)?,
+    };
 
     let state_dir = match args.state_dir {
         Some(dir) => dir,

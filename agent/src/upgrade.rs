@@ -110,6 +110,9 @@ pub struct Handed {
     /// `PROCCTL_AGENT` of every process the agent started: the agent's identity stays.
     pub token: String,
     pub notify_name: String,
+    /// The text of the config in effect: the new image parses it, not the file, whose
+    /// changes wait for a reload.
+    pub config: String,
     pub control: Option<usize>,
     pub lock: Option<usize>,
     pub notify: Option<usize>,

@@ -32,6 +32,9 @@ pub struct Config {
     pub processes: BTreeMap<String, ProcessSpec>,
     /// Where to serve the metrics (`--metrics` wins); read at start only.
     pub metrics: Option<crate::metrics::Address>,
+    /// The text it was read from: an upgrade hands it over, so the new image runs the
+    /// config in effect and not whatever the file holds by then (that is a reload's job).
+    pub source: String,
 }
 
 /// One `[process.NAME]` table, defaults applied and paths resolved.
@@ -129,7 +132,7 @@ impl Config {
             processes.insert(name, spec);
         }
         check_dependencies(&processes, &context)?;
-        Ok(Config { path: path.to_path_buf(), processes, metrics: raw.metrics })
+        Ok(Config { path: path.to_path_buf(), processes, metrics: raw.metrics, source: text.to_string() })
     }
 }
 

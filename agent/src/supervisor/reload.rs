@@ -94,6 +94,7 @@ impl Supervisor {
             .map_err(|e| WireError::new(ErrorKind::Refused, format!("reload refused, nothing changed: {e}")))?;
         self.commit_listening(rebind);
         self.config.processes = fresh.processes;
+        self.config.source = fresh.source;
 
         for name in &diff.removed {
             self.retired.insert(name.clone());

@@ -210,6 +210,7 @@ impl Supervisor {
             from: crate::VERSION.to_string(),
             token: crate::reclaim::token().to_string(),
             notify_name: self.readiness.notify_name.clone(),
+            config: self.config.source.clone(),
             control: own.control.map(|fd| fds.add(fd)),
             lock: own.lock.map(|fd| fds.add(fd)),
             notify: own.notify.map(|fd| fds.add(fd)),
