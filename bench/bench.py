@@ -780,7 +780,8 @@ def s_idle_cpu(n=1000, seconds=30):
 
 class Sshd:
     """OpenSSH's sshd on a loopback port, with a host key and a user key made in `tmp`, and
-    an ssh config that reaches it; PATH on the far side starts with the procctl under test."""
+    an ssh config that reaches it; PATH on the far side starts with the procctl under test,
+    and HOME there is an empty directory, so the user's shell start-up files are not timed."""
 
     def __init__(self, tmp, port):
         self.dir, self.port = tmp, port
@@ -788,13 +789,16 @@ class Sshd:
         for key in ("host_key", "id"):
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", path(key)], check=True)
         shutil.copy(path("id.pub"), path("authorized_keys"))
+        # An empty HOME on the far side: its shell reads no start-up files of the user's.
+        os.makedirs(path("home"))
         os.makedirs("/run/sshd", exist_ok=True)
         user = subprocess.run(["id", "-un"], capture_output=True, text=True, check=True).stdout.strip()
         with open(path("sshd_config"), "w") as f:
             f.write(f"Port {port}\nListenAddress 127.0.0.1\nHostKey {path('host_key')}\n"
                     f"AuthorizedKeysFile {path('authorized_keys')}\nPidFile none\nStrictModes no\nUsePAM no\n"
                     f"PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n"
-                    f"AllowUsers {user}\nSetEnv PATH={os.path.dirname(CTL)}:/usr/bin:/bin\nLogLevel ERROR\n")
+                    f"AllowUsers {user}\nSetEnv PATH={os.path.dirname(CTL)}:/usr/bin:/bin HOME={path('home')}\n"
+                    f"LogLevel ERROR\n")
         with open(path("host_key.pub")) as f:
             host_key = f.read()
         with open(path("known_hosts"), "w") as f:

@@ -5,8 +5,9 @@ traffic and crashes, while the agent's own footprint is sampled.
     python3 bench/soak.py [--minutes 60] [--instances 100] [--out FILE] [--agent PATH --ctl PATH]
 
 It starts one procagent (the release build, or --agent/--ctl) in a temp dir with one
-process of --instances instances of examples/workers/leaky.py (each job on its pipe keeps
-1 MiB), `max_memory` (--max-memory, default 24MiB) and `recycle_check = "1s"`, then for
+process of --instances instances of a leaking Python worker (as examples/workers/leaky.py:
+each job on its pipe keeps --leak-kib KiB, default 64, and prints one line),
+`max_memory` (--max-memory, default 24MiB) and `recycle_check = "1s"`, then for
 --minutes:
 
 - every --send-every seconds, `procctl send --any leaky -` with --jobs jobs, so the workers
@@ -20,7 +21,9 @@ process of --instances instances of examples/workers/leaky.py (each job on its p
 
 Then `procctl shutdown`, and a look through /proc for any process left running from the
 soak's directory. It prints start / end / max RSS, the slope of RSS over the run (least
-squares, after the first --warmup minutes, in KiB per hour), the recycles, the crashes, and
+squares, after the first --warmup minutes, in KiB per hour: the agent's bounded buffers,
+each instance's ring of its last 1,000 log lines and the event and log broadcast queues,
+fill in the first minutes at the default rates), the recycles, the crashes, and
 whether anything was left behind; exit 1 when something was left, the agent died, or its
 log has a panic. Every wait has a deadline; the run ends by itself.
 """
@@ -37,6 +40,15 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKER = """import os, signal, sys
+kib = int(sys.argv[1])
+kept = []
+pipe = os.fdopen(int(os.environ["PROCCTL_PIPE_FD"]), "r")
+signal.signal(signal.SIGTERM, signal.SIG_IGN)  # finish the queued jobs; the agent closes the pipe
+for job in pipe:
+    kept.append(b"x" * (kib << 10))
+    print(f"{os.environ['PROCCTL_INSTANCE']}: {job.strip()} done, holding {len(kept) * kib} KiB", flush=True)
+"""
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -134,11 +146,12 @@ def main():
     ap.add_argument("--minutes", type=float, default=60)
     ap.add_argument("--instances", type=int, default=100)
     ap.add_argument("--max-memory", default="24MiB")
-    ap.add_argument("--jobs", type=int, default=20, help="jobs per send")
+    ap.add_argument("--leak-kib", type=int, default=64, help="KiB each job keeps")
+    ap.add_argument("--jobs", type=int, default=400, help="jobs per send")
     ap.add_argument("--send-every", type=float, default=2.0)
     ap.add_argument("--crash-every", type=float, default=60.0)
     ap.add_argument("--sample", type=float, default=30.0, help="seconds between samples")
-    ap.add_argument("--warmup", type=float, default=5.0, help="minutes left out of the slope")
+    ap.add_argument("--warmup", type=float, default=20.0, help="minutes left out of the slope")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench/soak.jsonl"))
     ap.add_argument("--agent", default=os.path.join(ROOT, "target/release/procagent"))
     ap.add_argument("--ctl", default=os.path.join(ROOT, "target/release/procctl"))
@@ -150,13 +163,14 @@ def main():
 
     tmp = tempfile.mkdtemp(prefix="procctl-soak")
     worker = os.path.join(tmp, "leaky.py")
-    shutil.copy(os.path.join(ROOT, "examples/workers/leaky.py"), worker)
+    with open(worker, "w") as f:
+        f.write(WORKER)
     sock = os.path.join(tmp, "agent.sock")
     env = dict(os.environ, PROCCTL_SOCKET=sock)
     config = os.path.join(tmp, "procctl.toml")
     with open(config, "w") as f:
         f.write(f"""[process.leaky]
-command = ["python3", "{worker}"]
+command = ["python3", "{worker}", "{args.leak_kib}"]
 instances = {args.instances}
 max_memory = "{args.max_memory}"
 recycle_check = "1s"
@@ -176,6 +190,7 @@ stop_timeout = "5s"
     sends = sends_failed = crashes = lists = 0
     list_json = {}
     events = None
+    interrupted = False
     try:
         deadline = time.monotonic() + 60
         while run_ctl(args.ctl, env, ["wait", "leaky", "--timeout", "1s"])[0] != 0:
@@ -187,6 +202,7 @@ stop_timeout = "5s"
         next_sample = next_send = next_list = next_json = time.monotonic()
         next_crash = time.monotonic() + args.crash_every
         job = 0
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
         while True:
             now = time.monotonic()
             if agent.poll() is not None:
@@ -239,6 +255,9 @@ stop_timeout = "5s"
                     crashes += 1
                 next_crash += args.crash_every
             time.sleep(max(0.0, min(next_sample, next_send, next_list, next_json, next_crash, end) - time.monotonic()))
+    except KeyboardInterrupt:
+        interrupted = True
+        print("interrupted: stopping early", flush=True)
     finally:
         if events:
             events.stop()
@@ -300,6 +319,7 @@ stop_timeout = "5s"
         "events": samples[-1]["events"],
         "left_behind": len(left),
         "failures": failures,
+        "interrupted": interrupted,
     }
     with open(args.out, "a") as f:
         f.write(json.dumps({"summary": summary}) + "\n")
