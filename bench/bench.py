@@ -766,6 +766,215 @@ def s_autoscale(runs):
     return times
 
 
+def s_idle_cpu(n=1000, seconds=30):
+    """n `sleep` instances and no policy: the agent's CPU over `seconds` once they all run
+    (ticks from /proc/PID/stat, and the finer schedstat of its threads)."""
+    def body(sup):
+        ready(sup, "sleep", n, timeout=300)
+        time.sleep(2)
+        t0, n0 = cpu_ticks(sup.pid), cpu_ns(sup.pid)
+        time.sleep(seconds)
+        return {"ticks": cpu_ticks(sup.pid) - t0, "cpu_ms": (cpu_ns(sup.pid) - n0) / 1e6, "seconds": seconds,
+                "instances": n}
+    return with_system(Procctl, [{"name": "w", "argv": SLEEP, "n": n}], body)
+
+
+class Sshd:
+    """OpenSSH's sshd on a loopback port, with a host key and a user key made in `tmp`, and
+    an ssh config that reaches it; PATH on the far side starts with the procctl under test,
+    and HOME there is an empty directory, so the user's shell start-up files are not timed."""
+
+    def __init__(self, tmp, port):
+        self.dir, self.port = tmp, port
+        path = lambda name: os.path.join(tmp, name)
+        for key in ("host_key", "id"):
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", path(key)], check=True)
+        shutil.copy(path("id.pub"), path("authorized_keys"))
+        # An empty HOME on the far side: its shell reads no start-up files of the user's.
+        os.makedirs(path("home"))
+        os.makedirs("/run/sshd", exist_ok=True)
+        user = subprocess.run(["id", "-un"], capture_output=True, text=True, check=True).stdout.strip()
+        with open(path("sshd_config"), "w") as f:
+            f.write(f"Port {port}\nListenAddress 127.0.0.1\nHostKey {path('host_key')}\n"
+                    f"AuthorizedKeysFile {path('authorized_keys')}\nPidFile none\nStrictModes no\nUsePAM no\n"
+                    f"PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n"
+                    f"AllowUsers {user}\nSetEnv PATH={os.path.dirname(CTL)}:/usr/bin:/bin HOME={path('home')}\n"
+                    f"LogLevel ERROR\n")
+        with open(path("host_key.pub")) as f:
+            host_key = f.read()
+        with open(path("known_hosts"), "w") as f:
+            f.write(f"[127.0.0.1]:{port} {host_key}")
+        self.config = path("ssh_config")
+        with open(self.config, "w") as f:
+            f.write(f"Host *\n  User {user}\n  IdentityFile {path('id')}\n  IdentitiesOnly yes\n"
+                    f"  UserKnownHostsFile {path('known_hosts')}\n  GlobalKnownHostsFile /dev/null\n"
+                    f"  StrictHostKeyChecking yes\n  LogLevel ERROR\n")
+        self.proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", path("sshd_config")],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=open(path("sshd.log"), "w"))
+
+        def accepts():
+            if self.proc.poll() is not None:
+                raise RuntimeError("sshd ended: " + open(path("sshd.log")).read())
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return True
+            except OSError:
+                return False
+        wait_until(accepts, 30, step=0.05)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
+def s_ssh_list(runs, port=24680):
+    """Whole-process `procctl list` (10 `sleep` instances): local, through `--host ssh://`
+    (a new ssh connection each time), and through ssh reusing one ControlMaster connection
+    (ControlMaster=auto, ControlPath, ControlPersist). Beside each, `ssh HOST true` the same
+    way: ssh's own cost, the far side's login shell included (which reads the user's shell
+    start-up files). Interleaved, one of each per round."""
+    if not os.access("/usr/sbin/sshd", os.X_OK) or not shutil.which("ssh"):
+        raise RuntimeError("sshd or ssh missing: apt-get install openssh-server openssh-client")
+    tmp = tempfile.mkdtemp(prefix="procctl-bench")
+    sshd = Sshd(tmp, port)
+    sup = Procctl(tmp, [{"name": "w", "argv": SLEEP, "n": 10}]).start()
+    control = os.path.join(tmp, "cm-%r@%h:%p")
+    url = f"ssh://127.0.0.1:{port}{sup.sock}"
+    remote = [CTL, "--host", url, "list"]
+    # No local agent: the remote commands must go through ssh.
+    env_plain = dict(os.environ, PROCCTL_SOCKET=os.path.join(tmp, "none.sock"), PROCCTL_SSH=f"ssh -F {sshd.config}")
+    env_cm = dict(env_plain, PROCCTL_SSH=f"ssh -F {sshd.config} -o ControlMaster=auto -o ControlPath={control} "
+                  f"-o ControlPersist=60")
+    env_plain.pop("PROCCTL_HOST", None)
+    env_cm.pop("PROCCTL_HOST", None)
+    true = lambda env: [shutil.which("ssh"), *env["PROCCTL_SSH"].split()[1:], "-p", str(port), "127.0.0.1", "true"]
+    out = {"local": [], "ssh": [], "ssh_true": [], "ssh_controlmaster": [], "ssh_controlmaster_true": []}
+    try:
+        ready(sup, "sleep", 10)
+        for env in (env_plain, env_cm):  # warm-up; the second opens the master connection
+            r = subprocess.run(remote, env=env, capture_output=True, text=True, timeout=60)
+            if r.returncode != 0 or r.stdout.count("running") != 10:
+                raise RuntimeError(f"list through ssh: {r.returncode} {r.stdout} {r.stderr}")
+        sup.list_cmd()
+        for _ in range(runs):
+            t, rc = sup.list_cmd()
+            assert rc == 0
+            out["local"].append(t * 1000)
+            t, rc = spawn_wait(remote, env_plain)
+            assert rc == 0
+            out["ssh"].append(t * 1000)
+            t, rc = spawn_wait(true(env_plain), env_plain)
+            assert rc == 0
+            out["ssh_true"].append(t * 1000)
+            t, rc = spawn_wait(remote, env_cm)
+            assert rc == 0
+            out["ssh_controlmaster"].append(t * 1000)
+            t, rc = spawn_wait(true(env_cm), env_cm)
+            assert rc == 0
+            out["ssh_controlmaster_true"].append(t * 1000)
+    finally:
+        subprocess.run(["ssh", "-F", sshd.config, "-o", f"ControlPath={control}", "-O", "exit", "-p", str(port),
+                        "127.0.0.1"], capture_output=True, timeout=30)
+        sup.stop()
+        sshd.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def first_frame_ms(env, rows=40, cols=120, timeout=30):
+    """Wall time from spawning `procctl top` on a pseudo-terminal to the first frame with a
+    row of the fleet on it (the header and a `running` row read back from the terminal)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([CTL, "top"], env=env, stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    os.close(slave)
+    seen = b""
+    try:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            r, _, _ = select.select([master], [], [], 0.5)
+            if r:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:
+                    break
+                seen += chunk
+                if b"NAME" in seen and b"running" in seen:
+                    return (time.perf_counter() - t0) * 1000
+            if proc.poll() is not None:
+                break
+        raise RuntimeError(f"no first frame from procctl top: {seen[-500:]!r}")
+    finally:
+        if proc.poll() is None:
+            os.write(master, b"q")
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        os.close(master)
+
+
+def s_top(runs, n=10, seconds=30):
+    """`procctl top` while `n` instances crash-loop (each runs 100 ms and exits 1, restarted
+    at once): its time to first frame on a pseudo-terminal (median of `runs`), then its CPU
+    ticks over `seconds` in a tmux session of 120x40, with the crashes counted from the
+    agent's events over the same seconds, and the agent's own CPU."""
+    if not shutil.which("tmux"):
+        raise RuntimeError("tmux missing: apt-get install tmux")
+    tmp = tempfile.mkdtemp(prefix="procctl-bench")
+    crashy = {"name": "c", "argv": ["sh", "-c", "sleep 0.1; exit 1"], "n": n, "start_secs": "0s"}
+    sup = Procctl(tmp, [{"name": "w", "argv": SLEEP, "n": 1}, crashy]).start()
+    env = dict(sup.env, TERM="xterm-256color")
+    env.pop("NO_COLOR", None)
+    session = f"procctl-bench-{os.getpid()}"
+    tmux = ["tmux", "-L", session, "-f", "/dev/null"]
+    out = {}
+    try:
+        ready(sup, "sleep", 1)
+        time.sleep(1)
+        out["first_frame_ms"] = [first_frame_ms(env) for _ in range(runs)]
+        subprocess.run([*tmux, "new-session", "-d", "-s", "b", "-x", "120", "-y", "40",
+                        f"exec env PROCCTL_SOCKET={sup.sock} {CTL} top"], env=env, check=True)
+        pane = int(subprocess.run([*tmux, "display", "-p", "-t", "b", "#{pane_pid}"], capture_output=True,
+                                  text=True, check=True).stdout)
+        wait_until(lambda: comm(pane) == "procctl", 30, step=0.05)
+        top_pid = pane
+        wait_until(lambda: "running" in subprocess.run([*tmux, "capture-pane", "-p", "-t", "b"], capture_output=True,
+                                                       text=True).stdout, 30, step=0.05)
+        time.sleep(2)
+        events = subprocess.Popen([CTL, "events", "--json"], env=sup.env, stdout=subprocess.PIPE, text=True)
+        exits = [0]
+
+        def count():
+            for line in events.stdout:
+                if '"exited"' in line:
+                    exits[0] += 1
+        reader = threading.Thread(target=count, daemon=True)
+        reader.start()
+        time.sleep(0.2)
+        c0, a0, t0 = cpu_ticks(top_pid), cpu_ticks(sup.pid), time.perf_counter()
+        time.sleep(seconds)
+        c1, a1, t1 = cpu_ticks(top_pid), cpu_ticks(sup.pid), time.perf_counter()
+        events.kill()
+        events.wait()
+        reader.join(10)
+        screen = subprocess.run([*tmux, "capture-pane", "-p", "-t", "b"], capture_output=True, text=True).stdout
+        out.update({"top_ticks": c1 - c0, "agent_ticks": a1 - a0, "seconds": t1 - t0, "exits": exits[0],
+                    "screen_has_backoff_or_starting": any(w in screen for w in ("backoff", "starting", "exited"))})
+    finally:
+        subprocess.run([*tmux, "kill-server"], capture_output=True, timeout=30)
+        sup.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
 def socket_fds(pid):
     count = 0
     for fd in os.listdir(f"/proc/{pid}/fd"):
@@ -1081,6 +1290,9 @@ def main():
         ("hangup", f"list after {400 if q else 2000:,} send --reply clients hung up (ms)",
          lambda m: s_hangup(runs, 400 if q else 2000), False),
         ("metrics", "GET /metrics, 1,000 instances, in the bench (ms)", lambda m: s_metrics(runs, 1000, 5 if q else 10), False),
+        ("idle_cpu", "idle CPU, 1,000 instances, no policy", None, False),
+        ("ssh_list", "list, 10 instances: local, --host ssh://, ssh with ControlMaster (ms)", None, False),
+        ("top", "procctl top while 10 instances crash-loop", None, False),
     ]
     keys = {k for k, _, _, _ in scenarios}
     if args.only and set(args.only.split(",")) - keys:
@@ -1129,6 +1341,32 @@ def main():
             results[key] = {"title": title, "procctl": r}
             rows.append((title, f"{r['ms_per_check']:.3f} ms (agent CPU {r['max_memory']['cpu_ms']:.1f} ms in "
                          f"{r['max_memory']['seconds']:.0f} s; {r['none']['cpu_ms']:.1f} ms without a policy)", "", ""))
+            continue
+        if key == "idle_cpu":
+            r = s_idle_cpu(1000, 10 if q else 30)
+            results[key] = {"title": title, "procctl": r}
+            rows.append((f"idle CPU over {r['seconds']} s, 1,000 instances, no policy",
+                         f"{r['ticks']} ticks ({r['cpu_ms']:.1f} ms of CPU)", "", ""))
+            continue
+        if key == "ssh_list":
+            r = s_ssh_list(5 if q else 21)
+            results[key] = {"title": title, "procctl": {k: summary(v) for k, v in r.items()}}
+            for k, label in (("local", "list, 10 instances, local (ms)"), ("ssh", "  the same, --host ssh://127.0.0.1 (ms)"),
+                             ("ssh_true", "    `ssh 127.0.0.1 true` beside it (ms)"),
+                             ("ssh_controlmaster", "  the same, ssh reusing a ControlMaster (ms)"),
+                             ("ssh_controlmaster_true", "    `ssh 127.0.0.1 true` on that connection (ms)")):
+                f = summary(r[k])
+                rows.append((label, f"{f['median']:.2f} ({f['min']:.2f}-{f['max']:.2f})", "", ""))
+            continue
+        if key == "top":
+            r = s_top(5 if q else 11, 10, 10 if q else 30)
+            ff = summary(r["first_frame_ms"])
+            results[key] = {"title": title, "procctl": dict(r, first_frame=ff)}
+            rows.append(("procctl top, time to first frame, 10 instances crash-looping (ms)",
+                         f"{ff['median']:.1f} ({ff['min']:.1f}-{ff['max']:.1f})", "", ""))
+            rows.append((f"  top CPU over {r['seconds']:.0f} s in tmux ({r['exits']} crashes)",
+                         f"{r['top_ticks']} ticks ({r['top_ticks'] / TICKS / r['seconds'] * 100:.1f}% of a core); "
+                         f"agent {r['agent_ticks']} ticks", "", ""))
             continue
         if key == "health_cpu":
             r = s_health_cpu(100, 5 if q else 10)
