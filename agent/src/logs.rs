@@ -35,6 +35,13 @@ pub struct Numbered {
     pub line: LogLine,
 }
 
+/// A line in the ring: its text is the next `len` bytes of the ring's text.
+struct Kept {
+    seq: u64,
+    time_ms: u64,
+    len: u32,
+}
+
 pub struct Sink {
     id: InstanceId,
     path: PathBuf,
@@ -42,8 +49,11 @@ pub struct Sink {
     keep: u32,
     file: Option<File>,
     size: u64,
-    ring: VecDeque<Numbered>,
-    ring_bytes: usize,
+    /// The ring: the lines' numbers and times, and their texts one after another in one
+    /// buffer (24 bytes a line besides its text, where a line of its own with the
+    /// instance's name cost about 200).
+    ring: VecDeque<Kept>,
+    ring_text: VecDeque<u8>,
     /// The file holds lines the ring does not (evicted, or written before this agent).
     file_has_more: bool,
 }
@@ -62,7 +72,7 @@ impl Sink {
             file: None,
             size,
             ring: VecDeque::new(),
-            ring_bytes: 0,
+            ring_text: VecDeque::new(),
             file_has_more: size > 0,
         }))
     }
@@ -110,21 +120,40 @@ impl Sink {
         self.size = 0;
     }
 
-    fn push(&mut self, line: Numbered) {
-        self.ring_bytes += line.line.text.len();
-        self.ring.push_back(line);
-        while self.ring.len() > RING_LINES || self.ring_bytes > RING_BYTES {
+    fn push(&mut self, seq: u64, time_ms: u64, text: &str) {
+        self.ring_text.extend(text.as_bytes());
+        self.ring.push_back(Kept { seq, time_ms, len: text.len() as u32 });
+        while self.ring.len() > RING_LINES || self.ring_text.len() > RING_BYTES {
             if let Some(old) = self.ring.pop_front() {
-                self.ring_bytes -= old.line.text.len();
+                self.ring_text.drain(..old.len as usize);
                 self.file_has_more = true;
             }
         }
     }
 
+    /// The last `n` lines of the ring.
+    fn ring_tail(&self, n: usize) -> Vec<Numbered> {
+        let skip = self.ring.len().saturating_sub(n);
+        let mut at: usize = self.ring.iter().take(skip).map(|kept| kept.len as usize).sum();
+        self.ring
+            .iter()
+            .skip(skip)
+            .map(|kept| {
+                let end = at + kept.len as usize;
+                let bytes: Vec<u8> = self.ring_text.range(at..end).copied().collect();
+                at = end;
+                // Whole lines of a String went in, so they come out as valid UTF-8.
+                let text =
+                    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+                Numbered { seq: kept.seq, line: LogLine { id: self.id.clone(), time_ms: kept.time_ms, text } }
+            })
+            .collect()
+    }
+
     /// The last `n` lines: from the ring, topped up from the file when the ring has fewer
     /// and the file has older ones. Lines read back from the file have no time (0).
     pub fn tail(&self, n: usize) -> Vec<Numbered> {
-        let from_ring: Vec<Numbered> = self.ring.iter().skip(self.ring.len().saturating_sub(n)).cloned().collect();
+        let from_ring = self.ring_tail(n);
         if from_ring.len() >= n || !self.file_has_more {
             return from_ring;
         }
@@ -250,11 +279,10 @@ fn emit(sink: &mut Sink, follow: &Follow, id: &InstanceId, time_ms: u64, bytes: 
     let text = String::from_utf8_lossy(bytes).trim_end_matches('\r').to_string();
     bytes.clear();
     let seq = follow.seq.fetch_add(1, Ordering::Relaxed) + 1;
-    let line = Numbered { seq, line: LogLine { id: id.clone(), time_ms, text } };
+    sink.push(seq, time_ms, &text);
     if follow.tx.receiver_count() > 0 {
-        let _ = follow.tx.send(line.clone());
+        let _ = follow.tx.send(Numbered { seq, line: LogLine { id: id.clone(), time_ms, text } });
     }
-    sink.push(line);
 }
 
 /// Merges the tails of several instances by the time each line was read.
@@ -309,11 +337,22 @@ mod tests {
         let shared = sink(dir.path(), 1 << 20, 1);
         let mut sink = shared.lock().unwrap();
         for seq in 0..(RING_LINES as u64 + 10) {
-            let line = LogLine { id: InstanceId::new("w", 0), time_ms: seq, text: format!("line {seq}") };
-            sink.push(Numbered { seq, line });
+            sink.push(seq, seq, &format!("line {seq} é"));
         }
         assert_eq!(sink.ring.len(), RING_LINES);
-        assert_eq!(sink.tail(2).iter().map(|l| l.line.text.as_str()).collect::<Vec<_>>(), ["line 1008", "line 1009"]);
+        let tail = sink.tail(2);
+        assert_eq!(tail.iter().map(|l| l.line.text.as_str()).collect::<Vec<_>>(), ["line 1008 é", "line 1009 é"]);
+        assert_eq!(tail.iter().map(|l| (l.seq, l.line.time_ms)).collect::<Vec<_>>(), [(1008, 1008), (1009, 1009)]);
+        assert_eq!(tail[0].line.id, InstanceId::new("w", 0));
+
+        // Bounded by bytes too: long lines push out the oldest, whole.
+        let long = "x".repeat(RING_BYTES / 4 + 1);
+        for seq in 0..4 {
+            sink.push(2000 + seq, 0, &long);
+        }
+        assert_eq!(sink.ring.len(), 3, "three long lines fit, not four");
+        assert_eq!(sink.ring_text.len(), 3 * long.len());
+        assert!(sink.tail(3).iter().all(|l| l.line.text == long));
 
         fs::write(dir.path().join("w.1.log"), "a\nb\nc\n").unwrap();
         let fresh = Sink::new(InstanceId::new("w", 1), dir.path(), 1 << 20, 1);
