@@ -1,6 +1,6 @@
 //! A blocking connection to the agent: connect, check who answers, then requests and
-//! their responses, the hello going with the first request (through ssh, before it, so
-//! that an ssh failure shows as one). The protocol is spoken over any byte stream: the local socket
+//! their responses; the hello's answer is read with the first request's (through ssh, before
+//! it, so that an ssh failure shows as one). The protocol is spoken over any byte stream: the local socket
 //! (interprocess is the local-socket layer, its peer credentials the check) or the pipes of
 //! an `ssh` child running `procctl dial-stdio` on the far side.
 
@@ -58,15 +58,10 @@ impl<T: Read + Write + Send> Transport for T {}
 
 pub struct Client {
     stream: Box<dyn Transport>,
-    /// The hello of a local connection, sent in one write with the first request; its answer
-    /// is read before that request's, so a command costs one round trip, not two.
-    hello: Hello,
-}
-
-enum Hello {
-    Unsent(Vec<u8>),
-    Unanswered,
-    Answered,
+    /// The hello of a local connection is sent at connect, and its answer read only before
+    /// the first request's: the request does not wait for it, so a command costs one round
+    /// trip, not two (and the agent has the hello at once, as its hello timeout wants).
+    hello_answered: bool,
 }
 
 impl Client {
@@ -80,15 +75,21 @@ impl Client {
 
     /// Connects, checks that the agent on the other end runs as this user or root (before a
     /// byte is sent: a socket someone else bound must not see our requests), and says hello;
-    /// a version mismatch comes back as the agent's error.
+    /// a version mismatch comes back as the agent's error, with the first request's answer.
     pub fn connect(path: &Path) -> Result<Client, CtlError> {
         let unreachable = |source| CtlError::Unreachable { path: path.to_path_buf(), source };
         let stream =
             Stream::connect(path.to_fs_name::<GenericFilePath>().map_err(unreachable)?).map_err(unreachable)?;
         check_peer(&stream, path)?;
+        let mut stream = stream;
         let hello = frame::encode(&Request::Hello { version: PROTOCOL_VERSION })
             .map_err(|e| CtlError::Failed(format!("cannot send: {e}")))?;
-        Ok(Client { stream: Box::new(stream), hello: Hello::Unsent(hello) })
+        if stream.write_all(&hello).is_err() {
+            // The agent may have answered (a refusal) and closed: a whole hello says why.
+            hello_now(&mut stream)?;
+            return Ok(Client { stream: Box::new(stream), hello_answered: true });
+        }
+        Ok(Client { stream: Box::new(stream), hello_answered: false })
     }
 
     /// Starts ssh with `procctl dial-stdio` on the far side and says hello through it. When
@@ -115,8 +116,8 @@ impl Client {
         });
         let (Some(stdin), Some(stdout)) = (stdin, stdout) else { unreachable!("both pipes were asked for") };
         let mut pipes = SshPipes { child, stdin: Some(stdin), stdout, stderr, said };
-        match hello(&mut pipes) {
-            Ok(()) => Ok(Client { stream: Box::new(pipes), hello: Hello::Answered }),
+        match hello_now(&mut pipes) {
+            Ok(()) => Ok(Client { stream: Box::new(pipes), hello_answered: true }),
             Err(CtlError::Protocol(lost)) => {
                 let said = pipes.finish();
                 Err(failed(if said.is_empty() { lost } else { said }))
@@ -143,9 +144,9 @@ impl Client {
 
     /// The next response of a stream; an error response becomes `CtlError::Agent`.
     pub fn next(&mut self) -> Result<Response, CtlError> {
-        if let Hello::Unanswered = self.hello {
+        if !self.hello_answered {
             check_hello(read(&mut *self.stream)?)?;
-            self.hello = Hello::Answered;
+            self.hello_answered = true;
         }
         match read(&mut *self.stream)? {
             Response::Error(error) => Err(CtlError::Agent(error)),
@@ -153,20 +154,9 @@ impl Client {
         }
     }
 
-    /// Writes the request, after the hello when it has not gone yet, in one write.
+    /// Writes the request; the result of the write is the caller's to weigh.
     fn send(&mut self, request: &Request) -> Result<std::io::Result<()>, CtlError> {
         let bytes = frame::encode(request).map_err(|e| CtlError::Failed(format!("cannot send: {e}")))?;
-        let bytes = match std::mem::replace(&mut self.hello, Hello::Answered) {
-            Hello::Unsent(mut hello) => {
-                self.hello = Hello::Unanswered;
-                hello.extend_from_slice(&bytes);
-                hello
-            }
-            other => {
-                self.hello = other;
-                bytes
-            }
-        };
         Ok(self.stream.write_all(&bytes).and_then(|()| self.stream.flush()))
     }
 }
@@ -175,7 +165,8 @@ fn lost_agent(error: std::io::Error) -> CtlError {
     CtlError::Protocol(format!("lost the agent: {error}"))
 }
 
-fn hello(stream: &mut dyn Transport) -> Result<(), CtlError> {
+/// A hello and its answer, one after the other.
+fn hello_now(stream: &mut dyn Transport) -> Result<(), CtlError> {
     check_hello(call(stream, &Request::Hello { version: PROTOCOL_VERSION })?)
 }
 
