@@ -2,8 +2,8 @@
 //! from the run's cgroup (cpu.stat, memory.current, or the RSS of its processes when the
 //! memory controller is not there) with cgroup tracking, else from /proc over the main
 //! process and its descendants. CPU is the share of one CPU since the previous sample of
-//! that instance, or since its start for the first. A sample answers for half a second:
-//! a `list` within it reads nothing.
+//! that instance, or since its start for the first. A sample answers for a quarter of a
+//! second: a `list` within it reads nothing.
 //!
 //! The files are opened once per run and read again with pread at offset 0 (the kernel
 //! makes them anew at each read): a sample costs a read per file, not an open, a path walk
@@ -105,8 +105,9 @@ struct Sample {
 
 /// How long a sample answers for: a `list` within it gets the sample again and reads
 /// nothing (a file read per instance is most of the time of `list` at a thousand), one
-/// after it samples anew; shorter than `top`'s refresh, so each of its frames is new.
-const SAMPLE_FRESH: std::time::Duration = std::time::Duration::from_millis(500);
+/// after it samples anew; well under `top`'s refresh (and anyone polling a few times a
+/// second), so each of those gets a sample of its own.
+const SAMPLE_FRESH: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// How long the members of a run's cgroup are taken as known.
 const MEMBERS_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
@@ -274,7 +275,7 @@ mod tests {
     }
 
     #[test]
-    fn a_sample_answers_for_half_a_second_of_its_run() {
+    fn a_sample_answers_for_a_quarter_second_of_its_run() {
         let at = Instant::now();
         let sample = Sample { at, cpu_tenths: Some(12), memory_bytes: Some(4096) };
         let mut files = Files::default();
@@ -282,7 +283,7 @@ mod tests {
         assert!(files.kept(at).is_none(), "nothing sampled yet");
         files.last = Some(sample);
         // (age of the sample, kept)
-        let cases = [(0, true), (499, true), (500, false), (2000, false)];
+        let cases = [(0, true), (249, true), (250, false), (2000, false)];
         for (age, kept) in cases {
             let now = at + std::time::Duration::from_millis(age);
             assert_eq!(files.kept(now).is_some(), kept, "{age} ms");
