@@ -40,9 +40,10 @@ pub enum ColorChoice {
 pub enum Command {
     /// One row per instance: NAME, INSTANCE, PID, STATE, UPTIME, RESTARTS, LAST EXIT, CPU, MEM, and HEALTH and STATUS when an instance has them
     ///
-    /// CPU is the percent of one CPU since the previous `list` of that instance (the first:
-    /// since its start), MEM the resident memory of its whole tree. HEALTH is ok or failing
-    /// for instances with a health check; STATUS the last STATUS= text an instance sent.
+    /// CPU is the percent of one CPU since the previous sample of that instance (the first:
+    /// since its start; a `list` within a quarter second of a sample shows that sample again),
+    /// MEM the resident memory of its whole tree. HEALTH is ok or failing for instances with
+    /// a health check; STATUS the last STATUS= text an instance sent.
     List {
         /// What to list: `all`, a process NAME or NAME:INDEX, several may be given [default: all]
         #[arg(value_name = "TARGET")]

@@ -1,5 +1,6 @@
-//! A blocking connection to the agent: connect, check who answers, hello, then requests and
-//! their responses. The protocol is spoken over any byte stream: the local socket
+//! A blocking connection to the agent: connect, check who answers, then requests and
+//! their responses; the hello's answer is read with the first request's (through ssh, before
+//! it, so that an ssh failure shows as one). The protocol is spoken over any byte stream: the local socket
 //! (interprocess is the local-socket layer, its peer credentials the check) or the pipes of
 //! an `ssh` child running `procctl dial-stdio` on the far side.
 
@@ -57,6 +58,10 @@ impl<T: Read + Write + Send> Transport for T {}
 
 pub struct Client {
     stream: Box<dyn Transport>,
+    /// The hello of a local connection is sent at connect, and its answer read only before
+    /// the first request's: the request does not wait for it, so a command costs one round
+    /// trip, not two (and the agent has the hello at once, as its hello timeout wants).
+    hello_answered: bool,
 }
 
 impl Client {
@@ -70,15 +75,21 @@ impl Client {
 
     /// Connects, checks that the agent on the other end runs as this user or root (before a
     /// byte is sent: a socket someone else bound must not see our requests), and says hello;
-    /// a version mismatch comes back as the agent's error.
+    /// a version mismatch comes back as the agent's error, with the first request's answer.
     pub fn connect(path: &Path) -> Result<Client, CtlError> {
         let unreachable = |source| CtlError::Unreachable { path: path.to_path_buf(), source };
         let stream =
             Stream::connect(path.to_fs_name::<GenericFilePath>().map_err(unreachable)?).map_err(unreachable)?;
         check_peer(&stream, path)?;
         let mut stream = stream;
-        hello(&mut stream)?;
-        Ok(Client { stream: Box::new(stream) })
+        let hello = frame::encode(&Request::Hello { version: PROTOCOL_VERSION })
+            .map_err(|e| CtlError::Failed(format!("cannot send: {e}")))?;
+        if stream.write_all(&hello).is_err() {
+            // The agent may have answered (a refusal) and closed: a whole hello says why.
+            hello_now(&mut stream)?;
+            return Ok(Client { stream: Box::new(stream), hello_answered: true });
+        }
+        Ok(Client { stream: Box::new(stream), hello_answered: false })
     }
 
     /// Starts ssh with `procctl dial-stdio` on the far side and says hello through it. When
@@ -105,8 +116,8 @@ impl Client {
         });
         let (Some(stdin), Some(stdout)) = (stdin, stdout) else { unreachable!("both pipes were asked for") };
         let mut pipes = SshPipes { child, stdin: Some(stdin), stdout, stderr, said };
-        match hello(&mut pipes) {
-            Ok(()) => Ok(Client { stream: Box::new(pipes) }),
+        match hello_now(&mut pipes) {
+            Ok(()) => Ok(Client { stream: Box::new(pipes), hello_answered: true }),
             Err(CtlError::Protocol(lost)) => {
                 let said = pipes.finish();
                 Err(failed(if said.is_empty() { lost } else { said }))
@@ -117,27 +128,52 @@ impl Client {
 
     /// Sends one request and reads its response; an error response becomes `CtlError::Agent`.
     pub fn call(&mut self, request: &Request) -> Result<Response, CtlError> {
-        call(&mut *self.stream, request)
+        // A write can fail because the agent already answered and closed: read that answer.
+        let written = self.send(request)?;
+        match self.next() {
+            Ok(response) => Ok(response),
+            Err(CtlError::Protocol(lost)) => Err(written.err().map_or(CtlError::Protocol(lost), lost_agent)),
+            Err(error) => Err(error),
+        }
     }
 
     /// Sends a request without waiting, for a stream of responses read with `next`.
     pub fn start(&mut self, request: &Request) -> Result<(), CtlError> {
-        let bytes = frame::encode(request).map_err(|e| CtlError::Failed(format!("cannot send: {e}")))?;
-        let written = self.stream.write_all(&bytes).and_then(|()| self.stream.flush());
-        written.map_err(|e| CtlError::Protocol(format!("lost the agent: {e}")))
+        self.send(request)?.map_err(lost_agent)
     }
 
     /// The next response of a stream; an error response becomes `CtlError::Agent`.
     pub fn next(&mut self) -> Result<Response, CtlError> {
+        if !self.hello_answered {
+            check_hello(read(&mut *self.stream)?)?;
+            self.hello_answered = true;
+        }
         match read(&mut *self.stream)? {
             Response::Error(error) => Err(CtlError::Agent(error)),
             response => Ok(response),
         }
     }
+
+    /// Writes the request; the result of the write is the caller's to weigh.
+    fn send(&mut self, request: &Request) -> Result<std::io::Result<()>, CtlError> {
+        let bytes = frame::encode(request).map_err(|e| CtlError::Failed(format!("cannot send: {e}")))?;
+        Ok(self.stream.write_all(&bytes).and_then(|()| self.stream.flush()))
+    }
 }
 
-fn hello(stream: &mut dyn Transport) -> Result<(), CtlError> {
-    match call(stream, &Request::Hello { version: PROTOCOL_VERSION })? {
+fn lost_agent(error: std::io::Error) -> CtlError {
+    CtlError::Protocol(format!("lost the agent: {error}"))
+}
+
+/// A hello and its answer, one after the other.
+fn hello_now(stream: &mut dyn Transport) -> Result<(), CtlError> {
+    check_hello(call(stream, &Request::Hello { version: PROTOCOL_VERSION })?)
+}
+
+/// The agent's answer to the hello: its version must be ours.
+fn check_hello(response: Response) -> Result<(), CtlError> {
+    match response {
+        Response::Error(error) => Err(CtlError::Agent(error)),
         Response::Hello { version, .. } if version == PROTOCOL_VERSION => Ok(()),
         Response::Hello { version, .. } => Err(CtlError::Protocol(format!(
             "protocol version mismatch: procctl speaks version {PROTOCOL_VERSION}, procagent speaks version {version}"
@@ -153,7 +189,7 @@ fn call(stream: &mut dyn Transport, request: &Request) -> Result<Response, CtlEr
     match read(stream) {
         Ok(Response::Error(error)) => Err(CtlError::Agent(error)),
         Ok(response) => Ok(response),
-        Err(e) => Err(written.err().map_or(e, |w| CtlError::Protocol(format!("lost the agent: {w}")))),
+        Err(e) => Err(written.err().map_or(e, lost_agent)),
     }
 }
 

@@ -2,7 +2,8 @@
 //! from the run's cgroup (cpu.stat, memory.current, or the RSS of its processes when the
 //! memory controller is not there) with cgroup tracking, else from /proc over the main
 //! process and its descendants. CPU is the share of one CPU since the previous sample of
-//! that instance, or since its start for the first.
+//! that instance, or since its start for the first. A sample answers for a quarter of a
+//! second: a `list` within it reads nothing.
 //!
 //! The files are opened once per run and read again with pread at offset 0 (the kernel
 //! makes them anew at each read): a sample costs a read per file, not an open, a path walk
@@ -79,8 +80,8 @@ fn whole<'b>(file: &File, buf: &'b mut [u8]) -> Option<&'b [u8]> {
 /// The files one run is sampled from.
 #[derive(Default)]
 pub struct Files {
-    /// The pid the files below were opened for: a new run opens them anew.
-    run: Option<i32>,
+    /// The run (and its pid) the files below were opened for: a new run opens them anew.
+    run: Option<(u64, i32)>,
     cpu_stat: Source,
     memory_current: Source,
     procs: Source,
@@ -90,16 +91,37 @@ pub struct Files {
     /// When the members were last found (`cgroup.procs`, or a walk of the main process's
     /// descendants): they are found again after a second, or at once when one is gone.
     members_at: Option<Instant>,
+    /// The last sample, given again to whoever asks within `SAMPLE_FRESH` of it.
+    last: Option<Sample>,
 }
+
+/// What one sample of a run found.
+#[derive(Clone, Copy)]
+struct Sample {
+    at: Instant,
+    cpu_tenths: Option<u32>,
+    memory_bytes: Option<u64>,
+}
+
+/// How long a sample answers for: a `list` within it gets the sample again and reads
+/// nothing (a file read per instance is most of the time of `list` at a thousand), one
+/// after it samples anew; well under `top`'s refresh (and anyone polling a few times a
+/// second), so each of those gets a sample of its own.
+const SAMPLE_FRESH: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// How long the members of a run's cgroup are taken as known.
 const MEMBERS_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Files {
-    fn for_run(&mut self, pid: i32) {
-        if self.run != Some(pid) {
-            *self = Files { run: Some(pid), ..Files::default() };
+    fn for_run(&mut self, run: u64, pid: i32) {
+        if self.run != Some((run, pid)) {
+            *self = Files { run: Some((run, pid)), ..Files::default() };
         }
+    }
+
+    /// The last sample, while it still answers for the run.
+    fn kept(&self, now: Instant) -> Option<Sample> {
+        self.last.filter(|last| now.saturating_duration_since(last.at) < SAMPLE_FRESH)
     }
 
     /// The sources of `pids`: the ones open already, and new ones for the others.
@@ -151,7 +173,11 @@ impl Supervisor {
                 continue;
             };
             let files = &mut slot.usage;
-            files.for_run(pid);
+            files.for_run(slot.inst.run, pid);
+            if let Some(last) = files.kept(now) {
+                (row.cpu_tenths, row.memory_bytes) = (last.cpu_tenths, last.memory_bytes);
+                continue;
+            }
             let (cpu_usec, memory) = match &slot.cgroup {
                 Some(cgroup) => {
                     let cpu = files.cpu_stat.read(|| cgroup.join("cpu.stat"), &mut buf).and_then(cpu_usec);
@@ -207,6 +233,7 @@ impl Supervisor {
                 }
             };
             row.memory_bytes = memory;
+            files.last = Some(Sample { at: now, cpu_tenths: None, memory_bytes: memory });
             let Some(used) = cpu_usec else {
                 continue;
             };
@@ -220,6 +247,7 @@ impl Supervisor {
             let elapsed = since.as_micros() as u64;
             row.cpu_tenths = (used.saturating_sub(before) * 1000).checked_div(elapsed).map(|t| t as u32);
             slot.cpu_sample = Some((used, now));
+            slot.usage.last = Some(Sample { at: now, cpu_tenths: row.cpu_tenths, memory_bytes: memory });
         }
     }
 }
@@ -244,6 +272,26 @@ mod tests {
         assert_eq!(cpu_usec(b"user_usec 1\n"), None);
         assert_eq!(procfs::pids(b"12\n345\n"), [12, 345]);
         assert_eq!(statm_resident(b"2476 410 370 5 0 118 0\n"), Some(410));
+    }
+
+    #[test]
+    fn a_sample_answers_for_a_quarter_second_of_its_run() {
+        let at = Instant::now();
+        let sample = Sample { at, cpu_tenths: Some(12), memory_bytes: Some(4096) };
+        let mut files = Files::default();
+        files.for_run(1, 100);
+        assert!(files.kept(at).is_none(), "nothing sampled yet");
+        files.last = Some(sample);
+        // (age of the sample, kept)
+        let cases = [(0, true), (249, true), (250, false), (2000, false)];
+        for (age, kept) in cases {
+            let now = at + std::time::Duration::from_millis(age);
+            assert_eq!(files.kept(now).is_some(), kept, "{age} ms");
+        }
+        files.for_run(1, 100);
+        assert!(files.kept(at).is_some(), "the same run keeps it");
+        files.for_run(2, 100);
+        assert!(files.kept(at).is_none(), "a new run with the same pid starts afresh");
     }
 
     #[test]
