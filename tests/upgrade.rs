@@ -303,3 +303,25 @@ fn an_upgrade_runs_the_config_in_effect_and_leaves_edits_of_the_file_to_a_reload
     assert_eq!(after[..2], before[..], "the reload adds the third and keeps the two");
     agent.shutdown();
 }
+
+/// A client waiting on an instance when the agent is upgraded is answered before the exec,
+/// naming the upgrade (exit 3, as for an agent that goes away), not left with a closed
+/// connection; the operation goes on in the new agent.
+#[test]
+fn a_client_waiting_for_a_reply_is_answered_with_the_upgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    let seen = dir.path().join("seen");
+    let silent = format!(r#"while read -r m <&"$PROCCTL_PIPE_FD"; do echo "$m" >> {}; done"#, seen.display());
+    let mut agent = Agent::start(&format!("[process.silent]\ncommand = {}\nstart_secs = \"0s\"\n", sh(&silent)));
+    let before = agent.wait_running("silent", 1);
+    let mut waiting = agent.ctl_command(&["send", "--reply", "--timeout", "60s", "silent:0", "question"]);
+    let client = std::thread::spawn(move || crate::support::run(&mut waiting, None, WAIT));
+    wait_until(WAIT, "the message reached the worker", || crate::support::lines(&seen) == ["question"]);
+    upgrade(&agent, &copy_of_agent(&agent, "procagent-new"));
+    let out = client.join().unwrap();
+    assert_eq!(out.code, Some(3), "{}", out.stderr);
+    assert!(out.stderr.contains("being upgraded to procagent"), "{}", out.stderr);
+    assert!(out.stderr.contains("a reply that comes later is an event"), "{}", out.stderr);
+    assert_eq!(agent.wait_running("silent", 1), before);
+    agent.shutdown();
+}

@@ -131,6 +131,17 @@ impl Request {
     }
 
     /// The verb, for logs and error messages.
+    /// A request whose answer waits on instances (to come up, go down, reach a state, or
+    /// reply): an upgrade of the agent answers it at once, and the operation goes on in the
+    /// new agent.
+    pub fn waits_on_instances(&self) -> bool {
+        match self {
+            Request::Start { .. } | Request::Stop { .. } | Request::Restart { .. } | Request::Wait { .. } => true,
+            Request::Send(send) => send.reply,
+            _ => false,
+        }
+    }
+
     pub fn verb(&self) -> &'static str {
         match self {
             Request::Hello { .. } => "hello",

@@ -18,7 +18,9 @@ mod stop;
 mod upgrade;
 mod wait;
 
-pub use upgrade::{Notice as UpgradeNotice, announced as upgrade_announced, on_signal as upgrade_on_signal};
+pub use upgrade::{
+    Notice as UpgradeNotice, Open as UpgradeOpen, announced as upgrade_announced, on_signal as upgrade_on_signal,
+};
 
 use std::collections::HashMap;
 

@@ -73,6 +73,9 @@ pub(super) async fn connection(
         };
         // Its own task: an accepted operation runs to the end even if this client goes away.
         let only_waits = request.only_waits();
+        // A wait on instances is answered when the agent is about to be upgraded, before
+        // the exec closes this connection; the operation itself goes on in the new agent.
+        let mut upgrade = request.waits_on_instances().then(|| (context.upgrade.open(), upgrade_cut(&request)));
         let mut handler = tokio::spawn(audit::handle(request, context.clone(), client));
         let reply = tokio::select! {
             reply = &mut handler => reply.unwrap_or_else(|e| {
@@ -85,6 +88,10 @@ pub(super) async fn connection(
                 }
                 return;
             }
+            message = upgrading(&mut upgrade) => {
+                let _ = tokio::time::timeout(WRITE_TIMEOUT, write(&mut stream, &Response::Error(message))).await;
+                return;
+            }
         };
         match reply {
             Reply::One(response) => {
@@ -92,13 +99,21 @@ pub(super) async fn connection(
                     return;
                 }
             }
-            Reply::Steps(mut steps) => {
-                while let Some(response) = steps.recv().await {
-                    if write(&mut stream, &response).await.is_err() {
+            Reply::Steps(mut steps) => loop {
+                let response = tokio::select! {
+                    step = steps.recv() => match step {
+                        Some(response) => response,
+                        None => break,
+                    },
+                    message = upgrading(&mut upgrade) => {
+                        let _ = tokio::time::timeout(WRITE_TIMEOUT, write(&mut stream, &Response::Error(message))).await;
                         return;
                     }
+                };
+                if write(&mut stream, &response).await.is_err() {
+                    return;
                 }
-            }
+            },
             Reply::Many(responses) => {
                 for response in responses {
                     if write(&mut stream, &response).await.is_err() {
@@ -181,6 +196,29 @@ async fn forward<T: Clone>(
         if write_half.write_all(&bytes).await.is_err() {
             return;
         }
+    }
+}
+
+type UpgradeWatch = ((watch::Receiver<Option<String>>, crate::handlers::UpgradeOpen), &'static str);
+
+/// What a wait cut by an upgrade goes on to say after the upgrade's notice.
+fn upgrade_cut(request: &Request) -> &'static str {
+    match request {
+        Request::Wait { .. } => "wait again once it is done",
+        Request::Send(_) => "the message was delivered; a reply that comes later is an event (`procctl events`)",
+        _ => "the operation goes on in the new agent; `procctl wait` follows it",
+    }
+}
+
+/// Resolves with the answer for a wait when an upgrade of the agent is announced; never for
+/// a request that does not wait on instances.
+async fn upgrading(upgrade: &mut Option<UpgradeWatch>) -> WireError {
+    match upgrade {
+        Some(((said, _open), after)) => {
+            let notice = crate::handlers::upgrade_announced(said).await;
+            WireError::new(ErrorKind::ShuttingDown, format!("{notice} ({after})"))
+        }
+        None => std::future::pending().await,
     }
 }
 
