@@ -249,7 +249,7 @@ pub struct Supervisor {
     service: service::Service,
     next_seq: u64,
     scaled: BTreeMap<String, ScaleOverride>,
-    base_env: Vec<(String, String)>,
+    base_env: crate::spawn::BaseEnv,
     kernel: Box<dyn Kernel>,
     persist: persist::Persist,
     timers: Timers<Due>,
