@@ -224,17 +224,34 @@ fn write(path: &Path, text: &str) -> std::io::Result<()> {
 
 /// Whether any process is left in the cgroup or below it. A cgroup that is gone is empty.
 pub fn populated(path: &Path) -> bool {
-    fs::read_to_string(path.join("cgroup.events"))
-        .map(|events| events.lines().any(|line| line == "populated 1"))
-        .unwrap_or(false)
+    let mut buffer = [0u8; 256];
+    read_small(&path.join("cgroup.events"), &mut buffer)
+        .is_some_and(|events| events.split(|&b| b == b'\n').any(|line| line == b"populated 1"))
+}
+
+/// Whether the cgroup has cgroups below it (`nr_descendants` of its `cgroup.stat`); when
+/// that cannot be read, it is taken to have some, so the caller walks the tree.
+fn has_descendants(path: &Path) -> bool {
+    let mut buffer = [0u8; 256];
+    read_small(&path.join("cgroup.stat"), &mut buffer).is_none_or(|stat| {
+        stat.split(|&b| b == b'\n').any(|line| line.strip_prefix(b"nr_descendants ").is_some_and(|n| n != b"0"))
+    })
+}
+
+/// A small control file in one read, without the size query `fs::read` makes first (these
+/// are read for every run at every stop).
+fn read_small<'a>(path: &Path, buffer: &'a mut [u8]) -> Option<&'a [u8]> {
+    use std::io::Read;
+    let n = fs::File::open(path).ok()?.read(buffer).ok()?;
+    Some(&buffer[..n])
 }
 
 /// The processes in the cgroup and in every cgroup below it: an instance may make cgroups of
 /// its own (an agent that is itself an instance moves into one), and its processes are still
-/// the instance's.
+/// the instance's. The tree is walked only when the cgroup has cgroups below it.
 pub fn procs(path: &Path) -> Vec<i32> {
-    subtree(path)
-        .iter()
+    let dirs = if has_descendants(path) { subtree(path) } else { vec![path.to_path_buf()] };
+    dirs.iter()
         .flat_map(|dir| fs::read(dir.join("cgroup.procs")).map(|text| crate::procfs::pids(&text)).unwrap_or_default())
         .collect()
 }
@@ -269,8 +286,14 @@ pub fn kill(path: &Path) -> std::io::Result<()> {
 }
 
 /// Removes an empty cgroup, and the cgroups below it first (rmdir refuses a cgroup that has
-/// children; one that still holds a process stays).
+/// children; one that still holds a process stays). A run's cgroup seldom has children, so
+/// rmdir is tried first and the tree walked only when the kernel refuses it.
 pub fn remove(path: &Path) {
+    match fs::remove_dir(path) {
+        Ok(()) => return,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(_) => {}
+    }
     for dir in subtree(path).iter().rev() {
         let _ = fs::remove_dir(dir);
     }

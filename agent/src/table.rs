@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -97,8 +96,12 @@ fn save(state_dir: &Path, table: &TableFile) -> std::io::Result<()> {
     let file = path(state_dir);
     let temp = file.with_extension("json.tmp");
     // Private: the table names every process of the user's.
-    let mut out = File::options().create(true).truncate(true).write(true).mode(0o600).open(&temp)?;
-    out.write_all(&serde_json::to_vec_pretty(table).map_err(std::io::Error::other)?)?;
+    let out = File::options().create(true).truncate(true).write(true).mode(0o600).open(&temp)?;
+    // Written as it is made: a table of a thousand rows is a quarter of a megabyte of
+    // text, which the writer thread's heap would keep after the first save.
+    let mut out = std::io::BufWriter::new(out);
+    serde_json::to_writer_pretty(&mut out, table).map_err(std::io::Error::other)?;
+    let out = out.into_inner().map_err(|e| e.into_error())?;
     out.sync_all()?;
     fs::rename(&temp, &file)?;
     // The rename is durable once the directory is synced.

@@ -33,16 +33,18 @@ use crate::fdpass;
 use crate::procfs;
 use child::{ChildArgs, Messages, exec_error};
 use clone::{CHILD_STACK, CLONE3, clone_into_cgroup, clone_vfork};
-pub use env::base_env;
-use env::child_env;
+pub use env::{BaseEnv, base_env};
+use env::{child_env, on_top};
 use prepare::{Programs, prepare};
 
 pub struct SpawnRequest {
     /// Ties the report to the spawn the supervisor asked for.
     pub seq: u64,
     pub argv: Vec<String>,
-    /// The whole environment of the child.
+    /// The whole environment of the child or, with `shared_env`, the variables over it.
     pub env: Vec<(String, String)>,
+    /// The agent's environment with the spec's `env` over it, shared by the process's starts.
+    pub shared_env: Option<Arc<[std::ffi::CString]>>,
     pub cwd: PathBuf,
     pub pipe: Pipe,
     /// Capture stdout and stderr (an instance); otherwise they go to /dev/null (a probe).
@@ -59,7 +61,7 @@ pub struct SpawnRequest {
 /// What the agent passes on to every run of one instance besides its spec.
 pub struct Context<'a> {
     /// The agent's environment, without PROCCTL_* of our own parent.
-    pub base: &'a [(String, String)],
+    pub base: &'a BaseEnv,
     pub socket: &'a Path,
     /// `$NOTIFY_SOCKET`, for instances with `ready = "notify"`.
     pub notify: Option<&'a str>,
@@ -67,14 +69,19 @@ pub struct Context<'a> {
 
 impl SpawnRequest {
     /// What run `seq` of instance `id` gets: its argv, cwd and pipe from `spec`, and its
-    /// environment (see `child_env`).
+    /// environment (see `child_env`): the process's shared strings and its own variables.
     pub fn new(seq: u64, id: &InstanceId, spec: &ProcessSpec, context: &Context, cgroup: Option<PathBuf>) -> Self {
-        let env = child_env(id, spec, context);
+        let shared_env = context.base.layered(spec);
+        let env = match shared_env {
+            Some(_) => on_top(id, spec, context),
+            None => child_env(id, spec, context),
+        };
         let limits = cgroup::Limits { memory_max: spec.memory_max, cpu_max: spec.cpu_max };
         SpawnRequest {
             seq,
             argv: spec.command.clone(),
             env,
+            shared_env,
             cwd: spec.cwd.clone(),
             pipe: spec.pipe,
             capture: true,
@@ -116,6 +123,7 @@ impl SpawnRequest {
             seq,
             argv,
             env,
+            shared_env: None,
             cwd: spec.cwd.clone(),
             pipe: Pipe::None,
             capture: false,

@@ -8,6 +8,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::SpawnRequest;
@@ -20,8 +21,9 @@ pub(super) struct Prepared {
     /// Owns the strings `argv_ptrs` points into.
     pub(super) _argv: Vec<CString>,
     pub(super) argv_ptrs: Vec<*const libc::c_char>,
-    /// Owns the strings `envp_ptrs` points into.
+    /// Own the strings `envp_ptrs` points into.
     pub(super) _envp: Vec<CString>,
+    pub(super) _shared_env: Option<Arc<[CString]>>,
     pub(super) envp_ptrs: Vec<*const libc::c_char>,
     pub(super) cwd: CString,
     /// Where stdin comes from: the message pipe (`pipe = "stdin"`), else /dev/null.
@@ -80,7 +82,13 @@ pub(super) fn prepare(
     programs: &mut Programs,
     listening: &HashMap<u64, OwnedFd>,
 ) -> Result<Prepared, String> {
-    let path_var = request.env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str());
+    let shared: &[CString] = request.shared_env.as_deref().unwrap_or_default();
+    let path_var = request
+        .env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_str())
+        .or_else(|| shared.iter().find_map(|c| c.to_str().ok()?.strip_prefix("PATH=")));
     let program = programs.find(&request.argv[0], path_var, &request.cwd)?;
     let cstring = |s: &[u8]| CString::new(s).map_err(|_| "an argument contains a NUL byte".to_string());
     let argv = request.argv.iter().map(|a| cstring(a.as_bytes())).collect::<Result<Vec<_>, _>>()?;
@@ -92,7 +100,14 @@ pub(super) fn prepare(
     }
     let null_ptrs = |v: &[CString]| v.iter().map(|c| c.as_ptr()).chain([std::ptr::null()]).collect();
     let argv_ptrs = null_ptrs(&argv);
-    let mut envp_ptrs: Vec<*const libc::c_char> = null_ptrs(&envp);
+    // The shared strings a variable of the start's own replaces are left out; so is a
+    // LISTEN_PID, which the child writes itself.
+    let kept = shared.iter().filter(|c| {
+        let key = key_of(c);
+        !request.env.iter().any(|(own, _)| own.as_bytes() == key) && (request.listen.is_empty() || key != b"LISTEN_PID")
+    });
+    let mut envp_ptrs: Vec<*const libc::c_char> =
+        kept.chain(&envp).map(|c| c.as_ptr()).chain([std::ptr::null()]).collect();
     // Every listening socket and the pipe are copied above the numbers they move to (3 on).
     let above = super::pipe_fd(request.listen.len()) + 1;
     let copy_above = |fd: &OwnedFd| {
@@ -152,6 +167,7 @@ pub(super) fn prepare(
         _argv: argv,
         argv_ptrs,
         _envp: envp,
+        _shared_env: request.shared_env,
         envp_ptrs,
         cwd,
         stdin,
@@ -167,6 +183,12 @@ pub(super) fn prepare(
         _listen_pid: listen_pid,
         listen_pid_digits,
     })
+}
+
+/// The name of a `KEY=VALUE` string.
+fn key_of(var: &CString) -> &[u8] {
+    let bytes = var.as_bytes();
+    bytes.split(|&b| b == b'=').next().unwrap_or(bytes)
 }
 
 /// Resolves the program as execvp would, but before fork: a name with a `/` is a path

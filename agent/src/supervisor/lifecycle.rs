@@ -2,6 +2,7 @@
 //! signal, kill, timers, answers to waiters), the spawner's reports, reaped exits, the exec
 //! check, and the rechecks that follow a group kill until the group is gone.
 
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, SystemTime};
 
 use nix::errno::Errno;
@@ -22,6 +23,8 @@ use crate::spawn::{Context, SpawnReport, SpawnRequest};
 /// The first wait after a SIGKILL before checking that the group is gone; it doubles up to a second.
 const RECHECK_FIRST: Duration = Duration::from_millis(20);
 const RECHECK_MAX: Duration = Duration::from_secs(1);
+/// Entries of room the follow-up queue and the spawns in flight keep once empty.
+const ROOM_KEPT: usize = 64;
 
 impl Supervisor {
     /// Queues an input for an instance: the loop feeds it once the current event (and
@@ -39,6 +42,14 @@ impl Supervisor {
                 Next::CheckWaiting(id) => self.check_waiting(&id),
                 Next::Start(id, waiter) => self.start_after_stop(&id, waiter),
             }
+        }
+        // A burst (a thousand starts) grew the queue and the table of spawns in flight;
+        // once they are empty again, their room goes back.
+        if self.queue.capacity() > ROOM_KEPT {
+            self.queue = VecDeque::new();
+        }
+        if self.spawning.is_empty() && self.spawning.capacity() > ROOM_KEPT {
+            self.spawning = HashMap::new();
         }
     }
 

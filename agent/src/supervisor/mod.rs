@@ -248,7 +248,8 @@ pub struct Supervisor {
     config: Config,
     socket: PathBuf,
     state_dir: PathBuf,
-    slots: BTreeMap<InstanceId, Slot>,
+    /// Boxed: a map node holds eleven entries, mostly not all used, and a slot is large.
+    slots: BTreeMap<InstanceId, Box<Slot>>,
     by_pid: HashMap<i32, InstanceId>,
     /// Spawns in flight, by the sequence number their report will carry.
     spawning: HashMap<u64, Spawning>,
@@ -266,7 +267,7 @@ pub struct Supervisor {
     service: service::Service,
     next_seq: u64,
     scaled: BTreeMap<String, ScaleOverride>,
-    base_env: Vec<(String, String)>,
+    base_env: crate::spawn::BaseEnv,
     kernel: Box<dyn Kernel>,
     persist: persist::Persist,
     timers: Timers<Due>,
@@ -444,9 +445,9 @@ impl Supervisor {
         self.service.critical.take()
     }
 
-    fn new_slot(&self, id: &InstanceId) -> Slot {
+    fn new_slot(&self, id: &InstanceId) -> Box<Slot> {
         let spec = &self.config.processes[&id.name];
-        Slot::new(Sink::new(id.clone(), &self.state_dir.join("logs"), spec.log_max_size, spec.log_files))
+        Box::new(Slot::new(Sink::new(id.clone(), &self.state_dir.join("logs"), spec.log_max_size, spec.log_files)))
     }
 
     fn desired(&self, name: &str) -> u32 {
