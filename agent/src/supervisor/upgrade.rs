@@ -71,7 +71,8 @@ impl Supervisor {
         let request = SpawnRequest {
             seq,
             argv: vec![binary.to_string_lossy().into_owned(), crate::upgrade::CHECK_FLAG.into()],
-            env: self.base_env.clone(),
+            env: self.base_env.to_vec(),
+            shared_env: None,
             cwd: PathBuf::from("/"),
             pipe: Pipe::None,
             capture: true,
