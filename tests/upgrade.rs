@@ -325,3 +325,33 @@ fn a_client_waiting_for_a_reply_is_answered_with_the_upgrade() {
     assert_eq!(agent.wait_running("silent", 1), before);
     agent.shutdown();
 }
+
+/// The fleet policies' counts go over: the recycles of an instance, and the messages its
+/// run was sent toward `max_messages` (the next one after the upgrade recycles it).
+#[test]
+fn recycles_and_the_messages_toward_max_messages_go_over_an_upgrade() {
+    let mut agent = Agent::start(&format!(
+        "[process.rec]\ncommand = {}\nstart_secs = \"0s\"\nmax_messages = 2\n",
+        // It reads its queue to the end when told to stop.
+        sh("trap '' TERM; while IFS= read -r m <&\"$PROCCTL_PIPE_FD\"; do :; done")
+    ));
+    let first = agent.wait_running("rec", 1)[0];
+    agent.ctl(&["send", "rec", "one"]).ok();
+    agent.ctl(&["send", "rec", "two"]).ok();
+    wait_until(WAIT, "rec:0 is recycled once", || {
+        let row = agent.row("rec", 0);
+        row["recycles"] == 1 && row["state"] == "running" && row["pid"].as_i64() != Some(first as i64)
+    });
+    let second = agent.pid_of("rec", 0).unwrap();
+    agent.ctl(&["send", "rec", "three"]).ok();
+    assert_eq!(agent.row("rec", 0)["messages"], 1);
+    upgrade(&agent, &copy_of_agent(&agent, "procagent-new"));
+    let row = agent.row("rec", 0);
+    assert_eq!((row["recycles"].as_u64(), row["messages"].as_u64()), (Some(1), Some(1)), "{row}");
+    agent.ctl(&["send", "rec", "four"]).ok();
+    wait_until(WAIT, "the second message of the run recycles it", || {
+        let row = agent.row("rec", 0);
+        row["recycles"] == 2 && row["state"] == "running" && row["pid"].as_i64() != Some(second as i64)
+    });
+    agent.shutdown();
+}

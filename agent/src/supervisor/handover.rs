@@ -4,10 +4,10 @@
 //! Handed over: every instance's state machine whole (state, pid, group, run, restarts,
 //! backoff, quick failures, timer generations), its start time, cgroup, STATUS= and health
 //! count, its timers as the time they had left, and the agent's ends of its message pipe
-//! and output capture (by descriptor); the run counter, the scale overrides, autoscaling paused by a
+//! and output capture (by descriptor), its recycles and the messages its run was sent
+//! (`max_messages`), its `max_age` deadline (from its start time); the run counter, the scale overrides, autoscaling paused by a
 //! `scale`, and `send --any`'s turn. Not handed over, and started afresh by the new image: probes and the
-//! watchdog of each run (they begin again as for a new run of that state), `max_age`
-//! deadlines (drawn again from the upgrade on), memory-check and autoscale timers, the
+//! watchdog of each run (they begin again as for a new run of that state), memory-check and autoscale timers, the
 //! in-memory log ring (the log files stay). An upgrade waits until no spawn, hook or probe
 //! is in flight and no pipe is half written (`busy`), so none of those is lost.
 
@@ -47,6 +47,11 @@ pub struct HandedInstance {
     pub cgroup: Option<PathBuf>,
     /// The timers armed: kind, milliseconds left, generation.
     pub timers: Vec<(Timer, u64, u64)>,
+    /// Recycles over all runs, and the messages routed to the current run (`max_messages`).
+    #[serde(default)]
+    pub recycles: u32,
+    #[serde(default)]
+    pub messages: u64,
     /// The agent's end of the message pipe, while messages are routed to it.
     pub pipe: Option<usize>,
     /// The read end of its output.
@@ -120,6 +125,8 @@ impl Supervisor {
                         (timer, self.timers.remaining(key).as_millis() as u64, slot.inst.generation(timer))
                     })
                     .collect(),
+                recycles: self.recycling.recycles(id),
+                messages: self.recycling.messages(id, slot.inst.run),
                 pipe: slot.pipe.as_ref().and(slot.kept.pipe.as_ref()).map(|fd| fds.add(fd.as_raw_fd())),
                 output: slot.kept.output.as_ref().map(|fd| fds.add(fd.as_raw_fd())),
             })
@@ -160,8 +167,8 @@ impl Supervisor {
 
     /// The supervisor of a new image, from what the image before handed over: every
     /// instance as it was, its pipes and output taken up again, its timers armed with the
-    /// time they had left. Instances of processes the config (read again) no longer has
-    /// are killed; instances it gained are added as a start would add them.
+    /// time they had left. Instances of processes the config in effect no longer has (removed
+    /// by a reload, still draining) are killed; instances it gained are added as a start would add them.
     /// `take` gives the descriptor at an index of the handover (once).
     pub fn resume(
         parts: Parts,
@@ -186,6 +193,7 @@ impl Supervisor {
             }
             let mut slot = sup.new_slot(&id);
             let run = row.inst.run;
+            sup.recycling.resume(&id, row.recycles, run, row.messages);
             slot.inst = row.inst;
             slot.start_time = row.start_time;
             slot.start_error = row.start_error;
@@ -215,9 +223,12 @@ impl Supervisor {
             match state {
                 State::Running if live => {
                     sup.begin_running_checks(&id);
-                    sup.recycle_spawned(&id, run);
+                    sup.recycle_resumed(&id, run);
                 }
-                State::Starting if live => sup.begin_ready_checks(&id),
+                State::Starting if live => {
+                    sup.begin_ready_checks(&id);
+                    sup.recycle_resumed(&id, run);
+                }
                 State::Waiting => {
                     sup.waiting.insert(id.clone());
                 }

@@ -57,6 +57,16 @@ pub fn memory_verdict(over_before: u32, bytes: Option<u64>, limit: u64) -> (u32,
     }
 }
 
+/// The age at which run `run` of `id` is recycled: `max_age` and up to 10% more, spread
+/// over instances and runs by a hash of the run (the same in every image of the agent).
+pub fn age_deadline(max_age: Duration, id: &InstanceId, run: u64) -> Duration {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (&id.name, id.index, run).hash(&mut hasher);
+    let permille = (hasher.finish() % 101) as u32;
+    max_age + max_age * permille / 1000
+}
+
 /// The number of messages each route gets: all of them each without `any`, else message
 /// i goes to route i mod len.
 pub fn shares(routes: usize, any: bool, count: usize) -> Vec<u64> {
@@ -68,6 +78,13 @@ pub fn shares(routes: usize, any: bool, count: usize) -> Vec<u64> {
 impl Recycling {
     pub fn recycles(&self, id: &InstanceId) -> u32 {
         self.per.get(id).map_or(0, |p| p.recycles)
+    }
+
+    /// Takes up the counts of an instance an upgrade handed over.
+    pub fn resume(&mut self, id: &InstanceId, recycles: u32, run: u64, messages: u64) {
+        if recycles > 0 || messages > 0 {
+            self.per.insert(id.clone(), PerInstance { recycles, run, messages, over: 0 });
+        }
     }
 
     pub fn messages(&self, id: &InstanceId, run: u64) -> u64 {
@@ -132,15 +149,27 @@ impl Supervisor {
 
     /// Run `run` of `id` was spawned: its `max_age` deadline, up to 10% later.
     pub(super) fn recycle_spawned(&mut self, id: &InstanceId, run: u64) {
+        self.arm_age(id, run, Duration::ZERO);
+    }
+
+    /// Run `run` of `id` was handed over by an upgrade: the rest of the `max_age` it had,
+    /// from the run's start time (the jitter is the run's own, so it is the same one).
+    pub(super) fn recycle_resumed(&mut self, id: &InstanceId, run: u64) {
+        let age = self
+            .slots
+            .get(id)
+            .and_then(|slot| slot.inst.started_at)
+            .and_then(|at| SystemTime::now().duration_since(at).ok())
+            .unwrap_or_default();
+        self.arm_age(id, run, age);
+    }
+
+    fn arm_age(&mut self, id: &InstanceId, run: u64, age: Duration) {
         let Some(max_age) = self.config.processes.get(&id.name).and_then(|spec| spec.recycle.max_age) else {
             return;
         };
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        let permille = (self.rng % 101) as u32;
-        let deadline = max_age + max_age * permille / 1000;
-        self.timers.after(deadline, Due::Age { id: id.clone(), run });
+        let deadline = age_deadline(max_age, id, run);
+        self.timers.after(deadline.saturating_sub(age), Due::Age { id: id.clone(), run });
     }
 
     pub(super) fn on_age_due(&mut self, id: InstanceId, run: u64) {
@@ -277,6 +306,22 @@ impl Supervisor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_age_deadline_is_max_age_and_up_to_a_tenth_more_the_same_for_the_same_run() {
+        let max_age = Duration::from_secs(1000);
+        let mut seen = std::collections::HashSet::new();
+        for index in 0..50 {
+            for run in 1..5 {
+                let id = InstanceId::new("w", index);
+                let deadline = age_deadline(max_age, &id, run);
+                assert!(deadline >= max_age && deadline <= max_age + max_age / 10, "{deadline:?}");
+                assert_eq!(deadline, age_deadline(max_age, &id, run), "drawn again alike, as after an upgrade");
+                seen.insert(deadline);
+            }
+        }
+        assert!(seen.len() > 20, "spread over instances and runs: {} distinct", seen.len());
+    }
 
     #[test]
     fn memory_must_stay_above_for_two_checks() {
