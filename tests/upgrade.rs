@@ -355,3 +355,39 @@ fn recycles_and_the_messages_toward_max_messages_go_over_an_upgrade() {
     });
     agent.shutdown();
 }
+
+/// A binary that passes the check but cannot be executed (it takes its own execute bit
+/// away as it answers): the exec fails, the agent goes on as before with no descriptor
+/// more, says why (exit 1), and a later upgrade still works.
+#[test]
+fn an_exec_that_fails_after_the_check_changes_nothing_and_a_later_upgrade_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let seen = dir.path().join("seen");
+    let mut agent = Agent::start(&fleet(&seen));
+    agent.wait_running("worker", 2);
+    let before = pids(&mut agent);
+    let own = exe(agent.pid());
+    agent.list("all");
+    let fds_before = fd_count(agent.pid());
+    let treacherous = script(
+        &agent,
+        "treacherous",
+        &format!("#!/bin/sh\nchmod -x \"$0\"\nexec {} \"$@\"\n", bin("procagent").display()),
+    );
+    let out = agent.ctl(&["upgrade", "--binary", treacherous.to_str().unwrap()]);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains("cannot execute"), "{}", out.stderr);
+    assert!(out.stderr.contains("nothing changed"), "{}", out.stderr);
+    assert_eq!(exe(agent.pid()), own, "the agent still runs its binary");
+    assert_eq!(pids(&mut agent), before, "every instance untouched");
+    agent.list("all");
+    let fds_after = fd_count(agent.pid());
+    assert!(fds_after <= fds_before, "no descriptor kept from the try: {fds_after} after, {fds_before} before");
+    agent.ctl(&["send", "worker:0", "after-the-failed-try"]).ok();
+    wait_until(WAIT, "the worker still reads its pipe", || crate::support::lines(&seen) == ["after-the-failed-try"]);
+
+    upgrade(&agent, &copy_of_agent(&agent, "procagent-new"));
+    assert_eq!(pids(&mut agent), before, "and an upgrade after it keeps them too");
+    agent.shutdown();
+    assert!(agent.leftovers().is_empty(), "nothing left: {:?}", agent.leftovers());
+}
