@@ -56,6 +56,28 @@ impl Autoscaling {
         self.per.iter().filter(|(_, scaler)| scaler.paused).map(|(name, _)| name.clone()).collect()
     }
 
+    /// By process: how long its wanted count has stayed below the current one (a scale-down
+    /// waiting out `down_after`), for a handover.
+    pub fn lower_for(&self) -> Vec<(String, u64)> {
+        let now = Instant::now();
+        self.per
+            .iter()
+            .filter_map(|(name, scaler)| {
+                scaler.lower_since.map(|since| (name.clone(), (now - since).as_millis() as u64))
+            })
+            .collect()
+    }
+
+    /// Takes up what `lower_for` handed over, for the processes that still autoscale.
+    pub fn resume_lower_for(&mut self, lower: &[(String, u64)]) {
+        let now = Instant::now();
+        for (name, millis) in lower {
+            if let Some(scaler) = self.per.get_mut(name) {
+                scaler.lower_since = now.checked_sub(std::time::Duration::from_millis(*millis));
+            }
+        }
+    }
+
     /// Whether an autoscale probe is under way (spawned or running).
     pub fn probing(&self) -> bool {
         self.per.values().any(|scaler| scaler.probe.is_some())
@@ -349,6 +371,24 @@ pub(super) fn read_capped(fd: OwnedFd, done: impl FnOnce(Vec<u8>) + Send + 'stat
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn a_scale_down_waiting_out_down_after_goes_over_with_the_time_it_waited() {
+        let mut before = Autoscaling::default();
+        let since = Instant::now() - Duration::from_secs(30);
+        before.per.insert("w".into(), Scaler { lower_since: Some(since), ..Scaler::default() });
+        before.per.insert("steady".into(), Scaler::default());
+        let handed = before.lower_for();
+        assert_eq!(handed.len(), 1, "only the process that waits: {handed:?}");
+        assert!(handed[0].1 >= 30_000, "{handed:?}");
+
+        let mut after = Autoscaling::default();
+        after.per.insert("w".into(), Scaler::default());
+        after.resume_lower_for(&[handed[0].clone(), ("gone".into(), 5)]);
+        let waited = after.per["w"].lower_since.expect("waits on").elapsed();
+        assert!(waited >= Duration::from_secs(30), "{waited:?}");
+        assert!(!after.per.contains_key("gone"), "a process no longer autoscaled is left out");
+    }
 
     fn policy(min: u32, max: u32, step: Option<u32>) -> Autoscale {
         Autoscale {

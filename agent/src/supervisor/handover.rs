@@ -3,13 +3,15 @@
 //!
 //! Handed over: every instance's state machine whole (state, pid, group, run, restarts,
 //! backoff, quick failures, timer generations), its start time, cgroup, STATUS= and health
-//! count, its timers as the time they had left, and the agent's ends of its message pipe
-//! and output capture (by descriptor), its recycles and the messages its run was sent
-//! (`max_messages`), its `max_age` deadline (from its start time); the run counter, the scale overrides, autoscaling paused by a
-//! `scale`, and `send --any`'s turn. Not handed over, and started afresh by the new image: probes and the
-//! watchdog of each run (they begin again as for a new run of that state), memory-check and autoscale timers, the
-//! in-memory log ring (the log files stay). An upgrade waits until no spawn, hook or probe
-//! is in flight and no pipe is half written (`busy`), so none of those is lost.
+//! count, its timers as the time they had left, the agent's ends of its message pipe and
+//! output capture (by descriptor), its recycles and the messages its run was sent
+//! (`max_messages`), and its `max_age` deadline (from its start time); the run counter, the
+//! scale overrides, autoscaling paused by a `scale`, how long an autoscale scale-down has
+//! waited out `down_after`, and `send --any`'s turn. Not handed over, and started afresh by
+//! the new image: probes and the watchdog of each run (they begin again as for a new run of
+//! that state), memory-check and autoscale timers, `max_memory` strikes, recycles held
+//! back, the in-memory log ring (the log files stay). An upgrade waits until no spawn, hook
+//! or probe is in flight and no pipe is half written (`busy`), so none of those is lost.
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -33,6 +35,9 @@ pub struct HandedState {
     /// Processes whose autoscaling a `scale NAME N` paused.
     #[serde(default)]
     pub autoscale_paused: Vec<String>,
+    /// Processes whose autoscale scale-down waits out `down_after`: for how long so far (ms).
+    #[serde(default)]
+    pub autoscale_lower_for: Vec<(String, u64)>,
     pub instances: Vec<HandedInstance>,
 }
 
@@ -67,6 +72,7 @@ impl HandedState {
             scaled: BTreeMap::new(),
             round_robin: BTreeMap::new(),
             autoscale_paused: vec![],
+            autoscale_lower_for: vec![],
             instances: vec![],
         }
     }
@@ -140,6 +146,11 @@ impl Supervisor {
                 let mut paused = self.autoscaling.paused();
                 paused.sort();
                 paused
+            },
+            autoscale_lower_for: {
+                let mut lower = self.autoscaling.lower_for();
+                lower.sort();
+                lower
             },
             instances,
         }
@@ -256,6 +267,7 @@ impl Supervisor {
         for name in &state.autoscale_paused {
             sup.autoscale_pause(name);
         }
+        sup.autoscaling.resume_lower_for(&state.autoscale_lower_for);
         // Groups that emptied during the exec; exits in it are reaped as the reaper starts.
         sup.check_draining_groups();
         sup.recheck_waiting();
