@@ -164,6 +164,26 @@ class _Common:
         except ConnectionResetError:
             return b""
 
+    def start(self) -> None:
+        """Runs the worker and exits: 0 after a clean stop, 1 after an uncaught exception."""
+        try:
+            self.arg = decode_arg(os.environ.get("PROCCTL_ARG"))
+            self._lifetime()
+        except Exception as exc:  # noqa: BLE001 - every failure ends the process the same way
+            self._log_uncaught(exc)
+            try:
+                self.on_exception(exc)
+            except Exception as again:  # noqa: BLE001
+                self.log(f"on_exception raised {type(again).__name__}: {again}")
+            sys.stdout.flush()
+            os._exit(1)  # at once: a thread of the worker's must not hold the exit up
+        sys.stdout.flush()
+        sys.exit(0)
+
+    def _lifetime(self) -> None:
+        """run(), the loop and on_shutdown, as each kind of worker does them."""
+        raise NotImplementedError
+
     def _log_uncaught(self, exc: BaseException) -> None:
         trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         self.log(f"uncaught {type(exc).__name__}: {exc}\n{trace.rstrip()}")
@@ -194,24 +214,11 @@ class Worker(_Common):
         self._wake_r: Optional[socket.socket] = None
         self._wake_w: Optional[socket.socket] = None
 
-    def start(self) -> None:
-        """Runs the worker and exits: 0 after a clean stop, 1 after an uncaught exception."""
-        try:
-            self.arg = decode_arg(os.environ.get("PROCCTL_ARG"))
-            self._open()
-            self.run(self.arg)
-            self.loop()
-            self.on_shutdown()
-        except Exception as exc:  # noqa: BLE001 - every failure ends the process the same way
-            self._log_uncaught(exc)
-            try:
-                self.on_exception(exc)
-            except Exception as again:  # noqa: BLE001
-                self.log(f"on_exception raised {type(again).__name__}: {again}")
-            sys.stdout.flush()
-            os._exit(1)  # at once: a thread of the worker's must not hold the exit up
-        sys.stdout.flush()
-        sys.exit(0)
+    def _lifetime(self) -> None:
+        self._open()
+        self.run(self.arg)
+        self.loop()
+        self.on_shutdown()
 
     def loop(self) -> None:
         """Serves messages and timers until the process is stopped and its pipe is drained."""
@@ -368,21 +375,8 @@ class AsyncWorker(_Common):
         self._tasks: set = set()
         self._readable: Optional[asyncio.Future] = None
 
-    def start(self) -> None:
-        """Runs the worker and exits: 0 after a clean stop, 1 after an uncaught exception."""
-        try:
-            self.arg = decode_arg(os.environ.get("PROCCTL_ARG"))
-            asyncio.run(self._main())
-        except Exception as exc:  # noqa: BLE001 - every failure ends the process the same way
-            self._log_uncaught(exc)
-            try:
-                self.on_exception(exc)
-            except Exception as again:  # noqa: BLE001
-                self.log(f"on_exception raised {type(again).__name__}: {again}")
-            sys.stdout.flush()
-            os._exit(1)
-        sys.stdout.flush()
-        sys.exit(0)
+    def _lifetime(self) -> None:
+        asyncio.run(self._main())
 
     async def wait(self, ms: float) -> bool:
         """Sleeps up to ``ms`` milliseconds, less if a stop is asked for; False once stopping."""
