@@ -203,17 +203,11 @@ fn recycling_limits_are_checked_at_load() {
     }
 }
 
-#[test]
-fn max_starting_lets_that_many_start_at_once_and_the_rest_wait() {
-    let mut agent = Agent::new(&format!(
-        "{SPARE}[process.warm]\ncommand = [\"sleep\", \"100000\"]\ninstances = 5\nstart_secs = \"300ms\"\nautostart = false\nmax_starting = 2\n"
-    ));
-    agent.launch();
-    let watcher = Watcher::subscribed(&agent, true);
-    let out = agent.ctl(&["start", "warm"]);
-    out.ok();
+/// Follows `warm`'s events until `count` of its instances have started: the most that were
+/// starting at once, and how many waited on max_starting meanwhile.
+fn starts_of_warm(watcher: &Watcher, what: &str, count: i32) -> (i32, i32) {
     let (mut starting, mut most, mut held, mut started) = (0i32, 0, 0, 0);
-    watcher.until_json("all five started", |e| {
+    watcher.until_json(what, |e| {
         if e["name"] != "warm" {
             return false;
         }
@@ -230,8 +224,21 @@ fn max_starting_lets_that_many_start_at_once_and_the_rest_wait() {
             _ => {}
         }
         most = most.max(starting);
-        started == 5
+        started == count
     });
+    (most, held)
+}
+
+#[test]
+fn max_starting_lets_that_many_start_at_once_and_the_rest_wait() {
+    let mut agent = Agent::new(&format!(
+        "{SPARE}[process.warm]\ncommand = [\"sleep\", \"100000\"]\ninstances = 5\nstart_secs = \"300ms\"\nautostart = false\nmax_starting = 2\n"
+    ));
+    agent.launch();
+    let watcher = Watcher::subscribed(&agent, true);
+    let out = agent.ctl(&["start", "warm"]);
+    out.ok();
+    let (most, held) = starts_of_warm(&watcher, "all five started", 5);
     assert_eq!(most, 2, "at most two starting at once, and two did");
     assert_eq!(held, 3, "the other three waited on max_starting");
     assert!(agent.list("warm").iter().all(|row| row["state"] == "running"));
@@ -241,22 +248,7 @@ fn max_starting_lets_that_many_start_at_once_and_the_rest_wait() {
     for pid in &pids {
         crate::support::kill(*pid, 9);
     }
-    let (mut starting, mut most, mut started) = (0i32, 0, 0);
-    watcher.until_json("the three killed are back", |e| {
-        if e["name"] != "warm" {
-            return false;
-        }
-        match e["event"].as_str().unwrap() {
-            "spawned" => starting += 1,
-            "started" => {
-                starting -= 1;
-                started += 1;
-            }
-            _ => {}
-        }
-        most = most.max(starting);
-        started == 3
-    });
+    let (most, _) = starts_of_warm(&watcher, "the three killed are back", 3);
     assert!(most <= 2, "restarts after exits wait on max_starting too");
 }
 
