@@ -858,21 +858,14 @@ def s_ssh_list(runs, port=24680):
                 raise RuntimeError(f"list through ssh: {r.returncode} {r.stdout} {r.stderr}")
         sup.list_cmd()
         for _ in range(runs):
-            t, rc = sup.list_cmd()
-            assert rc == 0
-            out["local"].append(t * 1000)
-            t, rc = spawn_wait(remote, env_plain)
-            assert rc == 0
-            out["ssh"].append(t * 1000)
-            t, rc = spawn_wait(true(env_plain), env_plain)
-            assert rc == 0
-            out["ssh_true"].append(t * 1000)
-            t, rc = spawn_wait(remote, env_cm)
-            assert rc == 0
-            out["ssh_controlmaster"].append(t * 1000)
-            t, rc = spawn_wait(true(env_cm), env_cm)
-            assert rc == 0
-            out["ssh_controlmaster_true"].append(t * 1000)
+            rounds = (("local", sup.list_cmd), ("ssh", lambda: spawn_wait(remote, env_plain)),
+                      ("ssh_true", lambda: spawn_wait(true(env_plain), env_plain)),
+                      ("ssh_controlmaster", lambda: spawn_wait(remote, env_cm)),
+                      ("ssh_controlmaster_true", lambda: spawn_wait(true(env_cm), env_cm)))
+            for key, timed in rounds:
+                t, rc = timed()
+                assert rc == 0, key
+                out[key].append(t * 1000)
     finally:
         subprocess.run(["ssh", "-F", sshd.config, "-o", f"ControlPath={control}", "-O", "exit", "-p", str(port),
                         "127.0.0.1"], capture_output=True, timeout=30)

@@ -133,6 +133,18 @@ class Events(threading.Thread):
             self.proc.wait()
 
 
+def fleet_totals(ctl, env):
+    """Running instances, recycles and restarts summed from `procctl list --json`; None if it failed."""
+    rc, text = run_ctl(ctl, env, ["list", "--json"])
+    if rc != 0:
+        return None
+    rows = json.loads(text)
+    rows = rows if isinstance(rows, list) else rows.get("instances", [])
+    return {"running": sum(r.get("state") == "running" for r in rows),
+            "recycles": sum(r.get("recycles", 0) for r in rows),
+            "restarts": sum(r.get("restarts", 0) for r in rows)}
+
+
 def run_ctl(ctl, env, args, stdin_data=None, timeout=60):
     try:
         r = subprocess.run([ctl, *args], env=env, input=stdin_data, capture_output=True, timeout=timeout)
@@ -241,13 +253,7 @@ stop_timeout = "5s"
                     failures.append(f"list failed ({rc}) at {(now - t0) / 60:.1f} min")
                 next_list += 5
             if now >= next_json:
-                rc, text = run_ctl(args.ctl, env, ["list", "--json"])
-                if rc == 0:
-                    rows = json.loads(text)
-                    rows = rows if isinstance(rows, list) else rows.get("instances", [])
-                    list_json = {"running": sum(r.get("state") == "running" for r in rows),
-                                 "recycles": sum(r.get("recycles", 0) for r in rows),
-                                 "restarts": sum(r.get("restarts", 0) for r in rows)}
+                list_json = fleet_totals(args.ctl, env) or list_json
                 next_json += 30
             if now >= next_crash:
                 k = rng.randrange(args.instances)
@@ -261,14 +267,7 @@ stop_timeout = "5s"
     finally:
         if events:
             events.stop()
-        last_json = list_json
-        rc, text = run_ctl(args.ctl, env, ["list", "--json"])
-        if rc == 0:
-            rows = json.loads(text)
-            rows = rows if isinstance(rows, list) else rows.get("instances", [])
-            last_json = {"running": sum(r.get("state") == "running" for r in rows),
-                         "recycles": sum(r.get("recycles", 0) for r in rows),
-                         "restarts": sum(r.get("restarts", 0) for r in rows)}
+        last_json = fleet_totals(args.ctl, env) or list_json
         if agent.poll() is None:
             run_ctl(args.ctl, env, ["shutdown"], timeout=120)
             try:
