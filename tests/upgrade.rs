@@ -54,7 +54,7 @@ fn pids(agent: &mut Agent) -> Vec<(String, i32)> {
         .list("all")
         .iter()
         .map(|row| {
-            let id = format!("{}:{}", row["name"].as_str().unwrap(), row["index"]);
+            let id = format!("{}:{}", row["name"].as_str().unwrap(), row["instance"]);
             (id, row["pid"].as_i64().expect("a pid") as i32)
         })
         .collect()
@@ -384,6 +384,11 @@ fn an_exec_that_fails_after_the_check_changes_nothing_and_a_later_upgrade_works(
     let fds_after = fd_count(agent.pid());
     assert!(fds_after <= fds_before, "no descriptor kept from the try: {fds_after} after, {fds_before} before");
     agent.ctl(&["send", "worker:0", "after-the-failed-try"]).ok();
+    // The notice of the upgrade that did not happen is withdrawn: a stop and a start that
+    // wait on their instance are answered by them, not cut short by it.
+    agent.ctl(&["stop", "sleeper"]).ok();
+    agent.ctl(&["start", "sleeper"]).ok();
+    let before = pids(&mut agent);
     wait_until(WAIT, "the worker still reads its pipe", || crate::support::lines(&seen) == ["after-the-failed-try"]);
 
     upgrade(&agent, &copy_of_agent(&agent, "procagent-new"));

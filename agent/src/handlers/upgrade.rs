@@ -88,7 +88,7 @@ pub async fn run(context: &Context, binary: Option<String>) -> Reply {
         // before the exec closes the connection.
         let _ = was_written.await;
         notice.end_streams(notice_of).await;
-        let _ = rest.send(Response::Error(exec(&sup, binary).await));
+        let _ = rest.send(Response::Error(exec(&sup, &notice, binary).await));
     });
     Reply::Upgrade { first: Response::Upgrading { from: crate::VERSION.into(), to }, written, rest: after }
 }
@@ -100,7 +100,7 @@ pub async fn on_signal(context: Context) {
             log!("SIGUSR2: upgrading to {} ({to})", binary.display());
             let notice = format!("the agent is being upgraded to procagent {to}: reconnect to follow on");
             context.upgrade.end_streams(notice).await;
-            let error = exec(&context.sup, binary).await;
+            let error = exec(&context.sup, &context.upgrade, binary).await;
             log!("SIGUSR2: {error}");
         }
         Err(error) => log!("SIGUSR2: {error}"),
@@ -125,8 +125,15 @@ async fn check(sup: &Handle, binary: Option<String>) -> Result<(PathBuf, String)
 }
 
 /// Asks for the exec until nothing is half done; returns why it did not happen (it
-/// returns nothing when it did: this image is gone).
-async fn exec(sup: &Handle, binary: PathBuf) -> WireError {
+/// returns nothing when it did: this image is gone), with the notice withdrawn, so the
+/// agent that goes on serves streams and waits as before.
+async fn exec(sup: &Handle, notice: &Notice, binary: PathBuf) -> WireError {
+    let error = exec_when_quiet(sup, binary).await;
+    notice.said.send_replace(None);
+    error
+}
+
+async fn exec_when_quiet(sup: &Handle, binary: PathBuf) -> WireError {
     let deadline = tokio::time::Instant::now() + BUSY_TIMEOUT;
     loop {
         match sup.upgrade(binary.clone()).await {
