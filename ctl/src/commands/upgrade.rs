@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use procctl_proto::{Request, Response};
+use procctl_proto::{Request, Response, Target};
 
 use super::printed;
 use crate::Status;
@@ -41,18 +41,33 @@ pub fn run(endpoint: &Endpoint, binary: Option<String>, io: &mut Io) -> Result<S
         Err(_) => {}
     }
     drop(client);
-    let deadline = Instant::now() + SERVE_TIMEOUT;
-    loop {
-        match Client::open(endpoint) {
-            Ok(_) => break,
-            Err(error) if Instant::now() >= deadline => {
-                return Err(CtlError::Failed(format!(
-                    "the agent was handed over to {to} but does not serve after {}s: {error}",
-                    SERVE_TIMEOUT.as_secs()
-                )));
+    let failed = |why: String| {
+        CtlError::Failed(format!(
+            "the agent was handed over to {to} but does not serve after {}s: {why}",
+            SERVE_TIMEOUT.as_secs()
+        ))
+    };
+    // Served means a request answered: a connection alone is taken by the socket's queue,
+    // which the new image inherits before it serves. Asked on a thread of its own, so an
+    // image that never answers cannot hold this past the deadline.
+    let (answered, answer) = std::sync::mpsc::channel();
+    let endpoint = endpoint.clone();
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + SERVE_TIMEOUT;
+        loop {
+            let served =
+                Client::open(&endpoint).and_then(|mut client| client.call(&Request::Pid { target: Target::All }));
+            match served {
+                // An error the agent sends (no instance, say) is an answer too.
+                Ok(_) | Err(CtlError::Agent(_)) => break answered.send(Ok(())),
+                Err(error) if Instant::now() >= deadline => break answered.send(Err(error.to_string())),
+                Err(_) => std::thread::sleep(RETRY),
             }
-            Err(_) => std::thread::sleep(RETRY),
         }
+    });
+    match answer.recv_timeout(SERVE_TIMEOUT + RETRY) {
+        Ok(Ok(())) => printed(output::upgraded(&from, &to, &mut io.out)),
+        Ok(Err(why)) => Err(failed(why)),
+        Err(_) => Err(failed("no answer".into())),
     }
-    printed(output::upgraded(&from, &to, &mut io.out))
 }
