@@ -178,16 +178,25 @@ fn the_python_server_answers_on_tcp_and_unix_sockets_it_never_bound() {
 fn a_rolling_restart_and_a_reload_of_the_command_fail_no_request() {
     let port = 24110;
     let mut agent = Agent::start(&python_fleet(port, 3, ""));
-    agent.wait_running("web", 3);
+    let first = agent.wait_running("web", 3);
     let load = Load::start(local(port));
     wait_until(WAIT, "the load is served", || load.served() > 50);
     agent.ctl(&["restart", "web"]).ok();
+    let restarted = agent.wait_running("web", 3);
+    assert!(restarted.iter().all(|pid| !first.contains(pid)), "every server was replaced: {first:?} {restarted:?}");
     let before_reload = load.served();
     // The command changes (unbuffered output becomes optimized bytecode: both serve alike).
     agent.write_config(&python_fleet_run(port, 3, "-O", ""));
     let reload = agent.ctl(&["reload"]);
     assert!(reload.ok().stdout.contains("web"), "{}", reload.stdout);
     wait_until(WAIT, "the load is served after the reload", || load.served() > before_reload + 50);
+    wait_until(WAIT, "the reload replaced every server too", || {
+        let rows = agent.list("web");
+        rows.len() == 3
+            && rows
+                .iter()
+                .all(|r| r["state"] == "running" && r["pid"].as_i64().is_some_and(|p| !restarted.contains(&(p as i32))))
+    });
     let (served, failed) = load.finish();
     assert_eq!(failed, 0, "{failed} of {} requests failed during a rolling restart and a reload", served + failed);
     assert!(served > 100);
@@ -207,10 +216,12 @@ fn gunicorn_behind_listen_restarts_rolling_without_a_failed_request() {
         "[process.web]\ncommand = [\"python3\", \"-m\", \"gunicorn\", \"--chdir\", \"{}\", \"-w\", \"1\", \"--graceful-timeout\", \"5\", \"app:app\"]\ninstances = 3\nlisten = [\"tcp://127.0.0.1:{port}\"]\nready = {{ log = \"Booting worker\" }}\n",
         agent_dir.path().display()
     ));
-    agent.wait_running("web", 3);
+    let first = agent.wait_running("web", 3);
     let load = Load::start(local(port));
     wait_until(WAIT, "gunicorn serves", || load.served() > 50);
     agent.ctl(&["restart", "web"]).ok();
+    let restarted = agent.wait_running("web", 3);
+    assert!(restarted.iter().all(|pid| !first.contains(pid)), "every gunicorn was replaced: {first:?} {restarted:?}");
     let before = load.served();
     wait_until(WAIT, "gunicorn serves after the restart", || load.served() > before + 50);
     let (served, failed) = load.finish();
