@@ -146,6 +146,12 @@ impl Supervisor {
             self.config.processes.get(&id.name).map_or(crate::config::fleet::HOOK_TIMEOUT, |s| s.hooks.timeout);
         let key = self.timers.after_key(timeout, Due::HookTimeout { pid });
         self.hooks.running.insert(pid, Running { id: id.clone(), hook, token, timeout: Some(key) });
+        // A `pre_start` whose start was cut (a stop) or given up while it was on its way:
+        // `cut_pre_start` found it not yet running, so it is killed now; its end tells the
+        // instance as usual.
+        if hook == Hook::PreStart && !self.pre_start_wanted(&id, token) {
+            self.kernel.kill_group(pid);
+        }
         if let (Some(output), Some(slot)) = (output, self.slots.get(&id))
             && let Err(e) = capture(output, slot.sink.clone(), self.follow.clone(), hook.key())
         {
@@ -193,9 +199,8 @@ impl Supervisor {
         if current != token {
             return; // a start given up since
         }
+        let wanted = self.pre_start_wanted(id, token);
         self.hooks.pre_start.remove(id);
-        let wanted =
-            self.slots.get(id).is_some_and(|slot| slot.inst.awaits_spawn() && slot.inst.state == State::Starting);
         match result {
             Ok(()) if wanted => self.spawn_run(id, run),
             Ok(()) => self.feed(id, Input::SpawnFailed),
@@ -206,6 +211,12 @@ impl Supervisor {
                 self.feed(id, Input::SpawnFailed);
             }
         }
+    }
+
+    /// Whether the start that `pre_start` `token` precedes is still to be made.
+    fn pre_start_wanted(&self, id: &InstanceId, token: u64) -> bool {
+        self.hooks.pre_start.get(id).is_some_and(|&(current, _)| current == token)
+            && self.slots.get(id).is_some_and(|slot| slot.inst.awaits_spawn() && slot.inst.state == State::Starting)
     }
 
     /// The start `id` was waiting for is not wanted any more (stopped, given up): its
