@@ -15,7 +15,7 @@ use procctl_proto::{Exit, InstanceId, State};
 use tokio_util::time::delay_queue::Key;
 
 use super::{Due, Spawning, Supervisor};
-use crate::instance::Input;
+use crate::instance::{Input, SPAWN_REPORT_TIMEOUT, Timer};
 use crate::logs::{self, Follow, SharedSink};
 use crate::spawn::{Context, SpawnRequest};
 
@@ -151,6 +151,9 @@ impl Supervisor {
         // instance as usual.
         if hook == Hook::PreStart && !self.pre_start_wanted(&id, token) {
             self.kernel.kill_group(pid);
+        } else if hook == Hook::PreStart {
+            // The start's spawn report may not come before the hook has had its time.
+            self.hold_spawn_timer(&id, timeout + SPAWN_REPORT_TIMEOUT);
         }
         if let (Some(output), Some(slot)) = (output, self.slots.get(&id))
             && let Err(e) = capture(output, slot.sink.clone(), self.follow.clone(), hook.key())
@@ -202,7 +205,10 @@ impl Supervisor {
         let wanted = self.pre_start_wanted(id, token);
         self.hooks.pre_start.remove(id);
         match result {
-            Ok(()) if wanted => self.spawn_run(id, run),
+            Ok(()) if wanted => {
+                self.hold_spawn_timer(id, SPAWN_REPORT_TIMEOUT);
+                self.spawn_run(id, run);
+            }
             Ok(()) => self.feed(id, Input::SpawnFailed),
             Err(why) => {
                 if wanted {
@@ -210,6 +216,19 @@ impl Supervisor {
                 }
                 self.feed(id, Input::SpawnFailed);
             }
+        }
+    }
+
+    /// Moves the deadline of the spawn report `id` waits for (armed by the instance when it
+    /// asked for the spawn, which a `pre_start` precedes) to `delay` from now.
+    fn hold_spawn_timer(&mut self, id: &InstanceId, delay: std::time::Duration) {
+        let Some(slot) = self.slots.get_mut(id) else {
+            return;
+        };
+        if slot.timers.armed().any(|(timer, _)| timer == Timer::Spawn) {
+            let due =
+                Due::Instance { id: id.clone(), timer: Timer::Spawn, generation: slot.inst.generation(Timer::Spawn) };
+            self.timers.arm(&mut slot.timers, Timer::Spawn, delay, due);
         }
     }
 
