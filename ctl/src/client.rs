@@ -288,24 +288,43 @@ fn ssh_command(host: &SshHost, ssh: Option<&str>) -> Result<Command, String> {
 }
 
 fn check_peer(stream: &Stream, path: &Path) -> Result<(), CtlError> {
-    let own = nix::unistd::geteuid().as_raw();
     // interprocess takes a peer in another PID namespace (pid 0) for a reset connection:
     // then SO_PEERCRED, read directly, still gives its uid.
     let uid = stream.peer_creds().ok().and_then(|creds| creds.euid()).or_else(|| {
         let Stream::UdSocket(socket) = stream;
         nix::sys::socket::getsockopt(socket, nix::sys::socket::sockopt::PeerCredentials).ok().map(|creds| creds.uid())
     });
+    trusted_peer(uid, path)
+}
+
+/// Refuses a socket held by anyone but us or root (the same check for every connection,
+/// `dial-stdio`'s included), naming the holder.
+pub fn trusted_peer(uid: Option<u32>, path: &Path) -> Result<(), CtlError> {
+    let own = nix::unistd::geteuid().as_raw();
     match uid {
         Some(uid) if uid == own || uid == 0 => Ok(()),
         _ => {
             let uid = uid.unwrap_or(u32::MAX);
-            let owner = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-                .ok()
-                .flatten()
-                .map_or_else(|| "an unknown user".to_string(), |user| user.name);
+            let owner = user_name(uid).unwrap_or_else(|| "an unknown user".to_string());
             Err(CtlError::Impostor { path: path.to_path_buf(), uid, owner, own })
         }
     }
+}
+
+/// The name of a user, from the passwd file. procctl is linked statically, where the C
+/// library's user look-up would load the system's NSS modules at run time: the file is
+/// read instead (a user only a directory service knows is named by uid).
+fn user_name(uid: u32) -> Option<String> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd_name(&passwd, uid).map(str::to_string)
+}
+
+fn passwd_name(passwd: &str, uid: u32) -> Option<&str> {
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        (fields.nth(1)?.parse::<u32>().ok()? == uid).then_some(name)
+    })
 }
 
 /// The uid at the other end of a connected Unix socket, when the kernel says.
@@ -327,6 +346,15 @@ mod tests {
             .chain(command.get_args())
             .map(|w| w.to_string_lossy().into_owned())
             .collect()
+    }
+
+    #[test]
+    fn a_user_is_named_by_the_passwd_line_of_its_uid() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\n# a comment\nbroken\nops:x:1000:1000::/home/ops:/bin/sh\n";
+        let cases = [(0, Some("root")), (1000, Some("ops")), (1001, None), (u32::MAX, None)];
+        for (uid, name) in cases {
+            assert_eq!(passwd_name(passwd, uid), name, "uid {uid}");
+        }
     }
 
     #[test]

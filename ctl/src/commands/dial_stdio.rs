@@ -8,24 +8,13 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 
 use crate::Status;
-use crate::client::{CtlError, peer_uid};
+use crate::client::{CtlError, peer_uid, trusted_peer};
 
 pub fn run(socket: &Path) -> Result<Status, CtlError> {
     let unreachable = |source| CtlError::Unreachable { path: socket.to_path_buf(), source };
     let stream = UnixStream::connect(socket).map_err(unreachable)?;
     // The same check as every local connection: our uid or root, before a byte goes through.
-    let own = nix::unistd::geteuid().as_raw();
-    match peer_uid(stream.as_fd()) {
-        Some(uid) if uid == own || uid == 0 => {}
-        uid => {
-            let uid = uid.unwrap_or(u32::MAX);
-            let owner = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-                .ok()
-                .flatten()
-                .map_or_else(|| "an unknown user".to_string(), |user| user.name);
-            return Err(CtlError::Impostor { path: socket.to_path_buf(), uid, owner, own });
-        }
-    }
+    trusted_peer(peer_uid(stream.as_fd()), socket)?;
     let mut to_agent = stream.try_clone().map_err(unreachable)?;
     // stdin to the agent on a thread of its own; at stdin's end the agent sees ours (a
     // half-close), and it answers what it has and closes in turn.
