@@ -4,7 +4,6 @@
 use std::io::ErrorKind as IoErrorKind;
 use std::os::fd::AsFd;
 
-use interprocess::local_socket::traits::StreamCommon;
 use interprocess::os::unix::uds_local_socket as uds;
 use procctl_proto::frame::{self, FrameError, HEADER_LEN};
 use procctl_proto::{ErrorKind, PROTOCOL_VERSION, Request, Response, WireError};
@@ -13,6 +12,9 @@ use tokio::net::UnixStream;
 use tokio::sync::{broadcast, watch};
 
 use super::{FRAME_TIMEOUT, HELLO_TIMEOUT, IDLE_TIMEOUT, WRITE_TIMEOUT};
+
+/// How long an answer is waited for before the client's hang-up is watched.
+const HANGUP_WATCH_AFTER: std::time::Duration = std::time::Duration::from_millis(5);
 use crate::audit;
 use crate::handlers::{Context, Reply};
 
@@ -23,8 +25,8 @@ pub(super) async fn connection(
     open: usize,
     max_connections: usize,
 ) {
-    let peer_uid = peer_uid(&stream);
-    let client = audit::Client { uid: peer_uid, pid: peer_pid(&stream) };
+    let client = peer(&stream);
+    let peer_uid = client.uid;
     let mut stream = UnixStream::from(stream);
     if !peer_uid.is_some_and(|uid| uid == own_uid || uid == 0) {
         let who = peer_uid.map_or("an unknown uid".to_string(), |uid| format!("uid {uid}"));
@@ -82,7 +84,7 @@ pub(super) async fn connection(
                 Reply::One(Response::Error(WireError::new(ErrorKind::Failed, format!("internal error: {e}"))))
             }),
             // The slot is the client's only while it is there to read the answer.
-            () = hangup(&stream) => {
+            () = hangup_after_a_while(&stream) => {
                 if only_waits {
                     handler.abort();
                 }
@@ -232,21 +234,23 @@ pub(super) async fn exiting(changes: &mut watch::Receiver<u64>) {
     while changes.changed().await.is_ok() {}
 }
 
-/// The uid of the process on the other end: interprocess's peer credentials, else the
-/// kernel's SO_PEERCRED read directly (interprocess takes a peer in another PID namespace,
-/// which the kernel shows with pid 0, for a reset connection; its uid is still good).
-fn peer_uid(stream: &uds::tokio::Stream) -> Option<u32> {
-    stream.peer_creds().ok().and_then(|creds| creds.euid()).or_else(|| {
-        nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials).ok().map(|creds| creds.uid())
-    })
+/// Who is on the other end, from one SO_PEERCRED read: the uid always (a peer in another
+/// PID namespace is shown with pid 0, and its uid is still good), the pid when the kernel
+/// names one in ours.
+fn peer(stream: &uds::tokio::Stream) -> audit::Client {
+    match nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials) {
+        Ok(creds) => audit::Client { uid: Some(creds.uid()), pid: Some(creds.pid()).filter(|&pid| pid > 0) },
+        Err(_) => audit::Client { uid: None, pid: None },
+    }
 }
 
-/// The pid of the process on the other end, from SO_PEERCRED (0 from another PID namespace).
-fn peer_pid(stream: &uds::tokio::Stream) -> Option<i32> {
-    nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)
-        .ok()
-        .map(|creds| creds.pid())
-        .filter(|&pid| pid > 0)
+/// `hangup`, watched only once an answer takes longer than `HANGUP_WATCH_AFTER`: most
+/// answers (`list`, `pid`) are written sooner, and a watch costs five system calls. A
+/// client gone in the meantime is seen as soon as the watch starts (the kernel reports a
+/// closed socket when it is registered).
+async fn hangup_after_a_while(stream: &UnixStream) {
+    tokio::time::sleep(HANGUP_WATCH_AFTER).await;
+    hangup(stream).await
 }
 
 /// Resolves once the client has closed its socket. A client that only shut down its
