@@ -41,7 +41,8 @@ pub(super) async fn connection(
         let _ = write(&mut stream, &Response::Error(WireError::new(ErrorKind::Refused, message))).await;
         return;
     }
-    match tokio::time::timeout(HELLO_TIMEOUT, read(&mut stream)).await {
+    let mut pending = Vec::new();
+    match tokio::time::timeout(HELLO_TIMEOUT, read(&mut stream, &mut pending)).await {
         Ok(Ok(Some(Request::Hello { .. }))) if context.changes.has_changed().is_err() => {
             let _ = write(&mut stream, &Response::Error(shutting_down())).await;
             return;
@@ -68,7 +69,7 @@ pub(super) async fn connection(
         Ok(Ok(None)) | Err(_) => return,
     }
     loop {
-        let request = match tokio::time::timeout(IDLE_TIMEOUT, read(&mut stream)).await {
+        let request = match tokio::time::timeout(IDLE_TIMEOUT, read(&mut stream, &mut pending)).await {
             Ok(Ok(Some(request))) => request,
             Ok(Err(error)) => return refuse_frame(&mut stream, error).await,
             Ok(Ok(None)) | Err(_) => return,
@@ -306,24 +307,44 @@ async fn refuse_frame(stream: &mut UnixStream, error: ReadError) {
     }
 }
 
-/// The next request, or `None` at a clean end of stream.
-async fn read(stream: &mut UnixStream) -> Result<Option<Request>, ReadError> {
-    let mut header = [0u8; HEADER_LEN];
-    match stream.read_exact(&mut header).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == IoErrorKind::UnexpectedEof => return Ok(None),
-        Err(_) => return Err(ReadError::Io),
+/// The next request, or `None` at a clean end of stream. `pending` holds what was read and
+/// not yet taken: a client's hello and the request right behind it mostly come in one read.
+/// The header is waited for as long as the caller allows; the rest of a frame must follow
+/// within `FRAME_TIMEOUT`. The buffer grows as bytes arrive, so a client announcing a large
+/// frame and sending nothing costs nothing.
+async fn read(stream: &mut UnixStream, pending: &mut Vec<u8>) -> Result<Option<Request>, ReadError> {
+    let mut rest_by = None;
+    loop {
+        if let Some((request, used)) = frame::decode(pending).map_err(ReadError::Frame)? {
+            pending.drain(..used);
+            if pending.capacity() > FIRST_READ * 8 {
+                pending.shrink_to(FIRST_READ); // a large frame's room is not kept
+            }
+            return Ok(Some(request));
+        }
+        let wanted = match pending.first_chunk::<HEADER_LEN>() {
+            Some(header) => {
+                rest_by.get_or_insert_with(|| tokio::time::Instant::now() + FRAME_TIMEOUT);
+                frame::body_len(*header).map_err(ReadError::Frame)? + HEADER_LEN - pending.len()
+            }
+            None => FIRST_READ,
+        };
+        // Room doubling as bytes come, up to what the frame still needs.
+        pending.reserve(wanted.min(pending.len().max(FIRST_READ)));
+        let read = match rest_by {
+            Some(by) => tokio::time::timeout_at(by, stream.read_buf(pending)).await.map_err(|_| ReadError::Io)?,
+            None => stream.read_buf(pending).await,
+        };
+        match read {
+            Ok(0) if rest_by.is_none() => return Ok(None), // nothing, or part of a header
+            Ok(0) | Err(_) => return Err(ReadError::Io),
+            Ok(_) => {}
+        }
     }
-    let len = frame::body_len(header).map_err(ReadError::Frame)?;
-    // Grown as bytes arrive, so a client announcing a large frame and sending nothing costs nothing.
-    let mut body = Vec::new();
-    let mut limited = (&mut *stream).take(len as u64);
-    match tokio::time::timeout(FRAME_TIMEOUT, limited.read_to_end(&mut body)).await {
-        Ok(Ok(n)) if n == len => {}
-        _ => return Err(ReadError::Io),
-    }
-    frame::decode_body(&body).map(Some).map_err(ReadError::Frame)
 }
+
+/// Room for a read when no frame is under way: a hello and a request, or several small ones.
+const FIRST_READ: usize = 512;
 
 async fn write(stream: &mut UnixStream, response: &Response) -> std::io::Result<()> {
     let bytes = frame::encode(response).map_err(std::io::Error::other)?;
