@@ -353,3 +353,72 @@ async fn write(stream: &mut UnixStream, response: &Response) -> std::io::Result<
         Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use procctl_proto::Target;
+
+    /// What `read` makes of bytes a client sent and then closed, request by request.
+    async fn requests_from(bytes: Vec<u8>) -> Vec<Result<Option<Request>, String>> {
+        let (mut client, mut agent) = UnixStream::pair().unwrap();
+        client.write_all(&bytes).await.unwrap();
+        drop(client);
+        let mut pending = Vec::new();
+        let mut seen = vec![];
+        loop {
+            let got = read(&mut agent, &mut pending).await;
+            let end = !matches!(got, Ok(Some(_)));
+            seen.push(got.map_err(|e| match e {
+                ReadError::Frame(e) => e.to_string(),
+                ReadError::Io => "io".into(),
+            }));
+            if end {
+                return seen;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn frames_that_come_in_one_read_are_taken_one_by_one_and_a_cut_one_is_an_error() {
+        let hello = frame::encode(&Request::Hello { version: PROTOCOL_VERSION }).unwrap();
+        let list = frame::encode(&Request::List { target: Target::All }).unwrap();
+        let big = frame::encode(&Request::Send(procctl_proto::SendRequest {
+            target: Target::All,
+            messages: vec!["x".repeat(100_000)],
+            any: false,
+            reply: false,
+            timeout_ms: 0,
+        }))
+        .unwrap();
+        let both = [hello.clone(), list.clone()].concat();
+        let cases: Vec<(&str, Vec<u8>, Vec<Result<Option<Request>, String>>)> = vec![
+            ("nothing", vec![], vec![Ok(None)]),
+            (
+                "hello and list in one write",
+                both.clone(),
+                vec![
+                    Ok(Some(Request::Hello { version: PROTOCOL_VERSION })),
+                    Ok(Some(Request::List { target: Target::All })),
+                    Ok(None),
+                ],
+            ),
+            ("part of a header", vec![0, 0], vec![Ok(None)]),
+            ("a header and part of its body", list[..list.len() - 1].to_vec(), vec![Err("io".into())]),
+            (
+                "a frame larger than any room kept",
+                [big.clone(), list.clone()].concat(),
+                vec![
+                    Ok(Some(procctl_proto::frame::decode_body(&big[HEADER_LEN..]).unwrap())),
+                    Ok(Some(Request::List { target: Target::All })),
+                    Ok(None),
+                ],
+            ),
+        ];
+        for (what, bytes, want) in cases {
+            assert_eq!(requests_from(bytes).await, want, "{what}");
+        }
+        let oversized = requests_from(u32::MAX.to_be_bytes().to_vec()).await;
+        assert!(matches!(&oversized[..], [Err(e)] if e.contains("over the")), "{oversized:?}");
+    }
+}
