@@ -359,8 +359,11 @@ mod tests {
     use super::*;
     use procctl_proto::Target;
 
+    /// One outcome of `read`, its error as text.
+    type Read = Result<Option<Request>, String>;
+
     /// What `read` makes of bytes a client sent and then closed, request by request.
-    async fn requests_from(bytes: Vec<u8>) -> Vec<Result<Option<Request>, String>> {
+    async fn requests_from(bytes: Vec<u8>) -> Vec<Read> {
         let (mut client, mut agent) = UnixStream::pair().unwrap();
         client.write_all(&bytes).await.unwrap();
         drop(client);
@@ -392,7 +395,7 @@ mod tests {
         }))
         .unwrap();
         let both = [hello.clone(), list.clone()].concat();
-        let cases: Vec<(&str, Vec<u8>, Vec<Result<Option<Request>, String>>)> = vec![
+        let cases: Vec<(&str, Vec<u8>, Vec<Read>)> = vec![
             ("nothing", vec![], vec![Ok(None)]),
             (
                 "hello and list in one write",
