@@ -42,6 +42,7 @@ pub(super) async fn connection(
         return;
     }
     let mut pending = Vec::new();
+    let mut held;
     match tokio::time::timeout(HELLO_TIMEOUT, read(&mut stream, &mut pending)).await {
         Ok(Ok(Some(Request::Hello { .. }))) if context.changes.has_changed().is_err() => {
             let _ = write(&mut stream, &Response::Error(shutting_down())).await;
@@ -49,7 +50,13 @@ pub(super) async fn connection(
         }
         Ok(Ok(Some(Request::Hello { version }))) if version == PROTOCOL_VERSION => {
             let hello = Response::Hello { version: PROTOCOL_VERSION, agent_version: env!("CARGO_PKG_VERSION").into() };
-            if write(&mut stream, &hello).await.is_err() {
+            let Ok(bytes) = frame::encode(&hello) else { return };
+            // A client that sent its request behind its hello gets both answers in one
+            // write (woken once, not twice); one that waits for the hello gets it now.
+            held = Some(bytes);
+            if !matches!(frame::decode::<Request>(&pending), Ok(Some(_)))
+                && flush(&mut stream, &mut held).await.is_err()
+            {
                 return;
             }
         }
@@ -71,7 +78,12 @@ pub(super) async fn connection(
     loop {
         let request = match tokio::time::timeout(IDLE_TIMEOUT, read(&mut stream, &mut pending)).await {
             Ok(Ok(Some(request))) => request,
-            Ok(Err(error)) => return refuse_frame(&mut stream, error).await,
+            Ok(Err(error)) => {
+                if flush(&mut stream, &mut held).await.is_ok() {
+                    refuse_frame(&mut stream, error).await;
+                }
+                return;
+            }
             Ok(Ok(None)) | Err(_) => return,
         };
         // Its own task: an accepted operation runs to the end even if this client goes away.
@@ -92,10 +104,23 @@ pub(super) async fn connection(
                 return;
             }
             message = upgrading(&mut upgrade) => {
-                let _ = tokio::time::timeout(WRITE_TIMEOUT, write(&mut stream, &Response::Error(message))).await;
+                if flush(&mut stream, &mut held).await.is_ok() {
+                    let _ = tokio::time::timeout(WRITE_TIMEOUT, write(&mut stream, &Response::Error(message))).await;
+                }
                 return;
             }
         };
+        if let (Some(hello), Reply::One(response)) = (&mut held, &reply) {
+            let Ok(bytes) = frame::encode(response) else { return };
+            hello.extend_from_slice(&bytes);
+            if flush(&mut stream, &mut held).await.is_err() {
+                return;
+            }
+            continue;
+        }
+        if flush(&mut stream, &mut held).await.is_err() {
+            return;
+        }
         match reply {
             Reply::One(response) => {
                 if write(&mut stream, &response).await.is_err() {
@@ -348,7 +373,19 @@ const FIRST_READ: usize = 512;
 
 async fn write(stream: &mut UnixStream, response: &Response) -> std::io::Result<()> {
     let bytes = frame::encode(response).map_err(std::io::Error::other)?;
-    match tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&bytes)).await {
+    write_bytes(stream, &bytes).await
+}
+
+/// Writes the bytes held back (the hello's answer, with whatever was put behind it), if any.
+async fn flush(stream: &mut UnixStream, held: &mut Option<Vec<u8>>) -> std::io::Result<()> {
+    match held.take() {
+        Some(bytes) => write_bytes(stream, &bytes).await,
+        None => Ok(()),
+    }
+}
+
+async fn write_bytes(stream: &mut UnixStream, bytes: &[u8]) -> std::io::Result<()> {
+    match tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(bytes)).await {
         Ok(result) => result,
         Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
     }
