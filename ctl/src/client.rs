@@ -62,6 +62,9 @@ pub struct Client {
     /// the first request's: the request does not wait for it, so a command costs one round
     /// trip, not two (and the agent has the hello at once, as its hello timeout wants).
     hello_answered: bool,
+    /// What was read and not yet taken: the hello's answer and the reply behind it mostly
+    /// come in one read.
+    inbuf: Vec<u8>,
 }
 
 impl Client {
@@ -87,9 +90,9 @@ impl Client {
         if stream.write_all(&hello).is_err() {
             // The agent may have answered (a refusal) and closed: a whole hello says why.
             hello_now(&mut stream)?;
-            return Ok(Client { stream: Box::new(stream), hello_answered: true });
+            return Ok(Client { stream: Box::new(stream), hello_answered: true, inbuf: Vec::new() });
         }
-        Ok(Client { stream: Box::new(stream), hello_answered: false })
+        Ok(Client { stream: Box::new(stream), hello_answered: false, inbuf: Vec::new() })
     }
 
     /// Starts ssh with `procctl dial-stdio` on the far side and says hello through it. When
@@ -117,7 +120,7 @@ impl Client {
         let (Some(stdin), Some(stdout)) = (stdin, stdout) else { unreachable!("both pipes were asked for") };
         let mut pipes = SshPipes { child, stdin: Some(stdin), stdout, stderr, said };
         match hello_now(&mut pipes) {
-            Ok(()) => Ok(Client { stream: Box::new(pipes), hello_answered: true }),
+            Ok(()) => Ok(Client { stream: Box::new(pipes), hello_answered: true, inbuf: Vec::new() }),
             Err(CtlError::Protocol(lost)) => {
                 let said = pipes.finish();
                 Err(failed(if said.is_empty() { lost } else { said }))
@@ -145,10 +148,10 @@ impl Client {
     /// The next response of a stream; an error response becomes `CtlError::Agent`.
     pub fn next(&mut self) -> Result<Response, CtlError> {
         if !self.hello_answered {
-            check_hello(read(&mut *self.stream)?)?;
+            check_hello(read(&mut *self.stream, &mut self.inbuf)?)?;
             self.hello_answered = true;
         }
-        match read(&mut *self.stream)? {
+        match read(&mut *self.stream, &mut self.inbuf)? {
             Response::Error(error) => Err(CtlError::Agent(error)),
             response => Ok(response),
         }
@@ -186,27 +189,42 @@ fn call(stream: &mut dyn Transport, request: &Request) -> Result<Response, CtlEr
     let bytes = frame::encode(request).map_err(|e| CtlError::Failed(format!("cannot send: {e}")))?;
     // A write can fail because the agent already answered and closed: read that answer.
     let written = stream.write_all(&bytes).and_then(|()| stream.flush());
-    match read(stream) {
+    // Nothing but this answer is on its way, so nothing read past it is lost with the buffer.
+    match read(stream, &mut Vec::new()) {
         Ok(Response::Error(error)) => Err(CtlError::Agent(error)),
         Ok(response) => Ok(response),
         Err(e) => Err(written.err().map_or(e, lost_agent)),
     }
 }
 
-fn read(stream: &mut dyn Transport) -> Result<Response, CtlError> {
-    let lost = |e: std::io::Error| {
-        CtlError::Protocol(match e.kind() {
-            std::io::ErrorKind::UnexpectedEof => "the agent closed the connection (it shut down or died)".into(),
-            _ => format!("lost the agent: {e}"),
-        })
-    };
-    let mut header = [0u8; HEADER_LEN];
-    stream.read_exact(&mut header).map_err(lost)?;
-    let len = frame::body_len(header).map_err(|e| CtlError::Protocol(e.to_string()))?;
-    let mut body = vec![0u8; len];
-    stream.read_exact(&mut body).map_err(lost)?;
-    frame::decode_body(&body).map_err(|e| CtlError::Protocol(e.to_string()))
+/// The next response: taken from `inbuf` when it holds a whole frame, else read into it,
+/// as much as has arrived at once.
+fn read(stream: &mut dyn Transport, inbuf: &mut Vec<u8>) -> Result<Response, CtlError> {
+    let protocol = |e: frame::FrameError| CtlError::Protocol(e.to_string());
+    loop {
+        if let Some((response, used)) = frame::decode(inbuf).map_err(protocol)? {
+            inbuf.drain(..used);
+            return Ok(response);
+        }
+        let wanted = match inbuf.first_chunk::<HEADER_LEN>() {
+            Some(header) => frame::body_len(*header).map_err(protocol)? + HEADER_LEN - inbuf.len(),
+            None => FIRST_READ,
+        };
+        let start = inbuf.len();
+        inbuf.resize(start + wanted.max(FIRST_READ), 0);
+        let read = stream.read(&mut inbuf[start..]);
+        inbuf.truncate(start + *read.as_ref().unwrap_or(&0));
+        match read {
+            Ok(0) => return Err(CtlError::Protocol("the agent closed the connection (it shut down or died)".into())),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(CtlError::Protocol(format!("lost the agent: {e}"))),
+        }
+    }
 }
+
+/// Room for a read when no frame is under way: a hello's answer and a short reply.
+const FIRST_READ: usize = 4096;
 
 /// The ssh child's pipes as one byte stream; dropping it closes the far side's stdin, so
 /// `dial-stdio` there ends, and waits for ssh.
