@@ -65,6 +65,8 @@ pub struct Client {
     /// What was read and not yet taken: the hello's answer and the reply behind it mostly
     /// come in one read.
     inbuf: Vec<u8>,
+    /// A hello not written yet (`open_to_ask`): it goes out with the first request.
+    unsent: Vec<u8>,
 }
 
 impl Client {
@@ -76,10 +78,26 @@ impl Client {
         }
     }
 
+    /// As `open`, for a caller that sends its request at once: a local connection's hello
+    /// goes out in one write with that request (the agent then has both when it wakes).
+    /// Not for one that may wait before its first request: the agent gives a hello only so
+    /// long to come.
+    pub fn open_to_ask(endpoint: &Endpoint) -> Result<Client, CtlError> {
+        match endpoint {
+            Endpoint::Local(path) => Client::connect_holding(path, true),
+            Endpoint::Ssh(host) => Client::ssh(host),
+        }
+    }
+
     /// Connects, checks that the agent on the other end runs as this user or root (before a
     /// byte is sent: a socket someone else bound must not see our requests), and says hello;
     /// a version mismatch comes back as the agent's error, with the first request's answer.
     pub fn connect(path: &Path) -> Result<Client, CtlError> {
+        Client::connect_holding(path, false)
+    }
+
+    /// `connect`, the hello written now or (`hold`) with the first request.
+    fn connect_holding(path: &Path, hold: bool) -> Result<Client, CtlError> {
         let unreachable = |source| CtlError::Unreachable { path: path.to_path_buf(), source };
         let stream =
             Stream::connect(path.to_fs_name::<GenericFilePath>().map_err(unreachable)?).map_err(unreachable)?;
@@ -87,12 +105,15 @@ impl Client {
         let mut stream = stream;
         let hello = frame::encode(&Request::Hello { version: PROTOCOL_VERSION })
             .map_err(|e| CtlError::Failed(format!("cannot send: {e}")))?;
+        if hold {
+            return Ok(Client { stream: Box::new(stream), hello_answered: false, inbuf: Vec::new(), unsent: hello });
+        }
         if stream.write_all(&hello).is_err() {
             // The agent may have answered (a refusal) and closed: a whole hello says why.
             hello_now(&mut stream)?;
-            return Ok(Client { stream: Box::new(stream), hello_answered: true, inbuf: Vec::new() });
+            return Ok(Client { stream: Box::new(stream), hello_answered: true, inbuf: Vec::new(), unsent: vec![] });
         }
-        Ok(Client { stream: Box::new(stream), hello_answered: false, inbuf: Vec::new() })
+        Ok(Client { stream: Box::new(stream), hello_answered: false, inbuf: Vec::new(), unsent: vec![] })
     }
 
     /// Starts ssh with `procctl dial-stdio` on the far side and says hello through it. When
@@ -120,7 +141,7 @@ impl Client {
         let (Some(stdin), Some(stdout)) = (stdin, stdout) else { unreachable!("both pipes were asked for") };
         let mut pipes = SshPipes { child, stdin: Some(stdin), stdout, stderr, said };
         match hello_now(&mut pipes) {
-            Ok(()) => Ok(Client { stream: Box::new(pipes), hello_answered: true, inbuf: Vec::new() }),
+            Ok(()) => Ok(Client { stream: Box::new(pipes), hello_answered: true, inbuf: Vec::new(), unsent: vec![] }),
             Err(CtlError::Protocol(lost)) => {
                 let said = pipes.finish();
                 Err(failed(if said.is_empty() { lost } else { said }))
@@ -148,6 +169,10 @@ impl Client {
     /// The next response of a stream; an error response becomes `CtlError::Agent`.
     pub fn next(&mut self) -> Result<Response, CtlError> {
         if !self.hello_answered {
+            if !self.unsent.is_empty() {
+                let hello = std::mem::take(&mut self.unsent);
+                self.stream.write_all(&hello).map_err(lost_agent)?;
+            }
             check_hello(read(&mut *self.stream, &mut self.inbuf)?)?;
             self.hello_answered = true;
         }
@@ -160,6 +185,7 @@ impl Client {
     /// Writes the request; the result of the write is the caller's to weigh.
     fn send(&mut self, request: &Request) -> Result<std::io::Result<()>, CtlError> {
         let bytes = frame::encode(request).map_err(|e| CtlError::Failed(format!("cannot send: {e}")))?;
+        let bytes = if self.unsent.is_empty() { bytes } else { [std::mem::take(&mut self.unsent), bytes].concat() };
         Ok(self.stream.write_all(&bytes).and_then(|()| self.stream.flush()))
     }
 }

@@ -83,7 +83,8 @@ fn until_shutdown(next: Result<Response, CtlError>, io: &mut Io) -> Result<Optio
 
 /// One command against one agent.
 fn on(endpoint: &Endpoint, command: Command, io: &mut Io) -> Result<Status, CtlError> {
-    let open = || Client::open(endpoint);
+    // Each of these sends its first request at once.
+    let open = || Client::open_to_ask(endpoint);
     match command {
         Command::List { targets, json } => list::run(&mut open()?, &targets, json, io),
         Command::Pid { targets } => pid::run(&mut open()?, &targets, io),
