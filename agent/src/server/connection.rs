@@ -13,8 +13,6 @@ use tokio::sync::{broadcast, watch};
 
 use super::{FRAME_TIMEOUT, HELLO_TIMEOUT, IDLE_TIMEOUT, WRITE_TIMEOUT};
 
-/// How long an answer is waited for before the client's hang-up is watched.
-const HANGUP_WATCH_AFTER: std::time::Duration = std::time::Duration::from_millis(5);
 use crate::audit;
 use crate::handlers::{Context, Reply};
 
@@ -91,13 +89,14 @@ pub(super) async fn connection(
         // A wait on instances is answered when the agent is about to be upgraded, before
         // the exec closes this connection; the operation itself goes on in the new agent.
         let mut upgrade = request.waits_on_instances().then(|| (context.upgrade.open(), upgrade_cut(&request)));
+        let watch_hangup = may_wait(&request);
         let mut handler = tokio::spawn(audit::handle(request, context.clone(), client));
         let reply = tokio::select! {
             reply = &mut handler => reply.unwrap_or_else(|e| {
                 Reply::One(Response::Error(WireError::new(ErrorKind::Failed, format!("internal error: {e}"))))
             }),
             // The slot is the client's only while it is there to read the answer.
-            () = hangup_after_a_while(&stream) => {
+            () = hangup_if(&stream, watch_hangup) => {
                 if only_waits {
                     handler.abort();
                 }
@@ -270,13 +269,20 @@ fn peer(stream: &uds::tokio::Stream) -> audit::Client {
     }
 }
 
-/// `hangup`, watched only once an answer takes longer than `HANGUP_WATCH_AFTER`: most
-/// answers (`list`, `pid`) are written sooner, and a watch costs five system calls. A
-/// client gone in the meantime is seen as soon as the watch starts (the kernel reports a
-/// closed socket when it is registered).
-async fn hangup_after_a_while(stream: &UnixStream) {
-    tokio::time::sleep(HANGUP_WATCH_AFTER).await;
-    hangup(stream).await
+/// Whether a request may wait before its (first) answer. One answered from what the agent
+/// knows at once (`list`, `pid`, `metrics`, and the first answer of `logs` and `events`,
+/// whose streams watch their client themselves) is written before a client's leaving could
+/// matter, so its client's hang-up is not watched: a watch costs five system calls.
+fn may_wait(request: &Request) -> bool {
+    !matches!(
+        request,
+        Request::List { .. } | Request::Pid { .. } | Request::Metrics | Request::Events | Request::Logs { .. }
+    )
+}
+
+/// `hangup` when `watched`, else never.
+async fn hangup_if(stream: &UnixStream, watched: bool) {
+    if watched { hangup(stream).await } else { std::future::pending().await }
 }
 
 /// Resolves once the client has closed its socket. A client that only shut down its
