@@ -48,20 +48,30 @@ pub fn standing(kind: Dependency, instances: &[(InstanceId, State, Option<Exit>)
 
 /// Which of `pending` may be stopped now, when dependents go first: an instance waits while
 /// an instance of a process that depends on it, among the request's `ids`, is not down yet.
+///
+/// One pass over `ids` finds the processes that still have an instance up; each pending
+/// instance is then checked against those names alone (a shutdown of a thousand instances
+/// of one process does not compare every pair).
 pub fn stoppable(
     pending: &[InstanceId],
     ids: &[InstanceId],
     depends_on: &BTreeMap<String, BTreeSet<String>>,
     down: impl Fn(&InstanceId) -> bool,
 ) -> Vec<InstanceId> {
+    // The processes of the request that depend on something and are not all down yet.
+    let mut holding: BTreeSet<&str> = BTreeSet::new();
+    for other in ids {
+        let depends = depends_on.get(&other.name).is_some_and(|deps| !deps.is_empty());
+        if depends && !holding.contains(other.name.as_str()) && !down(other) {
+            holding.insert(&other.name);
+        }
+    }
     pending
         .iter()
         .filter(|id| {
-            !ids.iter().any(|other| {
-                other.name != id.name
-                    && depends_on.get(&other.name).is_some_and(|deps| deps.contains(&id.name))
-                    && !down(other)
-            })
+            !holding
+                .iter()
+                .any(|name| *name != id.name && depends_on.get(*name).is_some_and(|deps| deps.contains(&id.name)))
         })
         .cloned()
         .collect()
@@ -199,7 +209,8 @@ impl Supervisor {
             // Each instance that goes down brings this back, for the ones that waited on it.
             let down = |id: &InstanceId| self.slots.get(id).is_none_or(|slot| slot.inst.is_down());
             let ready = stoppable(&batch.pending, &batch.ids, &depends_on, down);
-            batch.pending.retain(|id| !ready.contains(id));
+            let taken: BTreeSet<&InstanceId> = ready.iter().collect();
+            batch.pending.retain(|id| !taken.contains(id));
             for id in ready {
                 self.queue.push_back(Next::Input(id, batch.input));
             }
@@ -268,5 +279,12 @@ mod tests {
         assert_eq!(names(stoppable(&pending, &all, &deps, down)), ["api:1"], "db waits for api:1");
         // A stop of db alone leaves its dependents running.
         assert_eq!(names(stoppable(&[id("db", 0)], &[id("db", 0)], &deps, |_| false)), ["db:0"]);
+        // One instance of a dependent still up holds the dependency; those down do not.
+        let ids = vec![id("api", 0), id("web", 0), id("web", 1)];
+        let down = |i: &InstanceId| *i == id("web", 0);
+        assert_eq!(names(stoppable(&ids, &ids, &deps, down)), ["web:0", "web:1"], "api waits for web:1");
+        // A shutdown of many instances of processes with no dependencies between them: all at once.
+        let many: Vec<InstanceId> = (0..1000).map(|i| id(if i % 2 == 0 { "worker" } else { "db" }, i)).collect();
+        assert_eq!(stoppable(&many, &many, &deps, |_| false).len(), 1000);
     }
 }

@@ -28,6 +28,12 @@ pub trait Kernel: Send {
     fn kill_group(&mut self, pgid: i32);
     /// Whether anything of a run is left: its cgroup is populated, or its group has a member.
     fn run_alive(&self, cgroup: Option<&Path>, pgid: i32) -> bool;
+    /// The main process of a run has ended: is anything of the run left? With a cgroup, an
+    /// empty one is removed on the way (`Ended::removed`), so a run's end costs one system
+    /// call, not a read of `cgroup.events` and a removal after it.
+    fn run_ended(&mut self, cgroup: Option<&Path>, pgid: i32) -> Ended {
+        Ended { left: self.run_alive(cgroup, pgid), removed: false }
+    }
     /// Whether `pid` exists (a zombie does).
     fn process_exists(&self, pid: i32) -> bool;
     /// Gives the spawner the listening socket `fd`, under `key`, for the spawns after this.
@@ -37,6 +43,15 @@ pub trait Kernel: Send {
     /// Re-executes the agent from the spawner thread with a handover (`state` and `fds`, in
     /// order). Returns only when that failed, with why.
     fn exec(&mut self, program: PathBuf, args: Vec<OsString>, state: Vec<u8>, fds: &[RawFd]) -> String;
+}
+
+/// What is left of a run whose main process has ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ended {
+    /// Some process of the run is still alive.
+    pub left: bool,
+    /// Its cgroup was empty and is removed already.
+    pub removed: bool,
 }
 
 /// The real one: the spawner thread, process groups and cgroups.
@@ -98,6 +113,14 @@ impl Kernel for Real {
         match cgroup {
             Some(cgroup) => crate::cgroup::populated(cgroup),
             None => group::alive(pgid),
+        }
+    }
+
+    fn run_ended(&mut self, cgroup: Option<&Path>, pgid: i32) -> Ended {
+        match cgroup {
+            // rmdir succeeds only on an empty cgroup: no process in it, none below it.
+            Some(path) if crate::cgroup::remove_empty(path) => Ended { left: false, removed: true },
+            _ => Ended { left: self.run_alive(cgroup, pgid), removed: false },
         }
     }
 

@@ -416,7 +416,14 @@ impl Supervisor {
         };
         slot.pipe = None;
         slot.kept = Kept::default();
-        let group_left = run_alive(&*self.kernel, slot);
+        // Its sample files are closed before its cgroup goes: the removal of a cgroup with
+        // files open in it has to drain them first.
+        slot.usage = super::usage::Files::default();
+        let ended = slot.inst.pgid.map(|pgid| self.kernel.run_ended(slot.cgroup.as_deref(), pgid));
+        if ended.is_some_and(|ended| ended.removed) {
+            slot.cgroup = None; // nothing is left to follow or remove
+        }
+        let group_left = ended.is_some_and(|ended| ended.left);
         self.end_checks(id);
         self.feed(id, Input::Exited { exit, group_left });
         self.run_hook(id, Hook::PostStop, 0, exit);

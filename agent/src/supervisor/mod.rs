@@ -434,11 +434,12 @@ impl Supervisor {
         if nothing_left {
             last.agent_token = None; // the next agent has no stray of this run to look for
         }
+        // The writer syncs the last table while the cgroup tree goes.
         self.persist.writer().save(last);
-        self.persist.writer().flush();
         if let Some(tree) = self.cgroups.tree() {
             tree.remove_all();
         }
+        self.persist.writer().flush();
         for waiter in self.shutdown_waiters.drain(..) {
             let _ = waiter.send(());
         }

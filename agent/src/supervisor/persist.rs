@@ -41,9 +41,13 @@ impl Persist {
 }
 
 impl Supervisor {
-    /// After a burst of events: write now, or arm the end of the window.
+    /// After a burst of events: write now, or arm the end of the window. Not while shutting
+    /// down: the agent writes the table once when every instance is down, and a save begun
+    /// meanwhile (its fsyncs) would only hold that last one up. Should the agent die during
+    /// the shutdown, the table before it still names every run that may be alive, and the
+    /// next agent checks each pid's start time.
     pub(super) fn save_if_due(&mut self) {
-        if !self.persist.dirty || self.persist.armed {
+        if !self.persist.dirty || self.persist.armed || self.shutting_down {
             return;
         }
         let since = self.persist.last_save.elapsed();
@@ -58,7 +62,9 @@ impl Supervisor {
 
     pub(super) fn on_save_due(&mut self) {
         self.persist.armed = false;
-        self.save();
+        if !self.shutting_down {
+            self.save();
+        }
     }
 
     pub(super) fn save(&mut self) {
