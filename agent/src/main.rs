@@ -273,6 +273,11 @@ fn run(args: Args) -> anyhow::Result<()> {
         .spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
+                // The runtime's blocking threads (not this one) leave the agent's signals to
+                // this thread, which handles them, as the table writer and the spawner do.
+                .on_thread_start(|| {
+                    let _ = nix::sys::signal::SigSet::all().thread_block();
+                })
                 .build()
                 .context("cannot start the runtime")?;
             runtime.block_on(serve(setup, launch))

@@ -92,7 +92,28 @@ pub fn load(state_dir: &Path) -> Result<Option<TableFile>, String> {
     Err(format!("{} is unreadable ({problem}); moved to {}", file.display(), aside.display()))
 }
 
-fn save(state_dir: &Path, table: &TableFile) -> std::io::Result<()> {
+/// The scale counts of the last table whose rename was made durable (none before the first).
+#[derive(Default)]
+struct Durable(Option<BTreeMap<String, ScaleOverride>>);
+
+impl Durable {
+    /// Whether a table with these counts needs its rename made durable.
+    fn wanted(&self, scaled: &BTreeMap<String, ScaleOverride>) -> bool {
+        self.0.as_ref() != Some(scaled)
+    }
+
+    fn made(&mut self, scaled: &BTreeMap<String, ScaleOverride>) {
+        self.0 = Some(scaled.clone());
+    }
+}
+
+/// Writes `table` in place of the last one: the new file complete on disk before it is
+/// renamed over the old, so the agent's death (or the machine's) leaves one or the other,
+/// whole. `sync_dir` makes the rename itself durable, which matters only for what outlives a
+/// reboot, the scale counts: the writer asks for it when they changed. Without it a power
+/// loss may bring back the table before, whose pids mean nothing after a reboot anyway, and
+/// every save is one `fsync` cheaper (about a quarter of a millisecond of CPU on ext4).
+fn save(state_dir: &Path, table: &TableFile, sync_dir: bool) -> std::io::Result<()> {
     let file = path(state_dir);
     let temp = file.with_extension("json.tmp");
     // Private: the table names every process of the user's.
@@ -105,7 +126,7 @@ fn save(state_dir: &Path, table: &TableFile) -> std::io::Result<()> {
     out.sync_all()?;
     fs::rename(&temp, &file)?;
     // The rename is durable once the directory is synced.
-    File::open(state_dir)?.sync_all()
+    if sync_dir { File::open(state_dir)?.sync_all() } else { Ok(()) }
 }
 
 /// Hands tables to the writer thread; only the newest of a burst is written.
@@ -123,7 +144,12 @@ impl Writer {
     pub fn start(state_dir: PathBuf) -> std::io::Result<Writer> {
         let (tx, rx) = mpsc::channel::<Command>();
         std::thread::Builder::new().name("table-writer".into()).spawn(move || {
+            // The agent's signals (SIGCHLD above all) go to the thread that handles them,
+            // not through this one: a thread woken only to pass a signal on is a hop on the
+            // way from a child's exit to its replacement.
+            let _ = nix::sys::signal::SigSet::all().thread_block();
             let mut failing = false;
+            let mut durable = Durable::default();
             while let Ok(mut command) = rx.recv() {
                 let mut flushes = vec![];
                 let mut newest = None;
@@ -138,8 +164,14 @@ impl Writer {
                     }
                 }
                 if let Some(table) = newest {
-                    match save(&state_dir, &table) {
-                        Ok(()) => failing = false,
+                    let sync_dir = durable.wanted(&table.scaled);
+                    match save(&state_dir, &table, sync_dir) {
+                        Ok(()) => {
+                            failing = false;
+                            if sync_dir {
+                                durable.made(&table.scaled);
+                            }
+                        }
                         Err(e) if !failing => {
                             failing = true;
                             log!("cannot write the pid table in {}: {e}", state_dir.display());
@@ -195,6 +227,27 @@ pub fn lock(dir: &Path) -> anyhow::Result<File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_rename_is_made_durable_first_and_when_a_scale_count_changed() {
+        let counts = |n: u32| BTreeMap::from([("web".to_string(), ScaleOverride { count: n, config_instances: 1 })]);
+        let mut durable = Durable::default();
+        // (the counts of the table saved, whether its rename is synced)
+        let cases = [
+            (BTreeMap::new(), true),
+            (BTreeMap::new(), false),
+            (counts(3), true),
+            (counts(3), false),
+            (counts(4), true),
+            (BTreeMap::new(), true),
+        ];
+        for (scaled, want) in cases {
+            assert_eq!(durable.wanted(&scaled), want, "{scaled:?}");
+            if want {
+                durable.made(&scaled);
+            }
+        }
+    }
 
     fn sample() -> TableFile {
         TableFile {

@@ -68,6 +68,7 @@ impl Supervisor {
         };
         let changed = slot.inst.state != before || slot.inst.is_down() != was_down;
         if slot.inst.state != before {
+            self.persist.touch_state(slot.inst.state);
             self.touch();
             self.on_state_change(id, before);
             self.recycle_on_state(id);

@@ -2,9 +2,15 @@
 //! changes within the save window are written together at its end. A save costs in
 //! proportion to the rows, so the window grows with them (10 ms up to 100 instances, 100 ms
 //! at 1,000, at most 200 ms): saves take a bounded share of the agent however large the
-//! table. The writer thread does the disk work; here is what to write and when.
+//! table. A change that leaves an instance on its way (`starting` or `stopping`: a spawn or
+//! an exit follows within moments) is written at the window's end too, with what follows
+//! it: a restart or a recovery is written once, after its new process runs, and the disk
+//! work never competes with the start. The writer thread does the disk work; here is what
+//! to write and when.
 
 use std::time::{Duration, Instant};
+
+use procctl_proto::State;
 
 use super::Due;
 use super::Supervisor;
@@ -21,18 +27,27 @@ fn window(rows: usize) -> Duration {
 pub struct Persist {
     writer: table::Writer,
     dirty: bool,
+    /// A change since the last save left an instance starting or stopping.
+    moving: bool,
     armed: bool,
     last_save: Instant,
 }
 
 impl Persist {
     pub fn new(writer: table::Writer) -> Persist {
-        Persist { writer, dirty: true, armed: false, last_save: Instant::now() - SAVE_WINDOW }
+        Persist { writer, dirty: true, moving: false, armed: false, last_save: Instant::now() - SAVE_WINDOW }
     }
 
     /// Something the table shows changed.
     pub fn touch(&mut self) {
         self.dirty = true;
+    }
+
+    /// An instance changed to `state`: the table is due, and it is on its way when starting
+    /// or stopping.
+    pub fn touch_state(&mut self, state: State) {
+        self.dirty = true;
+        self.moving |= moving(state);
     }
 
     pub fn writer(&self) -> &table::Writer {
@@ -52,11 +67,12 @@ impl Supervisor {
         }
         let since = self.persist.last_save.elapsed();
         let window = window(self.slots.len());
-        if since >= window {
-            self.save();
-        } else {
-            self.persist.armed = true;
-            self.timers.after(window - since, Due::Save);
+        match delay(since, window, self.persist.moving) {
+            None => self.save(),
+            Some(after) => {
+                self.persist.armed = true;
+                self.timers.after(after, Due::Save);
+            }
         }
     }
 
@@ -69,6 +85,7 @@ impl Supervisor {
 
     pub(super) fn save(&mut self) {
         self.persist.dirty = false;
+        self.persist.moving = false;
         self.persist.last_save = Instant::now();
         let table = self.snapshot();
         self.persist.writer.save(table);
@@ -100,9 +117,54 @@ impl Supervisor {
     }
 }
 
+/// Whether an instance in `state` changes again within moments (its spawn or its exit).
+fn moving(state: State) -> bool {
+    matches!(state, State::Starting | State::Stopping)
+}
+
+/// When a dirty table is written, `since` the last save: now (`None`) after a quiet spell
+/// with nothing on its way, else after the rest of the window (a whole one after a quiet
+/// spell).
+fn delay(since: Duration, window: Duration, moving: bool) -> Option<Duration> {
+    match (since >= window, moving) {
+        (true, false) => None,
+        (true, true) => Some(window),
+        (false, _) => Some(window - since),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_change_on_its_way_waits_for_the_window() {
+        let ms = Duration::from_millis;
+        // (since the last save, window, an instance starting or stopping, when to write)
+        let cases = [
+            (ms(50), ms(10), false, None),
+            (ms(50), ms(10), true, Some(ms(10))),
+            (ms(4), ms(10), false, Some(ms(6))),
+            (ms(4), ms(10), true, Some(ms(6))),
+            (ms(10), ms(10), false, None),
+        ];
+        for (since, window, moving, want) in cases {
+            assert_eq!(delay(since, window, moving), want, "{since:?} {window:?} {moving}");
+        }
+        let states = [
+            (State::Starting, true),
+            (State::Stopping, true),
+            (State::Running, false),
+            (State::Stopped, false),
+            (State::Backoff, false),
+            (State::Waiting, false),
+            (State::Exited, false),
+            (State::Fatal, false),
+        ];
+        for (state, want) in states {
+            assert_eq!(moving(state), want, "{state}");
+        }
+    }
 
     #[test]
     fn the_window_grows_with_the_table() {
