@@ -170,6 +170,9 @@ impl Files {
     /// The resident pages of the processes of the run's cgroup, after reading its CPU time
     /// (`cpu_usec`): those read last while the run has not used the CPU since, else the sum of
     /// the members' statm (the members found again when a second old or one is gone).
+    ///
+    /// Only pages summed over members found after that CPU time was read stand for it: the
+    /// members taken as known for a second may miss a child forked since they were found.
     fn resident_of_cgroup(&mut self, cgroup: &Path, cpu_usec: Option<u64>, buf: &mut [u8]) -> u64 {
         let now = Instant::now();
         if let (Some(cpu_usec), Some(last)) = (cpu_usec, self.resident)
@@ -177,8 +180,9 @@ impl Files {
         {
             return last.pages;
         }
+        self.resident = None;
         let known = self.members_at.is_some_and(|at| now.saturating_duration_since(at) < MEMBERS_FRESH);
-        let pages = match known.then(|| self.resident(buf)).flatten() {
+        match known.then(|| self.resident(buf)).flatten() {
             Some(pages) => pages,
             None => {
                 let mut pids =
@@ -190,11 +194,11 @@ impl Files {
                 }
                 self.members(&pids);
                 self.members_at = Some(now);
-                self.resident(buf).unwrap_or(0)
+                let pages = self.resident(buf).unwrap_or(0);
+                self.resident = cpu_usec.map(|cpu_usec| Resident { pages, cpu_usec, at: now });
+                pages
             }
-        };
-        self.resident = cpu_usec.map(|cpu_usec| Resident { pages, cpu_usec, at: now });
-        pages
+        }
     }
 
     /// The resident pages of the members, or `None` when one of them is gone.
@@ -377,6 +381,29 @@ mod tests {
         drop(grown);
         let freed = files.resident_of_cgroup(dir.path(), None, &mut buf);
         assert!(freed + (40 << 20) / page <= after, "no CPU figure: read every time ({after} -> {freed} pages)");
+    }
+
+    #[test]
+    fn only_pages_of_members_found_after_the_cpu_time_stand_for_it() {
+        // The cgroup gains a member (this test again, so its pages count twice) while the
+        // members found a moment before are still taken as known.
+        let dir = tempfile::tempdir().unwrap();
+        let procs = dir.path().join("cgroup.procs");
+        let me = std::process::id();
+        std::fs::write(&procs, format!("{me}\n")).unwrap();
+        let mut files = Files::default();
+        files.for_run(1, me as i32);
+        let mut buf = [0u8; 4096];
+        let once = files.resident_of_cgroup(dir.path(), Some(1000), &mut buf);
+        std::fs::write(&procs, format!("{me}\n{me}\n")).unwrap();
+        // It ran (it forked): the members known from before are read again, not found again.
+        let known = files.resident_of_cgroup(dir.path(), Some(1001), &mut buf);
+        assert!(known < once * 3 / 2, "members known for a second: {once} -> {known}");
+        // Nothing ran since, but those pages were not summed over members found after 1001.
+        files.members_at = Instant::now().checked_sub(MEMBERS_FRESH);
+        let found = files.resident_of_cgroup(dir.path(), Some(1001), &mut buf);
+        assert!(found > once * 3 / 2, "the new member is counted once the members are found: {once} -> {found}");
+        assert_eq!(files.resident_of_cgroup(dir.path(), Some(1001), &mut buf), found, "and that figure stands");
     }
 
     #[test]
