@@ -3,6 +3,7 @@
 //! what the exit status needs; a write error is the caller's to handle.
 
 use std::collections::BTreeMap;
+use std::fmt::{self, Write as _};
 use std::io::{self, Write};
 
 use comfy_table::{Cell, CellAlignment, Color, ContentArrangement, Table, presets};
@@ -36,63 +37,58 @@ pub fn list(
 /// comfy-table, set for speed: no borders (preset NOTHING), no arrangement, and never asked
 /// to look at the terminal (`force_no_tty`: its width and tty probes are system calls);
 /// colour is decided by the caller. Columns are two spaces apart and no line ends in blanks.
+///
+/// Without colour the table is one row of multi-line cells, a cell per column holding every
+/// instance's value on a line of its own: comfy-table lays out lines as it lays out cells
+/// (the widest line sets the column's width, each line aligned and padded alike), so the text
+/// is the same as with a cell per value, for a tenth of the cells it makes, measures and frees
+/// (most of its time at a thousand rows). With colour, the one thing that differs from row to
+/// row, each value is a cell of its own. No value holds a line break (control characters are
+/// shown as `?`), so a line is a row.
 fn list_table(rows: &[InstanceInfo], hosts: &[&str], colour: bool) -> String {
-    let health = rows.iter().any(|row| row.health.is_some());
-    let status = rows.iter().any(|row| row.status.is_some());
-    let host = !hosts.is_empty();
-    let mut header = Vec::with_capacity(12);
-    header.extend(host.then_some("HOST"));
-    header.extend(["NAME", "INSTANCE", "PID", "STATE", "UPTIME", "RESTARTS", "LAST EXIT", "CPU", "MEM"]);
-    header.extend(health.then_some("HEALTH"));
-    header.extend(status.then_some("STATUS"));
+    let layout = Layout {
+        host: !hosts.is_empty(),
+        health: rows.iter().any(|row| row.health.is_some()),
+        status: rows.iter().any(|row| row.status.is_some()),
+    };
+    let header = layout.header();
     let mut table = Table::new();
     table.load_preset(presets::NOTHING).set_content_arrangement(ContentArrangement::Disabled).force_no_tty();
     if colour {
         table.enforce_styling();
     }
     table.set_header(header.iter().map(Cell::new));
-    for (number, row) in rows.iter().enumerate() {
-        let mut cells = Vec::with_capacity(header.len());
-        if host {
-            cells.push(Cell::new(hosts.get(number).copied().unwrap_or("-")));
+    let host = |number: usize| layout.host.then(|| hosts.get(number).copied().unwrap_or("-"));
+    if colour {
+        let state = header.iter().position(|&title| title == "STATE");
+        let health = header.iter().position(|&title| title == "HEALTH");
+        let mut values = vec![String::new(); header.len()];
+        for (number, row) in rows.iter().enumerate() {
+            values.iter_mut().for_each(String::clear);
+            layout.push_row(&mut values, row, host(number));
+            let paint = |index| match Some(index) {
+                at if at == state => state_colour(row.state),
+                at if at == health && row.health == Some(Health::Failing) => Some(Color::Red),
+                _ => None,
+            };
+            table.add_row(values.iter().enumerate().map(|(index, value)| match paint(index) {
+                Some(colour_of_value) => Cell::new(value).fg(colour_of_value),
+                None => Cell::new(value),
+            }));
         }
-        let state = Cell::new(row.state.as_str());
-        cells.extend([
-            Cell::new(&row.id.name),
-            Cell::new(row.id.index),
-            row.pid.map_or_else(dash, Cell::new),
-            match state_colour(row.state) {
-                Some(colour_of_state) if colour => state.fg(colour_of_state),
-                _ => state,
-            },
-            row.uptime_secs.map_or_else(dash, |secs| Cell::new(uptime(secs))),
-            Cell::new(row.restarts),
-            match (&row.start_error, row.last_exit) {
-                (Some(error), _) => Cell::new(error),
-                (None, exit) => exit.map_or_else(dash, Cell::new),
-            },
-            row.cpu_tenths.map_or_else(dash, |t| Cell::new(format_args!("{}.{}%", t / 10, t % 10))),
-            row.memory_bytes.map_or_else(dash, |bytes| Cell::new(memory(bytes))),
-        ]);
-        if health {
-            cells.push(match row.health {
-                Some(Health::Failing) if colour => Cell::new("failing").fg(Color::Red),
-                Some(health) => Cell::new(health.as_str()),
-                None => dash(),
-            });
+    } else if !rows.is_empty() {
+        let mut columns: Vec<String> = header.iter().map(|_| String::with_capacity(8 * rows.len())).collect();
+        for (number, row) in rows.iter().enumerate() {
+            if number > 0 {
+                columns.iter_mut().for_each(|column| column.push('\n'));
+            }
+            layout.push_row(&mut columns, row, host(number));
         }
-        if status {
-            // The program's own words: control characters (an escape sequence meant for the
-            // terminal of whoever lists) are shown as `?`.
-            let text = row.status.as_deref().unwrap_or("-");
-            cells.push(Cell::new(text.chars().map(|c| if c.is_control() { '?' } else { c }).collect::<String>()));
-        }
-        table.add_row(cells);
+        table.add_row(columns.into_iter().map(Cell::new_owned));
     }
-    let shift = usize::from(host);
-    for (index, column) in table.column_iter_mut().enumerate() {
+    for (column, title) in table.column_iter_mut().zip(&header) {
         column.set_padding((0, 2));
-        if [1, 2, 5, 7, 8].contains(&(index.wrapping_sub(shift))) {
+        if ["INSTANCE", "PID", "RESTARTS", "CPU", "MEM"].contains(title) {
             column.set_cell_alignment(CellAlignment::Right);
         }
     }
@@ -105,13 +101,78 @@ fn list_table(rows: &[InstanceInfo], hosts: &[&str], colour: bool) -> String {
         text.push_str(line.trim_end());
     }
     // procctl ends right after printing: the table's memory goes back with the process,
-    // instead of being freed cell by cell (ten thousand of them at a thousand rows).
+    // instead of being freed line by line.
     std::mem::forget(table);
     text
 }
 
-fn dash() -> Cell {
-    Cell::new("-")
+/// The columns of one `list` table: HOST with several hosts, HEALTH and STATUS when a row has one.
+struct Layout {
+    host: bool,
+    health: bool,
+    status: bool,
+}
+
+impl Layout {
+    fn header(&self) -> Vec<&'static str> {
+        let mut header = Vec::with_capacity(12);
+        header.extend(self.host.then_some("HOST"));
+        header.extend(["NAME", "INSTANCE", "PID", "STATE", "UPTIME", "RESTARTS", "LAST EXIT", "CPU", "MEM"]);
+        header.extend(self.health.then_some("HEALTH"));
+        header.extend(self.status.then_some("STATUS"));
+        header
+    }
+
+    /// Appends the values of `row` to `columns`, one to each, in the header's order: text
+    /// written straight into the column, with no string of its own.
+    fn push_row(&self, columns: &mut [String], row: &InstanceInfo, host: Option<&str>) {
+        let mut columns = columns.iter_mut();
+        let mut next = || columns.next().unwrap_or_else(|| unreachable!("a column for each value"));
+        if let Some(host) = host {
+            push_text(next(), host);
+        }
+        push_text(next(), &row.id.name);
+        put(next(), row.id.index);
+        put_or_dash(next(), row.pid);
+        next().push_str(row.state.as_str());
+        put_or_dash(next(), row.uptime_secs.map(Uptime));
+        put(next(), row.restarts);
+        match (&row.start_error, row.last_exit) {
+            (Some(error), _) => push_text(next(), error),
+            (None, exit) => put_or_dash(next(), exit),
+        }
+        put_or_dash(next(), row.cpu_tenths.map(Percent));
+        put_or_dash(next(), row.memory_bytes.map(Memory));
+        if self.health {
+            next().push_str(row.health.map_or("-", Health::as_str));
+        }
+        if self.status {
+            // The program's own words: control characters (an escape sequence meant for the
+            // terminal of whoever lists) are shown as `?`.
+            push_text(next(), row.status.as_deref().unwrap_or("-"));
+        }
+    }
+}
+
+fn put(out: &mut String, value: impl fmt::Display) {
+    let _ = write!(out, "{value}");
+}
+
+fn put_or_dash(out: &mut String, value: Option<impl fmt::Display>) {
+    match value {
+        Some(value) => put(out, value),
+        None => out.push('-'),
+    }
+}
+
+/// Text from elsewhere (a program's STATUS=, an error, a name), its control characters shown
+/// as `?`: nothing in it reaches the terminal as a command, or breaks its line.
+fn push_text(out: &mut String, text: &str) {
+    if text.chars().any(char::is_control) {
+        out.extend(text.chars().map(|c| if c.is_control() { '?' } else { c }));
+    } else {
+        out.push_str(text);
+    }
 }
 
 /// The colour of a state in `list` and `top`: running green; on its way or retrying yellow;
@@ -127,11 +188,28 @@ pub fn state_colour(state: State) -> Option<Color> {
 
 /// Resident memory as `ps` and `top` show it: `340K`, `12.4M`, `1.02G`.
 pub fn memory(bytes: u64) -> String {
-    let kib = bytes / 1024;
-    match kib {
-        0..1024 => format!("{kib}K"),
-        1024..1_048_576 => format!("{:.1}M", kib as f64 / 1024.0),
-        _ => format!("{:.2}G", kib as f64 / 1_048_576.0),
+    Memory(bytes).to_string()
+}
+
+struct Memory(u64);
+
+impl fmt::Display for Memory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kib = self.0 / 1024;
+        match kib {
+            0..1024 => write!(f, "{kib}K"),
+            1024..1_048_576 => write!(f, "{:.1}M", kib as f64 / 1024.0),
+            _ => write!(f, "{:.2}G", kib as f64 / 1_048_576.0),
+        }
+    }
+}
+
+/// CPU in tenths of a percent, as `12.5%`.
+struct Percent(u32);
+
+impl fmt::Display for Percent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}%", self.0 / 10, self.0 % 10)
     }
 }
 
@@ -196,12 +274,21 @@ fn list_json(rows: &[InstanceInfo], hosts: &[&str]) -> String {
 
 /// `3d4h`, `2h05m`, `4m07s`, `9s`.
 pub fn uptime(secs: u64) -> String {
-    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
-    match (d, h, m) {
-        (0, 0, 0) => format!("{s}s"),
-        (0, 0, _) => format!("{m}m{s:02}s"),
-        (0, _, _) => format!("{h}h{m:02}m"),
-        _ => format!("{d}d{h}h"),
+    Uptime(secs).to_string()
+}
+
+struct Uptime(u64);
+
+impl fmt::Display for Uptime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.0;
+        let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+        match (d, h, m) {
+            (0, 0, 0) => write!(f, "{s}s"),
+            (0, 0, _) => write!(f, "{m}m{s:02}s"),
+            (0, _, _) => write!(f, "{h}h{m:02}m"),
+            _ => write!(f, "{d}d{h}h"),
+        }
     }
 }
 
@@ -552,6 +639,37 @@ mod tests {
         d.status = Some("\u{1b}]0;owned\u{7}\tup".into());
         assert!(list_table(&[d], &[], false).ends_with("  ?]0;owned??up"), "control characters are not written out");
         assert_eq!(list_table(&[], &[], false), "NAME  INSTANCE  PID  STATE  UPTIME  RESTARTS  LAST EXIT  CPU  MEM");
+    }
+
+    #[test]
+    fn colour_changes_no_place_in_the_table_and_a_value_never_breaks_its_line() {
+        let mut a = row(Some(42), State::Running, None);
+        a.health = Some(Health::Failing);
+        a.status = Some("two\nlines".into());
+        let mut b = row(None, State::Fatal, None);
+        b.start_error = Some("not found:\n/bin/nope".into());
+        let mut c = row(Some(7), State::Backoff, Some(Exit::Code(1)));
+        c.id = InstanceId::new("longer-name", 12);
+        let rows = [a, b, c];
+        for hosts in [&[][..], &["a", "far\u{1b}host", "b"][..]] {
+            let plain = list_table(&rows, hosts, false);
+            let coloured = list_table(&rows, hosts, true);
+            assert!(coloured.contains("\u{1b}["), "{coloured}");
+            // Escape sequences take no width: without them, the same text.
+            let mut stripped = String::new();
+            let mut chars = coloured.chars();
+            while let Some(c) = chars.next() {
+                if c == '\u{1b}' {
+                    chars.by_ref().find(|c| ('@'..='~').contains(c) && *c != '[');
+                } else {
+                    stripped.push(c);
+                }
+            }
+            assert_eq!(stripped, plain);
+            assert_eq!(plain.lines().count(), 4, "{plain}");
+            assert!(plain.contains("two?lines") && plain.contains("not found:?/bin/nope"), "{plain}");
+        }
+        assert!(list_table(&rows, &["a", "far\u{1b}host", "b"], false).contains("far?host"));
     }
 
     #[test]

@@ -16,9 +16,11 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Instant, SystemTime};
 
-use procctl_proto::InstanceInfo;
+use std::ops::Bound;
 
-use super::Supervisor;
+use procctl_proto::{InstanceId, InstanceInfo};
+
+use super::{Slot, Supervisor};
 use crate::procfs;
 
 /// Files kept open for sampling, in the whole agent, and how many may be: a quarter of its
@@ -93,6 +95,16 @@ pub struct Files {
     members_at: Option<Instant>,
     /// The last sample, given again to whoever asks within `SAMPLE_FRESH` of it.
     last: Option<Sample>,
+    /// The resident pages last read from the members' statm, with the run's CPU time read
+    /// just before them, and when.
+    resident: Option<Resident>,
+}
+
+#[derive(Clone, Copy)]
+struct Resident {
+    pages: u64,
+    cpu_usec: u64,
+    at: Instant,
 }
 
 /// What one sample of a run found.
@@ -111,6 +123,13 @@ const SAMPLE_FRESH: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// How long the members of a run's cgroup are taken as known.
 const MEMBERS_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How long the resident memory of a run whose processes have not run since it was read is
+/// taken as known (without the memory controller): a process that did not run has not
+/// forked, exited or touched a page, so its members and their pages are those read then;
+/// only the kernel can change them meanwhile (reclaim under memory pressure), which a read
+/// at least this often catches up with.
+const IDLE_FRESH: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Files {
     fn for_run(&mut self, run: u64, pid: i32) {
@@ -148,6 +167,40 @@ impl Files {
         Some((ticks, pages))
     }
 
+    /// The resident pages of the processes of the run's cgroup, after reading its CPU time
+    /// (`cpu_usec`): those read last while the run has not used the CPU since, else the sum of
+    /// the members' statm (the members found again when a second old or one is gone).
+    ///
+    /// Only pages summed over members found after that CPU time was read stand for it: the
+    /// members taken as known for a second may miss a child forked since they were found.
+    fn resident_of_cgroup(&mut self, cgroup: &Path, cpu_usec: Option<u64>, buf: &mut [u8]) -> u64 {
+        let now = Instant::now();
+        if let (Some(cpu_usec), Some(last)) = (cpu_usec, self.resident)
+            && idle_since(last, cpu_usec, now)
+        {
+            return last.pages;
+        }
+        self.resident = None;
+        let known = self.members_at.is_some_and(|at| now.saturating_duration_since(at) < MEMBERS_FRESH);
+        match known.then(|| self.resident(buf)).flatten() {
+            Some(pages) => pages,
+            None => {
+                let mut pids =
+                    self.procs.read(|| cgroup.join("cgroup.procs"), buf).map(procfs::pids).unwrap_or_default();
+                if pids.is_empty() {
+                    // The main process moved into a cgroup of its own (an agent that is an
+                    // instance): the whole subtree, walked.
+                    pids = crate::cgroup::procs(cgroup);
+                }
+                self.members(&pids);
+                self.members_at = Some(now);
+                let pages = self.resident(buf).unwrap_or(0);
+                self.resident = cpu_usec.map(|cpu_usec| Resident { pages, cpu_usec, at: now });
+                pages
+            }
+        }
+    }
+
     /// The resident pages of the members, or `None` when one of them is gone.
     fn resident(&mut self, buf: &mut [u8]) -> Option<u64> {
         let mut pages = 0;
@@ -158,98 +211,101 @@ impl Files {
     }
 }
 
+/// What every sample of one `list` shares.
+struct Context {
+    ticks_per_sec: u64,
+    page: u64,
+    memory_controller: bool,
+    now: Instant,
+}
+
 impl Supervisor {
-    /// Fills `cpu_tenths` and `memory_bytes` of the running rows.
+    /// Fills `cpu_tenths` and `memory_bytes` of the running rows, which are in the table's
+    /// order (every caller walks it): each row's slot is the next one, looked up only when it
+    /// is not, so a `list` of all walks the table once.
     pub(super) fn sample_usage(&mut self, rows: &mut [InstanceInfo]) {
         let (ticks_per_sec, page) = procfs::units();
         let memory_controller = self.cgroups.tree().is_some_and(|tree| tree.has("memory"));
-        let now = Instant::now();
+        let context = Context { ticks_per_sec, page, memory_controller, now: Instant::now() };
         let mut buf = [0u8; 4096];
+        let mut slots = self.slots.range_mut::<InstanceId, _>(..);
         for row in rows.iter_mut() {
-            let Some(slot) = self.slots.get_mut(&row.id) else {
-                continue;
-            };
-            let Some(pid) = slot.inst.pid else {
-                continue;
-            };
-            let files = &mut slot.usage;
-            files.for_run(slot.inst.run, pid);
-            if let Some(last) = files.kept(now) {
-                (row.cpu_tenths, row.memory_bytes) = (last.cpu_tenths, last.memory_bytes);
-                continue;
+            let mut next = slots.next().filter(|(id, _)| **id == row.id);
+            if next.is_none() {
+                slots = self.slots.range_mut::<InstanceId, _>((Bound::Included(&row.id), Bound::Unbounded));
+                next = slots.next().filter(|(id, _)| **id == row.id);
             }
-            let (cpu_usec, memory) = match &slot.cgroup {
-                Some(cgroup) => {
-                    let cpu = files.cpu_stat.read(|| cgroup.join("cpu.stat"), &mut buf).and_then(cpu_usec);
-                    let memory = if memory_controller {
-                        files
-                            .memory_current
-                            .read(|| cgroup.join("memory.current"), &mut buf)
-                            .and_then(|bytes| std::str::from_utf8(bytes).ok()?.trim().parse().ok())
-                    } else {
-                        let known = files.members_at.is_some_and(|at| at.elapsed() < MEMBERS_FRESH);
-                        let pages = match known.then(|| files.resident(&mut buf)).flatten() {
-                            Some(pages) => pages,
-                            None => {
-                                let mut pids = files
-                                    .procs
-                                    .read(|| cgroup.join("cgroup.procs"), &mut buf)
-                                    .map(procfs::pids)
-                                    .unwrap_or_default();
-                                if pids.is_empty() {
-                                    // The main process moved into a cgroup of its own (an agent
-                                    // that is an instance): the whole subtree, walked.
-                                    pids = crate::cgroup::procs(cgroup);
-                                }
-                                files.members(&pids);
-                                files.members_at = Some(Instant::now());
-                                files.resident(&mut buf).unwrap_or(0)
-                            }
-                        };
-                        Some(pages * page)
-                    };
-                    (cpu, memory)
-                }
-                None => {
-                    // The main process and what it started, by its children, as far as they
-                    // are still its own descendants: walked again after a second, or at once
-                    // when one of them is gone.
-                    let known = files.members_at.is_some_and(|at| at.elapsed() < MEMBERS_FRESH);
-                    let (ticks, pages) = match known.then(|| files.stat_sum(&mut buf)).flatten() {
-                        Some(sum) => sum,
-                        None => {
-                            let mut family = vec![pid];
-                            let mut members = vec![];
-                            while let Some(member) = family.pop() {
-                                members.push(member);
-                                family.extend(procfs::children(member));
-                            }
-                            files.members(&members);
-                            files.members_at = Some(Instant::now());
-                            files.stat_sum(&mut buf).unwrap_or((0, 0))
-                        }
-                    };
-                    (Some(ticks * 1_000_000 / ticks_per_sec), Some(pages * page))
-                }
-            };
-            row.memory_bytes = memory;
-            files.last = Some(Sample { at: now, cpu_tenths: None, memory_bytes: memory });
-            let Some(used) = cpu_usec else {
-                continue;
-            };
-            let (before, since) = match slot.cpu_sample {
-                Some((before, at)) => (before, now.duration_since(at)),
-                None => (
-                    0,
-                    slot.inst.started_at.and_then(|at| SystemTime::now().duration_since(at).ok()).unwrap_or_default(),
-                ),
-            };
-            let elapsed = since.as_micros() as u64;
-            row.cpu_tenths = (used.saturating_sub(before) * 1000).checked_div(elapsed).map(|t| t as u32);
-            slot.cpu_sample = Some((used, now));
-            slot.usage.last = Some(Sample { at: now, cpu_tenths: row.cpu_tenths, memory_bytes: memory });
+            if let Some((cpu, memory)) = next.and_then(|(_, slot)| sample(slot, &context, &mut buf)) {
+                (row.cpu_tenths, row.memory_bytes) = (cpu, memory);
+            }
         }
     }
+}
+
+/// CPU (tenths of a percent) and memory of a running instance; `None` when not running.
+fn sample(slot: &mut Slot, context: &Context, buf: &mut [u8]) -> Option<(Option<u32>, Option<u64>)> {
+    let pid = slot.inst.pid?;
+    let now = context.now;
+    let files = &mut slot.usage;
+    files.for_run(slot.inst.run, pid);
+    if let Some(last) = files.kept(now) {
+        return Some((last.cpu_tenths, last.memory_bytes));
+    }
+    let (cpu_usec, memory) = match &slot.cgroup {
+        Some(cgroup) => {
+            let cpu = files.cpu_stat.read(|| cgroup.join("cpu.stat"), buf).and_then(cpu_usec);
+            let memory = if context.memory_controller {
+                files
+                    .memory_current
+                    .read(|| cgroup.join("memory.current"), buf)
+                    .and_then(|bytes| std::str::from_utf8(bytes).ok()?.trim().parse().ok())
+            } else {
+                Some(files.resident_of_cgroup(cgroup, cpu, buf) * context.page)
+            };
+            (cpu, memory)
+        }
+        None => {
+            // The main process and what it started, by its children, as far as they
+            // are still its own descendants: walked again after a second, or at once
+            // when one of them is gone.
+            let known = files.members_at.is_some_and(|at| at.elapsed() < MEMBERS_FRESH);
+            let (ticks, pages) = match known.then(|| files.stat_sum(buf)).flatten() {
+                Some(sum) => sum,
+                None => {
+                    let mut family = vec![pid];
+                    let mut members = vec![];
+                    while let Some(member) = family.pop() {
+                        members.push(member);
+                        family.extend(procfs::children(member));
+                    }
+                    files.members(&members);
+                    files.members_at = Some(Instant::now());
+                    files.stat_sum(buf).unwrap_or((0, 0))
+                }
+            };
+            (Some(ticks * 1_000_000 / context.ticks_per_sec), Some(pages * context.page))
+        }
+    };
+    let mut cpu_tenths = None;
+    if let Some(used) = cpu_usec {
+        let (before, since) = match slot.cpu_sample {
+            Some((before, at)) => (before, now.duration_since(at)),
+            None => {
+                (0, slot.inst.started_at.and_then(|at| SystemTime::now().duration_since(at).ok()).unwrap_or_default())
+            }
+        };
+        let elapsed = since.as_micros() as u64;
+        cpu_tenths = (used.saturating_sub(before) * 1000).checked_div(elapsed).map(|t| t as u32);
+        slot.cpu_sample = Some((used, now));
+    }
+    slot.usage.last = Some(Sample { at: now, cpu_tenths, memory_bytes: memory });
+    Some((cpu_tenths, memory))
+}
+
+/// Whether the pages read at `last` still stand: the run's CPU time is what it was then, and
+/// that was under `IDLE_FRESH` ago.
+fn idle_since(last: Resident, cpu_usec: u64, now: Instant) -> bool {
+    last.cpu_usec == cpu_usec && now.saturating_duration_since(last.at) < IDLE_FRESH
 }
 
 fn cpu_usec(stat: &[u8]) -> Option<u64> {
@@ -292,6 +348,62 @@ mod tests {
         assert!(files.kept(at).is_some(), "the same run keeps it");
         files.for_run(2, 100);
         assert!(files.kept(at).is_none(), "a new run with the same pid starts afresh");
+    }
+
+    #[test]
+    fn pages_read_stand_while_the_run_has_not_used_the_cpu_and_for_five_seconds_at_most() {
+        let at = Instant::now();
+        let last = Resident { pages: 10, cpu_usec: 500, at };
+        // (CPU time now, seconds since the read, still standing)
+        let cases = [(500, 0, true), (500, 4, true), (500, 5, false), (501, 0, false), (499, 1, false)];
+        for (cpu_usec, secs, stands) in cases {
+            let now = at + std::time::Duration::from_secs(secs);
+            assert_eq!(idle_since(last, cpu_usec, now), stands, "{cpu_usec} usec, {secs} s");
+        }
+    }
+
+    #[test]
+    fn a_run_that_used_the_cpu_has_its_members_pages_read_again() {
+        // A cgroup whose one member is this test: its pages grow by 48 MiB between reads (mapped on
+        // its own, past the most malloc keeps on its heap, so freeing it gives the pages back).
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("cgroup.procs"), format!("{}\n", std::process::id())).unwrap();
+        let mut files = Files::default();
+        files.for_run(1, std::process::id() as i32);
+        let mut buf = [0u8; 4096];
+        let before = files.resident_of_cgroup(dir.path(), Some(1000), &mut buf);
+        assert!(before > 0);
+        let grown = std::hint::black_box(vec![1u8; 48 << 20]);
+        let page = procfs::units().1;
+        assert_eq!(files.resident_of_cgroup(dir.path(), Some(1000), &mut buf), before, "not run since: kept");
+        let after = files.resident_of_cgroup(dir.path(), Some(1001), &mut buf);
+        assert!(after >= before + (40 << 20) / page, "ran: read again ({before} -> {after} pages)");
+        drop(grown);
+        let freed = files.resident_of_cgroup(dir.path(), None, &mut buf);
+        assert!(freed + (40 << 20) / page <= after, "no CPU figure: read every time ({after} -> {freed} pages)");
+    }
+
+    #[test]
+    fn only_pages_of_members_found_after_the_cpu_time_stand_for_it() {
+        // The cgroup gains a member (this test again, so its pages count twice) while the
+        // members found a moment before are still taken as known.
+        let dir = tempfile::tempdir().unwrap();
+        let procs = dir.path().join("cgroup.procs");
+        let me = std::process::id();
+        std::fs::write(&procs, format!("{me}\n")).unwrap();
+        let mut files = Files::default();
+        files.for_run(1, me as i32);
+        let mut buf = [0u8; 4096];
+        let once = files.resident_of_cgroup(dir.path(), Some(1000), &mut buf);
+        std::fs::write(&procs, format!("{me}\n{me}\n")).unwrap();
+        // It ran (it forked): the members known from before are read again, not found again.
+        let known = files.resident_of_cgroup(dir.path(), Some(1001), &mut buf);
+        assert!(known < once * 3 / 2, "members known for a second: {once} -> {known}");
+        // Nothing ran since, but those pages were not summed over members found after 1001.
+        files.members_at = Instant::now().checked_sub(MEMBERS_FRESH);
+        let found = files.resident_of_cgroup(dir.path(), Some(1001), &mut buf);
+        assert!(found > once * 3 / 2, "the new member is counted once the members are found: {once} -> {found}");
+        assert_eq!(files.resident_of_cgroup(dir.path(), Some(1001), &mut buf), found, "and that figure stands");
     }
 
     #[test]
