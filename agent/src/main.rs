@@ -485,20 +485,9 @@ async fn serve(setup: Setup, launch: std::sync::mpsc::Sender<Box<dyn FnOnce() + 
     let (alive, mut all_closed) = mpsc::channel::<()>(1);
     let server = server::serve(listener, context, alive, limits.max_connections);
     tokio::pin!(server);
-    // The supervisor is a task of its own, not the runtime's main future: a connection's
-    // command then wakes it inside the runtime, where waking the main future goes through
-    // the driver (a write to its eventfd and one more turn, on every request).
-    let mut supervising = tokio::spawn(sup.run(events_rx));
     let critical = tokio::select! {
-        critical = &mut supervising => match critical {
-            Ok(critical) => critical,
-            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
-            Err(_) => None,
-        },
-        () = &mut server => {
-            supervising.abort();
-            None
-        }
+        critical = sup.run(events_rx) => critical,
+        () = &mut server => None,
     };
     // Let the connections that asked for the shutdown get their answer; followers are ended
     // and newcomers told the agent is shutting down meanwhile.
