@@ -130,7 +130,16 @@ impl Request {
         }
     }
 
-    /// The verb, for logs and error messages.
+    /// A request the agent answers (or, for a stream, first answers) from what it knows at
+    /// once: nothing to wait for before it is written, so its client's leaving need not be
+    /// watched meanwhile.
+    pub fn answered_at_once(&self) -> bool {
+        matches!(
+            self,
+            Request::List { .. } | Request::Pid { .. } | Request::Metrics | Request::Events | Request::Logs { .. }
+        )
+    }
+
     /// A request whose answer waits on instances (to come up, go down, reach a state, or
     /// reply): an upgrade of the agent answers it at once, and the operation goes on in the
     /// new agent.
@@ -142,6 +151,7 @@ impl Request {
         }
     }
 
+    /// The verb, for logs and error messages.
     pub fn verb(&self) -> &'static str {
         match self {
             Request::Hello { .. } => "hello",

@@ -12,7 +12,6 @@ use tokio::net::UnixStream;
 use tokio::sync::{broadcast, watch};
 
 use super::{FRAME_TIMEOUT, HELLO_TIMEOUT, IDLE_TIMEOUT, WRITE_TIMEOUT};
-
 use crate::audit;
 use crate::handlers::{Context, Reply};
 
@@ -52,9 +51,11 @@ pub(super) async fn connection(
             // A client that sent its request behind its hello gets both answers in one
             // write (woken once, not twice); one that waits for the hello gets it now.
             held = Some(bytes);
-            if !matches!(frame::decode::<Request>(&pending), Ok(Some(_)))
-                && flush(&mut stream, &mut held).await.is_err()
-            {
+            let request_behind = pending
+                .first_chunk::<HEADER_LEN>()
+                .and_then(|header| frame::body_len(*header).ok())
+                .is_some_and(|len| pending.len() >= HEADER_LEN + len);
+            if !request_behind && flush(&mut stream, &mut held).await.is_err() {
                 return;
             }
         }
@@ -89,7 +90,7 @@ pub(super) async fn connection(
         // A wait on instances is answered when the agent is about to be upgraded, before
         // the exec closes this connection; the operation itself goes on in the new agent.
         let mut upgrade = request.waits_on_instances().then(|| (context.upgrade.open(), upgrade_cut(&request)));
-        let watch_hangup = may_wait(&request);
+        let watch_hangup = !request.answered_at_once();
         let mut handler = tokio::spawn(audit::handle(request, context.clone(), client));
         let reply = tokio::select! {
             reply = &mut handler => reply.unwrap_or_else(|e| {
@@ -269,18 +270,8 @@ fn peer(stream: &uds::tokio::Stream) -> audit::Client {
     }
 }
 
-/// Whether a request may wait before its (first) answer. One answered from what the agent
-/// knows at once (`list`, `pid`, `metrics`, and the first answer of `logs` and `events`,
-/// whose streams watch their client themselves) is written before a client's leaving could
-/// matter, so its client's hang-up is not watched: a watch costs five system calls.
-fn may_wait(request: &Request) -> bool {
-    !matches!(
-        request,
-        Request::List { .. } | Request::Pid { .. } | Request::Metrics | Request::Events | Request::Logs { .. }
-    )
-}
-
-/// `hangup` when `watched`, else never.
+/// `hangup` when `watched`, else never: a request answered at once is written before its
+/// client's leaving could matter, and a watch costs five system calls.
 async fn hangup_if(stream: &UnixStream, watched: bool) {
     if watched { hangup(stream).await } else { std::future::pending().await }
 }
