@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use interprocess::local_socket::traits::{Stream as _, StreamCommon};
 use interprocess::local_socket::{GenericFilePath, Stream, ToFsName};
 
-use procctl_proto::frame::{self, HEADER_LEN};
+use procctl_proto::frame;
 use procctl_proto::{ErrorKind, PROTOCOL_VERSION, Request, Response, WireError};
 
 use crate::host::{Endpoint, SSH_ENV, SshHost};
@@ -78,6 +78,11 @@ impl Client {
         }
     }
 
+    /// A client over `stream`, nothing read yet.
+    fn over(stream: Box<dyn Transport>, hello_answered: bool, unsent: Vec<u8>) -> Client {
+        Client { stream, hello_answered, inbuf: Vec::new(), unsent }
+    }
+
     /// As `open`, for a caller that sends its request at once: a local connection's hello
     /// goes out in one write with that request (the agent then has both when it wakes).
     /// Not for one that may wait before its first request: the agent gives a hello only so
@@ -92,7 +97,7 @@ impl Client {
     /// Connects, checks that the agent on the other end runs as this user or root (before a
     /// byte is sent: a socket someone else bound must not see our requests), and says hello;
     /// a version mismatch comes back as the agent's error, with the first request's answer.
-    pub fn connect(path: &Path) -> Result<Client, CtlError> {
+    fn connect(path: &Path) -> Result<Client, CtlError> {
         Client::connect_holding(path, false)
     }
 
@@ -106,14 +111,14 @@ impl Client {
         let hello = frame::encode(&Request::Hello { version: PROTOCOL_VERSION })
             .map_err(|e| CtlError::Failed(format!("cannot send: {e}")))?;
         if hold {
-            return Ok(Client { stream: Box::new(stream), hello_answered: false, inbuf: Vec::new(), unsent: hello });
+            return Ok(Client::over(Box::new(stream), false, hello));
         }
         if stream.write_all(&hello).is_err() {
             // The agent may have answered (a refusal) and closed: a whole hello says why.
             hello_now(&mut stream)?;
-            return Ok(Client { stream: Box::new(stream), hello_answered: true, inbuf: Vec::new(), unsent: vec![] });
+            return Ok(Client::over(Box::new(stream), true, vec![]));
         }
-        Ok(Client { stream: Box::new(stream), hello_answered: false, inbuf: Vec::new(), unsent: vec![] })
+        Ok(Client::over(Box::new(stream), false, vec![]))
     }
 
     /// Starts ssh with `procctl dial-stdio` on the far side and says hello through it. When
@@ -141,7 +146,7 @@ impl Client {
         let (Some(stdin), Some(stdout)) = (stdin, stdout) else { unreachable!("both pipes were asked for") };
         let mut pipes = SshPipes { child, stdin: Some(stdin), stdout, stderr, said };
         match hello_now(&mut pipes) {
-            Ok(()) => Ok(Client { stream: Box::new(pipes), hello_answered: true, inbuf: Vec::new(), unsent: vec![] }),
+            Ok(()) => Ok(Client::over(Box::new(pipes), true, vec![])),
             Err(CtlError::Protocol(lost)) => {
                 let said = pipes.finish();
                 Err(failed(if said.is_empty() { lost } else { said }))
@@ -232,10 +237,7 @@ fn read(stream: &mut dyn Transport, inbuf: &mut Vec<u8>) -> Result<Response, Ctl
             inbuf.drain(..used);
             return Ok(response);
         }
-        let wanted = match inbuf.first_chunk::<HEADER_LEN>() {
-            Some(header) => frame::body_len(*header).map_err(protocol)? + HEADER_LEN - inbuf.len(),
-            None => FIRST_READ,
-        };
+        let wanted = frame::missing(inbuf).map_err(protocol)?.unwrap_or(FIRST_READ);
         let start = inbuf.len();
         inbuf.resize(start + wanted.max(FIRST_READ), 0);
         let read = stream.read(&mut inbuf[start..]);

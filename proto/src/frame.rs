@@ -50,6 +50,15 @@ pub fn body_len(header: [u8; HEADER_LEN]) -> Result<usize, FrameError> {
     Ok(len)
 }
 
+/// How many more bytes the frame at the start of `buf` needs: 0 when it is whole, `None`
+/// while its header is not (a reader then reads what comes).
+pub fn missing(buf: &[u8]) -> Result<Option<usize>, FrameError> {
+    let Some(header) = buf.first_chunk::<HEADER_LEN>() else {
+        return Ok(None);
+    };
+    Ok(Some((HEADER_LEN + body_len(*header)?).saturating_sub(buf.len())))
+}
+
 /// Decodes a whole body; trailing bytes make it malformed.
 pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
     let (msg, used) =
@@ -79,6 +88,21 @@ mod tests {
     use crate::request::Request;
     use crate::response::{ErrorKind, Response, WireError};
     use crate::target::Target;
+
+    #[test]
+    fn missing_counts_what_the_first_frame_still_needs() {
+        let cases: [(&[u8], Option<usize>); 5] = [
+            (&[], None),
+            (&[0, 0, 0], None),
+            (&[0, 0, 0, 3], Some(3)),
+            (&[0, 0, 0, 3, 1, 2], Some(1)),
+            (&[0, 0, 0, 1, 9, 0, 0], Some(0)),
+        ];
+        for (buf, want) in cases {
+            assert_eq!(missing(buf), Ok(want), "{buf:?}");
+        }
+        assert!(matches!(missing(&u32::MAX.to_be_bytes()), Err(FrameError::TooLarge(_))));
+    }
 
     #[test]
     fn round_trips_requests_and_responses() {

@@ -5,7 +5,7 @@ use std::io::ErrorKind as IoErrorKind;
 use std::os::fd::AsFd;
 
 use interprocess::os::unix::uds_local_socket as uds;
-use procctl_proto::frame::{self, FrameError, HEADER_LEN};
+use procctl_proto::frame::{self, FrameError};
 use procctl_proto::{ErrorKind, PROTOCOL_VERSION, Request, Response, WireError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::UnixStream;
@@ -51,10 +51,7 @@ pub(super) async fn connection(
             // A client that sent its request behind its hello gets both answers in one
             // write (woken once, not twice); one that waits for the hello gets it now.
             held = Some(bytes);
-            let request_behind = pending
-                .first_chunk::<HEADER_LEN>()
-                .and_then(|header| frame::body_len(*header).ok())
-                .is_some_and(|len| pending.len() >= HEADER_LEN + len);
+            let request_behind = frame::missing(&pending) == Ok(Some(0));
             if !request_behind && flush(&mut stream, &mut held).await.is_err() {
                 return;
             }
@@ -344,10 +341,10 @@ async fn read(stream: &mut UnixStream, pending: &mut Vec<u8>) -> Result<Option<R
             }
             return Ok(Some(request));
         }
-        let wanted = match pending.first_chunk::<HEADER_LEN>() {
-            Some(header) => {
+        let wanted = match frame::missing(pending).map_err(ReadError::Frame)? {
+            Some(missing) => {
                 rest_by.get_or_insert_with(|| tokio::time::Instant::now() + FRAME_TIMEOUT);
-                frame::body_len(*header).map_err(ReadError::Frame)? + HEADER_LEN - pending.len()
+                missing
             }
             None => FIRST_READ,
         };
@@ -446,7 +443,7 @@ mod tests {
                 "a frame larger than any room kept",
                 [big.clone(), list.clone()].concat(),
                 vec![
-                    Ok(Some(procctl_proto::frame::decode_body(&big[HEADER_LEN..]).unwrap())),
+                    Ok(Some(procctl_proto::frame::decode_body(&big[frame::HEADER_LEN..]).unwrap())),
                     Ok(Some(Request::List { target: Target::All })),
                     Ok(None),
                 ],
