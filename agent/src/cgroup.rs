@@ -10,11 +10,9 @@
 //! cgroup's `cgroup.events`, watched with inotify; `cgroup.kill` ends everything in one.
 //! Without a usable hierarchy the agent falls back to process groups and says so.
 
-use std::ffi::CString;
 use std::fs;
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -39,10 +37,10 @@ fn remember_runs(runs: &Path) {
 }
 
 /// `path` as the runs directory's descriptor and the rest of the path, when it is below it.
-fn below_runs(path: &Path) -> Option<(RawFd, CString)> {
+fn below_runs(path: &Path) -> Option<(BorrowedFd<'static>, &Path)> {
     let (runs, dir) = RUNS.get()?;
     let rest = path.strip_prefix(runs).ok().filter(|rest| !rest.as_os_str().is_empty())?;
-    CString::new(rest.as_os_str().as_bytes()).ok().map(|rest| (dir.as_raw_fd(), rest))
+    Some((dir.as_fd(), rest))
 }
 
 /// Opens a control file for reading.
@@ -50,13 +48,8 @@ fn open_read(path: &Path) -> std::io::Result<fs::File> {
     let Some((dir, rest)) = below_runs(path) else {
         return fs::File::open(path);
     };
-    // SAFETY: openat reads a NUL-terminated path we own and returns a new descriptor.
-    let fd = unsafe { libc::openat(dir, rest.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: the descriptor was just opened and nothing else owns it.
-    Ok(unsafe { fs::File::from_raw_fd(fd) })
+    let flags = nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC;
+    Ok(nix::fcntl::openat(dir, rest, flags, nix::sys::stat::Mode::empty())?.into())
 }
 
 /// The link count of a directory.
@@ -65,26 +58,16 @@ fn link_count(path: &Path) -> std::io::Result<u64> {
     let Some((dir, rest)) = below_runs(path) else {
         return fs::symlink_metadata(path).map(|meta| meta.nlink());
     };
-    let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: fstatat reads a NUL-terminated path we own and fills the buffer we own.
-    if unsafe { libc::fstatat(dir, rest.as_ptr(), stat.as_mut_ptr(), libc::AT_SYMLINK_NOFOLLOW) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: the call succeeded, so the buffer is filled.
-    let links = unsafe { stat.assume_init() }.st_nlink;
+    let stat = nix::sys::stat::fstatat(dir, rest, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)?;
     #[allow(clippy::unnecessary_cast)] // nlink_t is narrower on some architectures
-    Ok(links as u64)
+    Ok(stat.st_nlink as u64)
 }
 
 fn rmdir(path: &Path) -> std::io::Result<()> {
     let Some((dir, rest)) = below_runs(path) else {
         return fs::remove_dir(path);
     };
-    // SAFETY: unlinkat reads a NUL-terminated path we own.
-    if unsafe { libc::unlinkat(dir, rest.as_ptr(), libc::AT_REMOVEDIR) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    Ok(nix::unistd::unlinkat(dir, rest, nix::unistd::UnlinkatFlags::RemoveDir)?)
 }
 
 /// The agent's own tree in the hierarchy.
