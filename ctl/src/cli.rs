@@ -37,6 +37,7 @@ pub enum ColorChoice {
 }
 
 #[derive(Debug, Clone, Subcommand)]
+#[command(defer = true)]
 pub enum Command {
     /// One row per instance: NAME, INSTANCE, PID, STATE, UPTIME, RESTARTS, LAST EXIT, CPU, MEM, and HEALTH and STATUS when an instance has them
     ///
