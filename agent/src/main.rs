@@ -483,18 +483,29 @@ async fn serve(setup: Setup, launch: std::sync::mpsc::Sender<Box<dyn FnOnce() + 
     };
 
     let (alive, mut all_closed) = mpsc::channel::<()>(1);
-    let server = server::serve(listener, context, alive, limits.max_connections);
-    tokio::pin!(server);
+    // The supervisor and the server are tasks, not parts of the future the runtime blocks
+    // on: a wake of that future goes through the driver's eventfd (a write, and one more
+    // epoll_wait), a task's wake is a push onto the run queue. Every request wakes both.
+    let mut server = tokio::spawn(server::serve(listener, context, alive, limits.max_connections));
+    let mut supervising = tokio::spawn(sup.run(events_rx));
     let critical = tokio::select! {
-        critical = sup.run(events_rx) => critical,
-        () = &mut server => None,
+        critical = &mut supervising => match critical {
+            Ok(critical) => critical,
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            Err(_) => None,
+        },
+        _ = &mut server => {
+            supervising.abort();
+            None
+        }
     };
     // Let the connections that asked for the shutdown get their answer; followers are ended
     // and newcomers told the agent is shutting down meanwhile.
     tokio::select! {
         _ = tokio::time::timeout(DRAIN_REPLIES, all_closed.recv()) => {}
-        () = &mut server => {}
+        _ = &mut server => {}
     }
+    server.abort();
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
     if let Some(id) = critical {

@@ -82,29 +82,34 @@ pub(super) async fn connection(
             }
             Ok(Ok(None)) | Err(_) => return,
         };
-        // Its own task: an accepted operation runs to the end even if this client goes away.
         let only_waits = request.only_waits();
         // A wait on instances is answered when the agent is about to be upgraded, before
         // the exec closes this connection; the operation itself goes on in the new agent.
         let mut upgrade = request.waits_on_instances().then(|| (context.upgrade.open(), upgrade_cut(&request)));
-        let watch_hangup = !request.answered_at_once();
-        let mut handler = tokio::spawn(audit::handle(request, context.clone(), client));
-        let reply = tokio::select! {
-            reply = &mut handler => reply.unwrap_or_else(|e| {
-                Reply::One(Response::Error(WireError::new(ErrorKind::Failed, format!("internal error: {e}"))))
-            }),
-            // The slot is the client's only while it is there to read the answer.
-            () = hangup_if(&stream, watch_hangup) => {
-                if only_waits {
-                    handler.abort();
+        let reply = if only_waits && request.answered_at_once() {
+            // Answered from what the agent knows and changing nothing: handled here, without
+            // a task of its own (nothing is lost if this client goes away meanwhile).
+            audit::handle(request, context.clone(), client).await
+        } else {
+            // Its own task: an accepted operation runs to the end even if this client goes away.
+            let mut handler = tokio::spawn(audit::handle(request, context.clone(), client));
+            tokio::select! {
+                reply = &mut handler => reply.unwrap_or_else(|e| {
+                    Reply::One(Response::Error(WireError::new(ErrorKind::Failed, format!("internal error: {e}"))))
+                }),
+                // The slot is the client's only while it is there to read the answer.
+                () = hangup(&stream) => {
+                    if only_waits {
+                        handler.abort();
+                    }
+                    return;
                 }
-                return;
-            }
-            message = upgrading(&mut upgrade) => {
-                if flush(&mut stream, &mut held).await.is_ok() {
-                    let _ = tokio::time::timeout(WRITE_TIMEOUT, write(&mut stream, &Response::Error(message))).await;
+                message = upgrading(&mut upgrade) => {
+                    if flush(&mut stream, &mut held).await.is_ok() {
+                        let _ = tokio::time::timeout(WRITE_TIMEOUT, write(&mut stream, &Response::Error(message))).await;
+                    }
+                    return;
                 }
-                return;
             }
         };
         if let (Some(hello), Reply::One(response)) = (&mut held, &reply) {
@@ -265,12 +270,6 @@ fn peer(stream: &uds::tokio::Stream) -> audit::Client {
         Ok(creds) => audit::Client { uid: Some(creds.uid()), pid: Some(creds.pid()).filter(|&pid| pid > 0) },
         Err(_) => audit::Client { uid: None, pid: None },
     }
-}
-
-/// `hangup` when `watched`, else never: a request answered at once is written before its
-/// client's leaving could matter, and a watch costs five system calls.
-async fn hangup_if(stream: &UnixStream, watched: bool) {
-    if watched { hangup(stream).await } else { std::future::pending().await }
 }
 
 /// Resolves once the client has closed its socket. A client that only shut down its
