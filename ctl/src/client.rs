@@ -5,6 +5,7 @@
 //! an `ssh` child running `procctl dial-stdio` on the far side.
 
 use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -52,9 +53,21 @@ impl CtlError {
 }
 
 /// A byte stream the protocol runs over.
-trait Transport: Read + Write + Send {}
+trait Transport: Read + Write + Send {
+    /// No request follows: the agent is told by the end of the stream right behind the
+    /// last one, so it closes its side in the same wake-up that answers (the local socket's
+    /// writing half is shut down; ssh's pipe stays open, as `dial-stdio` ends with it).
+    fn finish_writing(&mut self) {}
+}
 
-impl<T: Read + Write + Send> Transport for T {}
+impl Transport for Stream {
+    fn finish_writing(&mut self) {
+        let Stream::UdSocket(socket) = self;
+        let _ = nix::sys::socket::shutdown(socket.as_fd().as_raw_fd(), nix::sys::socket::Shutdown::Write);
+    }
+}
+
+impl Transport for SshPipes {}
 
 pub struct Client {
     stream: Box<dyn Transport>,
@@ -157,8 +170,20 @@ impl Client {
 
     /// Sends one request and reads its response; an error response becomes `CtlError::Agent`.
     pub fn call(&mut self, request: &Request) -> Result<Response, CtlError> {
+        self.ask(request, false)
+    }
+
+    /// `call` for the last request on this connection.
+    pub fn call_last(&mut self, request: &Request) -> Result<Response, CtlError> {
+        self.ask(request, true)
+    }
+
+    fn ask(&mut self, request: &Request, last: bool) -> Result<Response, CtlError> {
         // A write can fail because the agent already answered and closed: read that answer.
         let written = self.send(request)?;
+        if last {
+            self.stream.finish_writing();
+        }
         match self.next() {
             Ok(response) => Ok(response),
             Err(CtlError::Protocol(lost)) => Err(written.err().map_or(CtlError::Protocol(lost), lost_agent)),

@@ -21,8 +21,11 @@ pub fn run(client: &mut Client, targets: &[Target], json: bool, io: &mut Io) -> 
 /// The rows of every target, each instance once, in the order asked.
 fn rows(client: &mut Client, targets: &[Target]) -> Result<Vec<InstanceInfo>, CtlError> {
     let mut all: Vec<InstanceInfo> = vec![];
-    for target in distinct(targets) {
-        match client.call(&Request::List { target })? {
+    let targets = distinct(targets);
+    let last = targets.len().saturating_sub(1);
+    for (index, target) in targets.into_iter().enumerate() {
+        let request = Request::List { target };
+        match if index == last { client.call_last(&request)? } else { client.call(&request)? } {
             Response::List(rows) if all.is_empty() => all = rows,
             Response::List(rows) => {
                 all.extend(rows.into_iter().filter(|row| !all.iter().any(|seen| seen.id == row.id)).collect::<Vec<_>>())

@@ -11,8 +11,9 @@ use crate::streams::Io;
 pub fn run(client: &mut Client, targets: &[Target], io: &mut Io) -> Result<Status, CtlError> {
     let targets = distinct(targets);
     let mut all = vec![];
-    for target in &targets {
-        match client.call(&Request::Pid { target: target.clone() })? {
+    for (index, target) in targets.iter().enumerate() {
+        let request = Request::Pid { target: target.clone() };
+        match if index + 1 == targets.len() { client.call_last(&request)? } else { client.call(&request)? } {
             Response::Pids(pids) => all.extend(pids.into_iter().filter(|pid| !all.contains(pid)).collect::<Vec<_>>()),
             other => return Err(unexpected(&other)),
         }
