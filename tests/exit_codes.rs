@@ -53,3 +53,15 @@ fn version_and_help_are_exit_0() {
     }
     assert_eq!(run(std::process::Command::new(bin("procctl")).arg("--help"), None, WAIT).code, Some(0));
 }
+
+#[test]
+fn closed_standard_fds_do_not_take_the_agent_s_socket() {
+    // With 0, 1 and 2 closed, the socket would be fd 0 and the output would go nowhere (or
+    // into the socket): procctl opens /dev/null on them first, as programs are expected to.
+    let agent = Agent::start(&sleepers(1));
+    let script = format!("'{}' pid worker:0 >&-; echo \"rc=$?\"", bin("procctl").display());
+    let mut command = std::process::Command::new("sh");
+    command.arg("-c").arg(script).env("PROCCTL_SOCKET", &agent.socket);
+    let out = run(&mut command, None, WAIT);
+    assert_eq!(out.stdout.trim(), "rc=0", "{out:?}");
+}

@@ -40,10 +40,28 @@ pub enum Status {
 /// and unaffected. Arguments come from `std::env::args_os`, which glibc fills before `main`.
 #[cfg_attr(not(test), unsafe(no_mangle))]
 extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
+    open_standard_fds();
     let code = run();
     // The runtime's exit path would flush stdout; this entry point has none.
     let _ = std::io::Write::flush(&mut std::io::stdout());
     code.into()
+}
+
+/// What the runtime's start-up also does: a closed stdin, stdout or stderr is opened on
+/// /dev/null, so the agent's socket can never become one and take the output meant for it.
+fn open_standard_fds() {
+    let mut fds = [0, 1, 2].map(|fd| libc::pollfd { fd, events: 0, revents: 0 });
+    // SAFETY: poll reads and writes only the three entries it is given.
+    if unsafe { libc::poll(fds.as_mut_ptr(), 3, 0) } <= 0 {
+        return;
+    }
+    for fd in fds.iter().filter(|fd| fd.revents & libc::POLLNVAL != 0) {
+        // open returns the lowest free number, which is this one (the lower ones are open).
+        if let Ok(null) = std::fs::File::options().read(true).write(true).open("/dev/null") {
+            debug_assert_eq!(std::os::fd::AsRawFd::as_raw_fd(&null), fd.fd);
+            std::mem::forget(null);
+        }
+    }
 }
 
 fn run() -> u8 {
