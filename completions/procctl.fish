@@ -94,21 +94,21 @@ complete -c procctl -n "__fish_procctl_using_subcommand scale" -l color -d 'Colo
 always\t''
 never\t''"
 complete -c procctl -n "__fish_procctl_using_subcommand scale" -s h -l help -d 'Print help'
-complete -c procctl -n "__fish_procctl_using_subcommand send" -l timeout -d 'How long an instance may read nothing (or, with --reply, take to answer)' -r
 complete -c procctl -n "__fish_procctl_using_subcommand send" -l socket -d 'The agent\'s socket [default: $PROCCTL_SOCKET, $XDG_RUNTIME_DIR/procctl/agent.sock, /tmp/procctl-UID/agent.sock]' -r -F
 complete -c procctl -n "__fish_procctl_using_subcommand send" -l host -d 'Run the command on the agent of another machine, through ssh: ssh://[USER@]HOST[:PORT][/SOCKET] (repeat or separate with commas for several) [default: $PROCCTL_HOST]' -r
 complete -c procctl -n "__fish_procctl_using_subcommand send" -l color -d 'Colour in tables and `top`: auto is on a terminal without NO_COLOR' -r -f -a "auto\t''
 always\t''
 never\t''"
+complete -c procctl -n "__fish_procctl_using_subcommand send" -l timeout -d 'How long an instance may read nothing (or, with --reply, take to answer)' -r
 complete -c procctl -n "__fish_procctl_using_subcommand send" -l any -d 'Deliver each message to one running instance of NAME, round-robin'
 complete -c procctl -n "__fish_procctl_using_subcommand send" -l reply -d 'Wait for one reply line from each instance and print it (prefixed NAME:INDEX when several)'
 complete -c procctl -n "__fish_procctl_using_subcommand send" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c procctl -n "__fish_procctl_using_subcommand logs" -s n -l lines -d 'How many lines' -r
 complete -c procctl -n "__fish_procctl_using_subcommand logs" -l socket -d 'The agent\'s socket [default: $PROCCTL_SOCKET, $XDG_RUNTIME_DIR/procctl/agent.sock, /tmp/procctl-UID/agent.sock]' -r -F
 complete -c procctl -n "__fish_procctl_using_subcommand logs" -l host -d 'Run the command on the agent of another machine, through ssh: ssh://[USER@]HOST[:PORT][/SOCKET] (repeat or separate with commas for several) [default: $PROCCTL_HOST]' -r
 complete -c procctl -n "__fish_procctl_using_subcommand logs" -l color -d 'Colour in tables and `top`: auto is on a terminal without NO_COLOR' -r -f -a "auto\t''
 always\t''
 never\t''"
+complete -c procctl -n "__fish_procctl_using_subcommand logs" -s n -l lines -d 'How many lines' -r
 complete -c procctl -n "__fish_procctl_using_subcommand logs" -s f -l follow -d 'Then keep printing new lines until interrupted'
 complete -c procctl -n "__fish_procctl_using_subcommand logs" -s h -l help -d 'Print help'
 complete -c procctl -n "__fish_procctl_using_subcommand events" -l socket -d 'The agent\'s socket [default: $PROCCTL_SOCKET, $XDG_RUNTIME_DIR/procctl/agent.sock, /tmp/procctl-UID/agent.sock]' -r -F
@@ -124,20 +124,20 @@ complete -c procctl -n "__fish_procctl_using_subcommand reload" -l color -d 'Col
 always\t''
 never\t''"
 complete -c procctl -n "__fish_procctl_using_subcommand reload" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c procctl -n "__fish_procctl_using_subcommand upgrade" -l binary -d 'The new procagent [default: the path the agent was started from]' -r
 complete -c procctl -n "__fish_procctl_using_subcommand upgrade" -l socket -d 'The agent\'s socket [default: $PROCCTL_SOCKET, $XDG_RUNTIME_DIR/procctl/agent.sock, /tmp/procctl-UID/agent.sock]' -r -F
 complete -c procctl -n "__fish_procctl_using_subcommand upgrade" -l host -d 'Run the command on the agent of another machine, through ssh: ssh://[USER@]HOST[:PORT][/SOCKET] (repeat or separate with commas for several) [default: $PROCCTL_HOST]' -r
 complete -c procctl -n "__fish_procctl_using_subcommand upgrade" -l color -d 'Colour in tables and `top`: auto is on a terminal without NO_COLOR' -r -f -a "auto\t''
 always\t''
 never\t''"
+complete -c procctl -n "__fish_procctl_using_subcommand upgrade" -l binary -d 'The new procagent [default: the path the agent was started from]' -r
 complete -c procctl -n "__fish_procctl_using_subcommand upgrade" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c procctl -n "__fish_procctl_using_subcommand wait" -l for -d 'running (ready), stopped, exited, fatal, or gone (the instances no longer exist)' -r
-complete -c procctl -n "__fish_procctl_using_subcommand wait" -l timeout -d 'How long to wait' -r
 complete -c procctl -n "__fish_procctl_using_subcommand wait" -l socket -d 'The agent\'s socket [default: $PROCCTL_SOCKET, $XDG_RUNTIME_DIR/procctl/agent.sock, /tmp/procctl-UID/agent.sock]' -r -F
 complete -c procctl -n "__fish_procctl_using_subcommand wait" -l host -d 'Run the command on the agent of another machine, through ssh: ssh://[USER@]HOST[:PORT][/SOCKET] (repeat or separate with commas for several) [default: $PROCCTL_HOST]' -r
 complete -c procctl -n "__fish_procctl_using_subcommand wait" -l color -d 'Colour in tables and `top`: auto is on a terminal without NO_COLOR' -r -f -a "auto\t''
 always\t''
 never\t''"
+complete -c procctl -n "__fish_procctl_using_subcommand wait" -l for -d 'running (ready), stopped, exited, fatal, or gone (the instances no longer exist)' -r
+complete -c procctl -n "__fish_procctl_using_subcommand wait" -l timeout -d 'How long to wait' -r
 complete -c procctl -n "__fish_procctl_using_subcommand wait" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c procctl -n "__fish_procctl_using_subcommand metrics" -l socket -d 'The agent\'s socket [default: $PROCCTL_SOCKET, $XDG_RUNTIME_DIR/procctl/agent.sock, /tmp/procctl-UID/agent.sock]' -r -F
 complete -c procctl -n "__fish_procctl_using_subcommand metrics" -l host -d 'Run the command on the agent of another machine, through ssh: ssh://[USER@]HOST[:PORT][/SOCKET] (repeat or separate with commas for several) [default: $PROCCTL_HOST]' -r
@@ -151,14 +151,14 @@ complete -c procctl -n "__fish_procctl_using_subcommand shutdown" -l color -d 'C
 always\t''
 never\t''"
 complete -c procctl -n "__fish_procctl_using_subcommand shutdown" -s h -l help -d 'Print help'
-complete -c procctl -n "__fish_procctl_using_subcommand import" -l from -d 'What every FILE is [default: told by its content]' -r -f -a "supervisord\t'supervisord\'s INI (`[program:x]`, `[include]` followed)'
-procfile\t'`name: command` lines'
-pm2\t'pm2\'s ecosystem file in JSON (`apps`)'"
 complete -c procctl -n "__fish_procctl_using_subcommand import" -l socket -d 'The agent\'s socket [default: $PROCCTL_SOCKET, $XDG_RUNTIME_DIR/procctl/agent.sock, /tmp/procctl-UID/agent.sock]' -r -F
 complete -c procctl -n "__fish_procctl_using_subcommand import" -l host -d 'Run the command on the agent of another machine, through ssh: ssh://[USER@]HOST[:PORT][/SOCKET] (repeat or separate with commas for several) [default: $PROCCTL_HOST]' -r
 complete -c procctl -n "__fish_procctl_using_subcommand import" -l color -d 'Colour in tables and `top`: auto is on a terminal without NO_COLOR' -r -f -a "auto\t''
 always\t''
 never\t''"
+complete -c procctl -n "__fish_procctl_using_subcommand import" -l from -d 'What every FILE is [default: told by its content]' -r -f -a "supervisord\t'supervisord\'s INI (`[program:x]`, `[include]` followed)'
+procfile\t'`name: command` lines'
+pm2\t'pm2\'s ecosystem file in JSON (`apps`)'"
 complete -c procctl -n "__fish_procctl_using_subcommand import" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c procctl -n "__fish_procctl_using_subcommand top" -l socket -d 'The agent\'s socket [default: $PROCCTL_SOCKET, $XDG_RUNTIME_DIR/procctl/agent.sock, /tmp/procctl-UID/agent.sock]' -r -F
 complete -c procctl -n "__fish_procctl_using_subcommand top" -l host -d 'Run the command on the agent of another machine, through ssh: ssh://[USER@]HOST[:PORT][/SOCKET] (repeat or separate with commas for several) [default: $PROCCTL_HOST]' -r
