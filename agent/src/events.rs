@@ -1,6 +1,7 @@
 //! The event bus: lifecycle events to every watcher. Sending never waits; a watcher that
 //! falls behind misses events and is told how many.
 
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use procctl_proto::{Event, EventKind};
@@ -9,9 +10,12 @@ use tokio::sync::broadcast;
 /// Events a watcher may fall behind by before it misses some.
 pub const CAPACITY: usize = 4096;
 
+/// The channel is made when the first watcher comes: its ring of `CAPACITY` slots is
+/// written whole when made (about 400 KiB), and until a watcher comes an event reaches
+/// nobody, so none is kept.
 #[derive(Clone)]
 pub struct Bus {
-    tx: broadcast::Sender<Event>,
+    tx: Arc<OnceLock<broadcast::Sender<Event>>>,
 }
 
 impl Default for Bus {
@@ -22,16 +26,18 @@ impl Default for Bus {
 
 impl Bus {
     pub fn new() -> Bus {
-        Bus { tx: broadcast::channel(CAPACITY).0 }
+        Bus { tx: Arc::default() }
     }
 
     pub fn emit(&self, kind: EventKind) {
         // No watcher is not an error.
-        let _ = self.tx.send(Event { time_ms: now_ms(), kind });
+        if let Some(tx) = self.tx.get() {
+            let _ = tx.send(Event { time_ms: now_ms(), kind });
+        }
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.tx.subscribe()
+        self.tx.get_or_init(|| broadcast::channel(CAPACITY).0).subscribe()
     }
 }
 

@@ -187,9 +187,13 @@ fn read_tail(path: &Path, bytes: u64) -> std::io::Result<String> {
 }
 
 /// Numbers every captured line and hands it to the followers.
+///
+/// The channel is made when the first follower comes: its ring of `FOLLOW_CAPACITY` slots
+/// is written whole when made (about 400 KiB), and a line read while nobody follows
+/// reaches nobody.
 #[derive(Clone)]
 pub struct Follow {
-    tx: broadcast::Sender<Numbered>,
+    tx: Arc<std::sync::OnceLock<broadcast::Sender<Numbered>>>,
     seq: Arc<AtomicU64>,
 }
 
@@ -201,11 +205,11 @@ impl Default for Follow {
 
 impl Follow {
     pub fn new() -> Follow {
-        Follow { tx: broadcast::channel(FOLLOW_CAPACITY).0, seq: Arc::new(AtomicU64::new(0)) }
+        Follow { tx: Arc::default(), seq: Arc::new(AtomicU64::new(0)) }
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Numbered> {
-        self.tx.subscribe()
+        self.tx.get_or_init(|| broadcast::channel(FOLLOW_CAPACITY).0).subscribe()
     }
 }
 
@@ -280,8 +284,8 @@ fn emit(sink: &mut Sink, follow: &Follow, id: &InstanceId, time_ms: u64, bytes: 
     bytes.clear();
     let seq = follow.seq.fetch_add(1, Ordering::Relaxed) + 1;
     sink.push(seq, time_ms, &text);
-    if follow.tx.receiver_count() > 0 {
-        let _ = follow.tx.send(Numbered { seq, line: LogLine { id: id.clone(), time_ms, text } });
+    if let Some(tx) = follow.tx.get().filter(|tx| tx.receiver_count() > 0) {
+        let _ = tx.send(Numbered { seq, line: LogLine { id: id.clone(), time_ms, text } });
     }
 }
 

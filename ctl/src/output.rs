@@ -26,10 +26,22 @@ pub fn list(
     colour: bool,
     out: &mut impl Write,
 ) -> io::Result<Status> {
-    let text = if json { list_json(rows, hosts) } else { list_table(rows, hosts, colour) };
-    writeln!(out, "{text}")?;
+    if json {
+        // Written as it is made, through a buffer of its own, not made whole first: a
+        // thousand rows are about 250 KB of JSON, most of what procctl would touch and fault
+        // in.
+        let mut out = io::BufWriter::with_capacity(JSON_BUFFER, out);
+        write_json(rows, hosts, &mut out)?;
+        out.write_all(b"\n")?;
+        out.flush()?;
+    } else {
+        writeln!(out, "{}", list_table(rows, hosts, colour))?;
+    }
     Ok(Status::Success)
 }
+
+/// Bytes of JSON written at a time: what a pipe holds.
+const JSON_BUFFER: usize = 64 * 1024;
 
 /// The table of `list`: the columns of SPEC.md, then CPU and MEM, then HEALTH and STATUS
 /// when an instance listed has one (STATUS last: free text of any length).
@@ -243,33 +255,40 @@ enum JsonExit {
     Signal(String),
 }
 
-fn list_json(rows: &[InstanceInfo], hosts: &[&str]) -> String {
-    let rows: Vec<JsonRow> = rows
-        .iter()
-        .enumerate()
-        .map(|(number, row)| JsonRow {
-            autoscale: row.autoscale.map(|on| if on { "on" } else { "paused" }),
-            cpu_percent: row.cpu_tenths.map(|t| f64::from(t) / 10.0),
-            health: row.health.map(|h| h.as_str()),
-            host: hosts.get(number).copied(),
-            instance: row.id.index,
-            last_exit: row.last_exit.map(|exit| match exit {
-                Exit::Code(code) => JsonExit::Code(code),
-                Exit::Signal(signal) => JsonExit::Signal(signal.name()),
-            }),
-            memory_bytes: row.memory_bytes,
-            messages: row.messages,
-            name: &row.id.name,
-            pid: row.pid,
-            recycles: row.recycles,
-            restarts: row.restarts,
-            start_error: row.start_error.as_deref(),
-            state: row.state.as_str(),
-            status: row.status.as_deref(),
-            uptime_secs: row.uptime_secs,
-        })
-        .collect();
-    serde_json::to_string(&rows).unwrap_or_else(|e| unreachable!("rows always serialize: {e}"))
+/// The rows as one JSON array, the keys of each row in name order.
+fn write_json(rows: &[InstanceInfo], hosts: &[&str], out: &mut impl Write) -> io::Result<()> {
+    out.write_all(b"[")?;
+    for (number, row) in rows.iter().enumerate() {
+        if number > 0 {
+            out.write_all(b",")?;
+        }
+        serde_json::to_writer(&mut *out, &json_row(row, hosts.get(number).copied()))?;
+    }
+    out.write_all(b"]")
+}
+
+fn json_row<'a>(row: &'a InstanceInfo, host: Option<&'a str>) -> JsonRow<'a> {
+    JsonRow {
+        autoscale: row.autoscale.map(|on| if on { "on" } else { "paused" }),
+        cpu_percent: row.cpu_tenths.map(|t| f64::from(t) / 10.0),
+        health: row.health.map(|h| h.as_str()),
+        host,
+        instance: row.id.index,
+        last_exit: row.last_exit.map(|exit| match exit {
+            Exit::Code(code) => JsonExit::Code(code),
+            Exit::Signal(signal) => JsonExit::Signal(signal.name()),
+        }),
+        memory_bytes: row.memory_bytes,
+        messages: row.messages,
+        name: &row.id.name,
+        pid: row.pid,
+        recycles: row.recycles,
+        restarts: row.restarts,
+        start_error: row.start_error.as_deref(),
+        state: row.state.as_str(),
+        status: row.status.as_deref(),
+        uptime_secs: row.uptime_secs,
+    }
 }
 
 /// `3d4h`, `2h05m`, `4m07s`, `9s`.
@@ -895,6 +914,14 @@ mod tests {
         assert_eq!(printed, ("every instance stopped; the agent is exiting\n".into(), String::new(), Status::Success));
     }
 
+    /// The rows as the one JSON array serde makes of them collected, to check what `list`
+    /// writes row by row against.
+    fn list_json(rows: &[InstanceInfo], hosts: &[&str]) -> String {
+        let rows: Vec<JsonRow> =
+            rows.iter().enumerate().map(|(number, row)| json_row(row, hosts.get(number).copied())).collect();
+        serde_json::to_string(&rows).unwrap()
+    }
+
     #[test]
     fn list_ends_its_table_or_json_with_a_newline() {
         let rows = [row(Some(42), State::Running, None)];
@@ -902,6 +929,32 @@ mod tests {
         assert_eq!((table, status), (format!("{}\n", list_table(&rows, &[], false)), Status::Success));
         let (json, _, _) = print(|o, _| list(&rows, &[], true, false, o));
         assert_eq!(json, format!("{}\n", list_json(&rows, &[])));
+    }
+
+    #[test]
+    fn list_json_written_row_by_row_is_the_array_serde_makes() {
+        let mut rows = vec![
+            row(Some(42), State::Running, Some(Exit::Signal(Signal::KILL))),
+            row(None, State::Fatal, Some(Exit::Code(-1))),
+        ];
+        rows[1].status = Some("say \"hi\"\n\u{1}".into());
+        rows[1].start_error = Some("é not found".into());
+        rows[1].health = Some(Health::Failing);
+        rows[1].autoscale = Some(false);
+        // Enough rows to fill the buffer several times over.
+        let many: Vec<InstanceInfo> = rows.iter().cycle().take(2000).cloned().collect();
+        // (rows, hosts)
+        let cases: [(&[InstanceInfo], &[&str]); 5] =
+            [(&[], &[]), (&rows[..1], &[]), (&rows, &[]), (&rows, &["a", "b"]), (&many, &[])];
+        for (rows, hosts) in cases {
+            let (json, _, status) = print(|o, _| list(rows, hosts, true, false, o));
+            assert_eq!(
+                (json, status),
+                (format!("{}\n", list_json(rows, hosts)), Status::Success),
+                "{} rows",
+                rows.len()
+            );
+        }
     }
 
     #[test]

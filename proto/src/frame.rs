@@ -3,8 +3,13 @@
 //! Sans-IO: callers read bytes however they like and hand them here. The length is
 //! checked before anything is allocated for the body.
 
+use std::cell::Cell;
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::ser::{Error as _, SerializeSeq, Serializer};
+
+use crate::row::Row;
 
 /// The largest body a frame may carry.
 pub const MAX_FRAME: usize = 1 << 20;
@@ -31,14 +36,69 @@ fn decode_config() -> impl bincode::config::Config {
 
 /// Encodes one message as a whole frame, header included.
 pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
-    let mut out = vec![0; HEADER_LEN];
-    bincode::serde::encode_into_std_write(msg, &mut out, config()).map_err(|e| FrameError::Malformed(e.to_string()))?;
-    let body_len = out.len() - HEADER_LEN;
+    let mut out = Vec::new();
+    encode_onto(msg, &mut out)?;
+    Ok(out)
+}
+
+/// Encodes one message as a whole frame at the end of `out`; on an error `out` is as it was.
+pub fn encode_onto<T: Serialize + ?Sized>(msg: &T, out: &mut Vec<u8>) -> Result<(), FrameError> {
+    let start = out.len();
+    out.extend_from_slice(&[0; HEADER_LEN]);
+    let encoded = bincode::serde::encode_into_writer(msg, Appender(out), config());
+    let body_len = out.len() - start - HEADER_LEN;
+    if let Err(e) = encoded {
+        out.truncate(start);
+        return Err(FrameError::Malformed(e.to_string()));
+    }
     if body_len > MAX_FRAME {
+        out.truncate(start);
         return Err(FrameError::TooLarge(body_len));
     }
-    out[..HEADER_LEN].copy_from_slice(&(body_len as u32).to_be_bytes());
-    Ok(out)
+    out[start..start + HEADER_LEN].copy_from_slice(&(body_len as u32).to_be_bytes());
+    Ok(())
+}
+
+/// `Response::List` of `rows` as a whole frame at the end of `out`: the bytes `encode`
+/// makes of `Response::List` of the same rows owned, with no row copied on the way.
+pub fn encode_list<'a>(rows: impl ExactSizeIterator<Item = Row<'a>>, out: &mut Vec<u8>) -> Result<(), FrameError> {
+    encode_onto(&ListOf(Cell::new(Some(rows))), out)
+}
+
+/// The place of `List` among `Response`'s variants, which is its number on the wire.
+const LIST_VARIANT: u32 = 1;
+
+/// `Response::List` of rows taken from an iterator as they are encoded.
+struct ListOf<I>(Cell<Option<I>>);
+
+impl<'a, I: ExactSizeIterator<Item = Row<'a>>> Serialize for ListOf<I> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_newtype_variant("Response", LIST_VARIANT, "List", &SeqOf(Cell::new(self.0.take())))
+    }
+}
+
+struct SeqOf<I>(Cell<Option<I>>);
+
+impl<'a, I: ExactSizeIterator<Item = Row<'a>>> Serialize for SeqOf<I> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let rows = self.0.take().ok_or_else(|| S::Error::custom("the rows were taken already"))?;
+        let mut seq = serializer.serialize_seq(Some(rows.len()))?;
+        for row in rows {
+            seq.serialize_element(&row)?;
+        }
+        seq.end()
+    }
+}
+
+/// bincode's writer onto a `Vec`: one extend per piece, where its `std::io::Write` adapter
+/// goes through `write_all` for every number.
+struct Appender<'a>(&'a mut Vec<u8>);
+
+impl bincode::enc::write::Writer for Appender<'_> {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
 }
 
 /// The body length a header announces, refused when over the limit.
@@ -120,6 +180,91 @@ mod tests {
         let resp = Response::Error(WireError::new(ErrorKind::NotFound, "no process named `x`"));
         let bytes = encode(&resp).unwrap();
         assert_eq!(decode::<Response>(&bytes).unwrap().unwrap().0, resp);
+    }
+
+    #[test]
+    fn a_list_of_borrowed_rows_is_the_bytes_of_the_list_owned() {
+        use crate::response::{Health, InstanceInfo, State};
+        use crate::signal::{Exit, Signal};
+        use crate::target::InstanceId;
+        let bare = InstanceInfo {
+            id: InstanceId::new("web", 0),
+            pid: None,
+            state: State::Stopped,
+            uptime_secs: None,
+            restarts: 0,
+            last_exit: None,
+            health: None,
+            status: None,
+            cpu_tenths: None,
+            memory_bytes: None,
+            start_error: None,
+            recycles: 0,
+            messages: 0,
+            autoscale: None,
+        };
+        // Every field away from its default once, and all at once with large numbers.
+        let rows = [
+            bare.clone(),
+            InstanceInfo { id: InstanceId::new("é-b", 70_000), ..bare.clone() },
+            InstanceInfo { pid: Some(4_000_000), state: State::Running, uptime_secs: Some(1 << 40), ..bare.clone() },
+            InstanceInfo { restarts: 300, last_exit: Some(Exit::Code(-2)), ..bare.clone() },
+            InstanceInfo { last_exit: Some(Exit::Signal(Signal::KILL)), health: Some(Health::Failing), ..bare.clone() },
+            InstanceInfo { status: Some("warming up".into()), cpu_tenths: Some(1234), ..bare.clone() },
+            InstanceInfo { memory_bytes: Some(u64::MAX), start_error: Some("not found".into()), ..bare.clone() },
+            InstanceInfo { recycles: 9, messages: 1 << 33, autoscale: Some(false), ..bare.clone() },
+            InstanceInfo {
+                id: InstanceId::new("worker", u32::MAX),
+                pid: Some(1),
+                state: State::Backoff,
+                uptime_secs: Some(u64::MAX),
+                restarts: u32::MAX,
+                last_exit: Some(Exit::Code(i32::MIN)),
+                health: Some(Health::Ok),
+                status: Some(String::new()),
+                cpu_tenths: Some(u32::MAX),
+                memory_bytes: Some(0),
+                start_error: Some("x".repeat(300)),
+                recycles: u32::MAX,
+                messages: u64::MAX,
+                autoscale: Some(true),
+            },
+        ];
+        for count in [0, 1, rows.len()] {
+            let owned = Response::List(rows[..count].to_vec());
+            let mut out = vec![7];
+            encode_list(rows[..count].iter().map(InstanceInfo::row), &mut out).unwrap();
+            assert_eq!(out[1..], encode(&owned).unwrap(), "{count} rows");
+            assert_eq!(out[0], 7, "what was in the buffer before stays");
+            assert_eq!(decode::<Response>(&out[1..]).unwrap().unwrap().0, owned);
+        }
+    }
+
+    #[test]
+    fn a_list_too_large_for_a_frame_leaves_the_buffer_as_it_was() {
+        use crate::response::{InstanceInfo, State};
+        use crate::target::InstanceId;
+        let name = "x".repeat(1000);
+        let row = InstanceInfo {
+            id: InstanceId::new(name, 0),
+            pid: None,
+            state: State::Stopped,
+            uptime_secs: None,
+            restarts: 0,
+            last_exit: None,
+            health: None,
+            status: None,
+            cpu_tenths: None,
+            memory_bytes: None,
+            start_error: None,
+            recycles: 0,
+            messages: 0,
+            autoscale: None,
+        };
+        let rows = vec![row; MAX_FRAME / 1000 + 1];
+        let mut out = vec![1, 2];
+        assert!(matches!(encode_list(rows.iter().map(InstanceInfo::row), &mut out), Err(FrameError::TooLarge(_))));
+        assert_eq!(out, [1, 2]);
     }
 
     #[test]

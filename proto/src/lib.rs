@@ -3,7 +3,8 @@
 //! `request` and `response` are the two message enums, `frame` turns them into
 //! length-prefixed bytes and back (the only place that knows bincode), `target`
 //! parses `all | NAME | NAME:INDEX`, `signal` names signals and exits, and
-//! `socket` is the one rule for where the socket lives. `located` is the form of an error
+//! `socket` is the one rule for where the socket lives, `row` a `list` row
+//! borrowed for encoding. `located` is the form of an error
 //! about a line of a file, shared by the agent's config and `procctl import`.
 
 pub mod duration;
@@ -11,6 +12,7 @@ pub mod frame;
 pub mod located;
 pub mod request;
 pub mod response;
+pub mod row;
 pub mod signal;
 pub mod socket;
 pub mod target;

@@ -46,6 +46,8 @@ pub struct Context {
 
 pub enum Reply {
     One(Response),
+    /// One response, encoded already as a whole frame.
+    Frame(Vec<u8>),
     /// Several responses, in order, for an answer too large for one frame.
     Many(Vec<Response>),
     /// Forward every event until the client goes away.
@@ -73,7 +75,7 @@ pub async fn handle(request: Request, context: Context) -> Reply {
     let sup = &context.sup;
     let result = match request {
         Request::Hello { .. } => Err(WireError::new(ErrorKind::BadRequest, "hello was already received")),
-        Request::List { target } => list::run(sup, target).await,
+        Request::List { target } => return list::run(sup, target).await,
         Request::Pid { target } => pid::run(sup, target).await,
         Request::Start { target } => start::run(sup, target).await,
         Request::Stop { target } => stop::run(sup, target).await,

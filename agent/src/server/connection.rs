@@ -112,13 +112,26 @@ pub(super) async fn connection(
                 }
             }
         };
-        if let (Some(hello), Reply::One(response)) = (&mut held, &reply) {
-            let Ok(bytes) = frame::encode(response) else { return };
-            hello.extend_from_slice(&bytes);
-            if flush(&mut stream, &mut held).await.is_err() {
-                return;
+        if let Some(hello) = &mut held {
+            let behind = match &reply {
+                Reply::One(response) => {
+                    if frame::encode_onto(response, hello).is_err() {
+                        return;
+                    }
+                    true
+                }
+                Reply::Frame(bytes) => {
+                    hello.extend_from_slice(bytes);
+                    true
+                }
+                _ => false,
+            };
+            if behind {
+                if flush(&mut stream, &mut held).await.is_err() {
+                    return;
+                }
+                continue;
             }
-            continue;
         }
         if flush(&mut stream, &mut held).await.is_err() {
             return;
@@ -126,6 +139,11 @@ pub(super) async fn connection(
         match reply {
             Reply::One(response) => {
                 if write(&mut stream, &response).await.is_err() {
+                    return;
+                }
+            }
+            Reply::Frame(bytes) => {
+                if write_bytes(&mut stream, &bytes).await.is_err() {
                     return;
                 }
             }

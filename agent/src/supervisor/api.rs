@@ -16,11 +16,16 @@ pub type Reply<T> = oneshot::Sender<Result<T, WireError>>;
 pub type Routes = Vec<(InstanceId, Result<PipeRef, WireError>)>;
 
 pub enum Command {
-    /// The rows of the target; with `usage`, CPU and memory sampled.
+    /// The rows of the target, for handlers that look at them (no CPU or memory).
     List {
         target: Target,
-        usage: bool,
         reply: Reply<Vec<InstanceInfo>>,
+    },
+    /// `list`'s answer: the rows of the target with CPU and memory sampled, encoded as a
+    /// whole `Response::List` frame.
+    ListFrame {
+        target: Target,
+        reply: Reply<Vec<u8>>,
     },
     Start {
         target: Target,
@@ -160,14 +165,14 @@ impl Handle {
         answer.await.map_err(|_| gone())?
     }
 
-    /// What `procctl list` shows, CPU and memory sampled.
-    pub async fn list(&self, target: Target) -> Result<Vec<InstanceInfo>, WireError> {
-        self.call(|reply| Command::List { target, usage: true, reply }).await
+    /// What `procctl list` shows, CPU and memory sampled, as the frame that answers it.
+    pub async fn list(&self, target: Target) -> Result<Vec<u8>, WireError> {
+        self.call(|reply| Command::ListFrame { target, reply }).await
     }
 
     /// The states of the target's instances, for handlers that only look at them.
     pub async fn states(&self, target: Target) -> Result<Vec<InstanceInfo>, WireError> {
-        self.call(|reply| Command::List { target, usage: false, reply }).await
+        self.call(|reply| Command::List { target, reply }).await
     }
 
     pub async fn start(&self, target: Target) -> Result<Vec<Pending>, WireError> {

@@ -8,8 +8,8 @@
 //! get, `lifecycle` runs instances (spawn, reap, signals, rechecks), `scale`, `reload` and
 //! `routes` plan and apply those requests, `readiness` and `deps` decide when a run is ready
 //! and when a dependent may start, `service` speaks to the agent's own service manager,
-//! `usage` samples CPU and memory, `persist` writes the table, `timers` is the one timer
-//! queue.
+//! `usage` samples CPU and memory, `list` writes the rows, `persist` writes the table,
+//! `timers` is the one timer queue.
 
 mod api;
 mod autoscale;
@@ -19,6 +19,7 @@ mod handover;
 mod hooks;
 mod kernel;
 mod lifecycle;
+mod list;
 mod listening;
 mod metrics;
 #[cfg(test)]
@@ -508,14 +509,11 @@ impl Supervisor {
 
     fn on_command(&mut self, command: Command) {
         match command {
-            Command::List { target, usage, reply } => {
-                let result = self.rows(&target).map(|mut rows| {
-                    if usage {
-                        self.sample_usage(&mut rows);
-                    }
-                    rows
-                });
-                let _ = reply.send(result);
+            Command::List { target, reply } => {
+                let _ = reply.send(self.rows(&target));
+            }
+            Command::ListFrame { target, reply } => {
+                let _ = reply.send(self.list_frame(&target));
             }
             Command::Start { target, reply } => {
                 let result = self.refuse_when_shutting_down().and_then(|()| self.startable(&target));
@@ -631,29 +629,7 @@ impl Supervisor {
     }
 
     fn info_of(&self, id: &InstanceId, slot: &Slot) -> InstanceInfo {
-        let uptime_secs = slot
-            .inst
-            .pid
-            .and(slot.inst.started_at)
-            .map(|at| SystemTime::now().duration_since(at).map_or(0, |d| d.as_secs()));
-        InstanceInfo {
-            id: id.clone(),
-            pid: slot.pid(),
-            state: slot.inst.state,
-            uptime_secs,
-            restarts: slot.inst.restarts,
-            last_exit: slot.inst.last_exit,
-            health: slot.checks.health.filter(|_| slot.inst.is_up()),
-            status: slot.checks.status.clone(),
-            cpu_tenths: None,
-            memory_bytes: None,
-            start_error: slot.start_error.clone(),
-            autoscale: self
-                .autoscaling
-                .shown(&id.name, self.config.processes.get(&id.name).is_some_and(|s| s.autoscale.is_some())),
-            recycles: self.recycling.recycles(id),
-            messages: self.recycling.messages(id, slot.inst.run),
-        }
+        self.row_of(id, slot, SystemTime::now(), self.autoscale_shown(&id.name)).to_info()
     }
 }
 

@@ -423,6 +423,11 @@ impl Model {
                 .count()
         };
         assert!(launching("a") <= 1, "max_starting = 1 holds for a: {history:?}");
+        // `list`'s frame, written from the table, says what the rows built owned say.
+        let mut frame = vec![];
+        sup.frame_of_all(&mut frame).unwrap();
+        let listed = procctl_proto::frame::decode::<procctl_proto::Response>(&frame).unwrap().map(|(r, _)| r);
+        assert_eq!(listed, Some(procctl_proto::Response::List(sup.rows(&Target::All).unwrap())), "{history:?}");
     }
 
     /// Everything is stopped and the world settles: processes that ignore SIGTERM are

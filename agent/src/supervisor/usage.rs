@@ -138,6 +138,15 @@ impl Files {
         }
     }
 
+    /// CPU (tenths of a percent) and memory as the last sample of run `run` found them,
+    /// while it runs (`pid`): what `sample` returned for it.
+    pub(super) fn shown(&self, run: u64, pid: Option<i32>) -> (Option<u32>, Option<u64>) {
+        match (pid, self.last) {
+            (Some(pid), Some(last)) if self.run == Some((run, pid)) => (last.cpu_tenths, last.memory_bytes),
+            _ => (None, None),
+        }
+    }
+
     /// The last sample, while it still answers for the run.
     fn kept(&self, now: Instant) -> Option<Sample> {
         self.last.filter(|last| now.saturating_duration_since(last.at) < SAMPLE_FRESH)
@@ -220,13 +229,26 @@ struct Context {
 }
 
 impl Supervisor {
+    fn usage_context(&self) -> Context {
+        let (ticks_per_sec, page) = procfs::units();
+        let memory_controller = self.cgroups.tree().is_some_and(|tree| tree.has("memory"));
+        Context { ticks_per_sec, page, memory_controller, now: Instant::now() }
+    }
+
+    /// Samples every running instance; what each shows is then its slot's `usage.shown`.
+    pub(super) fn sample_all(&mut self) {
+        let context = self.usage_context();
+        let mut buf = [0u8; 4096];
+        for slot in self.slots.values_mut() {
+            sample(slot, &context, &mut buf);
+        }
+    }
+
     /// Fills `cpu_tenths` and `memory_bytes` of the running rows, which are in the table's
     /// order (every caller walks it): each row's slot is the next one, looked up only when it
     /// is not, so a `list` of all walks the table once.
     pub(super) fn sample_usage(&mut self, rows: &mut [InstanceInfo]) {
-        let (ticks_per_sec, page) = procfs::units();
-        let memory_controller = self.cgroups.tree().is_some_and(|tree| tree.has("memory"));
-        let context = Context { ticks_per_sec, page, memory_controller, now: Instant::now() };
+        let context = self.usage_context();
         let mut buf = [0u8; 4096];
         let mut slots = self.slots.range_mut::<InstanceId, _>(..);
         for row in rows.iter_mut() {
