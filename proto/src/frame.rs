@@ -182,15 +182,12 @@ mod tests {
         assert_eq!(decode::<Response>(&bytes).unwrap().unwrap().0, resp);
     }
 
-    #[test]
-    fn a_list_of_borrowed_rows_is_the_bytes_of_the_list_owned() {
-        use crate::response::{Health, InstanceInfo, State};
-        use crate::signal::{Exit, Signal};
-        use crate::target::InstanceId;
-        let bare = InstanceInfo {
-            id: InstanceId::new("web", 0),
+    /// A row with every field at its default.
+    fn stopped_row(name: &str) -> crate::response::InstanceInfo {
+        crate::response::InstanceInfo {
+            id: crate::target::InstanceId::new(name, 0),
             pid: None,
-            state: State::Stopped,
+            state: crate::response::State::Stopped,
             uptime_secs: None,
             restarts: 0,
             last_exit: None,
@@ -202,7 +199,15 @@ mod tests {
             recycles: 0,
             messages: 0,
             autoscale: None,
-        };
+        }
+    }
+
+    #[test]
+    fn a_list_of_borrowed_rows_is_the_bytes_of_the_list_owned() {
+        use crate::response::{Health, InstanceInfo, State};
+        use crate::signal::{Exit, Signal};
+        use crate::target::InstanceId;
+        let bare = stopped_row("web");
         // Every field away from its default once, and all at once with large numbers.
         let rows = [
             bare.clone(),
@@ -242,25 +247,9 @@ mod tests {
 
     #[test]
     fn a_list_too_large_for_a_frame_leaves_the_buffer_as_it_was() {
-        use crate::response::{InstanceInfo, State};
-        use crate::target::InstanceId;
+        use crate::response::InstanceInfo;
         let name = "x".repeat(1000);
-        let row = InstanceInfo {
-            id: InstanceId::new(name, 0),
-            pid: None,
-            state: State::Stopped,
-            uptime_secs: None,
-            restarts: 0,
-            last_exit: None,
-            health: None,
-            status: None,
-            cpu_tenths: None,
-            memory_bytes: None,
-            start_error: None,
-            recycles: 0,
-            messages: 0,
-            autoscale: None,
-        };
+        let row = stopped_row(&name);
         let rows = vec![row; MAX_FRAME / 1000 + 1];
         let mut out = vec![1, 2];
         assert!(matches!(encode_list(rows.iter().map(InstanceInfo::row), &mut out), Err(FrameError::TooLarge(_))));
