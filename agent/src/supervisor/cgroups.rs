@@ -18,11 +18,13 @@ pub struct CgroupWatch {
     watches: HashMap<inotify::WatchDescriptor, InstanceId>,
     /// Processes already warned about a limit their cgroup cannot have.
     limit_warned: HashSet<String>,
+    /// Empty cgroups of runs that ended, removed once the spawns that follow are asked for.
+    ended: Vec<PathBuf>,
 }
 
 impl CgroupWatch {
     pub fn new(tracking: Tracking, inotify: inotify::Watches) -> CgroupWatch {
-        CgroupWatch { tracking, inotify, watches: HashMap::new(), limit_warned: HashSet::new() }
+        CgroupWatch { tracking, inotify, watches: HashMap::new(), limit_warned: HashSet::new(), ended: vec![] }
     }
 
     /// The agent's cgroup tree, when runs are tracked by cgroups.
@@ -58,6 +60,11 @@ impl CgroupWatch {
     fn owner(&self, watch: &inotify::WatchDescriptor) -> Option<&InstanceId> {
         self.watches.get(watch)
     }
+
+    /// The empty cgroup of a run that ended, to be removed after the current burst.
+    pub fn remove_later(&mut self, cgroup: PathBuf) {
+        self.ended.push(cgroup);
+    }
 }
 
 impl Supervisor {
@@ -82,6 +89,14 @@ impl Supervisor {
             if !run_alive(&*self.kernel, slot) {
                 self.feed(id, Input::GroupGone);
             }
+        }
+    }
+
+    /// Removes the cgroups of runs that ended in the last burst (after the spawns of their
+    /// replacements were asked for).
+    pub(super) fn remove_ended_cgroups(&mut self) {
+        for cgroup in std::mem::take(&mut self.cgroups.ended) {
+            self.kernel.remove_cgroup(cgroup);
         }
     }
 

@@ -30,6 +30,7 @@ mod reload;
 mod routes;
 mod scale;
 mod service;
+mod spares;
 mod starting;
 mod timers;
 mod upgrade;
@@ -297,6 +298,8 @@ pub struct Supervisor {
     autoscaling: autoscale::Autoscaling,
     /// An upgrade's check, and the agent's descriptors an upgrade hands over.
     upgrading: upgrade::Upgrading,
+    /// Run cgroups made ahead of the runs that will take them.
+    spares: spares::Spares,
 }
 
 pub struct Parts {
@@ -396,6 +399,7 @@ impl Supervisor {
             hooks: hooks::Hooks::default(),
             autoscaling: autoscale::Autoscaling::default(),
             upgrading: upgrade::Upgrading::new(parts.own),
+            spares: spares::Spares::default(),
         };
         for key in sup.listening.keys() {
             sup.share_listener(key);
@@ -424,6 +428,10 @@ impl Supervisor {
                 self.handle(event);
                 self.drain();
             }
+            // The spawns of the burst are asked for: now the cgroups of runs that ended go,
+            // and spares are made.
+            self.remove_ended_cgroups();
+            self.make_spares();
             self.save_if_due();
             if self.shutting_down && self.slots.values().all(|slot| slot.inst.is_down()) && self.hooks.idle() {
                 break;
