@@ -75,7 +75,7 @@ impl Supervisor {
 
     /// A run of `id` has spawned: it gets a spare for its next run when the spawns are done.
     pub(super) fn want_spare(&mut self, id: &InstanceId) {
-        if self.cgroups.tree().is_some() && self.spares.made.len() < MOST {
+        if self.cgroups.tree().is_some() && self.spares.made.len() + self.spares.wanted.len() < MOST {
             self.spares.wanted.push_back(id.clone());
         }
     }
@@ -88,7 +88,7 @@ impl Supervisor {
         }
         while let Some(id) = self.spares.wanted.pop_front() {
             if self.spares.made.len() >= MOST {
-                self.spares.wanted.clear();
+                self.spares.wanted = VecDeque::new();
                 return;
             }
             let (Some(slot), Some(spec)) = (self.slots.get(&id), self.config.processes.get(&id.name)) else {
@@ -124,7 +124,7 @@ impl Supervisor {
     /// Every spare goes (shutdown, upgrade): the spawner removes them after the spawns it
     /// was asked for.
     pub(super) fn drop_spares(&mut self) {
-        self.spares.wanted.clear();
+        self.spares.wanted = VecDeque::new();
         let ids: Vec<InstanceId> = self.spares.made.keys().cloned().collect();
         for id in ids {
             self.drop_spare(&id);
