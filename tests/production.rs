@@ -1208,6 +1208,12 @@ fn a_replacement_runs_in_the_spare_cgroup_made_for_it_and_spares_go_with_their_i
     });
     assert_eq!(spares_of(&runs, "w.0.").len(), 1, "{:?}", run_cgroups(&runs));
 
+    // Past 128 instances there are no spares: a stop of many would pay for them.
+    agent.ctl(&["scale", "w", "130"]).ok();
+    agent.wait_running("w", 130);
+    wait_until(WAIT, "no spare is left", || spares_of(&runs, "w.").is_empty());
+    assert_eq!(run_cgroups(&runs).len(), 130, "one cgroup per run");
+
     agent.shutdown();
     assert!(markers.alive().is_empty(), "{:?}", markers.alive());
     assert!(!tree.exists(), "the agent's tree goes at shutdown, spares and all");

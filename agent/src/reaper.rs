@@ -13,13 +13,15 @@ use tokio::signal::unix::Signal as SignalStream;
 
 /// Runs until the agent exits; `report` is called for each reaped child.
 ///
-/// After each report it yields, so that the supervisor acts on that exit (a replacement's
-/// spawn) before the next `waitpid`, which would otherwise stand between every exit and
-/// the start that follows it.
+/// After the first report it yields, so that the supervisor acts on that exit (a
+/// replacement's spawn) before the next `waitpid`, which would otherwise stand between an
+/// exit and the start that follows it; the rest of a burst is reaped at once after that,
+/// so the supervisor takes many exits (a stop of a thousand) in one pass.
 pub async fn run(mut sigchld: SignalStream, fork_lock: Arc<Mutex<()>>, report: impl Fn(i32, Exit)) {
     loop {
-        while reap_next(&fork_lock, &report) {
+        if reap_next(&fork_lock, &report) {
             tokio::task::yield_now().await;
+            while reap_next(&fork_lock, &report) {}
         }
         if sigchld.recv().await.is_none() {
             return;
