@@ -67,6 +67,9 @@ impl CgroupWatch {
     }
 }
 
+/// Ended runs' cgroups left to remove while spawns are in flight, at most.
+const ENDED_KEPT: usize = 64;
+
 impl Supervisor {
     /// A run's cgroup is watched while it drains (its main process gone, others left) and
     /// removed once the instance has seen it empty.
@@ -92,9 +95,14 @@ impl Supervisor {
         }
     }
 
-    /// Removes the cgroups of runs that ended in the last burst (after the spawns of their
-    /// replacements were asked for).
+    /// Removes the cgroups of runs that ended, once no spawn is in flight: a replacement's
+    /// spawn, and the handling of its report (a restart's answer), come first. A removal on
+    /// the spawner right after a clone held up the agent's answer on the same CPU. A long
+    /// storm of starts does not let them pile up past `ENDED_KEPT`.
     pub(super) fn remove_ended_cgroups(&mut self) {
+        if !self.spawning.is_empty() && self.cgroups.ended.len() < ENDED_KEPT {
+            return;
+        }
         for cgroup in std::mem::take(&mut self.cgroups.ended) {
             self.kernel.remove_cgroup(cgroup);
         }

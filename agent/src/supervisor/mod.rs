@@ -428,8 +428,7 @@ impl Supervisor {
                 self.handle(event);
                 self.drain();
             }
-            // The spawns of the burst are asked for: now the cgroups of runs that ended go,
-            // and spares are made.
+            // Once the spawns are done: the cgroups of runs that ended go, and spares are made.
             self.remove_ended_cgroups();
             self.make_spares();
             self.save_if_due();
