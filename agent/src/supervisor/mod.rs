@@ -113,6 +113,8 @@ pub enum Due {
     },
     /// Time to write the table.
     Save,
+    /// Time to make the spare cgroups instances wait for.
+    Spares,
     /// The next try of a run's ready or health probe.
     Probe {
         id: InstanceId,
@@ -501,6 +503,7 @@ impl Supervisor {
             }
             Due::Recheck { id, run, attempt, vanished } => self.on_recheck(id, run, attempt, vanished),
             Due::Save => self.on_save_due(),
+            Due::Spares => self.on_spares_due(),
             Due::Probe { id, run, purpose } => self.on_probe_due(id, run, purpose),
             Due::Watchdog { id, run } => self.on_watchdog_due(id, run),
             Due::ProbeTimeout { pid } => self.on_probe_timeout(pid),

@@ -5,8 +5,9 @@
 //!
 //! A spare is named as the run it will hold (`runs/NAME.INDEX.RUN`): its run number is
 //! taken when the spare is asked for, and the instance's next run gets it. It is asked for
-//! once a run of the instance has spawned and no spawn is in flight (a start of many
-//! instances is not slowed by spares), and only while the agent has at most `MOST`
+//! once a run of the instance has spawned and no spawn has been asked for over `QUIET` (a
+//! start of many instances, which may come in several bursts, is not slowed by spares),
+//! and only while the agent has at most `MOST`
 //! instances: each spare costs a cgroup made ahead and its removal at a stop (about 11 ms
 //! of the agent's CPU, a tenth of it, in a stop of a thousand with 128 spares), which a fleet
 //! larger than that pays for spares few of which a crash ever takes; past `MOST` the spares
@@ -16,6 +17,7 @@
 //! left by an agent that died is empty, and goes with the dead agent's tree.
 
 use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
 
 use procctl_proto::InstanceId;
 
@@ -25,6 +27,8 @@ use crate::spawn::limits_of;
 
 /// Instances the agent may have for spares to be made.
 pub const MOST: usize = 128;
+/// How long no spawn is asked for before spares are made.
+const QUIET: Duration = Duration::from_millis(50);
 
 #[derive(Default)]
 pub struct Spares {
@@ -32,6 +36,10 @@ pub struct Spares {
     made: HashMap<InstanceId, (u64, Limits)>,
     /// Instances whose run has spawned, to get a spare once no spawn is in flight.
     wanted: VecDeque<InstanceId>,
+    /// The timer that makes them is armed.
+    armed: bool,
+    /// Spawns asked for since it was armed: it waits again.
+    spawned: bool,
 }
 
 /// What the next run of an instance with `spare` gets, when its spec's limits are `limits`
@@ -59,6 +67,7 @@ fn next(spare: Option<(u64, Limits)>, limits: Limits, pre_start: bool) -> Next {
 impl Supervisor {
     /// The run number of the next run of `id`: its spare's, else a new one.
     pub(super) fn next_run(&mut self, id: &InstanceId) -> u64 {
+        self.spares.spawned = true;
         let spare = self.spares.made.remove(id);
         let spec = self.config.processes.get(&id.name);
         let limits = spec.map(limits_of).unwrap_or_default();
@@ -83,11 +92,27 @@ impl Supervisor {
         }
     }
 
-    /// After a burst of events: spares for the instances that want one, while no spawn is
-    /// in flight (the spawner makes them after whatever it was asked before).
+    /// After a burst of events: once instances want spares (or there are spares to drop,
+    /// past `MOST` instances), the timer that makes them.
     pub(super) fn make_spares(&mut self) {
-        if !self.spawning.is_empty() || self.shutting_down {
+        let due = !self.spares.wanted.is_empty() || (self.slots.len() > MOST && !self.spares.made.is_empty());
+        if !self.spares.armed && due && !self.shutting_down {
+            self.spares.armed = true;
+            self.spares.spawned = false;
+            self.timers.after(QUIET, super::Due::Spares);
+        }
+    }
+
+    /// Spares for the instances that want one, when no spawn was asked for over `QUIET` and
+    /// none is in flight (the spawner makes them after whatever it was asked before); else
+    /// it waits again.
+    pub(super) fn on_spares_due(&mut self) {
+        self.spares.armed = false;
+        if self.shutting_down {
             return;
+        }
+        if !self.spawning.is_empty() || self.spares.spawned {
+            return self.make_spares();
         }
         if self.slots.len() > MOST {
             if !self.spares.made.is_empty() || !self.spares.wanted.is_empty() {
