@@ -364,6 +364,8 @@ fn after_kill_9_the_next_agent_ends_what_is_left_in_the_dead_agents_cgroups_befo
         })
     });
 
+    // Its instance has a spare cgroup too, empty: it goes with the dead agent's tree.
+    wait_until(WAIT, "a spare cgroup for fear:0", || spares_of(&dead_tree.join("runs"), "fear.0.").len() == 1);
     agent.kill9();
     wait_until(WAIT, "the main process dies with the agent", || !alive(pids[0]));
     assert!(pids[1..].iter().all(|&pid| alive(pid)), "the escaped three outlive the agent");
@@ -1137,4 +1139,123 @@ fn an_agent_in_a_pid_namespace_leaves_the_cgroup_tree_of_a_live_agent_it_cannot_
     assert_eq!(one_sleeping(markers.get(0)), agent.pid_of("later", 0).unwrap());
     drop(inner);
     agent.shutdown();
+}
+
+// ---------------------------------------------------------------------------------------
+// Spare run cgroups
+
+/// The run cgroups in `runs` by name, each with whether it holds a process.
+fn run_cgroups(runs: &Path) -> Vec<(String, bool)> {
+    let mut found: Vec<(String, bool)> = fs::read_dir(runs)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|entry| entry.file_type().is_ok_and(|kind| kind.is_dir()))
+        .map(|entry| {
+            let procs = fs::read_to_string(entry.path().join("cgroup.procs")).unwrap_or_default();
+            (entry.file_name().to_string_lossy().into_owned(), !procs.trim().is_empty())
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// The empty run cgroups of instance `prefix` (`w.0.`): its spare, once it has one.
+fn spares_of(runs: &Path, prefix: &str) -> Vec<String> {
+    run_cgroups(runs).into_iter().filter(|(name, busy)| !busy && name.starts_with(prefix)).map(|(n, _)| n).collect()
+}
+
+#[test]
+#[ignore = "needs root and a cgroup v2 hierarchy it can write"]
+fn a_replacement_runs_in_the_spare_cgroup_made_for_it_and_spares_go_with_their_instances() {
+    require_cgroups();
+    let markers = Markers::new(&[80]);
+    let mut agent = Agent::new(&format!(
+        "[process.w]\ncommand = [\"sleep\", \"{}\"]\ninstances = 2\nstart_secs = \"0s\"\nstop_timeout = \"5s\"\n",
+        markers.get(0)
+    ));
+    agent.launch();
+    let tree = tracked_tree(&agent.log());
+    let runs = tree.join("runs");
+    let pids = agent.wait_running("w", 2);
+    // Each running instance gets one spare: an empty cgroup named for its next run.
+    wait_until(WAIT, "a spare for each instance", || {
+        spares_of(&runs, "w.0.").len() == 1 && spares_of(&runs, "w.1.").len() == 1
+    });
+    let spare = spares_of(&runs, "w.0.").remove(0);
+    let old = cgroup_dir(pids[0]).unwrap();
+
+    // A crash's replacement is made in the spare; the old run's cgroup goes, and the
+    // instance gets a new spare.
+    // SAFETY: kill(2) on a pid this test found running.
+    assert_eq!(unsafe { libc::kill(pids[0], libc::SIGKILL) }, 0);
+    let mut new = None;
+    wait_until(WAIT, "w:0 has a new pid", || {
+        new = agent.pid_of("w", 0).filter(|pid| *pid != pids[0]);
+        new.is_some()
+    });
+    assert_eq!(cgroup_dir(new.unwrap()).unwrap(), runs.join(&spare), "the replacement runs in the spare");
+    wait_until(WAIT, "the old run's cgroup is removed", || !old.exists());
+    wait_until(WAIT, "w:0 has a spare again", || {
+        spares_of(&runs, "w.0.").iter().any(|name| *name != spare) && spares_of(&runs, "w.0.").len() == 1
+    });
+    assert_eq!(spares_of(&runs, "w.1.").len(), 1, "{:?}", run_cgroups(&runs));
+
+    // An instance scaled away takes its spare with it.
+    agent.ctl(&["scale", "w", "1"]).ok();
+    wait_until(WAIT, "no cgroup of w:1 is left", || {
+        !run_cgroups(&runs).iter().any(|(name, _)| name.starts_with("w.1."))
+    });
+    assert_eq!(spares_of(&runs, "w.0.").len(), 1, "{:?}", run_cgroups(&runs));
+
+    // Past 128 instances there are no spares: a stop of many would pay for them.
+    agent.ctl(&["scale", "w", "130"]).ok();
+    agent.wait_running("w", 130);
+    wait_until(WAIT, "no spare is left", || spares_of(&runs, "w.").is_empty());
+    assert_eq!(run_cgroups(&runs).len(), 130, "one cgroup per run");
+
+    agent.shutdown();
+    assert!(markers.alive().is_empty(), "{:?}", markers.alive());
+    assert!(!tree.exists(), "the agent's tree goes at shutdown, spares and all");
+}
+
+/// A start that fails after its instance had a spare (its program removed, or no longer
+/// executable) leaves neither the spare nor a cgroup of its own behind.
+#[test]
+#[ignore = "needs root and a cgroup v2 hierarchy it can write"]
+fn starts_that_fail_leave_no_cgroup_behind_spares_included() {
+    require_cgroups();
+    let markers = Markers::new(&[81, 82]);
+    let mut agent = Agent::new("");
+    for name in ["gone", "noexec"] {
+        fs::copy("/bin/sleep", agent.path(name)).unwrap();
+    }
+    agent.write_config(&format!(
+        "[process.gone]\ncommand = [{}, \"{}\"]\nstart_secs = \"0s\"\nstart_retries = 1\n\
+         [process.noexec]\ncommand = [{}, \"{}\"]\nstart_secs = \"0s\"\nstart_retries = 1\n",
+        q(&agent.path("gone").display().to_string()),
+        markers.get(0),
+        q(&agent.path("noexec").display().to_string()),
+        markers.get(1),
+    ));
+    agent.launch();
+    let tree = tracked_tree(&agent.log());
+    let runs = tree.join("runs");
+    let gone = agent.wait_running("gone", 1)[0];
+    let noexec = agent.wait_running("noexec", 1)[0];
+    wait_until(WAIT, "a spare for each instance", || {
+        spares_of(&runs, "gone.0.").len() == 1 && spares_of(&runs, "noexec.0.").len() == 1
+    });
+    fs::remove_file(agent.path("gone")).unwrap();
+    fs::set_permissions(agent.path("noexec"), fs::Permissions::from_mode(0o644)).unwrap();
+    for pid in [gone, noexec] {
+        // SAFETY: kill(2) on a pid this test found running.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    }
+    agent.wait_state("gone", 0, "fatal");
+    agent.wait_state("noexec", 0, "fatal");
+    wait_until(WAIT, "no run cgroup is left", || run_cgroups(&runs).is_empty());
+    agent.shutdown();
+    assert!(markers.alive().is_empty(), "{:?}", markers.alive());
+    assert!(!tree.exists());
 }

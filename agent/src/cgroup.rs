@@ -259,6 +259,15 @@ pub fn create(path: &Path, limits: Limits) -> std::io::Result<OwnedFd> {
     Ok(dir.into())
 }
 
+/// Opens the directory of a run's cgroup that exists (a spare made ahead).
+pub fn open(path: &Path) -> std::io::Result<OwnedFd> {
+    let flags = nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC;
+    match below_runs(path) {
+        Some((dir, rest)) => Ok(nix::fcntl::openat(dir, rest, flags, nix::sys::stat::Mode::empty())?),
+        None => Ok(fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY).open(path)?.into()),
+    }
+}
+
 /// A limit whose controller is not enabled for runs has no file: the agent warned about it
 /// once at load, and the run goes without it.
 fn write_limit(path: &Path, text: &str) -> std::io::Result<()> {

@@ -12,9 +12,17 @@ use procctl_proto::{Exit, Signal};
 use tokio::signal::unix::Signal as SignalStream;
 
 /// Runs until the agent exits; `report` is called for each reaped child.
+///
+/// After the first report it yields, so that the supervisor acts on that exit (a
+/// replacement's spawn) before the next `waitpid`, which would otherwise stand between an
+/// exit and the start that follows it; the rest of a burst is reaped at once after that,
+/// so the supervisor takes many exits (a stop of a thousand) in one pass.
 pub async fn run(mut sigchld: SignalStream, fork_lock: Arc<Mutex<()>>, report: impl Fn(i32, Exit)) {
     loop {
-        reap_all(&fork_lock, &report);
+        if reap_next(&fork_lock, &report) {
+            tokio::task::yield_now().await;
+            while reap_next(&fork_lock, &report) {}
+        }
         if sigchld.recv().await.is_none() {
             return;
         }
@@ -33,19 +41,21 @@ enum Reaped {
     Failed(std::io::Error),
 }
 
-fn reap_all(fork_lock: &Mutex<()>, report: &impl Fn(i32, Exit)) {
+/// Reaps and reports one ended child; false when none has ended.
+fn reap_next(fork_lock: &Mutex<()>, report: &impl Fn(i32, Exit)) -> bool {
     loop {
         match reap_one() {
             Reaped::Child(pid, exit) => {
                 // Taken after the spawner released it, so its `Spawned` report for this pid is queued first.
                 let _guard = fork_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
                 report(pid, exit);
+                return true;
             }
             Reaped::Again => continue,
-            Reaped::NoneEnded | Reaped::NoChildren => return,
+            Reaped::NoneEnded | Reaped::NoChildren => return false,
             Reaped::Failed(e) => {
                 log!("waitpid failed: {e}");
-                return;
+                return false;
             }
         }
     }

@@ -13,7 +13,7 @@ mod clone;
 mod env;
 mod prepare;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
 use std::fs::File;
 use std::io::Write;
@@ -76,7 +76,7 @@ impl SpawnRequest {
             Some(_) => on_top(id, spec, context),
             None => child_env(id, spec, context),
         };
-        let limits = cgroup::Limits { memory_max: spec.memory_max, cpu_max: spec.cpu_max };
+        let limits = limits_of(spec);
         SpawnRequest {
             seq,
             argv: spec.command.clone(),
@@ -136,9 +136,23 @@ impl SpawnRequest {
     }
 }
 
+/// The limits the runs of `spec` get in their cgroups.
+pub fn limits_of(spec: &ProcessSpec) -> cgroup::Limits {
+    cgroup::Limits { memory_max: spec.memory_max, cpu_max: spec.cpu_max }
+}
+
 /// What the spawner thread is asked to do.
 enum Job {
     Spawn(Box<SpawnRequest>),
+    /// Make a run's cgroup ahead of its spawn (a spare), with these limits: the spawn that
+    /// names it only opens it. (It is not kept open: every descriptor of the spawner's table
+    /// is copied into each child and closed again at its exec.)
+    Spare(PathBuf, cgroup::Limits),
+    /// Remove a spare no spawn took.
+    DropSpare(PathBuf),
+    /// Remove the empty cgroup of a run that ended, after the spawns asked for before: a
+    /// removal at the same time as a clone into a cgroup holds the clone up in the kernel.
+    Remove(PathBuf),
     /// Keep the listening socket that came over the hand-off socket under this key.
     Listen(u64),
     /// Close the listening socket under this key.
@@ -209,6 +223,26 @@ impl Spawner {
     /// Makes the spawner close its copy of the listening socket under `key`.
     pub fn forget_listener(&self, key: u64) {
         let _ = self.requests.send(Job::Forget(key));
+    }
+
+    /// Has the spawner make the cgroup `path` with `limits` once the jobs before are done,
+    /// for a spawn to take later (see `Job::Spare`).
+    pub fn make_spare(&self, path: PathBuf, limits: cgroup::Limits) {
+        let _ = self.requests.send(Job::Spare(path, limits));
+    }
+
+    /// Has the spawner remove the spare cgroup `path`, when no spawn took it.
+    pub fn drop_spare(&self, path: PathBuf) {
+        let _ = self.requests.send(Job::DropSpare(path));
+    }
+
+    /// Has the spawner remove the empty cgroup `path` of a run that ended, after the spawns
+    /// already asked for; the path back when the spawner thread is gone.
+    pub fn remove_cgroup(&self, path: PathBuf) -> Result<(), PathBuf> {
+        self.requests.send(Job::Remove(path)).map_err(|e| match e.0 {
+            Job::Remove(path) => path,
+            _ => unreachable!("the job sent comes back"),
+        })
     }
 
     /// Re-executes the agent as `program args... --handover FD` from the spawner thread,
@@ -340,6 +374,8 @@ pub fn start(
         let mut null: Result<OwnedFd, String> = Err(String::new());
         // The spawner's copies of the agent's listening sockets, by key.
         let mut listening: HashMap<u64, OwnedFd> = HashMap::new();
+        // Spare run cgroups made ahead.
+        let mut spares: HashSet<PathBuf> = HashSet::new();
         for job in rx {
             let request = match job {
                 Job::Spawn(request) => *request,
@@ -355,6 +391,28 @@ pub fn start(
                 }
                 Job::Forget(key) => {
                     listening.remove(&key);
+                    continue;
+                }
+                Job::Spare(path, limits) => {
+                    match cgroup::create(&path, limits) {
+                        Ok(_) => {
+                            spares.insert(path);
+                        }
+                        // The spawn that names it makes it then, and says what failed.
+                        Err(_) => {
+                            cgroup::remove_empty(&path);
+                        }
+                    }
+                    continue;
+                }
+                Job::DropSpare(path) => {
+                    if spares.remove(&path) {
+                        cgroup::remove_empty(&path);
+                    }
+                    continue;
+                }
+                Job::Remove(path) => {
+                    cgroup::remove(&path);
                     continue;
                 }
                 Job::Exec(request) => {
@@ -375,7 +433,8 @@ pub fn start(
                 null: null.as_ref(),
                 listening: &listening,
             };
-            spawn_one(request, &context, &report, &mut stack, &mut programs);
+            let spare = request.cgroup.as_ref().is_some_and(|(path, _)| spares.remove(path));
+            spawn_one(request, spare, &context, &report, &mut stack, &mut programs);
         }
         // The agent is exiting: the caller keeps this thread until it does.
     }))?;
@@ -469,13 +528,23 @@ fn handled_signals() -> Vec<i32> {
         .collect()
 }
 
+/// Makes the child of `request`, in `spare` when its cgroup was made ahead. When nothing
+/// was started, the run's cgroup (made here or ahead) is removed again: no spawn will take it.
 fn spawn_one(
     request: SpawnRequest,
+    spare: bool,
     spawner: &Shared,
     report: &impl Fn(Sent),
     stack: &mut [u8],
     programs: &mut Programs,
 ) {
+    let cgroup = request.cgroup.as_ref().map(|(path, _)| path.clone());
+    let report = |sent: Sent| {
+        if let (Sent::Failed { .. }, Some(path)) = (&sent, &cgroup) {
+            cgroup::remove_empty(path);
+        }
+        report(sent)
+    };
     let seq = request.seq;
     let messages = Messages {
         cwd: request.cwd.display().to_string(),
@@ -487,7 +556,7 @@ fn spawn_one(
         Ok(null) => null,
         Err(e) => return report(Sent::Failed { seq, error: format!("cannot open /dev/null: {e}"), handed: false }),
     };
-    let mut prepared = match prepare(request, programs, spawner.listening) {
+    let mut prepared = match prepare(request, spare, programs, spawner.listening) {
         Ok(prepared) => prepared,
         Err(error) => return report(Sent::Failed { seq, error, handed: false }),
     };

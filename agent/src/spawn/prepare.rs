@@ -77,8 +77,10 @@ impl Programs {
     }
 }
 
+/// `spare`: the run's cgroup was made ahead, with its limits.
 pub(super) fn prepare(
     request: SpawnRequest,
+    spare: bool,
     programs: &mut Programs,
     listening: &HashMap<u64, OwnedFd>,
 ) -> Result<Prepared, String> {
@@ -155,7 +157,8 @@ pub(super) fn prepare(
     };
     let cgroup = match &request.cgroup {
         Some((path, limits)) => Some(
-            cgroup::create(path, *limits).map_err(|e| format!("cannot create its cgroup {}: {e}", path.display()))?,
+            if spare { cgroup::open(path) } else { cgroup::create(path, *limits) }
+                .map_err(|e| format!("cannot create its cgroup {}: {e}", path.display()))?,
         ),
         None => None,
     };

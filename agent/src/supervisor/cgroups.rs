@@ -18,11 +18,13 @@ pub struct CgroupWatch {
     watches: HashMap<inotify::WatchDescriptor, InstanceId>,
     /// Processes already warned about a limit their cgroup cannot have.
     limit_warned: HashSet<String>,
+    /// Empty cgroups of runs that ended, removed once the spawns that follow are asked for.
+    ended: Vec<PathBuf>,
 }
 
 impl CgroupWatch {
     pub fn new(tracking: Tracking, inotify: inotify::Watches) -> CgroupWatch {
-        CgroupWatch { tracking, inotify, watches: HashMap::new(), limit_warned: HashSet::new() }
+        CgroupWatch { tracking, inotify, watches: HashMap::new(), limit_warned: HashSet::new(), ended: vec![] }
     }
 
     /// The agent's cgroup tree, when runs are tracked by cgroups.
@@ -58,7 +60,15 @@ impl CgroupWatch {
     fn owner(&self, watch: &inotify::WatchDescriptor) -> Option<&InstanceId> {
         self.watches.get(watch)
     }
+
+    /// The empty cgroup of a run that ended, to be removed after the current burst.
+    pub fn remove_later(&mut self, cgroup: PathBuf) {
+        self.ended.push(cgroup);
+    }
 }
+
+/// Ended runs' cgroups left to remove while spawns are in flight, at most.
+const ENDED_KEPT: usize = 64;
 
 impl Supervisor {
     /// A run's cgroup is watched while it drains (its main process gone, others left) and
@@ -82,6 +92,19 @@ impl Supervisor {
             if !run_alive(&*self.kernel, slot) {
                 self.feed(id, Input::GroupGone);
             }
+        }
+    }
+
+    /// Removes the cgroups of runs that ended, once no spawn is in flight: a replacement's
+    /// spawn, and the handling of its report (a restart's answer), come first. A removal on
+    /// the spawner right after a clone held up the agent's answer on the same CPU. A long
+    /// storm of starts does not let them pile up past `ENDED_KEPT`.
+    pub(super) fn remove_ended_cgroups(&mut self) {
+        if !self.spawning.is_empty() && self.cgroups.ended.len() < ENDED_KEPT {
+            return;
+        }
+        for cgroup in std::mem::take(&mut self.cgroups.ended) {
+            self.kernel.remove_cgroup(cgroup);
         }
     }
 

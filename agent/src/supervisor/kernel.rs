@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 use procctl_proto::Signal;
 
+use crate::cgroup::Limits;
 use crate::group;
 use crate::spawn::{Sent, SpawnReport, SpawnRequest, Spawner};
 
@@ -36,6 +37,14 @@ pub trait Kernel: Send {
     }
     /// Whether `pid` exists (a zombie does).
     fn process_exists(&self, pid: i32) -> bool;
+    /// Has the spawner make run cgroup `path` with `limits` ahead of the spawn that will
+    /// name it (a spare), once the spawns already asked for are made.
+    fn make_spare(&mut self, path: PathBuf, limits: Limits);
+    /// Has the spawner remove a spare that no spawn will take.
+    fn drop_spare(&mut self, path: PathBuf);
+    /// Removes the empty cgroup of a run that ended (and any empty cgroup below it), after
+    /// the spawns asked for before.
+    fn remove_cgroup(&mut self, path: PathBuf);
     /// Gives the spawner the listening socket `fd`, under `key`, for the spawns after this.
     fn share_listener(&mut self, key: u64, fd: &OwnedFd) -> std::io::Result<()>;
     /// Makes the spawner close its copy of the listening socket under `key`.
@@ -126,5 +135,19 @@ impl Kernel for Real {
 
     fn process_exists(&self, pid: i32) -> bool {
         group::process_exists(pid)
+    }
+
+    fn make_spare(&mut self, path: PathBuf, limits: Limits) {
+        self.spawner.make_spare(path, limits)
+    }
+
+    fn drop_spare(&mut self, path: PathBuf) {
+        self.spawner.drop_spare(path)
+    }
+
+    fn remove_cgroup(&mut self, path: PathBuf) {
+        if let Err(path) = self.spawner.remove_cgroup(path) {
+            crate::cgroup::remove(&path);
+        }
     }
 }

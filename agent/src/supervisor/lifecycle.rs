@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 use super::api::{Pending, Settle, Settled};
 use super::handover::Kept;
 use super::hooks::Hook;
-use super::kernel::Kernel;
+use super::kernel::{Ended, Kernel};
 use super::{Due, Next, Spawning, Supervisor};
 use crate::config::{Pipe, Probe, Ready};
 use crate::instance::{Action, Input, Timer};
@@ -140,9 +140,8 @@ impl Supervisor {
         };
         match action {
             Action::Spawn => {
-                self.runs += 1;
-                let run = self.runs;
                 let last_exit = slot.inst.last_exit;
+                let run = self.next_run(id);
                 if !self.run_hook(id, Hook::PreStart, run, last_exit) {
                     self.spawn_run(id, run);
                 }
@@ -237,6 +236,7 @@ impl Supervisor {
         };
         self.timers.disarm_all(&mut slot.timers);
         self.waiting.remove(id);
+        self.drop_spare(id);
         self.recycle_left(id);
         self.touch();
         if self.retired.contains(&id.name) && !self.slots.keys().any(|other| other.name == id.name) {
@@ -285,7 +285,10 @@ impl Supervisor {
                 };
                 if let Some(error) = exec_error {
                     // It never ran its program and has exited already (the reaper reaps it
-                    // as a stranger): a failed start like any other.
+                    // as a stranger): a failed start like any other. Its cgroup goes.
+                    if let Some(cgroup) = self.cgroups.run_path(&id, run) {
+                        self.cgroups.remove_later(cgroup);
+                    }
                     if let Some(slot) = self.slots.get_mut(&id) {
                         slot.spawn_seq = None;
                     }
@@ -305,6 +308,7 @@ impl Supervisor {
                 self.attach_run(&id, run, pipe, output);
                 self.by_pid.insert(pid, id.clone());
                 self.recycle_spawned(&id, run);
+                self.want_spare(&id);
                 self.bus.emit(EventKind::Spawned { id: id.clone(), pid: pid as u32 });
                 self.feed(&id, Input::Spawned { pid, at: SystemTime::now(), run });
             }
@@ -420,9 +424,20 @@ impl Supervisor {
         // Its sample files are closed before its cgroup goes: the removal of a cgroup with
         // files open in it has to drain them first.
         slot.usage = super::usage::Files::default();
-        let ended = slot.inst.pgid.map(|pgid| self.kernel.run_ended(slot.cgroup.as_deref(), pgid));
+        // A start follows (a crash's replacement, a restart): the empty cgroup is removed
+        // after its spawn is asked for, not before. A stop removes it at once.
+        let start_follows = !self.shutting_down && (slot.inst.state != State::Stopping || !slot.up_waiters.is_empty());
+        let ended = slot.inst.pgid.map(|pgid| match &slot.cgroup {
+            Some(cgroup) if start_follows => Ended { left: self.kernel.run_alive(Some(cgroup), pgid), removed: false },
+            cgroup => self.kernel.run_ended(cgroup.as_deref(), pgid),
+        });
         if ended.is_some_and(|ended| ended.removed) {
             slot.cgroup = None; // nothing is left to follow or remove
+        } else if start_follows
+            && ended.is_some_and(|ended| !ended.left)
+            && let Some(cgroup) = slot.cgroup.take()
+        {
+            self.cgroups.remove_later(cgroup);
         }
         let group_left = ended.is_some_and(|ended| ended.left);
         self.end_checks(id);
@@ -606,6 +621,7 @@ impl Supervisor {
 
     pub(super) fn begin_shutdown(&mut self) {
         self.shutting_down = true;
+        self.drop_spares();
         self.service_stopping();
         let ids: Vec<InstanceId> = self.slots.keys().cloned().collect();
         self.stop_in_order(ids, Input::Stop);

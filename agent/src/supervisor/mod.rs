@@ -31,6 +31,7 @@ mod reload;
 mod routes;
 mod scale;
 mod service;
+mod spares;
 mod starting;
 mod timers;
 mod upgrade;
@@ -113,6 +114,8 @@ pub enum Due {
     },
     /// Time to write the table.
     Save,
+    /// Time to make the spare cgroups instances wait for.
+    Spares,
     /// The next try of a run's ready or health probe.
     Probe {
         id: InstanceId,
@@ -298,6 +301,8 @@ pub struct Supervisor {
     autoscaling: autoscale::Autoscaling,
     /// An upgrade's check, and the agent's descriptors an upgrade hands over.
     upgrading: upgrade::Upgrading,
+    /// Run cgroups made ahead of the runs that will take them.
+    spares: spares::Spares,
 }
 
 pub struct Parts {
@@ -397,6 +402,7 @@ impl Supervisor {
             hooks: hooks::Hooks::default(),
             autoscaling: autoscale::Autoscaling::default(),
             upgrading: upgrade::Upgrading::new(parts.own),
+            spares: spares::Spares::default(),
         };
         for key in sup.listening.keys() {
             sup.share_listener(key);
@@ -425,6 +431,9 @@ impl Supervisor {
                 self.handle(event);
                 self.drain();
             }
+            // Once the spawns are done: the cgroups of runs that ended go, and spares are made.
+            self.remove_ended_cgroups();
+            self.make_spares();
             self.save_if_due();
             if self.shutting_down && self.slots.values().all(|slot| slot.inst.is_down()) && self.hooks.idle() {
                 break;
@@ -495,6 +504,7 @@ impl Supervisor {
             }
             Due::Recheck { id, run, attempt, vanished } => self.on_recheck(id, run, attempt, vanished),
             Due::Save => self.on_save_due(),
+            Due::Spares => self.on_spares_due(),
             Due::Probe { id, run, purpose } => self.on_probe_due(id, run, purpose),
             Due::Watchdog { id, run } => self.on_watchdog_due(id, run),
             Due::ProbeTimeout { pid } => self.on_probe_timeout(pid),

@@ -117,6 +117,18 @@ impl Kernel for Fake {
     fn process_exists(&self, pid: i32) -> bool {
         self.world().procs.contains_key(&pid)
     }
+
+    fn make_spare(&mut self, _: std::path::PathBuf, _: crate::cgroup::Limits) {
+        unreachable!("a model tracks runs by process group: it has no cgroups")
+    }
+
+    fn drop_spare(&mut self, _: std::path::PathBuf) {
+        unreachable!("a model tracks runs by process group: it has no cgroups")
+    }
+
+    fn remove_cgroup(&mut self, _: std::path::PathBuf) {
+        unreachable!("a model tracks runs by process group: it has no cgroups")
+    }
 }
 
 const CONFIG: &str = r#"

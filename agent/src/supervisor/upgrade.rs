@@ -233,6 +233,9 @@ impl Supervisor {
         self.save();
         self.persist.writer().flush();
         log!("upgrade: handing over {} instance(s) to {}", self.slots.len(), binary.display());
+        // The next image knows nothing of spares, nor of cgroups left to remove.
+        self.drop_spares();
+        self.remove_ended_cgroups();
         let why = self.kernel.exec(binary.clone(), start.args.clone(), state, &fds.0);
         log!("upgrade: {why}; going on as before");
         let _ = reply.send(Err(WireError::new(ErrorKind::Failed, format!("{why}; nothing changed"))));
