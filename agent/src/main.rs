@@ -488,6 +488,7 @@ async fn serve(setup: Setup, launch: std::sync::mpsc::Sender<Box<dyn FnOnce() + 
     // epoll_wait), a task's wake is a push onto the run queue. Every request wakes both.
     let mut server = tokio::spawn(server::serve(listener, context, alive, limits.max_connections));
     let mut supervising = tokio::spawn(sup.run(events_rx));
+    let mut serving = true;
     let critical = tokio::select! {
         critical = &mut supervising => match critical {
             Ok(critical) => critical,
@@ -495,6 +496,7 @@ async fn serve(setup: Setup, launch: std::sync::mpsc::Sender<Box<dyn FnOnce() + 
             Err(_) => None,
         },
         _ = &mut server => {
+            serving = false;
             supervising.abort();
             None
         }
@@ -503,7 +505,7 @@ async fn serve(setup: Setup, launch: std::sync::mpsc::Sender<Box<dyn FnOnce() + 
     // and newcomers told the agent is shutting down meanwhile.
     tokio::select! {
         _ = tokio::time::timeout(DRAIN_REPLIES, all_closed.recv()) => {}
-        _ = &mut server => {}
+        _ = &mut server, if serving => {}
     }
     server.abort();
     tasks.abort_all();
