@@ -10,8 +10,12 @@ fn the_pid_table_is_on_disk_and_follows_every_change() {
     let pids = agent.wait_running("worker", 2);
     let table = agent.state.join("table.json");
     let read = || -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(&table).unwrap()).unwrap() };
+    // The first save comes within the save window after the instances run, not before
+    // `list` says they do: until then there is no file.
     wait_until(WAIT, "the table lists both pids", || {
-        let rows = read()["instances"].as_array().cloned().unwrap_or_default();
+        let Ok(text) = std::fs::read_to_string(&table) else { return false };
+        let written: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let rows = written["instances"].as_array().cloned().unwrap_or_default();
         rows.iter().filter_map(|r| r["pid"].as_i64()).map(|p| p as i32).collect::<Vec<_>>() == pids
     });
     agent.ctl(&["stop", "worker:1"]).ok();
