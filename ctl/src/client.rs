@@ -173,12 +173,8 @@ impl Client {
         self.ask(request, false)
     }
 
-    /// `call` for the last request on this connection.
-    pub fn call_last(&mut self, request: &Request) -> Result<Response, CtlError> {
-        self.ask(request, true)
-    }
-
-    fn ask(&mut self, request: &Request, last: bool) -> Result<Response, CtlError> {
+    /// `call`, saying whether this is the last request on this connection.
+    pub fn ask(&mut self, request: &Request, last: bool) -> Result<Response, CtlError> {
         // A write can fail because the agent already answered and closed: read that answer.
         let written = self.send(request)?;
         if last {

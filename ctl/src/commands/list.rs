@@ -25,7 +25,7 @@ fn rows(client: &mut Client, targets: &[Target]) -> Result<Vec<InstanceInfo>, Ct
     let last = targets.len().saturating_sub(1);
     for (index, target) in targets.into_iter().enumerate() {
         let request = Request::List { target };
-        match if index == last { client.call_last(&request)? } else { client.call(&request)? } {
+        match client.ask(&request, index == last)? {
             Response::List(rows) if all.is_empty() => all = rows,
             Response::List(rows) => {
                 all.extend(rows.into_iter().filter(|row| !all.iter().any(|seen| seen.id == row.id)).collect::<Vec<_>>())

@@ -13,7 +13,7 @@ pub fn run(client: &mut Client, targets: &[Target], io: &mut Io) -> Result<Statu
     let mut all = vec![];
     for (index, target) in targets.iter().enumerate() {
         let request = Request::Pid { target: target.clone() };
-        match if index + 1 == targets.len() { client.call_last(&request)? } else { client.call(&request)? } {
+        match client.ask(&request, index + 1 == targets.len())? {
             Response::Pids(pids) => all.extend(pids.into_iter().filter(|pid| !all.contains(pid)).collect::<Vec<_>>()),
             other => return Err(unexpected(&other)),
         }
