@@ -35,6 +35,7 @@ mod scale;
 mod security;
 mod shutdown;
 mod signals;
+mod snapshot;
 mod socket;
 mod supervision;
 mod targets;

@@ -3,7 +3,8 @@
 //! `cli` is the clap tree, `host` where a command goes (the local socket or ssh), `client`
 //! the blocking connection over either, `commands` one file per subcommand, `output` the
 //! only place that turns replies into text and `streams` where it goes, `top` the live view,
-//! and `import` reads other supervisors' files for `procctl import`. `main` parses, calls
+//! `snapshot` reads the agent's last `list` answer from beside its socket, and `import`
+//! reads other supervisors' files for `procctl import`. `main` parses, calls
 //! `commands::run`, and maps the result to an exit code: 0 success, 1 refused or failed,
 //! 2 usage error, 3 agent unreachable.
 
@@ -15,6 +16,7 @@ mod commands;
 mod host;
 mod import;
 mod output;
+mod snapshot;
 mod streams;
 mod top;
 

@@ -30,7 +30,7 @@ pub fn list(
         // Written as it is made, through a buffer of its own, not made whole first: a
         // thousand rows are about 250 KB of JSON, most of what procctl would touch and fault
         // in.
-        let mut out = io::BufWriter::with_capacity(JSON_BUFFER, out);
+        let mut out = io::BufWriter::with_capacity(JSON_BUFFER.min(JSON_ROW * (rows.len() + 1)), out);
         write_json(rows, hosts, &mut out)?;
         out.write_all(b"\n")?;
         out.flush()?;
@@ -40,8 +40,12 @@ pub fn list(
     Ok(Status::Success)
 }
 
-/// Bytes of JSON written at a time: what a pipe holds.
+/// Bytes of JSON written at a time: what a pipe holds (or room for the rows, when fewer:
+/// every page of the buffer is one more for procctl to fault in).
 const JSON_BUFFER: usize = 64 * 1024;
+
+/// Bytes of a JSON row, about, besides a status or start error.
+const JSON_ROW: usize = 320;
 
 /// The table of `list`: the columns of SPEC.md, then CPU and MEM, then HEALTH and STATUS
 /// when an instance listed has one (STATUS last: free text of any length).

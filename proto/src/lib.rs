@@ -4,7 +4,8 @@
 //! length-prefixed bytes and back (the only place that knows bincode), `target`
 //! parses `all | NAME | NAME:INDEX`, `signal` names signals and exits, and
 //! `socket` is the one rule for where the socket lives, `row` a `list` row
-//! borrowed for encoding. `located` is the form of an error
+//! borrowed for encoding, `snapshot` the file that keeps
+//! the last `list` answer beside the socket. `located` is the form of an error
 //! about a line of a file, shared by the agent's config and `procctl import`.
 
 pub mod duration;
@@ -14,6 +15,7 @@ pub mod request;
 pub mod response;
 pub mod row;
 pub mod signal;
+pub mod snapshot;
 pub mod socket;
 pub mod target;
 

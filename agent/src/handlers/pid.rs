@@ -5,6 +5,6 @@ use procctl_proto::{Response, Target, WireError};
 use crate::supervisor::Handle;
 
 pub async fn run(sup: &Handle, target: Target) -> Result<Response, WireError> {
-    let rows = sup.states(target).await?;
+    let rows = sup.pids(target).await?;
     Ok(Response::Pids(rows.iter().filter_map(|row| row.pid).collect()))
 }

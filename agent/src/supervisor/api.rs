@@ -16,9 +16,11 @@ pub type Reply<T> = oneshot::Sender<Result<T, WireError>>;
 pub type Routes = Vec<(InstanceId, Result<PipeRef, WireError>)>;
 
 pub enum Command {
-    /// The rows of the target, for handlers that look at them (no CPU or memory).
+    /// The rows of the target, for handlers that look at them (no CPU or memory); `keep`
+    /// them as the snapshot when they are `pid`'s answer.
     List {
         target: Target,
+        keep: bool,
         reply: Reply<Vec<InstanceInfo>>,
     },
     /// `list`'s answer: the rows of the target with CPU and memory sampled, encoded as a
@@ -172,7 +174,12 @@ impl Handle {
 
     /// The states of the target's instances, for handlers that only look at them.
     pub async fn states(&self, target: Target) -> Result<Vec<InstanceInfo>, WireError> {
-        self.call(|reply| Command::List { target, reply }).await
+        self.call(|reply| Command::List { target, keep: false, reply }).await
+    }
+
+    /// `states`, for `pid`: the answer is kept as the snapshot.
+    pub async fn pids(&self, target: Target) -> Result<Vec<InstanceInfo>, WireError> {
+        self.call(|reply| Command::List { target, keep: true, reply }).await
     }
 
     pub async fn start(&self, target: Target) -> Result<Vec<Pending>, WireError> {

@@ -75,6 +75,14 @@ impl Supervisor {
         }
     }
 
+    /// Keeps `list`, an answer about `target`, for the snapshot, unless the agent is going
+    /// away (its socket is too).
+    pub(super) fn keep_snapshot(&mut self, target: &Target, sampled: bool, list: Vec<u8>) {
+        if !self.shutting_down {
+            self.snapshot.keep(target, sampled, list);
+        }
+    }
+
     /// The autoscale column of process `name`: `None` without a policy, else whether it is on.
     pub(super) fn autoscale_shown(&self, name: &str) -> Option<bool> {
         let has_policy = self.config.processes.get(name).is_some_and(|spec| spec.autoscale.is_some());

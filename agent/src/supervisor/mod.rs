@@ -8,8 +8,9 @@
 //! get, `lifecycle` runs instances (spawn, reap, signals, rechecks), `scale`, `reload` and
 //! `routes` plan and apply those requests, `readiness` and `deps` decide when a run is ready
 //! and when a dependent may start, `service` speaks to the agent's own service manager,
-//! `usage` samples CPU and memory, `list` writes the rows, `persist` writes the table,
-//! `timers` is the one timer queue.
+//! `usage` samples CPU and memory, `list` writes the rows, `snapshot` keeps the last answer
+//! beside the socket for `procctl` to read, `persist` writes the table, `timers` is the
+//! one timer queue.
 
 mod api;
 mod autoscale;
@@ -31,6 +32,7 @@ mod reload;
 mod routes;
 mod scale;
 mod service;
+mod snapshot;
 mod spares;
 mod starting;
 mod timers;
@@ -303,6 +305,8 @@ pub struct Supervisor {
     upgrading: upgrade::Upgrading,
     /// Run cgroups made ahead of the runs that will take them.
     spares: spares::Spares,
+    /// The last `list` or `pid` answer, while nothing has changed since.
+    snapshot: snapshot::Snapshot,
 }
 
 pub struct Parts {
@@ -367,6 +371,7 @@ impl Supervisor {
             })
             .collect();
         let seed = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
+        let snapshot = snapshot::Snapshot::new(&parts.socket);
         let mut sup = Supervisor {
             config: parts.config,
             socket: parts.socket,
@@ -403,6 +408,7 @@ impl Supervisor {
             autoscaling: autoscale::Autoscaling::default(),
             upgrading: upgrade::Upgrading::new(parts.own),
             spares: spares::Spares::default(),
+            snapshot,
         };
         for key in sup.listening.keys() {
             sup.share_listener(key);
@@ -435,10 +441,18 @@ impl Supervisor {
             self.remove_ended_cgroups();
             self.make_spares();
             self.save_if_due();
+            if self.snapshot.is_due() {
+                // The answer goes out first (its connection's task is ready to run), then
+                // the snapshot of it is written; whatever came in meanwhile is carried out
+                // after, and removes it.
+                tokio::task::yield_now().await;
+                self.snapshot.write_due();
+            }
             if self.shutting_down && self.slots.values().all(|slot| slot.inst.is_down()) && self.hooks.idle() {
                 break;
             }
         }
+        self.snapshot.forget();
         let nothing_left = crate::reclaim::stop_adopted().await;
         let mut last = self.snapshot();
         if nothing_left {
@@ -470,6 +484,9 @@ impl Supervisor {
     }
 
     fn handle(&mut self, event: Event) {
+        if !matches!(event, Event::Command(Command::List { .. } | Command::ListFrame { .. })) {
+            self.snapshot.forget();
+        }
         match event {
             Event::Command(command) => self.on_command(command),
             Event::Spawn(sent) => {
@@ -495,6 +512,9 @@ impl Supervisor {
     }
 
     fn on_due(&mut self, due: Due) {
+        if !matches!(due, Due::Save | Due::Spares) {
+            self.snapshot.forget();
+        }
         match due {
             Due::Instance { id, timer, generation } => {
                 if let Some(slot) = self.slots.get_mut(&id) {
@@ -519,11 +539,22 @@ impl Supervisor {
 
     fn on_command(&mut self, command: Command) {
         match command {
-            Command::List { target, reply } => {
-                let _ = reply.send(self.rows(&target));
+            Command::List { target, keep, reply } => {
+                let rows = self.rows(&target);
+                if let (true, Ok(rows)) = (keep, &rows) {
+                    let mut list = Vec::new();
+                    if procctl_proto::frame::encode_list(rows.iter().map(InstanceInfo::row), &mut list).is_ok() {
+                        self.keep_snapshot(&target, false, list);
+                    }
+                }
+                let _ = reply.send(rows);
             }
             Command::ListFrame { target, reply } => {
-                let _ = reply.send(self.list_frame(&target));
+                let frame = self.list_frame(&target);
+                if let Ok(frame) = &frame {
+                    self.keep_snapshot(&target, true, frame.clone());
+                }
+                let _ = reply.send(frame);
             }
             Command::Start { target, reply } => {
                 let result = self.refuse_when_shutting_down().and_then(|()| self.startable(&target));

@@ -7,10 +7,18 @@ use crate::Status;
 use crate::client::{Client, CtlError, unexpected};
 use crate::host::Endpoint;
 use crate::output;
+use crate::snapshot::{self, Need};
 use crate::streams::Io;
 
-pub fn run(client: &mut Client, targets: &[Target], json: bool, io: &mut Io) -> Result<Status, CtlError> {
-    let rows = rows(client, targets)?;
+pub fn run(endpoint: &Endpoint, targets: &[Target], json: bool, io: &mut Io) -> Result<Status, CtlError> {
+    let rows = match endpoint {
+        Endpoint::Local(socket) => snapshot::rows(socket, &distinct(targets), Need::Sampled),
+        Endpoint::Ssh(_) => None,
+    };
+    let rows = match rows {
+        Some(rows) => rows,
+        None => rows_of(&mut Client::open_to_ask(endpoint)?, targets)?,
+    };
     let status = printed(output::list(&rows, &[], json, io.colour, &mut io.out));
     // procctl ends right after: its memory goes back with the process, row by row frees
     // are time for nothing.
@@ -19,7 +27,7 @@ pub fn run(client: &mut Client, targets: &[Target], json: bool, io: &mut Io) -> 
 }
 
 /// The rows of every target, each instance once, in the order asked.
-fn rows(client: &mut Client, targets: &[Target]) -> Result<Vec<InstanceInfo>, CtlError> {
+fn rows_of(client: &mut Client, targets: &[Target]) -> Result<Vec<InstanceInfo>, CtlError> {
     let mut all: Vec<InstanceInfo> = vec![];
     let targets = distinct(targets);
     let last = targets.len().saturating_sub(1);
@@ -40,8 +48,10 @@ fn rows(client: &mut Client, targets: &[Target]) -> Result<Vec<InstanceInfo>, Ct
 /// answer says why on stderr, and the exit status is the worst.
 pub fn on_each(endpoints: &[Endpoint], targets: &[Target], json: bool, colour: bool) -> Result<Status, CtlError> {
     let answers: Vec<Result<Vec<InstanceInfo>, CtlError>> = std::thread::scope(|scope| {
-        let runs: Vec<_> =
-            endpoints.iter().map(|endpoint| scope.spawn(move || rows(&mut Client::open(endpoint)?, targets))).collect();
+        let runs: Vec<_> = endpoints
+            .iter()
+            .map(|endpoint| scope.spawn(move || rows_of(&mut Client::open(endpoint)?, targets)))
+            .collect();
         runs.into_iter()
             .map(|run| run.join().unwrap_or_else(|_| Err(CtlError::Failed("a host's thread failed".into()))))
             .collect()

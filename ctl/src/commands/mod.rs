@@ -86,8 +86,8 @@ fn on(endpoint: &Endpoint, command: Command, io: &mut Io) -> Result<Status, CtlE
     // Each of these sends its first request at once.
     let open = || Client::open_to_ask(endpoint);
     match command {
-        Command::List { targets, json } => list::run(&mut open()?, &targets, json, io),
-        Command::Pid { targets } => pid::run(&mut open()?, &targets, io),
+        Command::List { targets, json } => list::run(endpoint, &targets, json, io),
+        Command::Pid { targets } => pid::run(endpoint, &targets, io),
         Command::Start { targets } => start::run(&mut open()?, &targets, io),
         Command::Stop { targets } => stop::run(&mut open()?, &targets, io),
         Command::Restart { targets } => restart::run(&mut open()?, &targets, io),
