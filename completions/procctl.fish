@@ -26,7 +26,7 @@ end
 
 complete -c procctl -n "__fish_procctl_needs_command" -l socket -d 'The agent\'s socket [default: $PROCCTL_SOCKET, $XDG_RUNTIME_DIR/procctl/agent.sock, /tmp/procctl-UID/agent.sock]' -r -F
 complete -c procctl -n "__fish_procctl_needs_command" -l host -d 'Run the command on the agent of another machine, through ssh: ssh://[USER@]HOST[:PORT][/SOCKET] (repeat or separate with commas for several) [default: $PROCCTL_HOST]' -r
-complete -c procctl -n "__fish_procctl_needs_command" -l color -d 'Colour in tables and `top`: auto is on a terminal without NO_COLOR' -r -f -a "auto\t''
+complete -c procctl -n "__fish_procctl_needs_command" -l color -d 'Colour in tables and `top`: auto is on a terminal without NO_COLOR [default: auto]' -r -f -a "auto\t''
 always\t''
 never\t''"
 complete -c procctl -n "__fish_procctl_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -53,128 +53,128 @@ complete -c procctl -n "__fish_procctl_needs_command" -f -a "completions" -d 'Pr
 complete -c procctl -n "__fish_procctl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c procctl -n "__fish_procctl_using_subcommand list" -l socket -d 'The agent\'s socket [default: $PROCCTL_SOCKET, $XDG_RUNTIME_DIR/procctl/agent.sock, /tmp/procctl-UID/agent.sock]' -r -F
 complete -c procctl -n "__fish_procctl_using_subcommand list" -l host -d 'Run the command on the agent of another machine, through ssh: ssh://[USER@]HOST[:PORT][/SOCKET] (repeat or separate with commas for several) [default: $PROCCTL_HOST]' -r
-complete -c procctl -n "__fish_procctl_using_subcommand list" -l color -d 'Colour in tables and `top`: auto is on a terminal without NO_COLOR' -r -f -a "auto\t''
+complete -c procctl -n "__fish_procctl_using_subcommand list" -l color -d 'Colour in tables and `top`: auto is on a terminal without NO_COLOR [default: auto]' -r -f -a "auto\t''
 always\t''
 never\t''"
 complete -c procctl -n "__fish_procctl_using_subcommand list" -l json -d 'Print one JSON array with stable keys instead of a table'
 complete -c procctl -n "__fish_procctl_using_subcommand list" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c procctl -n "__fish_procctl_using_subcommand pid" -l socket -d 'The agent\'s socket [default: $PROCCTL_SOCKET, $XDG_RUNTIME_DIR/procctl/agent.sock, /tmp/procctl-UID/agent.sock]' -r -F
 complete -c procctl -n "__fish_procctl_using_subcommand pid" -l host -d 'Run the command on the agent of another machine, through ssh: ssh://[USER@]HOST[:PORT][/SOCKET] (repeat or separate with commas for several) [default: $PROCCTL_HOST]' -r
-complete -c procctl -n "__fish_procctl_using_subcommand pid" -l color -d 'Colour in tables and `top`: auto is on a terminal without NO_COLOR' -r -f -a "auto\t''
+complete -c procctl -n "__fish_procctl_using_subcommand pid" -l color -d 'Colour in tables and `top`: auto is on a terminal without NO_COLOR [default: auto]' -r -f -a "auto\t''
 always\t''
 never\t''"
 complete -c procctl -n "__fish_procctl_using_subcommand pid" -s h -l help -d 'Print help'
 complete -c procctl -n "__fish_procctl_using_subcommand start" -l socket -d 'The agent\'s socket [default: $PROCCTL_SOCKET, $XDG_RUNTIME_DIR/procctl/agent.sock, /tmp/procctl-UID/agent.sock]' -r -F
 complete -c procctl -n "__fish_procctl_using_subcommand start" -l host -d 'Run the command on the agent of another machine, through ssh: ssh://[USER@]HOST[:PORT][/SOCKET] (repeat or separate with commas for several) [default: $PROCCTL_HOST]' -r
-complete -c procctl -n "__fish_procctl_using_subcommand start" -l color -d 'Colour in tables and `top`: auto is on a terminal without NO_COLOR' -r -f -a "auto\t''
+complete -c procctl -n "__fish_procctl_using_subcommand start" -l color -d 'Colour in tables and `top`: auto is on a terminal without NO_COLOR [default: auto]' -r -f -a "auto\t''
 always\t''
 never\t''"
 complete -c procctl -n "__fish_procctl_using_subcommand start" -s h -l help -d 'Print help'
 complete -c procctl -n "__fish_procctl_using_subcommand stop" -l socket -d 'The agent\'s socket [default: $PROCCTL_SOCKET, $XDG_RUNTIME_DIR/procctl/agent.sock, /tmp/procctl-UID/agent.sock]' -r -F
 complete -c procctl -n "__fish_procctl_using_subcommand stop" -l host -d 'Run the command on the agent of another machine, through ssh: ssh://[USER@]HOST[:PORT][/SOCKET] (repeat or separate with commas for several) [default: $PROCCTL_HOST]' -r
-complete -c procctl -n "__fish_procctl_using_subcommand stop" -l color -d 'Colour in tables and `top`: auto is on a terminal without NO_COLOR' -r -f -a "auto\t''
+complete -c procctl -n "__fish_procctl_using_subcommand stop" -l color -d 'Colour in tables and `top`: auto is on a terminal without NO_COLOR [default: auto]' -r -f -a "auto\t''
 always\t''
 never\t''"
 complete -c procctl -n "__fish_procctl_using_subcommand stop" -s h -l help -d 'Print help'
 complete -c procctl -n "__fish_procctl_using_subcommand restart" -l socket -d 'The agent\'s socket [default: $PROCCTL_SOCKET, $XDG_RUNTIME_DIR/procctl/agent.sock, /tmp/procctl-UID/agent.sock]' -r -F
 complete -c procctl -n "__fish_procctl_using_subcommand restart" -l host -d 'Run the command on the agent of another machine, through ssh: ssh://[USER@]HOST[:PORT][/SOCKET] (repeat or separate with commas for several) [default: $PROCCTL_HOST]' -r
-complete -c procctl -n "__fish_procctl_using_subcommand restart" -l color -d 'Colour in tables and `top`: auto is on a terminal without NO_COLOR' -r -f -a "auto\t''
+complete -c procctl -n "__fish_procctl_using_subcommand restart" -l color -d 'Colour in tables and `top`: auto is on a terminal without NO_COLOR [default: auto]' -r -f -a "auto\t''
 always\t''
 never\t''"
 complete -c procctl -n "__fish_procctl_using_subcommand restart" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c procctl -n "__fish_procctl_using_subcommand signal" -l socket -d 'The agent\'s socket [default: $PROCCTL_SOCKET, $XDG_RUNTIME_DIR/procctl/agent.sock, /tmp/procctl-UID/agent.sock]' -r -F
 complete -c procctl -n "__fish_procctl_using_subcommand signal" -l host -d 'Run the command on the agent of another machine, through ssh: ssh://[USER@]HOST[:PORT][/SOCKET] (repeat or separate with commas for several) [default: $PROCCTL_HOST]' -r
-complete -c procctl -n "__fish_procctl_using_subcommand signal" -l color -d 'Colour in tables and `top`: auto is on a terminal without NO_COLOR' -r -f -a "auto\t''
+complete -c procctl -n "__fish_procctl_using_subcommand signal" -l color -d 'Colour in tables and `top`: auto is on a terminal without NO_COLOR [default: auto]' -r -f -a "auto\t''
 always\t''
 never\t''"
 complete -c procctl -n "__fish_procctl_using_subcommand signal" -s h -l help -d 'Print help'
 complete -c procctl -n "__fish_procctl_using_subcommand scale" -l socket -d 'The agent\'s socket [default: $PROCCTL_SOCKET, $XDG_RUNTIME_DIR/procctl/agent.sock, /tmp/procctl-UID/agent.sock]' -r -F
 complete -c procctl -n "__fish_procctl_using_subcommand scale" -l host -d 'Run the command on the agent of another machine, through ssh: ssh://[USER@]HOST[:PORT][/SOCKET] (repeat or separate with commas for several) [default: $PROCCTL_HOST]' -r
-complete -c procctl -n "__fish_procctl_using_subcommand scale" -l color -d 'Colour in tables and `top`: auto is on a terminal without NO_COLOR' -r -f -a "auto\t''
+complete -c procctl -n "__fish_procctl_using_subcommand scale" -l color -d 'Colour in tables and `top`: auto is on a terminal without NO_COLOR [default: auto]' -r -f -a "auto\t''
 always\t''
 never\t''"
 complete -c procctl -n "__fish_procctl_using_subcommand scale" -s h -l help -d 'Print help'
+complete -c procctl -n "__fish_procctl_using_subcommand send" -l timeout -d 'How long an instance may read nothing (or, with --reply, take to answer)' -r
 complete -c procctl -n "__fish_procctl_using_subcommand send" -l socket -d 'The agent\'s socket [default: $PROCCTL_SOCKET, $XDG_RUNTIME_DIR/procctl/agent.sock, /tmp/procctl-UID/agent.sock]' -r -F
 complete -c procctl -n "__fish_procctl_using_subcommand send" -l host -d 'Run the command on the agent of another machine, through ssh: ssh://[USER@]HOST[:PORT][/SOCKET] (repeat or separate with commas for several) [default: $PROCCTL_HOST]' -r
-complete -c procctl -n "__fish_procctl_using_subcommand send" -l color -d 'Colour in tables and `top`: auto is on a terminal without NO_COLOR' -r -f -a "auto\t''
+complete -c procctl -n "__fish_procctl_using_subcommand send" -l color -d 'Colour in tables and `top`: auto is on a terminal without NO_COLOR [default: auto]' -r -f -a "auto\t''
 always\t''
 never\t''"
-complete -c procctl -n "__fish_procctl_using_subcommand send" -l timeout -d 'How long an instance may read nothing (or, with --reply, take to answer)' -r
 complete -c procctl -n "__fish_procctl_using_subcommand send" -l any -d 'Deliver each message to one running instance of NAME, round-robin'
 complete -c procctl -n "__fish_procctl_using_subcommand send" -l reply -d 'Wait for one reply line from each instance and print it (prefixed NAME:INDEX when several)'
 complete -c procctl -n "__fish_procctl_using_subcommand send" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c procctl -n "__fish_procctl_using_subcommand logs" -s n -l lines -d 'How many lines' -r
 complete -c procctl -n "__fish_procctl_using_subcommand logs" -l socket -d 'The agent\'s socket [default: $PROCCTL_SOCKET, $XDG_RUNTIME_DIR/procctl/agent.sock, /tmp/procctl-UID/agent.sock]' -r -F
 complete -c procctl -n "__fish_procctl_using_subcommand logs" -l host -d 'Run the command on the agent of another machine, through ssh: ssh://[USER@]HOST[:PORT][/SOCKET] (repeat or separate with commas for several) [default: $PROCCTL_HOST]' -r
-complete -c procctl -n "__fish_procctl_using_subcommand logs" -l color -d 'Colour in tables and `top`: auto is on a terminal without NO_COLOR' -r -f -a "auto\t''
+complete -c procctl -n "__fish_procctl_using_subcommand logs" -l color -d 'Colour in tables and `top`: auto is on a terminal without NO_COLOR [default: auto]' -r -f -a "auto\t''
 always\t''
 never\t''"
-complete -c procctl -n "__fish_procctl_using_subcommand logs" -s n -l lines -d 'How many lines' -r
 complete -c procctl -n "__fish_procctl_using_subcommand logs" -s f -l follow -d 'Then keep printing new lines until interrupted'
 complete -c procctl -n "__fish_procctl_using_subcommand logs" -s h -l help -d 'Print help'
 complete -c procctl -n "__fish_procctl_using_subcommand events" -l socket -d 'The agent\'s socket [default: $PROCCTL_SOCKET, $XDG_RUNTIME_DIR/procctl/agent.sock, /tmp/procctl-UID/agent.sock]' -r -F
 complete -c procctl -n "__fish_procctl_using_subcommand events" -l host -d 'Run the command on the agent of another machine, through ssh: ssh://[USER@]HOST[:PORT][/SOCKET] (repeat or separate with commas for several) [default: $PROCCTL_HOST]' -r
-complete -c procctl -n "__fish_procctl_using_subcommand events" -l color -d 'Colour in tables and `top`: auto is on a terminal without NO_COLOR' -r -f -a "auto\t''
+complete -c procctl -n "__fish_procctl_using_subcommand events" -l color -d 'Colour in tables and `top`: auto is on a terminal without NO_COLOR [default: auto]' -r -f -a "auto\t''
 always\t''
 never\t''"
 complete -c procctl -n "__fish_procctl_using_subcommand events" -l json -d 'One JSON object per line instead of text'
 complete -c procctl -n "__fish_procctl_using_subcommand events" -s h -l help -d 'Print help'
 complete -c procctl -n "__fish_procctl_using_subcommand reload" -l socket -d 'The agent\'s socket [default: $PROCCTL_SOCKET, $XDG_RUNTIME_DIR/procctl/agent.sock, /tmp/procctl-UID/agent.sock]' -r -F
 complete -c procctl -n "__fish_procctl_using_subcommand reload" -l host -d 'Run the command on the agent of another machine, through ssh: ssh://[USER@]HOST[:PORT][/SOCKET] (repeat or separate with commas for several) [default: $PROCCTL_HOST]' -r
-complete -c procctl -n "__fish_procctl_using_subcommand reload" -l color -d 'Colour in tables and `top`: auto is on a terminal without NO_COLOR' -r -f -a "auto\t''
+complete -c procctl -n "__fish_procctl_using_subcommand reload" -l color -d 'Colour in tables and `top`: auto is on a terminal without NO_COLOR [default: auto]' -r -f -a "auto\t''
 always\t''
 never\t''"
 complete -c procctl -n "__fish_procctl_using_subcommand reload" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c procctl -n "__fish_procctl_using_subcommand upgrade" -l binary -d 'The new procagent [default: the path the agent was started from]' -r
 complete -c procctl -n "__fish_procctl_using_subcommand upgrade" -l socket -d 'The agent\'s socket [default: $PROCCTL_SOCKET, $XDG_RUNTIME_DIR/procctl/agent.sock, /tmp/procctl-UID/agent.sock]' -r -F
 complete -c procctl -n "__fish_procctl_using_subcommand upgrade" -l host -d 'Run the command on the agent of another machine, through ssh: ssh://[USER@]HOST[:PORT][/SOCKET] (repeat or separate with commas for several) [default: $PROCCTL_HOST]' -r
-complete -c procctl -n "__fish_procctl_using_subcommand upgrade" -l color -d 'Colour in tables and `top`: auto is on a terminal without NO_COLOR' -r -f -a "auto\t''
+complete -c procctl -n "__fish_procctl_using_subcommand upgrade" -l color -d 'Colour in tables and `top`: auto is on a terminal without NO_COLOR [default: auto]' -r -f -a "auto\t''
 always\t''
 never\t''"
-complete -c procctl -n "__fish_procctl_using_subcommand upgrade" -l binary -d 'The new procagent [default: the path the agent was started from]' -r
 complete -c procctl -n "__fish_procctl_using_subcommand upgrade" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c procctl -n "__fish_procctl_using_subcommand wait" -l socket -d 'The agent\'s socket [default: $PROCCTL_SOCKET, $XDG_RUNTIME_DIR/procctl/agent.sock, /tmp/procctl-UID/agent.sock]' -r -F
-complete -c procctl -n "__fish_procctl_using_subcommand wait" -l host -d 'Run the command on the agent of another machine, through ssh: ssh://[USER@]HOST[:PORT][/SOCKET] (repeat or separate with commas for several) [default: $PROCCTL_HOST]' -r
-complete -c procctl -n "__fish_procctl_using_subcommand wait" -l color -d 'Colour in tables and `top`: auto is on a terminal without NO_COLOR' -r -f -a "auto\t''
-always\t''
-never\t''"
 complete -c procctl -n "__fish_procctl_using_subcommand wait" -l for -d 'running (ready), stopped, exited, fatal, or gone (the instances no longer exist)' -r
 complete -c procctl -n "__fish_procctl_using_subcommand wait" -l timeout -d 'How long to wait' -r
+complete -c procctl -n "__fish_procctl_using_subcommand wait" -l socket -d 'The agent\'s socket [default: $PROCCTL_SOCKET, $XDG_RUNTIME_DIR/procctl/agent.sock, /tmp/procctl-UID/agent.sock]' -r -F
+complete -c procctl -n "__fish_procctl_using_subcommand wait" -l host -d 'Run the command on the agent of another machine, through ssh: ssh://[USER@]HOST[:PORT][/SOCKET] (repeat or separate with commas for several) [default: $PROCCTL_HOST]' -r
+complete -c procctl -n "__fish_procctl_using_subcommand wait" -l color -d 'Colour in tables and `top`: auto is on a terminal without NO_COLOR [default: auto]' -r -f -a "auto\t''
+always\t''
+never\t''"
 complete -c procctl -n "__fish_procctl_using_subcommand wait" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c procctl -n "__fish_procctl_using_subcommand metrics" -l socket -d 'The agent\'s socket [default: $PROCCTL_SOCKET, $XDG_RUNTIME_DIR/procctl/agent.sock, /tmp/procctl-UID/agent.sock]' -r -F
 complete -c procctl -n "__fish_procctl_using_subcommand metrics" -l host -d 'Run the command on the agent of another machine, through ssh: ssh://[USER@]HOST[:PORT][/SOCKET] (repeat or separate with commas for several) [default: $PROCCTL_HOST]' -r
-complete -c procctl -n "__fish_procctl_using_subcommand metrics" -l color -d 'Colour in tables and `top`: auto is on a terminal without NO_COLOR' -r -f -a "auto\t''
+complete -c procctl -n "__fish_procctl_using_subcommand metrics" -l color -d 'Colour in tables and `top`: auto is on a terminal without NO_COLOR [default: auto]' -r -f -a "auto\t''
 always\t''
 never\t''"
 complete -c procctl -n "__fish_procctl_using_subcommand metrics" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c procctl -n "__fish_procctl_using_subcommand shutdown" -l socket -d 'The agent\'s socket [default: $PROCCTL_SOCKET, $XDG_RUNTIME_DIR/procctl/agent.sock, /tmp/procctl-UID/agent.sock]' -r -F
 complete -c procctl -n "__fish_procctl_using_subcommand shutdown" -l host -d 'Run the command on the agent of another machine, through ssh: ssh://[USER@]HOST[:PORT][/SOCKET] (repeat or separate with commas for several) [default: $PROCCTL_HOST]' -r
-complete -c procctl -n "__fish_procctl_using_subcommand shutdown" -l color -d 'Colour in tables and `top`: auto is on a terminal without NO_COLOR' -r -f -a "auto\t''
+complete -c procctl -n "__fish_procctl_using_subcommand shutdown" -l color -d 'Colour in tables and `top`: auto is on a terminal without NO_COLOR [default: auto]' -r -f -a "auto\t''
 always\t''
 never\t''"
 complete -c procctl -n "__fish_procctl_using_subcommand shutdown" -s h -l help -d 'Print help'
-complete -c procctl -n "__fish_procctl_using_subcommand import" -l socket -d 'The agent\'s socket [default: $PROCCTL_SOCKET, $XDG_RUNTIME_DIR/procctl/agent.sock, /tmp/procctl-UID/agent.sock]' -r -F
-complete -c procctl -n "__fish_procctl_using_subcommand import" -l host -d 'Run the command on the agent of another machine, through ssh: ssh://[USER@]HOST[:PORT][/SOCKET] (repeat or separate with commas for several) [default: $PROCCTL_HOST]' -r
-complete -c procctl -n "__fish_procctl_using_subcommand import" -l color -d 'Colour in tables and `top`: auto is on a terminal without NO_COLOR' -r -f -a "auto\t''
-always\t''
-never\t''"
 complete -c procctl -n "__fish_procctl_using_subcommand import" -l from -d 'What every FILE is [default: told by its content]' -r -f -a "supervisord\t'supervisord\'s INI (`[program:x]`, `[include]` followed)'
 procfile\t'`name: command` lines'
 pm2\t'pm2\'s ecosystem file in JSON (`apps`)'"
+complete -c procctl -n "__fish_procctl_using_subcommand import" -l socket -d 'The agent\'s socket [default: $PROCCTL_SOCKET, $XDG_RUNTIME_DIR/procctl/agent.sock, /tmp/procctl-UID/agent.sock]' -r -F
+complete -c procctl -n "__fish_procctl_using_subcommand import" -l host -d 'Run the command on the agent of another machine, through ssh: ssh://[USER@]HOST[:PORT][/SOCKET] (repeat or separate with commas for several) [default: $PROCCTL_HOST]' -r
+complete -c procctl -n "__fish_procctl_using_subcommand import" -l color -d 'Colour in tables and `top`: auto is on a terminal without NO_COLOR [default: auto]' -r -f -a "auto\t''
+always\t''
+never\t''"
 complete -c procctl -n "__fish_procctl_using_subcommand import" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c procctl -n "__fish_procctl_using_subcommand top" -l socket -d 'The agent\'s socket [default: $PROCCTL_SOCKET, $XDG_RUNTIME_DIR/procctl/agent.sock, /tmp/procctl-UID/agent.sock]' -r -F
 complete -c procctl -n "__fish_procctl_using_subcommand top" -l host -d 'Run the command on the agent of another machine, through ssh: ssh://[USER@]HOST[:PORT][/SOCKET] (repeat or separate with commas for several) [default: $PROCCTL_HOST]' -r
-complete -c procctl -n "__fish_procctl_using_subcommand top" -l color -d 'Colour in tables and `top`: auto is on a terminal without NO_COLOR' -r -f -a "auto\t''
+complete -c procctl -n "__fish_procctl_using_subcommand top" -l color -d 'Colour in tables and `top`: auto is on a terminal without NO_COLOR [default: auto]' -r -f -a "auto\t''
 always\t''
 never\t''"
 complete -c procctl -n "__fish_procctl_using_subcommand top" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c procctl -n "__fish_procctl_using_subcommand dial-stdio" -l socket -d 'The agent\'s socket [default: $PROCCTL_SOCKET, $XDG_RUNTIME_DIR/procctl/agent.sock, /tmp/procctl-UID/agent.sock]' -r -F
 complete -c procctl -n "__fish_procctl_using_subcommand dial-stdio" -l host -d 'Run the command on the agent of another machine, through ssh: ssh://[USER@]HOST[:PORT][/SOCKET] (repeat or separate with commas for several) [default: $PROCCTL_HOST]' -r
-complete -c procctl -n "__fish_procctl_using_subcommand dial-stdio" -l color -d 'Colour in tables and `top`: auto is on a terminal without NO_COLOR' -r -f -a "auto\t''
+complete -c procctl -n "__fish_procctl_using_subcommand dial-stdio" -l color -d 'Colour in tables and `top`: auto is on a terminal without NO_COLOR [default: auto]' -r -f -a "auto\t''
 always\t''
 never\t''"
 complete -c procctl -n "__fish_procctl_using_subcommand dial-stdio" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c procctl -n "__fish_procctl_using_subcommand completions" -l socket -d 'The agent\'s socket [default: $PROCCTL_SOCKET, $XDG_RUNTIME_DIR/procctl/agent.sock, /tmp/procctl-UID/agent.sock]' -r -F
 complete -c procctl -n "__fish_procctl_using_subcommand completions" -l host -d 'Run the command on the agent of another machine, through ssh: ssh://[USER@]HOST[:PORT][/SOCKET] (repeat or separate with commas for several) [default: $PROCCTL_HOST]' -r
-complete -c procctl -n "__fish_procctl_using_subcommand completions" -l color -d 'Colour in tables and `top`: auto is on a terminal without NO_COLOR' -r -f -a "auto\t''
+complete -c procctl -n "__fish_procctl_using_subcommand completions" -l color -d 'Colour in tables and `top`: auto is on a terminal without NO_COLOR [default: auto]' -r -f -a "auto\t''
 always\t''
 never\t''"
 complete -c procctl -n "__fish_procctl_using_subcommand completions" -s h -l help -d 'Print help'

@@ -37,21 +37,24 @@ use crate::output;
 use crate::streams::Io;
 
 pub fn run(cli: Cli) -> Result<Status, CtlError> {
-    let socket = procctl_proto::socket::socket_path(cli.socket);
+    let options = cli.options();
+    let socket = procctl_proto::socket::socket_path(options.socket);
     match cli.command {
-        Command::Completions { shell } => return completions::run(shell),
-        Command::Manpages { dir } => return manpages::run(&dir),
-        Command::DialStdio => return dial_stdio::run(&socket),
-        Command::Import { files, from } => return import::run(&files, from),
+        Command::Completions { shell, .. } => return completions::run(shell),
+        Command::Manpages { dir, .. } => return manpages::run(&dir),
+        Command::DialStdio { .. } => return dial_stdio::run(&socket),
+        Command::Import { files, from, .. } => return import::run(&files, from),
         _ => {}
     }
-    let endpoints = host::endpoints(&cli.host, std::env::var(host::HOST_ENV).ok(), socket).map_err(CtlError::Usage)?;
-    let colour = colour(cli.color, io::stdout().is_terminal(), std::env::var_os("NO_COLOR"));
+    let endpoints =
+        host::endpoints(&options.host, std::env::var(host::HOST_ENV).ok(), socket).map_err(CtlError::Usage)?;
+    let colour =
+        colour(options.color.unwrap_or(ColorChoice::Auto), io::stdout().is_terminal(), std::env::var_os("NO_COLOR"));
     match (endpoints.as_slice(), cli.command) {
-        ([endpoint], Command::Top) => crate::top::run(endpoint, colour),
+        ([endpoint], Command::Top { .. }) => crate::top::run(endpoint, colour),
         ([endpoint], command) => on(endpoint, command, &mut Io::std(colour)),
-        (_, Command::List { targets, json }) => list::on_each(&endpoints, &targets, json, colour),
-        (_, Command::Top) => Err(CtlError::Usage("top watches one host: give one --host".into())),
+        (_, Command::List { targets, json, .. }) => list::on_each(&endpoints, &targets, json, colour),
+        (_, Command::Top { .. }) => Err(CtlError::Usage("top watches one host: give one --host".into())),
         (_, Command::Send { message, .. }) if message == ["-"] => {
             Err(CtlError::Usage("send - reads stdin for one host: give one --host".into()))
         }
@@ -86,26 +89,26 @@ fn on(endpoint: &Endpoint, command: Command, io: &mut Io) -> Result<Status, CtlE
     // Each of these sends its first request at once.
     let open = || Client::open_to_ask(endpoint);
     match command {
-        Command::List { targets, json } => list::run(endpoint, &targets, json, io),
-        Command::Pid { targets } => pid::run(endpoint, &targets, io),
-        Command::Start { targets } => start::run(&mut open()?, &targets, io),
-        Command::Stop { targets } => stop::run(&mut open()?, &targets, io),
-        Command::Restart { targets } => restart::run(&mut open()?, &targets, io),
-        Command::Signal { targets, signal } => signal::run(&mut open()?, &targets, signal, io),
-        Command::Scale { name, count } => scale::run(&mut open()?, name, count, io),
-        Command::Shutdown => shutdown::run(&mut open()?, io),
-        Command::Reload => reload::run(&mut open()?, io),
-        Command::Upgrade { binary } => upgrade::run(endpoint, binary, io),
-        Command::Metrics => metrics::run(&mut open()?, io),
-        Command::Send { any, reply, timeout, target, message } => {
+        Command::List { targets, json, .. } => list::run(endpoint, &targets, json, io),
+        Command::Pid { targets, .. } => pid::run(endpoint, &targets, io),
+        Command::Start { targets, .. } => start::run(&mut open()?, &targets, io),
+        Command::Stop { targets, .. } => stop::run(&mut open()?, &targets, io),
+        Command::Restart { targets, .. } => restart::run(&mut open()?, &targets, io),
+        Command::Signal { targets, signal, .. } => signal::run(&mut open()?, &targets, signal, io),
+        Command::Scale { name, count, .. } => scale::run(&mut open()?, name, count, io),
+        Command::Shutdown { .. } => shutdown::run(&mut open()?, io),
+        Command::Reload { .. } => reload::run(&mut open()?, io),
+        Command::Upgrade { binary, .. } => upgrade::run(endpoint, binary, io),
+        Command::Metrics { .. } => metrics::run(&mut open()?, io),
+        Command::Send { any, reply, timeout, target, message, .. } => {
             let options = send::Options { any, reply, timeout };
             send::run(endpoint, target, message, options, io)
         }
-        Command::Logs { targets, lines, follow } => logs::run(endpoint, &targets, lines, follow, io),
-        Command::Events { json } => events::run(&mut open()?, json, io),
-        Command::Wait { targets, until, timeout } => wait::run(&mut open()?, &targets, until, timeout),
-        Command::Top => Err(CtlError::Usage("top runs on its own".into())),
-        Command::Completions { .. } | Command::Manpages { .. } | Command::DialStdio | Command::Import { .. } => {
+        Command::Logs { targets, lines, follow, .. } => logs::run(endpoint, &targets, lines, follow, io),
+        Command::Events { json, .. } => events::run(&mut open()?, json, io),
+        Command::Wait { targets, until, timeout, .. } => wait::run(&mut open()?, &targets, until, timeout),
+        Command::Top { .. } => Err(CtlError::Usage("top runs on its own".into())),
+        Command::Completions { .. } | Command::Manpages { .. } | Command::DialStdio { .. } | Command::Import { .. } => {
             Err(CtlError::Usage("this command does not reach an agent".into()))
         }
     }
