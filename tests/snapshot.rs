@@ -113,6 +113,10 @@ fn only_a_snapshot_locked_by_its_keeper_answers() {
     let out = pid_on(&socket);
     assert_eq!(out.code, Some(0), "{out:?}");
     assert_eq!(out.stdout.lines().collect::<Vec<_>>(), pids);
+    // Reached through a symbolic link, they are not.
+    let linked = agent.path("linked.sock");
+    std::os::unix::fs::symlink(&copy, procctl_proto::snapshot::path(&linked)).unwrap();
+    assert_eq!(pid_on(&linked).code, Some(3));
     // Of another protocol version, they are not.
     let mut other = bytes;
     other[procctl_proto::snapshot::MAGIC.len() + 3] ^= 0xff;

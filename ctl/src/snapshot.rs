@@ -8,7 +8,7 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -34,7 +34,7 @@ pub fn rows(socket: &Path, targets: &[Target], need: Need) -> Option<Vec<Instanc
 
 /// The header and rows of the file at `path`, if an agent of this user (or root) keeps it.
 fn read(path: &Path) -> Option<(Header, Vec<InstanceInfo>)> {
-    let mut file = File::open(path).ok()?;
+    let mut file = File::options().read(true).custom_flags(libc::O_NOFOLLOW).open(path).ok()?;
     let meta = file.metadata().ok()?;
     let own = nix::unistd::geteuid().as_raw();
     if !meta.is_file() || (meta.uid() != own && meta.uid() != 0) || !kept(&file) {

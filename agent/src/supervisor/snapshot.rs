@@ -65,10 +65,12 @@ impl Snapshot {
 
     fn write(&self, header: &Header, list: &[u8]) -> io::Result<File> {
         let bytes = snapshot::encode(header, list).map_err(io::Error::other)?;
+        // A new file of the agent's own, whatever was left there (the socket, and so this,
+        // may be in a shared sticky directory such as /tmp).
+        let _ = fs::remove_file(&self.fresh);
         let mut file = File::options()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&self.fresh)?;
@@ -125,6 +127,11 @@ mod tests {
         let mut snap = Snapshot::new(&socket);
         assert!(!path.exists(), "a dead agent's snapshot is removed");
 
+        // Whatever is where the next one is written is replaced, not written through.
+        let elsewhere = dir.path().join("elsewhere");
+        fs::write(&elsewhere, b"untouched").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &snap.fresh).unwrap();
+
         let list = frame::encode(&procctl_proto::Response::List(vec![])).unwrap();
         snap.keep(&Target::All, true, list.clone());
         assert!(!path.exists(), "nothing is written before the answer has gone");
@@ -132,6 +139,7 @@ mod tests {
         let (header, rows) = snapshot::decode(&fs::read(&path).unwrap()).unwrap();
         assert_eq!((header.target, header.sampled, rows.len()), (Target::All, true, 0));
         assert!(locked(&path));
+        assert_eq!(fs::read(&elsewhere).unwrap(), b"untouched");
 
         snap.keep(&Target::Name("web".into()), false, list.clone());
         snap.write_due();
