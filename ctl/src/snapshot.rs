@@ -37,7 +37,10 @@ fn read(path: &Path) -> Option<(Header, Vec<InstanceInfo>)> {
     let mut file = File::options().read(true).custom_flags(libc::O_NOFOLLOW).open(path).ok()?;
     let meta = file.metadata().ok()?;
     let own = nix::unistd::geteuid().as_raw();
-    if !meta.is_file() || (meta.uid() != own && meta.uid() != 0) || !kept(&file) {
+    // No bigger than a frame can be (and the prefix and header): a file of another kind is
+    // not read whole.
+    let most = (procctl_proto::MAX_FRAME * 2) as u64;
+    if !meta.is_file() || (meta.uid() != own && meta.uid() != 0) || meta.len() > most || !kept(&file) {
         return None;
     }
     // Read to its end into room for all of it and a byte more (`read_to_end` would ask the
