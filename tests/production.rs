@@ -1068,7 +1068,16 @@ fn ready_1_comes_once_every_autostart_instance_is_up_stopping_1_at_shutdown_and_
     let mut daemon = Daemon::spawn(command, &agent.path("agent.log"), vec![]);
     let receive = |listener: &UnixDatagram| -> String {
         let mut buf = [0u8; 4096];
-        let n = listener.recv(&mut buf).unwrap_or_else(|e| panic!("no notification: {e}\n{}", daemon_log(&ours)));
+        // A receive with a timeout ends with EINTR when this process is stopped and continued
+        // (or a signal with a handler comes), whatever SA_RESTART says: receive again, within
+        // the same deadline.
+        let deadline = Instant::now() + WAIT;
+        let n = loop {
+            match listener.recv(&mut buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted && Instant::now() < deadline => continue,
+                result => break result.unwrap_or_else(|e| panic!("no notification: {e}\n{}", daemon_log(&ours))),
+            }
+        };
         String::from_utf8_lossy(&buf[..n]).into_owned()
     };
 
