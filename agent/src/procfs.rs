@@ -109,6 +109,32 @@ pub fn pids(text: &[u8]) -> Vec<i32> {
     std::str::from_utf8(text).map(|t| t.split_whitespace().filter_map(|p| p.parse().ok()).collect()).unwrap_or_default()
 }
 
+/// The boot clock in the ticks of `Stat::start_time`: the kernel stamps a new process with
+/// this clock in the nanosecond and shows it in /proc divided down to ticks of 1/CLK_TCK s
+/// (both in the reader's time namespace). `None` where the clock cannot be read.
+pub fn boot_ticks(ticks_per_second: u64) -> Option<u64> {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `now` is ours to write; the vDSO answers without a system call.
+    if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut now) } != 0 {
+        return None;
+    }
+    Some(ticks_of(now.tv_sec as u64, now.tv_nsec as u64, ticks_per_second))
+}
+
+/// Seconds and nanoseconds in whole ticks, rounded down as the kernel's `nsec_to_clock_t`.
+fn ticks_of(seconds: u64, nanoseconds: u64, ticks_per_second: u64) -> u64 {
+    let per_tick = 1_000_000_000 / ticks_per_second.clamp(1, 1_000_000_000);
+    (seconds * 1_000_000_000 + nanoseconds) / per_tick
+}
+
+/// A process's start time known without reading /proc: the boot clock read just before the
+/// process was made and just after. The kernel stamps the process between the two, so when
+/// both fall in the same tick, that tick is its start time; otherwise `None`, and /proc
+/// must say.
+pub fn start_between(before: Option<u64>, after: Option<u64>) -> Option<u64> {
+    before.zip(after).filter(|(before, after)| before == after).map(|(tick, _)| tick)
+}
+
 /// Clock ticks per second and bytes per page, for the figures above.
 pub fn units() -> (u64, u64) {
     use nix::unistd::{SysconfVar, sysconf};
@@ -166,6 +192,53 @@ mod tests {
         let line = lineage();
         assert_eq!(line[0], std::process::id() as i32);
         assert_eq!(line.get(1), Some(&(std::os::unix::process::parent_id() as i32)));
+    }
+
+    #[test]
+    fn ticks_round_down_as_the_kernel_does() {
+        for (seconds, nanoseconds, per_second, want) in [
+            (0, 0, 100, 0),
+            (0, 9_999_999, 100, 0),
+            (0, 10_000_000, 100, 1),
+            (12, 345_678_901, 100, 1234),
+            (12, 345_678_901, 1000, 12345),
+            (3, 999_999_999, 250, 999),
+        ] {
+            assert_eq!(
+                ticks_of(seconds, nanoseconds, per_second),
+                want,
+                "{seconds}.{nanoseconds:09} at {per_second}/s"
+            );
+        }
+    }
+
+    #[test]
+    fn a_start_time_is_known_only_when_both_readings_share_a_tick() {
+        for (before, after, want) in
+            [(Some(5), Some(5), Some(5)), (Some(5), Some(6), None), (None, Some(6), None), (Some(5), None, None)]
+        {
+            assert_eq!(start_between(before, after), want, "{before:?} {after:?}");
+        }
+    }
+
+    #[test]
+    fn the_boot_clock_agrees_with_the_start_time_in_proc() {
+        // A child made between two readings of the same tick has that tick in /proc; one
+        // made across a tick boundary is left to /proc, and the next try shares a tick.
+        let (per_second, _) = units();
+        for _ in 0..50 {
+            let before = boot_ticks(per_second);
+            let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+            let after = boot_ticks(per_second);
+            let from_proc = stat(child.id() as i32).unwrap().start_time;
+            child.kill().unwrap();
+            child.wait().unwrap();
+            if let Some(tick) = start_between(before, after) {
+                assert_eq!(tick, from_proc);
+                return;
+            }
+        }
+        panic!("no two readings of the boot clock shared a tick in 50 tries");
     }
 
     #[test]

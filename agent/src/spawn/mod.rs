@@ -376,6 +376,8 @@ pub fn start(
         let mut listening: HashMap<u64, OwnedFd> = HashMap::new();
         // Spare run cgroups made ahead.
         let mut spares: HashSet<PathBuf> = HashSet::new();
+        let pid = std::process::id() as libc::pid_t;
+        let (ticks_per_second, _) = procfs::units();
         for job in rx {
             let request = match job {
                 Job::Spawn(request) => *request,
@@ -432,6 +434,8 @@ pub fn start(
                 handoff: &spawner_end,
                 null: null.as_ref(),
                 listening: &listening,
+                pid,
+                ticks_per_second,
             };
             let spare = request.cgroup.as_ref().is_some_and(|(path, _)| spares.remove(path));
             spawn_one(request, spare, &context, &report, &mut stack, &mut programs);
@@ -513,6 +517,10 @@ struct Shared<'a> {
     null: Result<&'a OwnedFd, &'a String>,
     /// The listening sockets, by key.
     listening: &'a HashMap<u64, OwnedFd>,
+    /// The agent's pid (an upgrade's exec keeps it), which each child checks its parent against.
+    pid: libc::pid_t,
+    /// Clock ticks per second, the unit of a start time.
+    ticks_per_second: u64,
 }
 
 /// The signals this process does not leave at their default (handled or ignored).
@@ -575,7 +583,7 @@ fn spawn_one(
     drop(parent_ends);
     let mut args = ChildArgs {
         prepared: &prepared,
-        parent: std::process::id() as libc::pid_t,
+        parent: spawner.pid,
         fd_limit: spawner.fd_limit,
         failure: &failure,
         null: null.as_raw_fd(),
@@ -583,6 +591,7 @@ fn spawn_one(
         join_cgroup: false,
     };
     let guard = spawner.fork_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let before = procfs::boot_ticks(spawner.ticks_per_second);
     let made = match &prepared.cgroup {
         Some(dir) => clone_into_cgroup(dir, stack, &args),
         None => None,
@@ -602,9 +611,13 @@ fn spawn_one(
             return report(Sent::Failed { seq, error, handed });
         }
     };
+    let after = procfs::boot_ticks(spawner.ticks_per_second);
     prepared.pipe_child = None;
     prepared.output_write = None;
-    let start_time = procfs::stat(pid).map(|s| s.start_time);
+    // From the boot clock when the clone fell within one tick (nearly always: the clone
+    // takes a fraction of a millisecond), which spares an open, two reads and a close of
+    // /proc per start; the child cannot be gone yet, since only the agent reaps it.
+    let start_time = procfs::start_between(before, after).or_else(|| procfs::stat(pid).map(|s| s.start_time));
     let exec_error = exec_error(failure.load(Ordering::Relaxed), &messages);
     report(Sent::Spawned { seq, pid, start_time, exec_error, handed });
     drop(guard);
