@@ -18,7 +18,7 @@ pub struct Stat {
 
 /// `/proc/PID/stat`, read into a buffer that holds it whole (52 numbers and a name of 16
 /// bytes at most): an open, a read or two and a close, where `read_to_string` also asks
-/// for the size and grows its buffer read by read. The spawner reads it at every start.
+/// for the size and grows its buffer read by read.
 pub fn stat(pid: i32) -> Option<Stat> {
     use std::io::Read;
     let mut file = fs::File::open(format!("/proc/{pid}/stat")).ok()?;
