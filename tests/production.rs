@@ -775,6 +775,47 @@ fn unknown_users_groups_and_limits_are_config_errors_naming_file_line_and_key() 
 }
 
 // ---------------------------------------------------------------------------------------
+// Priority
+
+/// The nice value of thread `tid` of `pid` (field 19 of its stat).
+fn nice_of(pid: i32, tid: i32) -> i32 {
+    let text = fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).unwrap_or_default();
+    let after_name = text.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+    let field = after_name.split_whitespace().nth(16).unwrap_or_else(|| panic!("no stat of {pid}/{tid}"));
+    field.parse().unwrap()
+}
+
+/// A start of many runs the spawner thread ahead of the programs it started, where the
+/// agent may raise a priority (as root): none of them keeps that priority, each takes the
+/// agent's own before its exec, and the spawner takes it back once the start is done, so a
+/// restart after it, and the agent's other threads, run at the agent's own.
+#[test]
+fn instances_run_at_the_agents_own_priority_after_a_start_of_many_and_a_restart() {
+    // Children take the nice value of the thread that starts them: this test's thread.
+    // SAFETY: gettid has no arguments; setpriority on this thread only (raising a nice value
+    // needs no privilege).
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        assert_eq!(libc::setpriority(libc::PRIO_PROCESS, tid, 3), 0, "cannot set this thread's nice value");
+    }
+    let mut agent = Agent::start(&crate::support::sleepers(40));
+    let pids = agent.wait_running("worker", 40);
+    let main = agent.pid();
+    wait_until(WAIT, "the spawner thread back at the agent's priority", || nice_of(main, main) == 3);
+    for task in fs::read_dir(format!("/proc/{main}/task")).unwrap() {
+        let tid: i32 = task.unwrap().file_name().to_string_lossy().parse().unwrap();
+        assert_eq!(nice_of(main, tid), 3, "thread {tid} of the agent");
+    }
+    for &pid in &pids {
+        assert_eq!(nice_of(pid, pid), 3, "instance {pid}");
+    }
+    agent.ctl(&["restart", "worker:7"]).ok();
+    let new = agent.pid_of("worker", 7).expect("worker:7 runs again");
+    assert!(!pids.contains(&new));
+    assert_eq!(nice_of(new, new), 3, "restarted instance {new}");
+}
+
+// ---------------------------------------------------------------------------------------
 // 4. CPU and MEM
 
 /// utime + stime of a process, in clock ticks.

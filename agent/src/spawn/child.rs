@@ -21,6 +21,8 @@ pub(super) struct ChildArgs<'a> {
     pub(super) handled: &'a [i32],
     /// The child moves itself into its cgroup (the clone could not make it there).
     pub(super) join_cgroup: bool,
+    /// The nice value to take back before exec (the spawner thread runs at a raised one).
+    pub(super) nice: Option<libc::c_int>,
 }
 
 pub(super) extern "C" fn entry(arg: *mut libc::c_void) -> libc::c_int {
@@ -164,6 +166,12 @@ unsafe fn child(args: &ChildArgs) -> ! {
         // As the instance's user, so a directory it may not enter is its error.
         if libc::chdir(p.cwd.as_ptr()) != 0 {
             fail(failure, step::CHDIR);
+        }
+        // The agent's own priority, taken back last: up to here the child ran ahead of the
+        // programs started before it, as the spawner does, which waits for it. Lowering a
+        // priority needs no privilege, whoever the child now is.
+        if let Some(nice) = args.nice {
+            libc::setpriority(libc::PRIO_PROCESS, 0, nice);
         }
         libc::execve(p.program.as_ptr(), p.argv_ptrs.as_ptr(), p.envp_ptrs.as_ptr());
         fail(failure, step::EXEC)
