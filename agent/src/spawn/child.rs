@@ -47,6 +47,7 @@ mod step {
     pub const EXEC: u32 = 4;
     pub const CGROUP: u32 = 5;
     pub const USER: u32 = 6;
+    pub const NICE: u32 = 7;
     /// Plus the index of the limit.
     pub const LIMIT: u32 = 100;
 }
@@ -66,6 +67,7 @@ pub(super) fn exec_error(failure: u64, messages: &Messages) -> Option<String> {
         step::CHDIR => format!("cannot enter the working directory {}: {error}", messages.cwd),
         step::CGROUP => format!("cannot move into its cgroup: {error}"),
         step::USER => format!("cannot switch to user {}: {error}", messages.user.as_deref().unwrap_or("?")),
+        step::NICE => format!("cannot take back the agent's own priority before exec: {error}"),
         n if n >= step::LIMIT => {
             let name = messages.limits.get((n - step::LIMIT) as usize).copied().unwrap_or("?");
             format!("cannot set the limit {name}: {error}")
@@ -169,9 +171,12 @@ unsafe fn child(args: &ChildArgs) -> ! {
         }
         // The agent's own priority, taken back last: up to here the child ran ahead of the
         // programs started before it, as the spawner does, which waits for it. Lowering a
-        // priority needs no privilege, whoever the child now is.
-        if let Some(nice) = args.nice {
-            libc::setpriority(libc::PRIO_PROCESS, 0, nice);
+        // priority needs no privilege, whoever the child now is; should the kernel refuse it
+        // all the same, the start fails rather than run the program ahead of the others.
+        if let Some(nice) = args.nice
+            && libc::setpriority(libc::PRIO_PROCESS, 0, nice) != 0
+        {
+            fail(failure, step::NICE);
         }
         libc::execve(p.program.as_ptr(), p.argv_ptrs.as_ptr(), p.envp_ptrs.as_ptr());
         fail(failure, step::EXEC)
@@ -216,6 +221,26 @@ unsafe fn fail(failure: &AtomicU64, step: u32) -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_step_is_named_with_its_errno() {
+        let messages =
+            Messages { program: "/bin/x".into(), cwd: "/srv".into(), user: Some("www".into()), limits: vec!["nofile"] };
+        let report = |step: u32, errno: i32| exec_error(u64::from(step) << 32 | errno as u64, &messages);
+        assert_eq!(exec_error(0, &messages), None);
+        for (step, errno, want) in [
+            (step::EXEC, libc::ENOENT, "cannot run `/bin/x`: "),
+            (step::CHDIR, libc::EACCES, "cannot enter the working directory /srv: "),
+            (step::USER, libc::EPERM, "cannot switch to user www: "),
+            (step::NICE, libc::EPERM, "cannot take back the agent's own priority before exec: "),
+            (step::LIMIT, libc::EPERM, "cannot set the limit nofile: "),
+            (step::FDS, libc::EBADF, "cannot set up its file descriptors: "),
+        ] {
+            let text = report(step, errno).unwrap();
+            let error = std::io::Error::from_raw_os_error(errno).to_string();
+            assert_eq!(text, format!("{want}{error}"), "step {step}");
+        }
+    }
 
     #[test]
     fn pids_are_written_in_decimal_with_a_nul() {
