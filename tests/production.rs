@@ -813,6 +813,16 @@ fn instances_run_at_the_agents_own_priority_after_a_start_of_many_and_a_restart(
     let new = agent.pid_of("worker", 7).expect("worker:7 runs again");
     assert!(!pids.contains(&new));
     assert_eq!(nice_of(new, new), 3, "restarted instance {new}");
+    // `renice -p` of the agent's pid changes the spawner thread's value (the main thread's):
+    // the next start of many takes that as the agent's own.
+    // SAFETY: setpriority of a process of this user to a higher nice value.
+    assert_eq!(unsafe { libc::setpriority(libc::PRIO_PROCESS, main as libc::id_t, 6) }, 0);
+    agent.ctl(&["scale", "worker", "60"]).ok();
+    let all = agent.wait_running("worker", 60);
+    wait_until(WAIT, "the spawner thread back at its reniced value", || nice_of(main, main) == 6);
+    for pid in all.into_iter().filter(|pid| !pids.contains(pid) && *pid != new) {
+        assert_eq!(nice_of(pid, pid), 6, "instance {pid} started after the renice");
+    }
 }
 
 // ---------------------------------------------------------------------------------------

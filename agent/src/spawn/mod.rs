@@ -562,7 +562,8 @@ const SPAWNER_AHEAD: libc::c_int = 10;
 /// slower, and nobody's start-up competes with it.
 struct Nice {
     tid: libc::id_t,
-    /// The agent's own value (None: unknown, never raised).
+    /// The agent's own value, as it was when the thread last went ahead (None: unknown,
+    /// never raised).
     own: Option<libc::c_int>,
     /// The raise was refused once: not tried again.
     refused: bool,
@@ -573,24 +574,35 @@ impl Nice {
     fn new() -> Nice {
         // SAFETY: gettid has no arguments.
         let tid = unsafe { libc::syscall(libc::SYS_gettid) } as libc::id_t;
+        let mut nice = Nice { tid, own: None, refused: false, raised: false };
+        nice.own = nice.current();
+        nice.refused = nice.own.is_none();
+        nice
+    }
+
+    /// This thread's nice value now (`renice -p` of the agent's pid changes this thread's).
+    fn current(&self) -> Option<libc::c_int> {
         // SAFETY: only this thread's errno and priority are read (getpriority can return
         // -1 as a value, so errno tells an error).
-        let own = unsafe {
+        unsafe {
             *libc::__errno_location() = 0;
-            let value = libc::getpriority(libc::PRIO_PROCESS, tid);
+            let value = libc::getpriority(libc::PRIO_PROCESS, self.tid);
             (value != -1 || *libc::__errno_location() == 0).then_some(value)
-        };
-        Nice { tid, own, refused: own.is_none(), raised: false }
+        }
     }
 
     /// Ahead of the children (`true`) or at the agent's own value.
     fn ahead(&mut self, ahead: bool) {
-        let Some(own) = self.own else {
-            return;
-        };
         if ahead == self.raised || (ahead && self.refused) {
             return;
         }
+        if ahead {
+            // Whatever it is by now: a renice of the agent since the last start of many.
+            self.own = self.current();
+        }
+        let Some(own) = self.own else {
+            return;
+        };
         let value = if ahead { (own - SPAWNER_AHEAD).max(-20) } else { own };
         if value == own && ahead {
             self.refused = true; // the agent's own is the highest there is
