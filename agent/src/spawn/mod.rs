@@ -562,9 +562,8 @@ const SPAWNER_AHEAD: libc::c_int = 10;
 /// slower, and nobody's start-up competes with it.
 struct Nice {
     tid: libc::id_t,
-    /// The agent's own value, as it was when the thread last went ahead (None: unknown,
-    /// never raised).
-    own: Option<libc::c_int>,
+    /// The agent's own value, read when the thread last went ahead.
+    own: libc::c_int,
     /// The raise was refused once: not tried again.
     refused: bool,
     raised: bool,
@@ -574,10 +573,7 @@ impl Nice {
     fn new() -> Nice {
         // SAFETY: gettid has no arguments.
         let tid = unsafe { libc::syscall(libc::SYS_gettid) } as libc::id_t;
-        let mut nice = Nice { tid, own: None, refused: false, raised: false };
-        nice.own = nice.current();
-        nice.refused = nice.own.is_none();
-        nice
+        Nice { tid, own: 0, refused: false, raised: false }
     }
 
     /// This thread's nice value now (`renice -p` of the agent's pid changes this thread's).
@@ -596,18 +592,22 @@ impl Nice {
         if ahead == self.raised || (ahead && self.refused) {
             return;
         }
-        if ahead {
+        let value = if ahead {
             // Whatever it is by now: a renice of the agent since the last start of many.
-            self.own = self.current();
-        }
-        let Some(own) = self.own else {
-            return;
+            match self.current() {
+                Some(own) if own > -20 => {
+                    self.own = own;
+                    (own - SPAWNER_AHEAD).max(-20)
+                }
+                // Unknown, or the highest there is already.
+                _ => {
+                    self.refused = true;
+                    return;
+                }
+            }
+        } else {
+            self.own
         };
-        let value = if ahead { (own - SPAWNER_AHEAD).max(-20) } else { own };
-        if value == own && ahead {
-            self.refused = true; // the agent's own is the highest there is
-            return;
-        }
         // SAFETY: setpriority on this thread only.
         if unsafe { libc::setpriority(libc::PRIO_PROCESS, self.tid, value) } == 0 {
             self.raised = ahead;
@@ -618,7 +618,7 @@ impl Nice {
 
     /// The value a child takes back before its exec, while this thread's is raised.
     fn raised_from(&self) -> Option<libc::c_int> {
-        self.own.filter(|_| self.raised)
+        self.raised.then_some(self.own)
     }
 }
 
@@ -728,25 +728,20 @@ fn spawn_one(
 mod tests {
     use super::*;
 
-    fn nice_of(tid: libc::id_t) -> libc::c_int {
-        let text = std::fs::read_to_string(format!("/proc/thread-self/../{tid}/stat")).unwrap();
-        text.rsplit_once(')').unwrap().1.split_whitespace().nth(16).unwrap().parse().unwrap()
-    }
-
     #[test]
     fn the_spawner_runs_ahead_only_where_it_may_and_comes_back_to_its_own() {
         // A thread of its own, whose nice value nothing else shares.
         std::thread::spawn(|| {
             let mut nice = Nice::new();
-            let own = nice.own.expect("this thread's nice value");
+            let own = nice.current().expect("this thread's nice value");
             let may = own > -20 && unsafe { libc::geteuid() } == 0;
             nice.ahead(true);
             assert_eq!(nice.raised, may);
-            assert_eq!(nice_of(nice.tid), if may { (own - SPAWNER_AHEAD).max(-20) } else { own });
+            assert_eq!(nice.current(), Some(if may { (own - SPAWNER_AHEAD).max(-20) } else { own }));
             assert_eq!(nice.raised_from(), may.then_some(own));
             nice.ahead(true); // already there: nothing asked
             nice.ahead(false);
-            assert_eq!(nice_of(nice.tid), own);
+            assert_eq!(nice.current(), Some(own));
             assert_eq!(nice.raised_from(), None);
             assert!(!nice.raised);
         })
