@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::{
     Agent, Daemon, NOBODY, WAIT, alive, all_pids, argv, bin, children_of, command_of, lines, nobody_argv, require_root,
-    run, sh, stat, status_field, wait_until,
+    run, sh, stat, status_field, task_stat, wait_until,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -777,12 +777,9 @@ fn unknown_users_groups_and_limits_are_config_errors_naming_file_line_and_key() 
 // ---------------------------------------------------------------------------------------
 // Priority
 
-/// The nice value of thread `tid` of `pid` (field 19 of its stat).
+/// The nice value of thread `tid` of `pid`.
 fn nice_of(pid: i32, tid: i32) -> i32 {
-    let text = fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).unwrap_or_default();
-    let after_name = text.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
-    let field = after_name.split_whitespace().nth(16).unwrap_or_else(|| panic!("no stat of {pid}/{tid}"));
-    field.parse().unwrap()
+    task_stat(pid, tid).unwrap_or_else(|| panic!("no stat of {pid}/{tid}")).nice
 }
 
 /// A start of many runs the spawner thread ahead of the programs it started, where the

@@ -16,7 +16,9 @@ use std::path::Path;
 pub use agent::{Agent, Output, bin, run};
 pub use daemon::{Daemon, command_of};
 pub use events::{SPARE, Watcher};
-pub use procfs::{alive, all_pids, argv, children_of, kill, start_time, stat, status_field, status_kib, zombies_of};
+pub use procfs::{
+    alive, all_pids, argv, children_of, kill, start_time, stat, status_field, status_kib, task_stat, zombies_of,
+};
 pub use users::{NOBODY, as_nobody, nobody_argv, require_root, root};
 pub use wait::{CTL_TIMEOUT, WAIT, holds_for, poll_until, wait_every, wait_until};
 pub use wire::{closed_by_agent, connect, hello, read_response};

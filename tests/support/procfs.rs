@@ -17,12 +17,19 @@ pub struct Stat {
     pub stime: u64,
     /// Clock ticks after boot.
     pub start_time: u64,
+    /// The nice value (of the thread, for a task's stat).
+    pub nice: i32,
 }
 
 /// /proc/PID/stat, read as bytes: a process's name is any bytes (a `)`, a newline, no UTF-8
 /// at all), so the fields are those after the last `)`.
 pub fn stat(pid: i32) -> Option<Stat> {
     parse_stat(&fs::read(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// /proc/PID/task/TID/stat: one thread's.
+pub fn task_stat(pid: i32, tid: i32) -> Option<Stat> {
+    parse_stat(&fs::read(format!("/proc/{pid}/task/{tid}/stat")).ok()?)
 }
 
 fn parse_stat(bytes: &[u8]) -> Option<Stat> {
@@ -38,6 +45,7 @@ fn parse_stat(bytes: &[u8]) -> Option<Stat> {
         utime: field(14)?.parse().ok()?,
         stime: field(15)?.parse().ok()?,
         start_time: field(22)?.parse().ok()?,
+        nice: field(19)?.parse().ok()?,
     })
 }
 
@@ -131,9 +139,9 @@ mod tests {
     #[test]
     fn a_name_with_parentheses_newlines_and_bytes_that_are_not_utf8_is_read_past() {
         let mut line = b"4242 (a) b\n\xff\xfe) ".to_vec();
-        line.extend(b"S 1 4242 4242 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 1 0 123456 1000 10");
+        line.extend(b"S 1 4242 4242 0 -1 4194560 100 0 0 0 7 3 0 0 25 5 1 0 123456 1000 10");
         let stat = parse_stat(&line).unwrap();
-        assert_eq!(stat, Stat { state: 'S', ppid: 1, pgrp: 4242, utime: 7, stime: 3, start_time: 123456 });
+        assert_eq!(stat, Stat { state: 'S', ppid: 1, pgrp: 4242, utime: 7, stime: 3, start_time: 123456, nice: 5 });
         assert_eq!(parse_stat(b"1 (init"), None);
     }
 
