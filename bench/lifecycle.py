@@ -30,6 +30,9 @@ import tempfile
 import threading
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench import comm, running_children, wait_until  # noqa: E402
+
 NETLINK_CONNECTOR = 11
 CN_IDX_PROC = 1
 PROC_CN_MCAST_LISTEN = 1
@@ -63,12 +66,7 @@ class Execs:
                 what, _cpu, stamp = struct.unpack_from("IIQ", data, offset + 36)
                 if what == PROC_EVENT_EXEC:
                     pid = struct.unpack_from("I", data, offset + 52)[0]
-                    try:
-                        with open(f"/proc/{pid}/comm") as f:
-                            named = f.read().strip() == CHILD
-                    except OSError:
-                        named = False
-                    if named:
+                    if comm(pid) == CHILD:
                         with self.lock:
                             self.seen.append((stamp, pid))
                             self.lock.notify_all()
@@ -90,40 +88,13 @@ class Execs:
             return sorted(stamp for stamp, _ in self.seen[since:])[count - 1]
 
 
-def descendants(pid):
-    out, todo = [], [pid]
-    while todo:
-        parent = todo.pop()
-        try:
-            tasks = os.listdir(f"/proc/{parent}/task")
-        except OSError:
-            continue
-        for task in tasks:
-            try:
-                with open(f"/proc/{parent}/task/{task}/children") as f:
-                    kids = [int(k) for k in f.read().split()]
-            except OSError:
-                kids = []
-            out.extend(kids)
-            todo.extend(kids)
-    return out
-
-
 def poll_up(agent_pid, count, timeout):
-    """Without the connector: polls until `count` processes below the agent run CHILD."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        running = 0
-        for pid in descendants(agent_pid):
-            try:
-                with open(f"/proc/{pid}/comm") as f:
-                    running += f.read().strip() == CHILD
-            except OSError:
-                pass
-        if running >= count:
-            return time.monotonic_ns()
-        time.sleep(0.002)
-    return None
+    """Without the connector: polls until `count` children of the agent run CHILD."""
+    try:
+        wait_until(lambda: len(running_children(agent_pid, CHILD)) >= count, timeout, 0.002)
+    except TimeoutError:
+        return None
+    return time.monotonic_ns()
 
 
 def quartiles(values):
